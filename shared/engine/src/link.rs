@@ -1,0 +1,59 @@
+//! The transport between the decoding loop and a verifier. The loop encodes and decodes protocol
+//! frames itself (so byte counts are the same whatever carries them); a link only moves frames.
+//!
+//! Implementations: [`LocalLink`] (a verifier session in the same process: tests, evaluation),
+//! the native WebSocket link in `hlm-cli`, and the browser WebSocket in `web-client`.
+
+use crate::verifier::VerifierSession;
+use crate::{EngineError, Result};
+use std::collections::VecDeque;
+
+/// Moves binary frames to and from a verifier. Not `Send`-bound so that browser links can hold
+/// JavaScript objects.
+#[allow(async_fn_in_trait)]
+pub trait VerifierLink {
+    async fn send(&mut self, frame: Vec<u8>) -> Result<()>;
+    async fn recv(&mut self) -> Result<Vec<u8>>;
+}
+
+/// A verifier in the same process: each frame sent is handled at once and its reply queued.
+pub struct LocalLink {
+    pub session: VerifierSession,
+    replies: VecDeque<Vec<u8>>,
+    closed: Option<String>,
+}
+
+impl LocalLink {
+    pub fn new(session: VerifierSession) -> Self {
+        Self {
+            session,
+            replies: VecDeque::new(),
+            closed: None,
+        }
+    }
+}
+
+impl VerifierLink for LocalLink {
+    async fn send(&mut self, frame: Vec<u8>) -> Result<()> {
+        if let Some(why) = &self.closed {
+            return Err(EngineError::Link(format!("connection closed: {why}")));
+        }
+        let reply = self.session.handle_frame(&frame);
+        if let Some(f) = reply.frame {
+            self.replies.push_back(f);
+        }
+        if let Some((code, msg)) = reply.close {
+            self.closed = Some(format!("{code:?}: {msg}"));
+        }
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Result<Vec<u8>> {
+        self.replies.pop_front().ok_or_else(|| {
+            EngineError::Link(match &self.closed {
+                Some(why) => format!("connection closed: {why}"),
+                None => "no reply pending".into(),
+            })
+        })
+    }
+}

@@ -1,0 +1,47 @@
+//! Model hyper-parameters, read from GGUF metadata or a Hugging Face `config.json`.
+
+use serde::Serialize;
+
+/// The families the engine runs. They differ in biases on q/k/v (Qwen2) and in how GGUF stores the
+/// rotary dimensions (see [`RopeStyle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Architecture {
+    Qwen2,
+    Llama,
+}
+
+/// How rotary position embedding pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RopeStyle {
+    /// Pairs `(i, i + d/2)` ("NeoX", Hugging Face's `rotate_half`): Qwen2, and Llama from safetensors.
+    Halves,
+    /// Pairs `(2i, 2i + 1)`: Llama converted to GGUF (llama.cpp permutes q/k weights to this layout).
+    Interleaved,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelConfig {
+    pub arch: Architecture,
+    pub vocab_size: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub rms_eps: f32,
+    pub rope_theta: f32,
+    pub rope_style: RopeStyle,
+    /// Longest sequence (prompt + generated) the cache accepts.
+    pub max_context: usize,
+    pub bos_id: Option<u32>,
+    /// Tokens that end a generation (e.g. `<|im_end|>` and `<|endoftext|>` for Qwen).
+    pub eos_ids: Vec<u32>,
+}
+
+impl ModelConfig {
+    /// Floats per position in one layer's K (or V) cache.
+    pub fn kv_width(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+}

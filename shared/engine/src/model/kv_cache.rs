@@ -1,0 +1,78 @@
+//! A truncatable key/value cache: plain vectors, one pair per layer, laid out `[position][kv head][dim]`
+//! so that appending is `extend_from_slice` and rolling back is `truncate`.
+
+use super::ModelConfig;
+
+pub struct LayerKv {
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+pub struct KvCache {
+    layers: Vec<LayerKv>,
+    width: usize,
+    len: usize,
+}
+
+impl KvCache {
+    pub(crate) fn new(cfg: &ModelConfig) -> Self {
+        Self {
+            layers: (0..cfg.layers)
+                .map(|_| LayerKv {
+                    k: Vec::new(),
+                    v: Vec::new(),
+                })
+                .collect(),
+            width: cfg.kv_width(),
+            len: 0,
+        }
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Drops every position from `len` on (no-op if the cache is shorter).
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        for l in &mut self.layers {
+            l.k.truncate(len * self.width);
+            l.v.truncate(len * self.width);
+        }
+        self.len = len;
+    }
+
+    pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Bytes held (keys and values, all layers).
+    pub fn bytes(&self) -> usize {
+        self.layers.len() * 2 * self.len * self.width * std::mem::size_of::<f32>()
+    }
+
+    pub(crate) fn append(&mut self, layer: usize, k: &[f32], v: &[f32], m: usize) {
+        let l = &mut self.layers[layer];
+        debug_assert_eq!(k.len(), m * self.width);
+        l.k.truncate(self.len * self.width);
+        l.v.truncate(self.len * self.width);
+        l.k.extend_from_slice(k);
+        l.v.extend_from_slice(v);
+    }
+
+    /// Keys and values of one layer, including the positions appended by the forward in progress.
+    pub(crate) fn layer(&self, layer: usize) -> &LayerKv {
+        &self.layers[layer]
+    }
+
+    pub(crate) fn commit(&mut self, m: usize) {
+        self.len += m;
+    }
+}

@@ -1,0 +1,393 @@
+//! Loading a [`Model`] from a GGUF file (quantised) or from Hugging Face safetensors (dense).
+
+use super::config::{Architecture, ModelConfig, RopeStyle};
+use super::linear::{Embedding, Linear};
+use super::{ops::Rope, Layer, Model};
+use crate::{EngineError, Result};
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::io::{Read, Seek};
+
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    Gguf,
+    Safetensors,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Re-quantise Q5_0 / Q5_1 tensors to Q8_0 at load. candle's CPU path has no SIMD kernel for
+    /// Q5 formats (54 % of the Qwen2.5 0.5B Q4_K_M file's bytes), so this makes the draft model
+    /// markedly faster for ~50 % more memory on those tensors.
+    pub requantize_q5: bool,
+    /// Cap on the context length (defaults to the model's own, e.g. 32,768).
+    pub max_context: Option<usize>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            requantize_q5: true,
+            max_context: Some(8192),
+        }
+    }
+}
+
+/// Tokens that end a turn or a text in the families we run.
+pub(crate) const END_TOKENS: &[&str] = &[
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "</s>",
+];
+
+impl Model {
+    /// Builds the model from a parsed GGUF and a reader over the same bytes (a file natively, a
+    /// `Cursor` over fetched bytes in the browser).
+    pub fn from_gguf<R: Read + Seek>(
+        content: &gguf_file::Content,
+        reader: &mut R,
+        name: &str,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let md = &content.metadata;
+        let arch_name = meta_str(md, "general.architecture")?;
+        let arch = match arch_name.as_str() {
+            "qwen2" => Architecture::Qwen2,
+            "llama" => Architecture::Llama,
+            other => {
+                return Err(EngineError::model(format!(
+                    "unsupported architecture `{other}` (supported: qwen2, llama)"
+                )))
+            }
+        };
+        let key = |k: &str| format!("{arch_name}.{k}");
+        let hidden = meta_usize(md, &key("embedding_length"))?;
+        let heads = meta_usize(md, &key("attention.head_count"))?;
+        let tokens = crate::tokenizer::vocab_tokens(content)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let mut eos_ids: Vec<u32> = meta_usize(md, "tokenizer.ggml.eos_token_id")
+            .ok()
+            .map(|i| vec![i as u32])
+            .unwrap_or_default();
+        for (i, t) in tokens.iter().enumerate() {
+            if END_TOKENS.contains(&t.as_str()) && !eos_ids.contains(&(i as u32)) {
+                eos_ids.push(i as u32);
+            }
+        }
+        let mut t = GgufTensors {
+            content,
+            reader,
+            requantize_q5: opts.requantize_q5,
+        };
+        let embd = Arc::new(t.tensor("token_embd.weight")?);
+        let vocab_size = embd.shape().dims2()?.0;
+        let mut config = ModelConfig {
+            arch,
+            vocab_size,
+            hidden,
+            layers: meta_usize(md, &key("block_count"))?,
+            heads,
+            kv_heads: meta_usize(md, &key("attention.head_count_kv")).unwrap_or(heads),
+            head_dim: meta_usize(md, &key("attention.key_length")).unwrap_or(hidden / heads),
+            ffn: meta_usize(md, &key("feed_forward_length"))?,
+            rms_eps: meta_f32(md, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-6),
+            rope_theta: meta_f32(md, &key("rope.freq_base")).unwrap_or(10_000.0),
+            rope_style: match arch {
+                Architecture::Qwen2 => RopeStyle::Halves,
+                Architecture::Llama => RopeStyle::Interleaved,
+            },
+            max_context: meta_usize(md, &key("context_length")).unwrap_or(4096),
+            bos_id: meta_usize(md, "tokenizer.ggml.bos_token_id").ok().map(|i| i as u32),
+            eos_ids,
+        };
+        if let Some(cap) = opts.max_context {
+            config.max_context = config.max_context.min(cap);
+        }
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let p = format!("blk.{i}.");
+            layers.push(Layer {
+                wq: t.linear(&format!("{p}attn_q.weight"))?,
+                wk: t.linear(&format!("{p}attn_k.weight"))?,
+                wv: t.linear(&format!("{p}attn_v.weight"))?,
+                wo: t.linear(&format!("{p}attn_output.weight"))?,
+                w_gate: t.linear(&format!("{p}ffn_gate.weight"))?,
+                w_up: t.linear(&format!("{p}ffn_up.weight"))?,
+                w_down: t.linear(&format!("{p}ffn_down.weight"))?,
+                attn_norm: t.vector(&format!("{p}attn_norm.weight"))?,
+                ffn_norm: t.vector(&format!("{p}ffn_norm.weight"))?,
+                bq: t.optional_vector(&format!("{p}attn_q.bias"))?,
+                bk: t.optional_vector(&format!("{p}attn_k.bias"))?,
+                bv: t.optional_vector(&format!("{p}attn_v.bias"))?,
+            });
+        }
+        let out_norm = t.vector("output_norm.weight")?;
+        let lm_head = if content.tensor_infos.contains_key("output.weight") {
+            t.linear("output.weight")?
+        } else {
+            Linear::quantized(embd.clone())?
+        };
+        Ok(Self::assemble(
+            config,
+            Embedding::Quantized(embd),
+            layers,
+            out_norm,
+            lm_head,
+            name,
+        ))
+    }
+
+    /// Loads Hugging Face safetensors: `path` is a directory (or a file inside one) holding
+    /// `config.json` and `*.safetensors`. Weights are kept dense in f32.
+    pub fn from_safetensors(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let dir = if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        let cfg_path = dir.join("config.json");
+        let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| {
+            EngineError::model(format!(
+                "{}: not a GGUF file, and no readable {} ({e})",
+                path.display(),
+                cfg_path.display()
+            ))
+        })?;
+        let hf: serde_json::Value = serde_json::from_str(&cfg_text)
+            .map_err(|e| EngineError::model(format!("{}: {e}", cfg_path.display())))?;
+        let get = |k: &str| -> Result<usize> {
+            hf.get(k)
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .ok_or_else(|| EngineError::model(format!("config.json lacks `{k}`")))
+        };
+        let arch = match hf.get("model_type").and_then(|v| v.as_str()) {
+            Some("qwen2") => Architecture::Qwen2,
+            Some("llama") => Architecture::Llama,
+            other => {
+                return Err(EngineError::model(format!(
+                    "unsupported model_type {other:?} (supported: qwen2, llama)"
+                )))
+            }
+        };
+        let mut files: Vec<_> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(EngineError::model(format!(
+                "no *.safetensors in {}",
+                dir.display()
+            )));
+        }
+        let mut w: HashMap<String, Tensor> = HashMap::new();
+        for f in &files {
+            w.extend(candle_core::safetensors::load(f, &Device::Cpu)?);
+        }
+        let mut take = |name: &str| -> Result<Tensor> {
+            w.remove(name)
+                .ok_or_else(|| EngineError::model(format!("safetensors lack `{name}`")))?
+                .to_dtype(DType::F32)
+                .map_err(Into::into)
+        };
+        let heads = get("num_attention_heads")?;
+        let hidden = get("hidden_size")?;
+        let eos_ids = match hf.get("eos_token_id") {
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()
+            }
+            Some(v) => v.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
+            None => vec![],
+        };
+        let embed = take("model.embed_tokens.weight")?;
+        let mut config = ModelConfig {
+            arch,
+            vocab_size: embed.dims2()?.0,
+            hidden,
+            layers: get("num_hidden_layers")?,
+            heads,
+            kv_heads: get("num_key_value_heads").unwrap_or(heads),
+            head_dim: get("head_dim").unwrap_or(hidden / heads),
+            ffn: get("intermediate_size")?,
+            rms_eps: hf.get("rms_norm_eps").and_then(|v| v.as_f64()).unwrap_or(1e-6) as f32,
+            rope_theta: hf.get("rope_theta").and_then(|v| v.as_f64()).unwrap_or(10_000.0) as f32,
+            rope_style: RopeStyle::Halves,
+            max_context: get("max_position_embeddings").unwrap_or(4096),
+            bos_id: hf.get("bos_token_id").and_then(|v| v.as_u64()).map(|v| v as u32),
+            eos_ids,
+        };
+        if let Some(cap) = opts.max_context {
+            config.max_context = config.max_context.min(cap);
+        }
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let p = format!("model.layers.{i}.");
+            let mut lin = |n: &str| Linear::dense(take(&format!("{p}{n}.weight"))?);
+            let (wq, wk, wv, wo) = (
+                lin("self_attn.q_proj")?,
+                lin("self_attn.k_proj")?,
+                lin("self_attn.v_proj")?,
+                lin("self_attn.o_proj")?,
+            );
+            let (w_gate, w_up, w_down) = (lin("mlp.gate_proj")?, lin("mlp.up_proj")?, lin("mlp.down_proj")?);
+            let mut bias = |n: &str| -> Result<Option<Vec<f32>>> {
+                match take(&format!("{p}{n}.bias")) {
+                    Ok(t) => Ok(Some(t.to_vec1()?)),
+                    Err(_) => Ok(None),
+                }
+            };
+            let (bq, bk, bv) = (
+                bias("self_attn.q_proj")?,
+                bias("self_attn.k_proj")?,
+                bias("self_attn.v_proj")?,
+            );
+            layers.push(Layer {
+                attn_norm: take(&format!("{p}input_layernorm.weight"))?.to_vec1()?,
+                ffn_norm: take(&format!("{p}post_attention_layernorm.weight"))?.to_vec1()?,
+                wq,
+                wk,
+                wv,
+                wo,
+                w_gate,
+                w_up,
+                w_down,
+                bq,
+                bk,
+                bv,
+            });
+        }
+        let out_norm = take("model.norm.weight")?.to_vec1()?;
+        let lm_head = match take("lm_head.weight") {
+            Ok(t) => Linear::dense(t)?,
+            Err(_) => Linear::dense(embed.clone())?,
+        };
+        Ok(Self::assemble(
+            config,
+            Embedding::Dense(embed),
+            layers,
+            out_norm,
+            lm_head,
+            &file_stem(&dir),
+        ))
+    }
+
+    fn assemble(
+        config: ModelConfig,
+        embedding: Embedding,
+        layers: Vec<Layer>,
+        out_norm: Vec<f32>,
+        lm_head: Linear,
+        name: &str,
+    ) -> Self {
+        let weight_bytes = embedding.bytes()
+            + lm_head.bytes()
+            + layers
+                .iter()
+                .map(|l| {
+                    [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                        .iter()
+                        .map(|w| w.bytes())
+                        .sum::<usize>()
+                })
+                .sum::<usize>();
+        let rope = Rope::new(config.head_dim, config.rope_theta, config.rope_style);
+        Self {
+            config,
+            embedding,
+            layers,
+            out_norm,
+            lm_head,
+            rope,
+            weight_bytes,
+            name: name.to_string(),
+        }
+    }
+}
+
+fn file_stem(p: &Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
+
+/// Reads tensors of one GGUF by name.
+struct GgufTensors<'a, R> {
+    content: &'a gguf_file::Content,
+    reader: &'a mut R,
+    requantize_q5: bool,
+}
+
+impl<R: Read + Seek> GgufTensors<'_, R> {
+    fn tensor(&mut self, name: &str) -> Result<QTensor> {
+        self.content
+            .tensor(self.reader, name, &Device::Cpu)
+            .map_err(|e| EngineError::model(format!("tensor `{name}`: {e}")))
+    }
+
+    fn linear(&mut self, name: &str) -> Result<Linear> {
+        let mut qt = self.tensor(name)?;
+        if self.requantize_q5 && matches!(qt.dtype(), GgmlDType::Q5_0 | GgmlDType::Q5_1) {
+            let dense = qt.dequantize(&Device::Cpu)?;
+            qt = QTensor::quantize(&dense, GgmlDType::Q8_0)?;
+        }
+        Linear::quantized(Arc::new(qt))
+    }
+
+    fn vector(&mut self, name: &str) -> Result<Vec<f32>> {
+        let t = self.tensor(name)?;
+        Ok(t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?)
+    }
+
+    fn optional_vector(&mut self, name: &str) -> Result<Option<Vec<f32>>> {
+        if self.content.tensor_infos.contains_key(name) {
+            self.vector(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+fn meta<'a>(md: &'a HashMap<String, gguf_file::Value>, k: &str) -> Result<&'a gguf_file::Value> {
+    md.get(k)
+        .ok_or_else(|| EngineError::model(format!("GGUF metadata lacks `{k}`")))
+}
+
+pub(crate) fn meta_usize(md: &HashMap<String, gguf_file::Value>, k: &str) -> Result<usize> {
+    use gguf_file::Value as V;
+    let v = meta(md, k)?;
+    let n: i128 = match v {
+        V::U8(x) => *x as i128,
+        V::I8(x) => *x as i128,
+        V::U16(x) => *x as i128,
+        V::I16(x) => *x as i128,
+        V::U32(x) => *x as i128,
+        V::I32(x) => *x as i128,
+        V::U64(x) => *x as i128,
+        V::I64(x) => *x as i128,
+        other => return Err(EngineError::model(format!("GGUF `{k}` is not an integer: {other:?}"))),
+    };
+    usize::try_from(n).map_err(|_| EngineError::model(format!("GGUF `{k}` out of range: {n}")))
+}
+
+fn meta_f32(md: &HashMap<String, gguf_file::Value>, k: &str) -> Result<f32> {
+    use gguf_file::Value as V;
+    match meta(md, k)? {
+        V::F32(x) => Ok(*x),
+        V::F64(x) => Ok(*x as f32),
+        other => Err(EngineError::model(format!("GGUF `{k}` is not a float: {other:?}"))),
+    }
+}
+
+fn meta_str(md: &HashMap<String, gguf_file::Value>, k: &str) -> Result<String> {
+    match meta(md, k)? {
+        gguf_file::Value::String(s) => Ok(s.clone()),
+        other => Err(EngineError::model(format!("GGUF `{k}` is not a string: {other:?}"))),
+    }
+}

@@ -1,0 +1,234 @@
+//! Decoder-only transformers (Qwen2 and Llama families) on candle's CPU backend.
+//!
+//! Written for this project rather than taken from candle-transformers because both sides need
+//! hooks the stock models lack:
+//! * logits for **chosen rows** of a multi-token forward (the verifier checks several drafted tokens
+//!   after one batched "catch-up" pass; computing the 151,936-wide output projection only where a
+//!   row is needed keeps that pass cheap),
+//! * a KV cache that can be **truncated** (both sides roll back on a rejection),
+//! * the **attention probabilities** of the newest query, averaged over heads and the last layers
+//!   (the importance filter reads them).
+//!
+//! Data flow of [`Model::forward`] for `m` new tokens at positions `p0 .. p0+m`:
+//! embed → for each layer { RMSNorm → q,k,v projections (+bias for Qwen2) → RoPE → append k,v to the
+//! cache → causal attention over `0 ..= p` → output projection → residual → RMSNorm → SwiGLU MLP →
+//! residual } → final RMSNorm → output projection on the requested rows.
+//!
+//! Matrix products go through candle's `QMatMul` (its x86 build repacks Q4_K / Q6_K / Q8_0 weights so
+//! that a multi-row product reads each weight once); everything else runs on plain `f32` slices,
+//! which at batch sizes of 1-16 is cheaper than a tensor op per step and keeps every row's arithmetic
+//! independent of the others.
+
+mod attention;
+mod config;
+mod kv_cache;
+mod linear;
+mod loader;
+mod ops;
+
+pub use config::{Architecture, ModelConfig, RopeStyle};
+pub use kv_cache::KvCache;
+pub use loader::{LoadOptions, ModelFormat};
+
+use crate::{EngineError, Result};
+use linear::{Embedding, Linear};
+
+/// Which rows of a forward pass need logits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogitRows {
+    /// None: only the KV cache (and the last hidden state) are updated.
+    None,
+    /// Only the last new token.
+    Last,
+    /// These indices into the new tokens (sorted, unique).
+    Rows(Vec<usize>),
+    /// Every new token.
+    All,
+}
+
+/// What a forward pass returns.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardOutput {
+    /// `(row index, logits over the vocabulary)` for each requested row.
+    pub logits: Vec<(usize, Vec<f32>)>,
+    /// Attention probabilities of the last new token over positions `0 ..= p`, averaged over heads
+    /// and over the captured layers (present when `capture_attention` was asked).
+    pub attention: Option<Vec<f32>>,
+    /// The final-norm hidden state of the last new token (to compute its logits later on demand).
+    pub last_hidden: Vec<f32>,
+}
+
+impl ForwardOutput {
+    /// Logits of the last requested row.
+    pub fn last_logits(&self) -> Option<&[f32]> {
+        self.logits.last().map(|(_, l)| l.as_slice())
+    }
+}
+
+pub(crate) struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    bq: Option<Vec<f32>>,
+    bk: Option<Vec<f32>>,
+    bv: Option<Vec<f32>>,
+    wo: Linear,
+    ffn_norm: Vec<f32>,
+    w_gate: Linear,
+    w_up: Linear,
+    w_down: Linear,
+}
+
+/// A loaded model: configuration and weights. Immutable; all per-sequence state is in [`KvCache`],
+/// so one model can serve many sessions.
+pub struct Model {
+    config: ModelConfig,
+    embedding: Embedding,
+    layers: Vec<Layer>,
+    out_norm: Vec<f32>,
+    lm_head: Linear,
+    rope: ops::Rope,
+    /// Size of the weights in memory, bytes.
+    weight_bytes: usize,
+    name: String,
+}
+
+impl Model {
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// A short name (file stem) for logs and handshakes.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bytes of weights held in memory.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    /// An empty cache for one sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(&self.config)
+    }
+
+    /// Runs `tokens` (the new tokens, at positions `cache.len() ..`) through the model, appends
+    /// their keys and values to `cache`, and returns the requested logits.
+    ///
+    /// `capture_attention`: average the newest query's attention over the last `n` layers (0 = off).
+    pub fn forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        rows: &LogitRows,
+        capture_attention: usize,
+    ) -> Result<ForwardOutput> {
+        let cfg = &self.config;
+        let m = tokens.len();
+        if m == 0 {
+            return Err(EngineError::model("forward called with no tokens"));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(EngineError::model(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                cfg.vocab_size
+            )));
+        }
+        let p0 = cache.len();
+        if p0 + m > cfg.max_context {
+            return Err(EngineError::model(format!(
+                "context full: {} + {m} tokens exceed the model's {} positions",
+                p0, cfg.max_context
+            )));
+        }
+        let d = cfg.hidden;
+        let mut x = self.embedding.rows(tokens)?;
+        debug_assert_eq!(x.len(), m * d);
+        let positions: Vec<usize> = (p0..p0 + m).collect();
+        let (cos, sin) = self.rope.tables(&positions);
+        let capture_from = cfg.layers.saturating_sub(capture_attention);
+        let mut attn_acc: Option<Vec<f32>> = None;
+        let mut captured = 0usize;
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps);
+            let mut q = layer.wq.forward(&h, m)?;
+            let mut k = layer.wk.forward(&h, m)?;
+            let mut v = layer.wv.forward(&h, m)?;
+            for (t, b) in [(&mut q, &layer.bq), (&mut k, &layer.bk), (&mut v, &layer.bv)] {
+                if let Some(b) = b {
+                    ops::add_bias(t, b);
+                }
+            }
+            self.rope.apply(&mut q, cfg.heads, &cos, &sin);
+            self.rope.apply(&mut k, cfg.kv_heads, &cos, &sin);
+            cache.append(li, &k, &v, m);
+            let capture = capture_attention > 0 && li >= capture_from;
+            let (attn, probs) = attention::causal(cfg, &q, cache.layer(li), p0, m, capture);
+            if let Some(p) = probs {
+                captured += 1;
+                match &mut attn_acc {
+                    Some(acc) => acc.iter_mut().zip(&p).for_each(|(a, b)| *a += b),
+                    None => attn_acc = Some(p),
+                }
+            }
+            let o = layer.wo.forward(&attn, m)?;
+            ops::add_assign(&mut x, &o);
+            let h = ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps);
+            let mut g = layer.w_gate.forward(&h, m)?;
+            let u = layer.w_up.forward(&h, m)?;
+            ops::silu_mul(&mut g, &u);
+            let down = layer.w_down.forward(&g, m)?;
+            ops::add_assign(&mut x, &down);
+        }
+        cache.commit(m);
+
+        let wanted: Vec<usize> = match rows {
+            LogitRows::None => vec![],
+            LogitRows::Last => vec![m - 1],
+            LogitRows::All => (0..m).collect(),
+            LogitRows::Rows(r) => {
+                if let Some(&bad) = r.iter().find(|&&i| i >= m) {
+                    return Err(EngineError::model(format!(
+                        "logit row {bad} requested from a forward of {m} tokens"
+                    )));
+                }
+                r.clone()
+            }
+        };
+        let last_hidden = ops::rms_norm(&x[(m - 1) * d..], &self.out_norm, cfg.rms_eps);
+        let mut logits = Vec::with_capacity(wanted.len());
+        if !wanted.is_empty() {
+            let mut sel = Vec::with_capacity(wanted.len() * d);
+            for &i in &wanted {
+                sel.extend_from_slice(&x[i * d..(i + 1) * d]);
+            }
+            let normed = ops::rms_norm(&sel, &self.out_norm, cfg.rms_eps);
+            let all = self.lm_head.forward(&normed, wanted.len())?;
+            let v = cfg.vocab_size;
+            for (j, &i) in wanted.iter().enumerate() {
+                logits.push((i, all[j * v..(j + 1) * v].to_vec()));
+            }
+        }
+        let attention = attn_acc.map(|mut a| {
+            let n = captured.max(1) as f32;
+            a.iter_mut().for_each(|w| *w /= n);
+            a
+        });
+        Ok(ForwardOutput {
+            logits,
+            attention,
+            last_hidden,
+        })
+    }
+
+    /// Logits from a final-norm hidden state kept from an earlier forward ([`ForwardOutput::last_hidden`]).
+    pub fn logits_from_hidden(&self, hidden: &[f32]) -> Result<Vec<f32>> {
+        if hidden.len() != self.config.hidden {
+            return Err(EngineError::model("hidden state of the wrong width"));
+        }
+        self.lm_head.forward(hidden, 1)
+    }
+}

@@ -1,0 +1,203 @@
+//! The model and the decoding loop on tiny random models (fast; real weights in real_models.rs).
+
+
+
+use hlm_engine::testing::*;
+use hlm_core::FilterMode;
+use hlm_engine::decode::{GenerationConfig, HybridSession, StopReason, TokenKind};
+use hlm_engine::link::LocalLink;
+use hlm_engine::model::LogitRows;
+use hlm_engine::verifier::VerifierSession;
+use hlm_protocol::Sampling;
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn batched_forward_matches_token_by_token() {
+    let (_d, m) = tiny_model(1);
+    let toks: Vec<u32> = vec![5, 17, 3, 88, 42, 9, 60, 2];
+    let mut c1 = m.new_cache();
+    let all = m.forward(&mut c1, &toks, &LogitRows::All, 0).unwrap();
+    let mut c2 = m.new_cache();
+    for (i, &t) in toks.iter().enumerate() {
+        let one = m.forward(&mut c2, &[t], &LogitRows::Last, 0).unwrap();
+        let d = max_abs_diff(&all.logits[i].1, one.last_logits().unwrap());
+        assert!(d < 1e-3, "row {i} differs by {d}");
+    }
+    assert_eq!(c1.len(), 8);
+    assert_eq!(c2.len(), 8);
+}
+
+#[test]
+fn truncated_cache_recomputes_the_same_logits() {
+    let (_d, m) = tiny_model(2);
+    let toks: Vec<u32> = (10..22).collect();
+    let mut c = m.new_cache();
+    let full = m.forward(&mut c, &toks, &LogitRows::All, 0).unwrap();
+    c.truncate(5);
+    assert_eq!(c.len(), 5);
+    let again = m.forward(&mut c, &toks[5..], &LogitRows::All, 0).unwrap();
+    for (j, (_, l)) in again.logits.iter().enumerate() {
+        assert!(max_abs_diff(l, &full.logits[5 + j].1) < 1e-3);
+    }
+    // A different continuation after the rollback gives different logits.
+    c.truncate(5);
+    let other = m.forward(&mut c, &[70, 71], &LogitRows::Last, 0).unwrap();
+    assert!(max_abs_diff(other.last_logits().unwrap(), &full.logits[6].1) > 1e-3);
+}
+
+#[test]
+fn attention_row_is_a_distribution_over_the_prefix() {
+    let (_d, m) = tiny_model(3);
+    let mut c = m.new_cache();
+    let out = m.forward(&mut c, &[1, 2, 3, 4, 5], &LogitRows::Last, 2).unwrap();
+    let row = out.attention.unwrap();
+    assert_eq!(row.len(), 5);
+    let s: f32 = row.iter().sum();
+    assert!((s - 1.0).abs() < 1e-4, "sum {s}");
+    assert!(row.iter().all(|&w| w >= 0.0));
+    let out = m.forward(&mut c, &[6], &LogitRows::Last, 1).unwrap();
+    assert_eq!(out.attention.unwrap().len(), 6);
+}
+
+#[test]
+fn bad_tokens_and_overflow_are_errors_not_panics() {
+    let (_d, m) = tiny_model(4);
+    let mut c = m.new_cache();
+    assert!(m.forward(&mut c, &[VOCAB as u32], &LogitRows::Last, 0).is_err());
+    assert!(m.forward(&mut c, &[], &LogitRows::Last, 0).is_err());
+    let long: Vec<u32> = vec![3; 600];
+    assert!(m.forward(&mut c, &long, &LogitRows::Last, 0).is_err());
+    assert_eq!(c.len(), 0);
+}
+
+fn greedy_alone(m: &hlm_engine::model::Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut c = m.new_cache();
+    let mut out = Vec::new();
+    let mut next = hlm_core::argmax(
+        m.forward(&mut c, prompt, &LogitRows::Last, 0).unwrap().last_logits().unwrap(),
+    );
+    while out.len() < n {
+        out.push(next);
+        if m.config().eos_ids.contains(&next) {
+            break;
+        }
+        next = hlm_core::argmax(
+            m.forward(&mut c, &[next], &LogitRows::Last, 0).unwrap().last_logits().unwrap(),
+        );
+    }
+    out
+}
+
+fn run(
+    mode: FilterMode,
+    sampling: Sampling,
+    uploads_per_round: usize,
+) -> (hlm_engine::decode::Summary, Vec<hlm_engine::decode::TokenEvent>, Vec<u32>, Vec<u32>) {
+    let (_dd, mut drafter) = tiny_drafter(11);
+    let (_vd, verifier) = tiny_drafter(12);
+    let vocab = verifier.vocab_info();
+    let session = VerifierSession::new(verifier.model_arc(), vocab.clone(), "test", 512);
+    let link = LocalLink::new(session);
+    let prompt: Vec<u32> = vec![5, 6, 7, 8];
+    let cfg = GenerationConfig {
+        max_tokens: 40,
+        mode,
+        sampling,
+        uploads_per_round,
+        ..Default::default()
+    };
+    let mut events = Vec::new();
+    let summary = futures_executor(async {
+        let mut s = HybridSession::connect(link, drafter.vocab_info(), "t").await.unwrap();
+        s.generate(&mut drafter, &prompt, &cfg, &mut |e| {
+            events.push(e.clone());
+            true
+        })
+        .await
+        .unwrap()
+    });
+    let v_alone = greedy_alone(verifier.model(), &prompt, 40);
+    let d_alone = greedy_alone(drafter.model(), &prompt, 40);
+    (summary, events, v_alone, d_alone)
+}
+
+/// A minimal executor: the local link never pends.
+fn futures_executor<F: std::future::Future>(f: F) -> F::Output {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+fn check_totals(s: &hlm_engine::decode::Summary, events: &[hlm_engine::decode::TokenEvent]) {
+    let t = &s.totals;
+    assert_eq!(events.len(), t.tokens);
+    assert_eq!(s.ids.len(), t.tokens);
+    assert_eq!(t.tokens, t.skipped + t.accepted + t.resampled);
+    assert_eq!(t.uploaded, t.accepted + t.resampled);
+    let ids: Vec<u32> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, s.ids);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.index, i);
+    }
+}
+
+#[test]
+fn mode_always_greedy_reproduces_the_verifier_alone() {
+    let (s, ev, v_alone, _) = run(FilterMode::Always, Sampling::Greedy, 1);
+    check_totals(&s, &ev);
+    assert_eq!(s.ids, v_alone);
+    assert_eq!(s.totals.skipped, 0);
+    assert!(s.totals.resampled > 0, "the two random models should disagree sometimes");
+    assert!(ev.iter().any(|e| e.kind == TokenKind::UploadedResampled));
+}
+
+#[test]
+fn mode_always_with_several_uploads_per_round_is_still_lossless() {
+    let (s, ev, v_alone, _) = run(FilterMode::Always, Sampling::Greedy, 4);
+    check_totals(&s, &ev);
+    assert_eq!(s.ids, v_alone);
+    assert!(s.totals.rounds < s.totals.tokens);
+}
+
+#[test]
+fn mode_never_is_the_draft_alone_and_sends_nothing() {
+    let (s, ev, _, d_alone) = run(FilterMode::Never, Sampling::Greedy, 1);
+    check_totals(&s, &ev);
+    assert_eq!(s.ids, d_alone);
+    assert_eq!(s.totals.bytes_up, 0);
+    assert_eq!(s.totals.llm_forward_passes, 0);
+    assert_eq!(s.totals.uploaded, 0);
+}
+
+#[test]
+fn filtered_modes_upload_a_subset_and_stay_consistent() {
+    for mode in [FilterMode::Uncertainty, FilterMode::UncertaintyImportance] {
+        let (s, ev, _, _) = run(mode, Sampling::Greedy, 1);
+        check_totals(&s, &ev);
+        assert!(s.totals.tokens > 0);
+        assert!(ev.iter().all(|e| (0.0..=1.0).contains(&e.uncertainty)));
+    }
+}
+
+#[test]
+fn sampling_mode_runs_and_counts_distribution_bytes() {
+    let (s, ev, _, _) = run(
+        FilterMode::Always,
+        Sampling::Temperature {
+            temperature: 0.8,
+            seed: 7,
+        },
+        1,
+    );
+    check_totals(&s, &ev);
+    assert!(s.totals.dist_bits > 0);
+    assert!(matches!(s.stop_reason, StopReason::MaxTokens | StopReason::EndOfSequence));
+}

@@ -1,0 +1,220 @@
+//! The verifier over a real WebSocket on loopback, with tiny random models: hybrid generation in
+//! every filter mode, and every bad input answered with its named error and close code while other
+//! sessions carry on.
+
+use futures_util::{SinkExt, StreamExt};
+use hlm_core::FilterMode;
+use hlm_engine::decode::{Drafter, GenerationConfig, HybridSession};
+use hlm_engine::testing::tiny_drafter;
+use hlm_engine::ws_link::WsLink;
+use hlm_protocol::*;
+use tokio_tungstenite::tungstenite::Message;
+
+struct Server {
+    url: String,
+    _dir: tempfile::TempDir,
+    verifier: Drafter,
+}
+
+async fn start() -> Server {
+    let (dir, verifier) = tiny_drafter(12);
+    let state = verifier_server::AppState::new(verifier.model_arc(), verifier.vocab_info(), 256);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, verifier_server::router(state, None))
+            .await
+            .unwrap()
+    });
+    Server {
+        url: format!("ws://{addr}/ws"),
+        _dir: dir,
+        verifier,
+    }
+}
+
+async fn generate(url: &str, drafter: &mut Drafter, mode: FilterMode) -> hlm_engine::decode::Summary {
+    let link = WsLink::connect(url).await.unwrap();
+    let mut s = HybridSession::connect(link, drafter.vocab_info(), "test").await.unwrap();
+    let cfg = GenerationConfig {
+        max_tokens: 24,
+        mode,
+        ..Default::default()
+    };
+    s.generate(drafter, &[5, 6, 7], &cfg, &mut |_| true).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_generation_in_every_mode() {
+    let server = start().await;
+    let (_d, mut drafter) = tiny_drafter(11);
+    for mode in [
+        FilterMode::Always,
+        FilterMode::Uncertainty,
+        FilterMode::UncertaintyImportance,
+        FilterMode::Never,
+    ] {
+        let s = generate(&server.url, &mut drafter, mode).await;
+        let t = &s.totals;
+        assert_eq!(t.tokens, t.skipped + t.accepted + t.resampled, "{mode}");
+        match mode {
+            FilterMode::Always => {
+                assert_eq!(t.skipped, 0);
+                assert!(t.llm_forward_passes > 0 && t.bytes_down > 0);
+            }
+            FilterMode::Never => assert_eq!(t.bytes_up, 0),
+            _ => assert!(t.bytes_up > 0),
+        }
+    }
+    drop(server.verifier);
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+async fn raw(url: &str) -> Ws {
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+async fn hello(ws: &mut Ws, vocab: &VocabInfo, sampling: Sampling) {
+    let msg = ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+        client: "raw".into(),
+        vocab: vocab.clone(),
+        sampling,
+    };
+    ws.send(Message::Binary(encode_client(&msg).into())).await.unwrap();
+    match next_msg(ws).await {
+        Some(Message::Binary(b)) => assert!(matches!(decode_server(&b).unwrap(), ServerMsg::Welcome { .. })),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+async fn next_msg(ws: &mut Ws) -> Option<Message> {
+    tokio::time::timeout(std::time::Duration::from_secs(20), ws.next())
+        .await
+        .expect("server answered in time")
+        .map(|r| r.unwrap_or(Message::Close(None)))
+}
+
+/// Sends `frame` and expects an Error message with `code`, then a close frame with its code.
+async fn expect_rejected(ws: &mut Ws, frame: Vec<u8>, code: ErrorCode) {
+    ws.send(Message::Binary(frame.into())).await.unwrap();
+    let mut saw_error = false;
+    loop {
+        match next_msg(ws).await {
+            Some(Message::Binary(b)) => {
+                match decode_server(&b).unwrap() {
+                    ServerMsg::Error { code: c, message } => {
+                        assert_eq!(c, code, "{message}");
+                        assert!(!message.is_empty());
+                        saw_error = true;
+                    }
+                    other => panic!("expected an error, got {other:?}"),
+                }
+            }
+            Some(Message::Close(Some(f))) => {
+                assert!(saw_error, "close without an error message");
+                assert_eq!(u16::from(f.code), code.close_code());
+                return;
+            }
+            other => panic!("expected Error then Close, got {other:?}"),
+        }
+    }
+}
+
+fn round(tokens: Vec<BlockToken>) -> Vec<u8> {
+    encode_client(&ClientMsg::Round(Round {
+        round: 0,
+        base: 0,
+        tokens,
+    }))
+}
+
+fn tok(id: u32, verify: bool, dist: Option<DraftDist>) -> BlockToken {
+    BlockToken { id, verify, dist }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_are_named_and_do_not_disturb_other_sessions() {
+    let server = start().await;
+    let vocab = server.verifier.vocab_info();
+    let temp = Sampling::Temperature {
+        temperature: 1.0,
+        seed: 1,
+    };
+    // A healthy session that stays open throughout.
+    let (_d, mut drafter) = tiny_drafter(11);
+    let link = WsLink::connect(&server.url).await.unwrap();
+    let mut healthy = HybridSession::connect(link, drafter.vocab_info(), "healthy").await.unwrap();
+    let cfg = GenerationConfig {
+        max_tokens: 8,
+        mode: FilterMode::Always,
+        ..Default::default()
+    };
+
+    let mut wrong_version = encode_client(&ClientMsg::Reset { sampling: temp });
+    wrong_version[0] = 99;
+    let mut other_vocab = vocab.clone();
+    other_vocab.fingerprint ^= 1;
+    let bad_prob = |p: f32| {
+        Some(DraftDist::Exact {
+            vocab_size: vocab.size,
+            entries: vec![(1, p), (2, 0.1)],
+        })
+    };
+    let cases: Vec<(&str, bool, Sampling, Vec<u8>, ErrorCode)> = vec![
+        ("garbage frame", false, temp, vec![1, 0, 0xff, 0xff, 0xff, 0xff, 0xff], ErrorCode::Malformed),
+        ("truncated frame", false, temp, vec![1], ErrorCode::Malformed),
+        ("unknown version", false, temp, wrong_version, ErrorCode::UnsupportedVersion),
+        ("round before hello", false, temp, round(vec![tok(3, false, None)]), ErrorCode::OutOfSync),
+        (
+            "vocabulary mismatch",
+            false,
+            temp,
+            encode_client(&ClientMsg::Hello {
+                version: PROTOCOL_VERSION,
+                client: "x".into(),
+                vocab: other_vocab,
+                sampling: temp,
+            }),
+            ErrorCode::VocabMismatch,
+        ),
+        ("token outside the vocabulary", true, temp, round(vec![tok(vocab.size + 5, false, None)]), ErrorCode::TokenOutOfRange),
+        ("NaN probability", true, temp, round(vec![tok(3, false, None), tok(4, true, bad_prob(f32::NAN))]), ErrorCode::BadDistribution),
+        ("negative probability", true, temp, round(vec![tok(3, false, None), tok(4, true, bad_prob(-0.5))]), ErrorCode::BadDistribution),
+        ("probabilities summing over 1", true, temp, round(vec![tok(3, false, None), tok(4, true, bad_prob(1.5))]), ErrorCode::BadDistribution),
+        ("upload without distribution", true, temp, round(vec![tok(3, false, None), tok(4, true, None)]), ErrorCode::BadDistribution),
+        ("wrong base position", true, temp, encode_client(&ClientMsg::Round(Round { round: 0, base: 7, tokens: vec![tok(3, false, None)] })), ErrorCode::OutOfSync),
+        ("context overflow", true, temp, round((0..300).map(|i| tok(i % 90, false, None)).collect()), ErrorCode::ContextFull),
+    ];
+    for (name, needs_hello, sampling, frame, code) in cases {
+        let mut ws = raw(&server.url).await;
+        if needs_hello {
+            hello(&mut ws, &vocab, sampling).await;
+        }
+        eprintln!("case: {name}");
+        expect_rejected(&mut ws, frame, code).await;
+        // The healthy session still generates.
+        let s = healthy.generate(&mut drafter, &[5, 6, 7], &cfg, &mut |_| true).await.unwrap();
+        assert!(s.totals.tokens > 0, "after {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_message_is_refused() {
+    let server = start().await;
+    let mut ws = raw(&server.url).await;
+    let big = vec![0u8; MAX_MESSAGE_BYTES + 1];
+    let _ = ws.send(Message::Binary(big.into())).await;
+    match next_msg(&mut ws).await {
+        Some(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), ErrorCode::TooLarge.close_code()),
+        None | Some(Message::Close(None)) => {}
+        other => panic!("expected the connection to close, got {other:?}"),
+    }
+    // The server still serves new sessions.
+    let (_d, mut drafter) = tiny_drafter(11);
+    let s = generate(&server.url, &mut drafter, FilterMode::Always).await;
+    assert!(s.totals.tokens > 0);
+}
