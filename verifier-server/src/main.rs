@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use hlm_engine::model::{LoadOptions, Model};
+use hlm_engine::model::LoadOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
