@@ -109,7 +109,9 @@ async fn run_session(mut socket: WebSocket, state: Arc<AppState>) {
             Ok(p) => p,
             Err(_) => return,
         };
-        let mut s = session.take().expect("session is returned after each frame");
+        let mut s = session
+            .take()
+            .expect("session is returned after each frame");
         let joined = tokio::task::spawn_blocking(move || {
             let reply = s.handle_frame(&frame);
             (s, reply)

@@ -7,10 +7,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Serve a verifier model to hybrid (draft + filter) clients over WebSocket")]
+#[command(
+    version,
+    about = "Serve a verifier model to hybrid (draft + filter) clients over WebSocket"
+)]
 struct Args {
     /// Verifier model: a known name (see `hlm fetch --list`), a GGUF path, or a safetensors directory.
-    #[arg(long, env = "HLM_VERIFIER_MODEL", default_value = "qwen2.5-coder-1.5b-instruct-q4_k_m")]
+    #[arg(
+        long,
+        env = "HLM_VERIFIER_MODEL",
+        default_value = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+    )]
     model: String,
     /// Address to listen on.
     #[arg(long, env = "HLM_LISTEN", default_value = "127.0.0.1:8080")]

@@ -33,15 +33,23 @@ async fn start() -> Server {
     }
 }
 
-async fn generate(url: &str, drafter: &mut Drafter, mode: FilterMode) -> hlm_engine::decode::Summary {
+async fn generate(
+    url: &str,
+    drafter: &mut Drafter,
+    mode: FilterMode,
+) -> hlm_engine::decode::Summary {
     let link = WsLink::connect(url).await.unwrap();
-    let mut s = HybridSession::connect(link, drafter.vocab_info(), "test").await.unwrap();
+    let mut s = HybridSession::connect(link, drafter.vocab_info(), "test")
+        .await
+        .unwrap();
     let cfg = GenerationConfig {
         max_tokens: 24,
         mode,
         ..Default::default()
     };
-    s.generate(drafter, &[5, 6, 7], &cfg, &mut |_| true).await.unwrap()
+    s.generate(drafter, &[5, 6, 7], &cfg, &mut |_| true)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,9 +77,8 @@ async fn hybrid_generation_in_every_mode() {
     drop(server.verifier);
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn raw(url: &str) -> Ws {
     tokio_tungstenite::connect_async(url).await.unwrap().0
@@ -84,9 +91,14 @@ async fn hello(ws: &mut Ws, vocab: &VocabInfo, sampling: Sampling) {
         vocab: vocab.clone(),
         sampling,
     };
-    ws.send(Message::Binary(encode_client(&msg).into())).await.unwrap();
+    ws.send(Message::Binary(encode_client(&msg).into()))
+        .await
+        .unwrap();
     match next_msg(ws).await {
-        Some(Message::Binary(b)) => assert!(matches!(decode_server(&b).unwrap(), ServerMsg::Welcome { .. })),
+        Some(Message::Binary(b)) => assert!(matches!(
+            decode_server(&b).unwrap(),
+            ServerMsg::Welcome { .. }
+        )),
         other => panic!("expected Welcome, got {other:?}"),
     }
 }
@@ -104,16 +116,14 @@ async fn expect_rejected(ws: &mut Ws, frame: Vec<u8>, code: ErrorCode) {
     let mut saw_error = false;
     loop {
         match next_msg(ws).await {
-            Some(Message::Binary(b)) => {
-                match decode_server(&b).unwrap() {
-                    ServerMsg::Error { code: c, message } => {
-                        assert_eq!(c, code, "{message}");
-                        assert!(!message.is_empty());
-                        saw_error = true;
-                    }
-                    other => panic!("expected an error, got {other:?}"),
+            Some(Message::Binary(b)) => match decode_server(&b).unwrap() {
+                ServerMsg::Error { code: c, message } => {
+                    assert_eq!(c, code, "{message}");
+                    assert!(!message.is_empty());
+                    saw_error = true;
                 }
-            }
+                other => panic!("expected an error, got {other:?}"),
+            },
             Some(Message::Close(Some(f))) => {
                 assert!(saw_error, "close without an error message");
                 assert_eq!(u16::from(f.code), code.close_code());
@@ -147,7 +157,9 @@ async fn bad_inputs_are_named_and_do_not_disturb_other_sessions() {
     // A healthy session that stays open throughout.
     let (_d, mut drafter) = tiny_drafter(11);
     let link = WsLink::connect(&server.url).await.unwrap();
-    let mut healthy = HybridSession::connect(link, drafter.vocab_info(), "healthy").await.unwrap();
+    let mut healthy = HybridSession::connect(link, drafter.vocab_info(), "healthy")
+        .await
+        .unwrap();
     let cfg = GenerationConfig {
         max_tokens: 8,
         mode: FilterMode::Always,
@@ -165,10 +177,34 @@ async fn bad_inputs_are_named_and_do_not_disturb_other_sessions() {
         })
     };
     let cases: Vec<(&str, bool, Sampling, Vec<u8>, ErrorCode)> = vec![
-        ("garbage frame", false, temp, vec![1, 0, 0xff, 0xff, 0xff, 0xff, 0xff], ErrorCode::Malformed),
-        ("truncated frame", false, temp, vec![1], ErrorCode::Malformed),
-        ("unknown version", false, temp, wrong_version, ErrorCode::UnsupportedVersion),
-        ("round before hello", false, temp, round(vec![tok(3, false, None)]), ErrorCode::OutOfSync),
+        (
+            "garbage frame",
+            false,
+            temp,
+            vec![1, 0, 0xff, 0xff, 0xff, 0xff, 0xff],
+            ErrorCode::Malformed,
+        ),
+        (
+            "truncated frame",
+            false,
+            temp,
+            vec![1],
+            ErrorCode::Malformed,
+        ),
+        (
+            "unknown version",
+            false,
+            temp,
+            wrong_version,
+            ErrorCode::UnsupportedVersion,
+        ),
+        (
+            "round before hello",
+            false,
+            temp,
+            round(vec![tok(3, false, None)]),
+            ErrorCode::OutOfSync,
+        ),
         (
             "vocabulary mismatch",
             false,
@@ -181,13 +217,59 @@ async fn bad_inputs_are_named_and_do_not_disturb_other_sessions() {
             }),
             ErrorCode::VocabMismatch,
         ),
-        ("token outside the vocabulary", true, temp, round(vec![tok(vocab.size + 5, false, None)]), ErrorCode::TokenOutOfRange),
-        ("NaN probability", true, temp, round(vec![tok(3, false, None), tok(4, true, bad_prob(f32::NAN))]), ErrorCode::BadDistribution),
-        ("negative probability", true, temp, round(vec![tok(3, false, None), tok(4, true, bad_prob(-0.5))]), ErrorCode::BadDistribution),
-        ("probabilities summing over 1", true, temp, round(vec![tok(3, false, None), tok(4, true, bad_prob(1.5))]), ErrorCode::BadDistribution),
-        ("upload without distribution", true, temp, round(vec![tok(3, false, None), tok(4, true, None)]), ErrorCode::BadDistribution),
-        ("wrong base position", true, temp, encode_client(&ClientMsg::Round(Round { round: 0, base: 7, tokens: vec![tok(3, false, None)] })), ErrorCode::OutOfSync),
-        ("context overflow", true, temp, round((0..300).map(|i| tok(i % 90, false, None)).collect()), ErrorCode::ContextFull),
+        (
+            "token outside the vocabulary",
+            true,
+            temp,
+            round(vec![tok(vocab.size + 5, false, None)]),
+            ErrorCode::TokenOutOfRange,
+        ),
+        (
+            "NaN probability",
+            true,
+            temp,
+            round(vec![tok(3, false, None), tok(4, true, bad_prob(f32::NAN))]),
+            ErrorCode::BadDistribution,
+        ),
+        (
+            "negative probability",
+            true,
+            temp,
+            round(vec![tok(3, false, None), tok(4, true, bad_prob(-0.5))]),
+            ErrorCode::BadDistribution,
+        ),
+        (
+            "probabilities summing over 1",
+            true,
+            temp,
+            round(vec![tok(3, false, None), tok(4, true, bad_prob(1.5))]),
+            ErrorCode::BadDistribution,
+        ),
+        (
+            "upload without distribution",
+            true,
+            temp,
+            round(vec![tok(3, false, None), tok(4, true, None)]),
+            ErrorCode::BadDistribution,
+        ),
+        (
+            "wrong base position",
+            true,
+            temp,
+            encode_client(&ClientMsg::Round(Round {
+                round: 0,
+                base: 7,
+                tokens: vec![tok(3, false, None)],
+            })),
+            ErrorCode::OutOfSync,
+        ),
+        (
+            "context overflow",
+            true,
+            temp,
+            round((0..300).map(|i| tok(i % 90, false, None)).collect()),
+            ErrorCode::ContextFull,
+        ),
     ];
     for (name, needs_hello, sampling, frame, code) in cases {
         let mut ws = raw(&server.url).await;
@@ -197,7 +279,10 @@ async fn bad_inputs_are_named_and_do_not_disturb_other_sessions() {
         eprintln!("case: {name}");
         expect_rejected(&mut ws, frame, code).await;
         // The healthy session still generates.
-        let s = healthy.generate(&mut drafter, &[5, 6, 7], &cfg, &mut |_| true).await.unwrap();
+        let s = healthy
+            .generate(&mut drafter, &[5, 6, 7], &cfg, &mut |_| true)
+            .await
+            .unwrap();
         assert!(s.totals.tokens > 0, "after {name}");
     }
 }
@@ -209,7 +294,9 @@ async fn oversize_message_is_refused() {
     let big = vec![0u8; MAX_MESSAGE_BYTES + 1];
     let _ = ws.send(Message::Binary(big.into())).await;
     match next_msg(&mut ws).await {
-        Some(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), ErrorCode::TooLarge.close_code()),
+        Some(Message::Close(Some(f))) => {
+            assert_eq!(u16::from(f.code), ErrorCode::TooLarge.close_code())
+        }
         None | Some(Message::Close(None)) => {}
         other => panic!("expected the connection to close, got {other:?}"),
     }

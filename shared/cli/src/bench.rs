@@ -3,12 +3,12 @@
 //! verifier-alone decoding. Figures are wall-clock on this machine: compare ratios within a run.
 
 use crate::{load_drafter, DecodeOptions};
-use hlm_engine::ws_link::WsLink;
 use anyhow::Context;
 use clap::Args;
 use hlm_core::FilterMode;
 use hlm_engine::decode::{Drafter, HybridSession};
 use hlm_engine::model::{LogitRows, Model};
+use hlm_engine::ws_link::WsLink;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
@@ -72,15 +72,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let d = decode_speed(drafter.model(), &prompt, args.tokens)?;
     let v = decode_speed(verifier_drafter.model(), &prompt, args.tokens)?;
     eprintln!("draft decode    {d:6.1} tok/s ({})", drafter.model().name());
-    eprintln!("verifier decode {v:6.1} tok/s ({})", verifier_drafter.model().name());
+    eprintln!(
+        "verifier decode {v:6.1} tok/s ({})",
+        verifier_drafter.model().name()
+    );
     report.insert("draft_tok_s".into(), json!(d));
     report.insert("verifier_tok_s".into(), json!(v));
 
     let mut costs = serde_json::Map::new();
     let one = forward_cost(verifier_drafter.model(), &prompt, 1, 7)?;
     for k in [1usize, 2, 4, 8, 16] {
-        let ms = if k == 1 { one } else { forward_cost(verifier_drafter.model(), &prompt, k, 7)? };
-        eprintln!("verifier forward k={k:2}: {ms:7.1} ms  ({:.2}x k=1)", ms / one);
+        let ms = if k == 1 {
+            one
+        } else {
+            forward_cost(verifier_drafter.model(), &prompt, k, 7)?
+        };
+        eprintln!(
+            "verifier forward k={k:2}: {ms:7.1} ms  ({:.2}x k=1)",
+            ms / one
+        );
         costs.insert(k.to_string(), json!({"ms": ms, "ratio": ms / one}));
     }
     report.insert("verifier_forward".into(), serde_json::Value::Object(costs));
@@ -122,7 +132,9 @@ async fn end_to_end(
         alone as f64 / alone_s
     );
     let server = spawn_server(verifier.clone()).await?;
-    let mut rows = vec![json!({"method": "verifier-alone", "tokens": alone, "wall_time_s": alone_s, "tokens_per_s": alone as f64 / alone_s})];
+    let mut rows = vec![
+        json!({"method": "verifier-alone", "tokens": alone, "wall_time_s": alone_s, "tokens_per_s": alone as f64 / alone_s}),
+    ];
     for mode in [
         FilterMode::Always,
         FilterMode::Uncertainty,

@@ -17,7 +17,10 @@ use std::io::Write;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(version, about = "Hybrid LLM inference client: draft locally, verify only informative tokens")]
+#[command(
+    version,
+    about = "Hybrid LLM inference client: draft locally, verify only informative tokens"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -108,7 +111,11 @@ struct GenerateArgs {
     #[arg(long, env = "HLM_SERVER", default_value = "ws://127.0.0.1:8080/ws")]
     server: String,
     /// Draft model: a known name, a GGUF path, or a safetensors directory.
-    #[arg(long, env = "HLM_DRAFT_MODEL", default_value = "qwen2.5-coder-0.5b-instruct-q4_k_m")]
+    #[arg(
+        long,
+        env = "HLM_DRAFT_MODEL",
+        default_value = "qwen2.5-coder-0.5b-instruct-q4_k_m"
+    )]
     draft: String,
     /// Print one JSON line per token instead of the text.
     #[arg(long)]

@@ -13,13 +13,18 @@ async fn start_server(model: &str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        axum::serve(listener, verifier_server::router(state, None)).await.unwrap();
+        axum::serve(listener, verifier_server::router(state, None))
+            .await
+            .unwrap();
     });
     format!("ws://{addr}/ws")
 }
 
 fn hlm(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_hlm")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_hlm"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,18 +33,39 @@ async fn hlm_generate_over_websocket_in_every_mode() {
     for mode in ["always", "uncertainty", "uncertainty+importance", "never"] {
         let url = url.clone();
         let out = tokio::task::spawn_blocking(move || {
-            hlm(&["generate", "--server", &url, "--mode", mode, "--max-tokens", "16", "--prompt", "Write a Python function that adds two numbers."])
+            hlm(&[
+                "generate",
+                "--server",
+                &url,
+                "--mode",
+                mode,
+                "--max-tokens",
+                "16",
+                "--prompt",
+                "Write a Python function that adds two numbers.",
+            ])
         })
         .await
         .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
-        let summary: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value =
+            serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
         assert_eq!(summary["mode"], mode);
         let n = |k: &str| summary[k].as_u64().unwrap();
         assert_eq!(n("tokens"), 16, "{summary}");
         assert_eq!(n("tokens"), n("skipped") + n("accepted") + n("resampled"));
-        for key in ["bytes_up", "bytes_down", "llm_forward_passes", "wall_time_s", "uploaded"] {
+        for key in [
+            "bytes_up",
+            "bytes_down",
+            "llm_forward_passes",
+            "wall_time_s",
+            "uploaded",
+        ] {
             assert!(summary.get(key).is_some(), "summary lacks {key}");
         }
         match mode {
@@ -48,13 +74,28 @@ async fn hlm_generate_over_websocket_in_every_mode() {
             _ => assert!(n("bytes_up") > 0),
         }
         // The streamed text precedes the summary.
-        assert!(stdout.contains(summary["text"].as_str().unwrap().lines().next().unwrap_or("")));
+        assert!(stdout.contains(
+            summary["text"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap_or("")
+        ));
     }
 }
 
 #[test]
 fn unreachable_verifier_is_a_clear_error() {
-    let out = hlm(&["generate", "--server", "ws://127.0.0.1:9/ws", "--draft", "smollm2-135m-instruct-q4_1", "--prompt", "hi"]);
+    let out = hlm(&[
+        "generate",
+        "--server",
+        "ws://127.0.0.1:9/ws",
+        "--draft",
+        "smollm2-135m-instruct-q4_1",
+        "--prompt",
+        "hi",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("verifier unreachable"), "{err}");
@@ -63,9 +104,19 @@ fn unreachable_verifier_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_mismatch_is_a_clear_error() {
     let url = start_server("smollm2-135m-instruct-q4_1").await;
-    let out = tokio::task::spawn_blocking(move || hlm(&["generate", "--server", &url, "--prompt", "hi", "--max-tokens", "4"]))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        hlm(&[
+            "generate",
+            "--server",
+            &url,
+            "--prompt",
+            "hi",
+            "--max-tokens",
+            "4",
+        ])
+    })
+    .await
+    .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model mismatch"), "{err}");

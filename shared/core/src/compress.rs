@@ -37,15 +37,26 @@ pub fn compress(probs: &[f32], cfg: &CompressConfig) -> DraftDist {
     // Top-m candidates by partial selection, then sorted (O(V + m log m)).
     let mut idx: Vec<u32> = (0..v).collect();
     if m < idx.len() {
-        idx.select_nth_unstable_by(m - 1, |&a, &b| probs[b as usize].total_cmp(&probs[a as usize]));
+        idx.select_nth_unstable_by(m - 1, |&a, &b| {
+            probs[b as usize].total_cmp(&probs[a as usize])
+        });
         idx.truncate(m);
     }
-    idx.sort_by(|&a, &b| probs[b as usize].total_cmp(&probs[a as usize]).then(a.cmp(&b)));
-    let p: Vec<f64> = idx.iter().map(|&i| probs[i as usize].max(0.0) as f64).collect();
+    idx.sort_by(|&a, &b| {
+        probs[b as usize]
+            .total_cmp(&probs[a as usize])
+            .then(a.cmp(&b))
+    });
+    let p: Vec<f64> = idx
+        .iter()
+        .map(|&i| probs[i as usize].max(0.0) as f64)
+        .collect();
     let c: Vec<f64> = if cfg.exact {
         p.iter().map(|&x| x as f32 as f64).collect()
     } else {
-        p.iter().map(|&x| QuantizedDist::prob_of_code(QuantizedDist::code_for(x))).collect()
+        p.iter()
+            .map(|&x| QuantizedDist::prob_of_code(QuantizedDist::code_for(x)))
+            .collect()
     };
     let total: f64 = probs.iter().map(|&x| x.max(0.0) as f64).sum();
     let mut kept = 0f64;
@@ -56,7 +67,8 @@ pub fn compress(probs: &[f32], cfg: &CompressConfig) -> DraftDist {
         if s <= 0.0 {
             continue;
         }
-        let err: f64 = (0..k).map(|i| (p[i] - c[i] / s).abs()).sum::<f64>() + (total - kept).max(0.0);
+        let err: f64 =
+            (0..k).map(|i| (p[i] - c[i] / s).abs()).sum::<f64>() + (total - kept).max(0.0);
         if 0.5 * err <= cfg.tv_bound as f64 {
             chosen = k;
             break;
@@ -108,7 +120,12 @@ mod tests {
 
     #[test]
     fn bound_is_honoured_and_round_trips() {
-        for (v, sharp, seed) in [(151_936, 30.0, 1), (151_936, 18.0, 2), (1000, 6.0, 3), (1000, 40.0, 4)] {
+        for (v, sharp, seed) in [
+            (151_936, 30.0, 1),
+            (151_936, 18.0, 2),
+            (1000, 6.0, 3),
+            (1000, 40.0, 4),
+        ] {
             let p = random_dist(v, sharp, seed);
             for exact in [false, true] {
                 let cfg = CompressConfig {
@@ -120,21 +137,36 @@ mod tests {
                     &hlm_protocol::ClientMsg::Round(hlm_protocol::Round {
                         round: 0,
                         base: 0,
-                        tokens: vec![hlm_protocol::BlockToken { id: 0, verify: true, dist: Some(d.clone()) }],
+                        tokens: vec![hlm_protocol::BlockToken {
+                            id: 0,
+                            verify: true,
+                            dist: Some(d.clone()),
+                        }],
                     }),
                 ))
                 .unwrap();
-                let hlm_protocol::ClientMsg::Round(r) = back else { panic!() };
+                let hlm_protocol::ClientMsg::Round(r) = back else {
+                    panic!()
+                };
                 assert_eq!(r.tokens[0].dist.as_ref(), Some(&d));
                 let p_hat = d.reconstruct().unwrap();
                 let tv = total_variation(&p, &p_hat);
                 let k = p_hat.entries.len();
                 if k < cfg.max_k {
-                    assert!(tv <= cfg.tv_bound as f64 + 1e-6, "V={v} sharp={sharp} exact={exact}: tv {tv} k {k}");
+                    assert!(
+                        tv <= cfg.tv_bound as f64 + 1e-6,
+                        "V={v} sharp={sharp} exact={exact}: tv {tv} k {k}"
+                    );
                 }
                 // Minimal-ish: one entry fewer would not have met the bound (when k > 1).
                 if k > 1 && k < cfg.max_k {
-                    let fewer = compress(&p, &CompressConfig { max_k: k - 1, ..cfg });
+                    let fewer = compress(
+                        &p,
+                        &CompressConfig {
+                            max_k: k - 1,
+                            ..cfg
+                        },
+                    );
                     let tv_fewer = total_variation(&p, &fewer.reconstruct().unwrap());
                     assert!(tv_fewer > cfg.tv_bound as f64 - 1e-6);
                 }
@@ -145,7 +177,9 @@ mod tests {
     #[test]
     fn bytes_are_counted_exactly() {
         let p = random_dist(151_936, 30.0, 5);
-        let DraftDist::Quantized(q) = compress(&p, &CompressConfig::default()) else { panic!() };
+        let DraftDist::Quantized(q) = compress(&p, &CompressConfig::default()) else {
+            panic!()
+        };
         assert_eq!(q.payload_bits(), q.k as u64 * (8 + 18));
         assert_eq!(q.packed.len() as u64, (q.k as u64 * 26).div_ceil(8));
     }

@@ -136,7 +136,11 @@ mod tests {
             (UncertaintyImportance, 0.0, Some(imp(false)), true, Upload),
         ];
         for (mode, u, i, force, want) in cases {
-            assert_eq!(decide(mode, &k, u, i.as_ref(), force), want, "{mode} u={u} {i:?} {force}");
+            assert_eq!(
+                decide(mode, &k, u, i.as_ref(), force),
+                want,
+                "{mode} u={u} {i:?} {force}"
+            );
         }
         for m in FilterMode::ALL {
             assert_eq!(m.to_string().parse::<FilterMode>().unwrap(), m);

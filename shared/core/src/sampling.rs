@@ -32,7 +32,7 @@ pub fn exp_neg(x: f32) -> f32 {
     let n = (t + 0.5).floor();
     let f = t - n;
     let p = 1.0
-        + f * (0.693_147_2
+        + f * (std::f32::consts::LN_2
             + f * (0.240_226_5
                 + f * (0.055_504_11
                     + f * (0.009_618_129 + f * (0.001_333_355 + f * 0.000_154_035_3)))));
@@ -67,7 +67,7 @@ pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
 /// Draws an index from `probs` (need not sum exactly to 1) by inverse CDF.
 pub fn sample_index(probs: &[f32], rng: &mut Rng) -> u32 {
     let total: f64 = probs.iter().map(|&p| p.max(0.0) as f64).sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return argmax(probs);
     }
     let mut r = rng.random::<f64>() * total;

@@ -80,9 +80,15 @@ mod tests {
     fn one_hot_has_zero_uncertainty() {
         let l = logits_with_gap(1000, 200.0);
         let mut rng = seeded_rng(1);
-        assert_eq!(temperature_perturbation(&l, 3, &UncertaintyConfig::default(), &mut rng), 0.0);
+        assert_eq!(
+            temperature_perturbation(&l, 3, &UncertaintyConfig::default(), &mut rng),
+            0.0
+        );
         // Drafting anything else from a one-hot distribution is certain to differ.
-        assert_eq!(temperature_perturbation(&l, 4, &UncertaintyConfig::default(), &mut rng), 1.0);
+        assert_eq!(
+            temperature_perturbation(&l, 4, &UncertaintyConfig::default(), &mut rng),
+            1.0
+        );
     }
 
     #[test]

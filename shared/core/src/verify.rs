@@ -26,16 +26,17 @@ pub fn verify_sampled(q: &[f32], x: u32, p_hat: &SparseDist, rng: &mut Rng) -> O
 
 /// Draws from `norm(max(0, q − p̂))`; from `q` itself if the residual is empty (`q = p̂`).
 fn sample_residual(q: &[f32], p_hat: &SparseDist, rng: &mut Rng) -> u32 {
-    let residual = |i: usize, entries: &mut std::iter::Peekable<std::slice::Iter<'_, (u32, f64)>>| {
-        let p = match entries.peek() {
-            Some(&&(id, p)) if id as usize == i => {
-                entries.next();
-                p
-            }
-            _ => 0.0,
+    let residual =
+        |i: usize, entries: &mut std::iter::Peekable<std::slice::Iter<'_, (u32, f64)>>| {
+            let p = match entries.peek() {
+                Some(&&(id, p)) if id as usize == i => {
+                    entries.next();
+                    p
+                }
+                _ => 0.0,
+            };
+            (q[i].max(0.0) as f64 - p).max(0.0)
         };
-        (q[i].max(0.0) as f64 - p).max(0.0)
-    };
     let mut entries = p_hat.entries.iter().peekable();
     let total: f64 = (0..q.len()).map(|i| residual(i, &mut entries)).sum();
     if total <= 0.0 {
@@ -81,7 +82,11 @@ mod tests {
     fn p_hat() -> SparseDist {
         hlm_protocol::DraftDist::Exact {
             vocab_size: 6,
-            entries: P.iter().enumerate().map(|(i, &p)| (i as u32, p as f32)).collect(),
+            entries: P
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| (i as u32, p as f32))
+                .collect(),
         }
         .reconstruct()
         .unwrap()
@@ -128,7 +133,11 @@ mod tests {
         for _ in 0..n {
             counts[sample_residual(&Q, &p, &mut rng) as usize] += 1;
         }
-        let r: Vec<f64> = Q.iter().zip(P).map(|(&q, p)| (q as f64 - p).max(0.0)).collect();
+        let r: Vec<f64> = Q
+            .iter()
+            .zip(P)
+            .map(|(&q, p)| (q as f64 - p).max(0.0))
+            .collect();
         let z: f64 = r.iter().sum();
         // Zero-residual tokens (0 and 2) are never drawn.
         assert_eq!(counts[0], 0);

@@ -20,8 +20,9 @@ use crate::link::VerifierLink;
 use crate::model::{KvCache, LogitRows, Model};
 use crate::{EngineError, Result};
 use hlm_core::{
-    compress, decide, importance_rule, sample_sparse, seeded_rng, softmax, temperature_perturbation,
-    CompressConfig, Decision, FilterKnobs, FilterMode, Importance, Rng, UncertaintyConfig,
+    compress, decide, importance_rule, sample_sparse, seeded_rng, softmax,
+    temperature_perturbation, CompressConfig, Decision, FilterKnobs, FilterMode, Importance, Rng,
+    UncertaintyConfig,
 };
 use hlm_protocol::{
     decode_server, encode_client, BlockToken, ClientMsg, Round, Sampling, ServerMsg, VocabInfo,
@@ -194,7 +195,11 @@ impl Drafter {
         vocab_info(&self.tokenizer, self.model.config())
     }
 
-    fn feed(&mut self, ids: &[u32], attention_layers: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    fn feed(
+        &mut self,
+        ids: &[u32],
+        attention_layers: usize,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let out = self
             .model
             .forward(&mut self.cache, ids, &LogitRows::Last, attention_layers)?;
@@ -270,7 +275,9 @@ impl<L: VerifierLink> HybridSession<L> {
                 })
             }
             ServerMsg::Error { code, message } => Err(EngineError::Remote { code, message }),
-            other => Err(EngineError::Link(format!("expected Welcome, got {other:?}"))),
+            other => Err(EngineError::Link(format!(
+                "expected Welcome, got {other:?}"
+            ))),
         }
     }
 
@@ -548,8 +555,14 @@ impl<'a> Generation<'a> {
         self.totals.bytes_down += reply.len();
         let verdict = match decode_server(&reply)? {
             ServerMsg::Verdict(v) => v,
-            ServerMsg::Error { code, message } => return Err(EngineError::Remote { code, message }),
-            other => return Err(EngineError::Link(format!("expected a verdict, got {other:?}"))),
+            ServerMsg::Error { code, message } => {
+                return Err(EngineError::Remote { code, message })
+            }
+            other => {
+                return Err(EngineError::Link(format!(
+                    "expected a verdict, got {other:?}"
+                )))
+            }
         };
         let n = self.round.len();
         let a = verdict.accepted as usize;
@@ -587,7 +600,8 @@ impl<'a> Generation<'a> {
         // Tokens before the rejection stand; the rejected one and all after it are dropped.
         self.report_final();
         let rejected = &self.round[a];
-        let (drafted, uncertainty, importance) = (rejected.id, rejected.uncertainty, rejected.importance);
+        let (drafted, uncertainty, importance) =
+            (rejected.id, rejected.uncertainty, rejected.importance);
         let dropped: Vec<Pending> = self.round.drain(a..).collect();
         self.totals.discarded += dropped.len() - 1;
         for p in &dropped[1..] {

@@ -31,12 +31,12 @@ pub mod decode;
 pub mod error;
 pub mod link;
 pub mod model;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tokenizer;
 pub mod verifier;
 #[cfg(feature = "ws-client")]
 pub mod ws_link;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use error::{EngineError, Result};
 
@@ -55,14 +55,20 @@ pub fn load_model_and_tokenizer(
     let is_gguf = std::io::Read::read_exact(&mut file, &mut magic).is_ok() && &magic == b"GGUF";
     if is_gguf {
         let mut reader = std::io::BufReader::new(std::fs::File::open(path)?);
-        let content = gguf_file::Content::read(&mut reader)
-            .map_err(|e| EngineError::model(format!("{}: not a valid GGUF: {e}", path.display())))?;
+        let content = gguf_file::Content::read(&mut reader).map_err(|e| {
+            EngineError::model(format!("{}: not a valid GGUF: {e}", path.display()))
+        })?;
         load_gguf(&content, &mut reader, &model_name(path), opts)
     } else {
         let m = model::Model::from_safetensors(path, opts)?;
-        let dir = if path.is_dir() { path } else { path.parent().unwrap_or(path) };
-        let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| EngineError::Tokenizer(format!("{}/tokenizer.json: {e}", dir.display())))?;
+        let dir = if path.is_dir() {
+            path
+        } else {
+            path.parent().unwrap_or(path)
+        };
+        let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| {
+            EngineError::Tokenizer(format!("{}/tokenizer.json: {e}", dir.display()))
+        })?;
         Ok((m, tok))
     }
 }

@@ -2,10 +2,10 @@
 //! `tokenizer.json`, written to a temporary directory. They exercise every code path quickly; the
 //! evidence that the system works comes from the real-weight tests.
 
-use candle_core::{DType, Device, Tensor};
-use rand::Rng as _;
 use crate::decode::Drafter;
 use crate::model::{LoadOptions, Model};
+use candle_core::{DType, Device, Tensor};
+use rand::Rng as _;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -23,24 +23,74 @@ pub fn write_tiny_model(dir: &Path, seed: u64, arch: &str) {
     let mut rnd = |w: &mut HashMap<String, Tensor>, name: String, shape: &[usize], scale: f64| {
         let n: usize = shape.iter().product();
         let a = (scale * 3f64.sqrt()) as f32;
-        let v: Vec<f32> = (0..n).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * a).collect();
-        w.insert(name, Tensor::from_vec(v, shape, &dev).expect("tiny test model"));
+        let v: Vec<f32> = (0..n)
+            .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * a)
+            .collect();
+        w.insert(
+            name,
+            Tensor::from_vec(v, shape, &dev).expect("tiny test model"),
+        );
     };
-    rnd(&mut w, "model.embed_tokens.weight".into(), &[VOCAB, hidden], 1.0);
+    rnd(
+        &mut w,
+        "model.embed_tokens.weight".into(),
+        &[VOCAB, hidden],
+        1.0,
+    );
     for i in 0..layers {
         let p = format!("model.layers.{i}.");
-        rnd(&mut w, format!("{p}self_attn.q_proj.weight"), &[heads * hd, hidden], 0.3);
-        rnd(&mut w, format!("{p}self_attn.k_proj.weight"), &[kv * hd, hidden], 0.3);
-        rnd(&mut w, format!("{p}self_attn.v_proj.weight"), &[kv * hd, hidden], 0.3);
+        rnd(
+            &mut w,
+            format!("{p}self_attn.q_proj.weight"),
+            &[heads * hd, hidden],
+            0.3,
+        );
+        rnd(
+            &mut w,
+            format!("{p}self_attn.k_proj.weight"),
+            &[kv * hd, hidden],
+            0.3,
+        );
+        rnd(
+            &mut w,
+            format!("{p}self_attn.v_proj.weight"),
+            &[kv * hd, hidden],
+            0.3,
+        );
         if arch == "qwen2" {
-            rnd(&mut w, format!("{p}self_attn.q_proj.bias"), &[heads * hd], 0.1);
+            rnd(
+                &mut w,
+                format!("{p}self_attn.q_proj.bias"),
+                &[heads * hd],
+                0.1,
+            );
             rnd(&mut w, format!("{p}self_attn.k_proj.bias"), &[kv * hd], 0.1);
             rnd(&mut w, format!("{p}self_attn.v_proj.bias"), &[kv * hd], 0.1);
         }
-        rnd(&mut w, format!("{p}self_attn.o_proj.weight"), &[hidden, heads * hd], 0.1);
-        rnd(&mut w, format!("{p}mlp.gate_proj.weight"), &[ffn, hidden], 0.1);
-        rnd(&mut w, format!("{p}mlp.up_proj.weight"), &[ffn, hidden], 0.1);
-        rnd(&mut w, format!("{p}mlp.down_proj.weight"), &[hidden, ffn], 0.1);
+        rnd(
+            &mut w,
+            format!("{p}self_attn.o_proj.weight"),
+            &[hidden, heads * hd],
+            0.1,
+        );
+        rnd(
+            &mut w,
+            format!("{p}mlp.gate_proj.weight"),
+            &[ffn, hidden],
+            0.1,
+        );
+        rnd(
+            &mut w,
+            format!("{p}mlp.up_proj.weight"),
+            &[ffn, hidden],
+            0.1,
+        );
+        rnd(
+            &mut w,
+            format!("{p}mlp.down_proj.weight"),
+            &[hidden, ffn],
+            0.1,
+        );
         w.insert(
             format!("{p}input_layernorm.weight"),
             Tensor::ones(hidden, DType::F32, &dev).expect("tiny test model"),
@@ -92,7 +142,7 @@ pub fn tiny_model(seed: u64) -> (tempfile::TempDir, Model) {
 pub fn tiny_drafter(seed: u64) -> (tempfile::TempDir, Drafter) {
     let dir = tempfile::tempdir().expect("tiny test model");
     write_tiny_model(dir.path(), seed, "qwen2");
-    let (m, tok) =
-        crate::load_model_and_tokenizer(dir.path(), &LoadOptions::default()).expect("tiny test model");
+    let (m, tok) = crate::load_model_and_tokenizer(dir.path(), &LoadOptions::default())
+        .expect("tiny test model");
     (dir, Drafter::new(Arc::new(m), tok))
 }

@@ -36,7 +36,10 @@ const REGEX_QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 const REGEX_LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn strings(content: &Content, key: &'static str) -> Result<Vec<String>, TokenizerError> {
-    let v = content.metadata.get(key).ok_or(TokenizerError::Missing(key))?;
+    let v = content
+        .metadata
+        .get(key)
+        .ok_or(TokenizerError::Missing(key))?;
     let arr = v.to_vec().map_err(|_| TokenizerError::BadType(key))?;
     arr.iter()
         .map(|x| {
@@ -53,9 +56,13 @@ pub fn vocab_tokens(content: &Content) -> Result<Vec<String>, TokenizerError> {
 }
 
 fn split(regex: &str) -> Result<PreTokenizerWrapper, TokenizerError> {
-    Split::new(SplitPattern::Regex(regex.into()), SplitDelimiterBehavior::Isolated, false)
-        .map(Into::into)
-        .map_err(|e| TokenizerError::Build(e.to_string()))
+    Split::new(
+        SplitPattern::Regex(regex.into()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map(Into::into)
+    .map_err(|e| TokenizerError::Build(e.to_string()))
 }
 
 pub fn tokenizer_from_gguf(content: &Content) -> Result<Tokenizer, TokenizerError> {
@@ -96,13 +103,23 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<Tokenizer, TokenizerErro
         "qwen2" => {
             tok.with_normalizer(Some(NFC))
                 .map_err(|e| TokenizerError::Build(e.to_string()))?;
-            Sequence::new(vec![split(REGEX_QWEN2)?, ByteLevel::new(false, false, false).into()]).into()
+            Sequence::new(vec![
+                split(REGEX_QWEN2)?,
+                ByteLevel::new(false, false, false).into(),
+            ])
+            .into()
         }
-        "llama3" | "llama-bpe" | "smaug-bpe" => {
-            Sequence::new(vec![split(REGEX_LLAMA3)?, ByteLevel::new(false, true, false).into()]).into()
-        }
+        "llama3" | "llama-bpe" | "smaug-bpe" => Sequence::new(vec![
+            split(REGEX_LLAMA3)?,
+            ByteLevel::new(false, true, false).into(),
+        ])
+        .into(),
         // SmolLM: every digit alone, then GPT-2's rule.
-        "smollm" => Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into(),
+        "smollm" => Sequence::new(vec![
+            Digits::new(true).into(),
+            ByteLevel::new(false, true, true).into(),
+        ])
+        .into(),
         _ => ByteLevel::new(false, true, true).into(),
     };
     tok.with_pre_tokenizer(Some(pre_tokenizer));

@@ -163,7 +163,11 @@ impl VerifierSession {
         Ok(())
     }
 
-    fn verify_round(&mut self, round: &Round, sampling: Sampling) -> Result<Verdict, ProtocolError> {
+    fn verify_round(
+        &mut self,
+        round: &Round,
+        sampling: Sampling,
+    ) -> Result<Verdict, ProtocolError> {
         round.validate(self.vocab.size, &sampling)?;
         let base = self.cache.len();
         if round.base as usize != base {

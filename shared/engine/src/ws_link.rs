@@ -1,8 +1,8 @@
 //! The native WebSocket link to a verifier (tokio-tungstenite; feature `ws-client`).
 
-use futures_util::{SinkExt, StreamExt};
 use crate::link::VerifierLink;
 use crate::{EngineError, Result};
+use futures_util::{SinkExt, StreamExt};
 use hlm_protocol::MAX_MESSAGE_BYTES;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -40,7 +40,11 @@ impl VerifierLink for WsLink {
                 Some(Ok(Message::Binary(b))) => return Ok(b.to_vec()),
                 Some(Ok(Message::Close(frame))) => {
                     return Err(EngineError::Link(match frame {
-                        Some(f) => format!("verifier closed the connection ({}): {}", u16::from(f.code), f.reason),
+                        Some(f) => format!(
+                            "verifier closed the connection ({}): {}",
+                            u16::from(f.code),
+                            f.reason
+                        ),
                         None => "verifier closed the connection".into(),
                     }))
                 }

@@ -22,9 +22,11 @@ fn load(name: &str) -> (Model, tokenizers::Tokenizer) {
     hlm_engine::load_model_and_tokenizer(&path, &LoadOptions::default()).expect("model loads")
 }
 
-fn shared(name: &'static str) -> Arc<(Arc<Model>, tokenizers::Tokenizer)> {
-    static CELLS: OnceLock<std::sync::Mutex<Vec<(&'static str, Arc<(Arc<Model>, tokenizers::Tokenizer)>)>>> =
-        OnceLock::new();
+type Loaded = Arc<(Arc<Model>, tokenizers::Tokenizer)>;
+
+/// Each model is loaded once per test binary.
+fn shared(name: &'static str) -> Loaded {
+    static CELLS: OnceLock<std::sync::Mutex<Vec<(&'static str, Loaded)>>> = OnceLock::new();
     let cells = CELLS.get_or_init(Default::default);
     let mut g = cells.lock().unwrap();
     if let Some((_, v)) = g.iter().find(|(n, _)| *n == name) {
@@ -67,13 +69,20 @@ fn greedy_alone(m: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
     out
 }
 
-fn hybrid(draft: &mut Drafter, verifier: &'static str, prompt: &[u32], cfg: &GenerationConfig) -> (Summary, Vec<TokenKind>) {
+fn hybrid(
+    draft: &mut Drafter,
+    verifier: &'static str,
+    prompt: &[u32],
+    cfg: &GenerationConfig,
+) -> (Summary, Vec<TokenKind>) {
     let v = shared(verifier);
     let vocab = hlm_engine::decode::vocab_info(&v.1, v.0.config());
     let link = LocalLink::new(VerifierSession::new(v.0.clone(), vocab, "test", 4096));
     let mut kinds = Vec::new();
     let s = block_on(async {
-        let mut s = HybridSession::connect(link, draft.vocab_info(), "test").await.unwrap();
+        let mut s = HybridSession::connect(link, draft.vocab_info(), "test")
+            .await
+            .unwrap();
         s.generate(draft, prompt, cfg, &mut |e| {
             kinds.push(e.kind);
             true
@@ -99,16 +108,31 @@ fn smollm2_batched_forward_agrees_with_single_steps() {
     for (i, &t) in ids.iter().enumerate() {
         let one = m.forward(&mut c2, &[t], &LogitRows::Last, 0).unwrap();
         let (a, b) = (&all.logits[i].1, one.last_logits().unwrap());
-        worst = worst.max(a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max));
+        worst = worst.max(
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max),
+        );
         same += (hlm_core::argmax(a) == hlm_core::argmax(b)) as usize;
     }
-    assert!(same as f64 >= 0.97 * ids.len() as f64, "argmax agreed at {same}/{}", ids.len());
+    assert!(
+        same as f64 >= 0.97 * ids.len() as f64,
+        "argmax agreed at {same}/{}",
+        ids.len()
+    );
     assert!(worst < 1.0, "largest logit difference {worst}");
     // The model predicts real text: the continuation of a common phrase.
-    let p = tok.encode("The capital of France is", false).unwrap().get_ids().to_vec();
+    let p = tok
+        .encode("The capital of France is", false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
     let mut c = m.new_cache();
     let out = m.forward(&mut c, &p, &LogitRows::Last, 0).unwrap();
-    let next = tok.decode(&[hlm_core::argmax(out.last_logits().unwrap())], false).unwrap();
+    let next = tok
+        .decode(&[hlm_core::argmax(out.last_logits().unwrap())], false)
+        .unwrap();
     assert_eq!(next.trim(), "Paris");
 }
 
@@ -120,8 +144,14 @@ fn smollm2_tokenizer_splits_digits_and_round_trips() {
     let enc = tok.encode(text, false).unwrap();
     assert_eq!(tok.decode(enc.get_ids(), false).unwrap(), text);
     let pieces: Vec<String> = enc.get_tokens().to_vec();
-    assert!(pieces.iter().any(|p| p == "1") && pieces.iter().any(|p| p == "5"), "{pieces:?}");
-    assert!(pieces.iter().all(|p| !p.contains("12")), "digits must be split: {pieces:?}");
+    assert!(
+        pieces.iter().any(|p| p == "1") && pieces.iter().any(|p| p == "5"),
+        "{pieces:?}"
+    );
+    assert!(
+        pieces.iter().all(|p| !p.contains("12")),
+        "digits must be split: {pieces:?}"
+    );
     assert!(pieces.iter().any(|p| p == "<|im_start|>"));
 }
 
@@ -140,7 +170,12 @@ fn qwen_chat_tokens_are_single_ids() {
 #[test]
 fn qwen_pair_is_lossless_in_mode_always_with_greedy_decoding() {
     let mut d = drafter(DRAFT);
-    let prompt = d.encode(&hlm_engine::chat::chatml(&format!("Complete this function:\n{HUMANEVAL_PROMPT}"), None)).unwrap();
+    let prompt = d
+        .encode(&hlm_engine::chat::chatml(
+            &format!("Complete this function:\n{HUMANEVAL_PROMPT}"),
+            None,
+        ))
+        .unwrap();
     let cfg = GenerationConfig {
         max_tokens: 40,
         mode: FilterMode::Always,
@@ -150,17 +185,29 @@ fn qwen_pair_is_lossless_in_mode_always_with_greedy_decoding() {
     let (s, kinds) = hybrid(&mut d, VERIFIER, &prompt, &cfg);
     let reference = greedy_alone(&shared(VERIFIER).0, &prompt, 40);
     assert!(s.ids.len() >= 32, "{} tokens", s.ids.len());
-    assert_eq!(s.ids, reference[..s.ids.len()], "hybrid differs from the verifier alone");
+    assert_eq!(
+        s.ids,
+        reference[..s.ids.len()],
+        "hybrid differs from the verifier alone"
+    );
     assert_eq!(s.totals.skipped, 0);
     assert!(kinds.iter().all(|k| *k != TokenKind::Skipped));
     // The pair disagrees somewhere, so verification did real work.
-    eprintln!("accepted {} resampled {}", s.totals.accepted, s.totals.resampled);
+    eprintln!(
+        "accepted {} resampled {}",
+        s.totals.accepted, s.totals.resampled
+    );
 }
 
 #[test]
 fn qwen_pair_every_mode_is_consistent() {
     let mut d = drafter(DRAFT);
-    let prompt = d.encode(&hlm_engine::chat::chatml("Write a Python function that reverses a linked list.", None)).unwrap();
+    let prompt = d
+        .encode(&hlm_engine::chat::chatml(
+            "Write a Python function that reverses a linked list.",
+            None,
+        ))
+        .unwrap();
     let mut rates = Vec::new();
     for mode in FilterMode::ALL {
         let cfg = GenerationConfig {
@@ -190,11 +237,19 @@ fn qwen_pair_every_mode_is_consistent() {
 #[test]
 fn qwen_pair_sampling_with_compressed_uploads() {
     let mut d = drafter(DRAFT);
-    let prompt = d.encode(&hlm_engine::chat::chatml("Explain recursion in one paragraph.", None)).unwrap();
+    let prompt = d
+        .encode(&hlm_engine::chat::chatml(
+            "Explain recursion in one paragraph.",
+            None,
+        ))
+        .unwrap();
     let cfg = GenerationConfig {
         max_tokens: 24,
         mode: FilterMode::Uncertainty,
-        sampling: Sampling::Temperature { temperature: 0.8, seed: 3 },
+        sampling: Sampling::Temperature {
+            temperature: 0.8,
+            seed: 3,
+        },
         ..Default::default()
     };
     let (s, _) = hybrid(&mut d, VERIFIER, &prompt, &cfg);

@@ -1,17 +1,18 @@
 //! The model and the decoding loop on tiny random models (fast; real weights in real_models.rs).
 
-
-
-use hlm_engine::testing::*;
 use hlm_core::FilterMode;
 use hlm_engine::decode::{GenerationConfig, HybridSession, StopReason, TokenKind};
 use hlm_engine::link::LocalLink;
 use hlm_engine::model::LogitRows;
+use hlm_engine::testing::*;
 use hlm_engine::verifier::VerifierSession;
 use hlm_protocol::Sampling;
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -52,7 +53,9 @@ fn truncated_cache_recomputes_the_same_logits() {
 fn attention_row_is_a_distribution_over_the_prefix() {
     let (_d, m) = tiny_model(3);
     let mut c = m.new_cache();
-    let out = m.forward(&mut c, &[1, 2, 3, 4, 5], &LogitRows::Last, 2).unwrap();
+    let out = m
+        .forward(&mut c, &[1, 2, 3, 4, 5], &LogitRows::Last, 2)
+        .unwrap();
     let row = out.attention.unwrap();
     assert_eq!(row.len(), 5);
     let s: f32 = row.iter().sum();
@@ -66,7 +69,9 @@ fn attention_row_is_a_distribution_over_the_prefix() {
 fn bad_tokens_and_overflow_are_errors_not_panics() {
     let (_d, m) = tiny_model(4);
     let mut c = m.new_cache();
-    assert!(m.forward(&mut c, &[VOCAB as u32], &LogitRows::Last, 0).is_err());
+    assert!(m
+        .forward(&mut c, &[VOCAB as u32], &LogitRows::Last, 0)
+        .is_err());
     assert!(m.forward(&mut c, &[], &LogitRows::Last, 0).is_err());
     let long: Vec<u32> = vec![3; 600];
     assert!(m.forward(&mut c, &long, &LogitRows::Last, 0).is_err());
@@ -77,7 +82,10 @@ fn greedy_alone(m: &hlm_engine::model::Model, prompt: &[u32], n: usize) -> Vec<u
     let mut c = m.new_cache();
     let mut out = Vec::new();
     let mut next = hlm_core::argmax(
-        m.forward(&mut c, prompt, &LogitRows::Last, 0).unwrap().last_logits().unwrap(),
+        m.forward(&mut c, prompt, &LogitRows::Last, 0)
+            .unwrap()
+            .last_logits()
+            .unwrap(),
     );
     while out.len() < n {
         out.push(next);
@@ -85,7 +93,10 @@ fn greedy_alone(m: &hlm_engine::model::Model, prompt: &[u32], n: usize) -> Vec<u
             break;
         }
         next = hlm_core::argmax(
-            m.forward(&mut c, &[next], &LogitRows::Last, 0).unwrap().last_logits().unwrap(),
+            m.forward(&mut c, &[next], &LogitRows::Last, 0)
+                .unwrap()
+                .last_logits()
+                .unwrap(),
         );
     }
     out
@@ -95,7 +106,12 @@ fn run(
     mode: FilterMode,
     sampling: Sampling,
     uploads_per_round: usize,
-) -> (hlm_engine::decode::Summary, Vec<hlm_engine::decode::TokenEvent>, Vec<u32>, Vec<u32>) {
+) -> (
+    hlm_engine::decode::Summary,
+    Vec<hlm_engine::decode::TokenEvent>,
+    Vec<u32>,
+    Vec<u32>,
+) {
     let (_dd, mut drafter) = tiny_drafter(11);
     let (_vd, verifier) = tiny_drafter(12);
     let vocab = verifier.vocab_info();
@@ -111,7 +127,9 @@ fn run(
     };
     let mut events = Vec::new();
     let summary = futures_executor(async {
-        let mut s = HybridSession::connect(link, drafter.vocab_info(), "t").await.unwrap();
+        let mut s = HybridSession::connect(link, drafter.vocab_info(), "t")
+            .await
+            .unwrap();
         s.generate(&mut drafter, &prompt, &cfg, &mut |e| {
             events.push(e.clone());
             true
@@ -155,7 +173,10 @@ fn mode_always_greedy_reproduces_the_verifier_alone() {
     check_totals(&s, &ev);
     assert_eq!(s.ids, v_alone);
     assert_eq!(s.totals.skipped, 0);
-    assert!(s.totals.resampled > 0, "the two random models should disagree sometimes");
+    assert!(
+        s.totals.resampled > 0,
+        "the two random models should disagree sometimes"
+    );
     assert!(ev.iter().any(|e| e.kind == TokenKind::UploadedResampled));
 }
 
@@ -199,5 +220,8 @@ fn sampling_mode_runs_and_counts_distribution_bytes() {
     );
     check_totals(&s, &ev);
     assert!(s.totals.dist_bits > 0);
-    assert!(matches!(s.stop_reason, StopReason::MaxTokens | StopReason::EndOfSequence));
+    assert!(matches!(
+        s.stop_reason,
+        StopReason::MaxTokens | StopReason::EndOfSequence
+    ));
 }

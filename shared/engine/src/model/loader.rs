@@ -103,7 +103,9 @@ impl Model {
                 Architecture::Llama => RopeStyle::Interleaved,
             },
             max_context: meta_usize(md, &key("context_length")).unwrap_or(4096),
-            bos_id: meta_usize(md, "tokenizer.ggml.bos_token_id").ok().map(|i| i as u32),
+            bos_id: meta_usize(md, "tokenizer.ggml.bos_token_id")
+                .ok()
+                .map(|i| i as u32),
             eos_ids,
         };
         if let Some(cap) = opts.max_context {
@@ -200,9 +202,11 @@ impl Model {
         let heads = get("num_attention_heads")?;
         let hidden = get("hidden_size")?;
         let eos_ids = match hf.get("eos_token_id") {
-            Some(serde_json::Value::Array(a)) => {
-                a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()
-            }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as u32)
+                .collect(),
             Some(v) => v.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
             None => vec![],
         };
@@ -216,11 +220,20 @@ impl Model {
             kv_heads: get("num_key_value_heads").unwrap_or(heads),
             head_dim: get("head_dim").unwrap_or(hidden / heads),
             ffn: get("intermediate_size")?,
-            rms_eps: hf.get("rms_norm_eps").and_then(|v| v.as_f64()).unwrap_or(1e-6) as f32,
-            rope_theta: hf.get("rope_theta").and_then(|v| v.as_f64()).unwrap_or(10_000.0) as f32,
+            rms_eps: hf
+                .get("rms_norm_eps")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(1e-6) as f32,
+            rope_theta: hf
+                .get("rope_theta")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(10_000.0) as f32,
             rope_style: RopeStyle::Halves,
             max_context: get("max_position_embeddings").unwrap_or(4096),
-            bos_id: hf.get("bos_token_id").and_then(|v| v.as_u64()).map(|v| v as u32),
+            bos_id: hf
+                .get("bos_token_id")
+                .and_then(|v| v.as_u64())
+                .map(|v| v as u32),
             eos_ids,
         };
         if let Some(cap) = opts.max_context {
@@ -236,7 +249,11 @@ impl Model {
                 lin("self_attn.v_proj")?,
                 lin("self_attn.o_proj")?,
             );
-            let (w_gate, w_up, w_down) = (lin("mlp.gate_proj")?, lin("mlp.up_proj")?, lin("mlp.down_proj")?);
+            let (w_gate, w_up, w_down) = (
+                lin("mlp.gate_proj")?,
+                lin("mlp.up_proj")?,
+                lin("mlp.down_proj")?,
+            );
             let mut bias = |n: &str| -> Result<Option<Vec<f32>>> {
                 match take(&format!("{p}{n}.bias")) {
                     Ok(t) => Ok(Some(t.to_vec1()?)),
@@ -371,7 +388,11 @@ pub(crate) fn meta_usize(md: &HashMap<String, gguf_file::Value>, k: &str) -> Res
         V::I32(x) => *x as i128,
         V::U64(x) => *x as i128,
         V::I64(x) => *x as i128,
-        other => return Err(EngineError::model(format!("GGUF `{k}` is not an integer: {other:?}"))),
+        other => {
+            return Err(EngineError::model(format!(
+                "GGUF `{k}` is not an integer: {other:?}"
+            )))
+        }
     };
     usize::try_from(n).map_err(|_| EngineError::model(format!("GGUF `{k}` out of range: {n}")))
 }
@@ -381,13 +402,17 @@ fn meta_f32(md: &HashMap<String, gguf_file::Value>, k: &str) -> Result<f32> {
     match meta(md, k)? {
         V::F32(x) => Ok(*x),
         V::F64(x) => Ok(*x as f32),
-        other => Err(EngineError::model(format!("GGUF `{k}` is not a float: {other:?}"))),
+        other => Err(EngineError::model(format!(
+            "GGUF `{k}` is not a float: {other:?}"
+        ))),
     }
 }
 
 fn meta_str(md: &HashMap<String, gguf_file::Value>, k: &str) -> Result<String> {
     match meta(md, k)? {
         gguf_file::Value::String(s) => Ok(s.clone()),
-        other => Err(EngineError::model(format!("GGUF `{k}` is not a string: {other:?}"))),
+        other => Err(EngineError::model(format!(
+            "GGUF `{k}` is not a string: {other:?}"
+        ))),
     }
 }

@@ -157,7 +157,11 @@ impl Model {
             let mut q = layer.wq.forward(&h, m)?;
             let mut k = layer.wk.forward(&h, m)?;
             let mut v = layer.wv.forward(&h, m)?;
-            for (t, b) in [(&mut q, &layer.bq), (&mut k, &layer.bk), (&mut v, &layer.bv)] {
+            for (t, b) in [
+                (&mut q, &layer.bq),
+                (&mut k, &layer.bk),
+                (&mut v, &layer.bv),
+            ] {
                 if let Some(b) = b {
                     ops::add_bias(t, b);
                 }

@@ -99,7 +99,10 @@ impl Rope {
         let hd = self.head_dim;
         let half = hd / 2;
         for (r, row) in x.chunks_exact_mut(n_heads * hd).enumerate() {
-            let (c, s) = (&cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half]);
+            let (c, s) = (
+                &cos[r * half..(r + 1) * half],
+                &sin[r * half..(r + 1) * half],
+            );
             for head in row.chunks_exact_mut(hd) {
                 for i in 0..half {
                     let (a, b) = match self.style {
@@ -130,7 +133,10 @@ mod tests {
 
     #[test]
     fn rope_preserves_norm_and_position_zero_is_identity() {
-        for style in [super::super::RopeStyle::Halves, super::super::RopeStyle::Interleaved] {
+        for style in [
+            super::super::RopeStyle::Halves,
+            super::super::RopeStyle::Interleaved,
+        ] {
             let rope = Rope::new(8, 10000.0, style);
             let orig: Vec<f32> = (0..8).map(|i| i as f32 - 3.5).collect();
             let (c, s) = rope.tables(&[0]);
