@@ -17,7 +17,7 @@ echo "== fetching the default pair (cached after the first run) =="
 ./target/release/hlm fetch
 
 echo "== starting the verifier on 127.0.0.1:$PORT =="
-./target/release/verifier-server --listen "127.0.0.1:$PORT" &
+./target/release/verifier-server --listen "127.0.0.1:$PORT" --www www &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do
