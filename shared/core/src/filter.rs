@@ -72,7 +72,7 @@ impl Default for FilterKnobs {
     fn default() -> Self {
         Self {
             uncertainty_threshold: 0.07,
-            importance_strictness: 0.0,
+            importance_strictness: 2.0,
         }
     }
 }
