@@ -114,18 +114,9 @@ async fn end_to_end(
 ) -> anyhow::Result<serde_json::Value> {
     let vmodel = verifier.model();
     let t = Instant::now();
-    let alone = {
-        let mut cache = vmodel.new_cache();
-        let out = vmodel.forward(&mut cache, prompt, &LogitRows::Last, 0)?;
-        let mut next = hlm_core::argmax(out.last_logits().unwrap_or_default());
-        let mut n = 0;
-        while n < args.decode.max_tokens && !vmodel.config().eos_ids.contains(&next) {
-            let out = vmodel.forward(&mut cache, &[next], &LogitRows::Last, 0)?;
-            next = hlm_core::argmax(out.last_logits().unwrap_or_default());
-            n += 1;
-        }
-        n
-    };
+    let alone = vmodel
+        .generate_greedy(prompt, args.decode.max_tokens)?
+        .len();
     let alone_s = t.elapsed().as_secs_f64();
     eprintln!(
         "verifier alone: {alone} tokens in {alone_s:.2}s = {:.1} tok/s (incl. prefill)",

@@ -146,3 +146,14 @@ pub fn tiny_drafter(seed: u64) -> (tempfile::TempDir, Drafter) {
         .expect("tiny test model");
     (dir, Drafter::new(Arc::new(m), tok))
 }
+
+/// Runs a future to completion on this thread; enough for the in-process link, which never waits.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}

@@ -6,6 +6,7 @@ use hlm_core::FilterMode;
 use hlm_engine::decode::{Drafter, GenerationConfig, HybridSession, Summary, TokenKind};
 use hlm_engine::link::LocalLink;
 use hlm_engine::model::{LoadOptions, LogitRows, Model};
+use hlm_engine::testing::block_on;
 use hlm_engine::verifier::VerifierSession;
 use hlm_protocol::Sampling;
 use std::sync::{Arc, OnceLock};
@@ -41,32 +42,6 @@ fn shared(name: &'static str) -> Loaded {
 fn drafter(name: &'static str) -> Drafter {
     let s = shared(name);
     Drafter::new(s.0.clone(), s.1.clone())
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
-fn greedy_alone(m: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut c = m.new_cache();
-    let mut out = Vec::new();
-    let first = m.forward(&mut c, prompt, &LogitRows::Last, 0).unwrap();
-    let mut next = hlm_core::argmax(first.last_logits().unwrap());
-    while out.len() < n {
-        out.push(next);
-        if m.config().eos_ids.contains(&next) {
-            break;
-        }
-        let o = m.forward(&mut c, &[next], &LogitRows::Last, 0).unwrap();
-        next = hlm_core::argmax(o.last_logits().unwrap());
-    }
-    out
 }
 
 fn hybrid(
@@ -183,7 +158,7 @@ fn qwen_pair_is_lossless_in_mode_always_with_greedy_decoding() {
         ..Default::default()
     };
     let (s, kinds) = hybrid(&mut d, VERIFIER, &prompt, &cfg);
-    let reference = greedy_alone(&shared(VERIFIER).0, &prompt, 40);
+    let reference = &shared(VERIFIER).0.generate_greedy(&prompt, 40).unwrap();
     assert!(s.ids.len() >= 32, "{} tokens", s.ids.len());
     assert_eq!(
         s.ids,
@@ -223,7 +198,10 @@ fn qwen_pair_every_mode_is_consistent() {
         assert!(!s.text.is_empty());
         rates.push((mode, s.upload_rate, t.llm_forward_passes, t.bytes_up));
         if mode == FilterMode::Never {
-            assert_eq!(s.ids, greedy_alone(d.model(), &prompt, 32)[..s.ids.len()]);
+            assert_eq!(
+                s.ids,
+                d.model().generate_greedy(&prompt, 32).unwrap()[..s.ids.len()]
+            );
             assert_eq!(t.bytes_up, 0);
         }
     }

@@ -78,30 +78,6 @@ fn bad_tokens_and_overflow_are_errors_not_panics() {
     assert_eq!(c.len(), 0);
 }
 
-fn greedy_alone(m: &hlm_engine::model::Model, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut c = m.new_cache();
-    let mut out = Vec::new();
-    let mut next = hlm_core::argmax(
-        m.forward(&mut c, prompt, &LogitRows::Last, 0)
-            .unwrap()
-            .last_logits()
-            .unwrap(),
-    );
-    while out.len() < n {
-        out.push(next);
-        if m.config().eos_ids.contains(&next) {
-            break;
-        }
-        next = hlm_core::argmax(
-            m.forward(&mut c, &[next], &LogitRows::Last, 0)
-                .unwrap()
-                .last_logits()
-                .unwrap(),
-        );
-    }
-    out
-}
-
 fn run(
     mode: FilterMode,
     sampling: Sampling,
@@ -126,7 +102,7 @@ fn run(
         ..Default::default()
     };
     let mut events = Vec::new();
-    let summary = futures_executor(async {
+    let summary = block_on(async {
         let mut s = HybridSession::connect(link, drafter.vocab_info(), "t")
             .await
             .unwrap();
@@ -137,21 +113,9 @@ fn run(
         .await
         .unwrap()
     });
-    let v_alone = greedy_alone(verifier.model(), &prompt, 40);
-    let d_alone = greedy_alone(drafter.model(), &prompt, 40);
+    let v_alone = verifier.model().generate_greedy(&prompt, 40).unwrap();
+    let d_alone = drafter.model().generate_greedy(&prompt, 40).unwrap();
     (summary, events, v_alone, d_alone)
-}
-
-/// A minimal executor: the local link never pends.
-fn futures_executor<F: std::future::Future>(f: F) -> F::Output {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
 }
 
 fn check_totals(s: &hlm_engine::decode::Summary, events: &[hlm_engine::decode::TokenEvent]) {
@@ -224,4 +188,23 @@ fn sampling_mode_runs_and_counts_distribution_bytes() {
         s.stop_reason,
         StopReason::MaxTokens | StopReason::EndOfSequence
     ));
+}
+
+#[test]
+fn llama_safetensors_load_and_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path(), 5, "llama");
+    let m = hlm_engine::model::Model::from_safetensors(dir.path(), &Default::default()).unwrap();
+    assert_eq!(m.config().arch, hlm_engine::model::Architecture::Llama);
+    let toks = [3u32, 9, 27, 81];
+    let mut c = m.new_cache();
+    let all = m.forward(&mut c, &toks, &LogitRows::All, 0).unwrap();
+    let mut c2 = m.new_cache();
+    for (i, &t) in toks.iter().enumerate() {
+        let one = m.forward(&mut c2, &[t], &LogitRows::Last, 0).unwrap();
+        assert!(max_abs_diff(&all.logits[i].1, one.last_logits().unwrap()) < 1e-3);
+    }
+    let out = m.generate_greedy(&toks, 5).unwrap();
+    assert!(!out.is_empty() && out.len() <= 5);
+    assert!(out.iter().all(|&t| (t as usize) < VOCAB));
 }

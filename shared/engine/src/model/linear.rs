@@ -100,7 +100,7 @@ fn matvec(qt: &QTensor, x: &[f32], k: usize, n: usize) -> Result<Vec<f32>> {
     fn run<T: k_quants::GgmlType>(data: &[u8], x: &[f32], k: usize, n: usize) -> Result<Vec<f32>> {
         let size = std::mem::size_of::<T>();
         if data.len() != n * k / T::BLCK_SIZE * size
-            || (data.as_ptr() as usize) % std::mem::align_of::<T>() != 0
+            || !(data.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
         {
             return Err(crate::EngineError::model(
                 "quantised weight of unexpected size",

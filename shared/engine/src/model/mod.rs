@@ -228,6 +228,24 @@ impl Model {
         })
     }
 
+    /// Greedy decoding with this model alone (the "LLM-only" / "SLM-only" baselines): the prompt
+    /// in one forward, then one token per forward, up to `max_tokens` or an end token (included).
+    pub fn generate_greedy(&self, prompt: &[u32], max_tokens: usize) -> Result<Vec<u32>> {
+        let mut cache = self.new_cache();
+        let mut out = Vec::with_capacity(max_tokens);
+        let first = self.forward(&mut cache, prompt, &LogitRows::Last, 0)?;
+        let mut next = hlm_core::argmax(first.last_logits().unwrap_or_default());
+        while out.len() < max_tokens {
+            out.push(next);
+            if self.config.eos_ids.contains(&next) || out.len() == max_tokens {
+                break;
+            }
+            let o = self.forward(&mut cache, &[next], &LogitRows::Last, 0)?;
+            next = hlm_core::argmax(o.last_logits().unwrap_or_default());
+        }
+        Ok(out)
+    }
+
     /// Logits from a final-norm hidden state kept from an earlier forward ([`ForwardOutput::last_hidden`]).
     pub fn logits_from_hidden(&self, hidden: &[f32]) -> Result<Vec<f32>> {
         if hidden.len() != self.config.hidden {
