@@ -21,7 +21,8 @@ echo "== starting the verifier on 127.0.0.1:$PORT =="
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do
-  if curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then break; fi
+  # The server listens only once its model is loaded.
+  if (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
   kill -0 $SERVER 2>/dev/null || { echo "verifier-server exited" >&2; exit 1; }
   sleep 0.5
 done
