@@ -97,7 +97,7 @@ async fn run_session(mut socket: WebSocket, state: Arc<AppState>) {
             }
             Err(e) => {
                 let why = e.to_string();
-                warn!("socket error: {why}");
+                info!("connection ended: {why}");
                 if why.contains("Space limit") || why.contains("too long") {
                     let limit = format!("message larger than {MAX_MESSAGE_BYTES} bytes");
                     close(&mut socket, ErrorCode::TooLarge.close_code(), &limit).await;

@@ -140,6 +140,7 @@ async fn end_to_end(
             .generate(drafter, prompt, &cfg, &mut |_| true)
             .await
             .with_context(|| format!("hybrid decoding, mode {mode}"))?;
+        let _ = session.close().await;
         eprintln!(
             "{:24} {:4} tokens {:6.1} tok/s  upload rate {:.2}  LLM passes {:3}  up {:6} B  down {:5} B",
             mode.to_string(),

@@ -163,6 +163,7 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         .await?;
     println!();
     println!("{}", serde_json::to_string(&summary)?);
+    let _ = session.close().await;
     Ok(())
 }
 

@@ -281,6 +281,11 @@ impl<L: VerifierLink> HybridSession<L> {
         }
     }
 
+    /// Closes the connection to the verifier.
+    pub async fn close(mut self) -> Result<()> {
+        self.link.close().await
+    }
+
     pub fn link_mut(&mut self) -> &mut L {
         &mut self.link
     }

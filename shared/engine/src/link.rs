@@ -14,6 +14,10 @@ use std::collections::VecDeque;
 pub trait VerifierLink {
     async fn send(&mut self, frame: Vec<u8>) -> Result<()>;
     async fn recv(&mut self) -> Result<Vec<u8>>;
+    /// Ends the connection politely (a WebSocket close handshake); the default does nothing.
+    async fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A verifier in the same process: each frame sent is handled at once and its reply queued.

@@ -27,6 +27,13 @@ impl WsLink {
 }
 
 impl VerifierLink for WsLink {
+    async fn close(&mut self) -> Result<()> {
+        self.ws
+            .close(None)
+            .await
+            .map_err(|e| EngineError::Link(e.to_string()))
+    }
+
     async fn send(&mut self, frame: Vec<u8>) -> Result<()> {
         self.ws
             .send(Message::Binary(frame.into()))
