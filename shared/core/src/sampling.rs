@@ -28,7 +28,10 @@ pub fn argmax(xs: &[f32]) -> u32 {
 /// `f ∈ [−½, ½)`; relative error below 5·10⁻⁶ (mostly the f32 rounding of `x·log2 e`).
 #[inline(always)]
 pub fn exp_neg(x: f32) -> f32 {
-    let t = x.max(-87.0) * std::f32::consts::LOG2_E;
+    // Plain comparisons (not f32::max/min, which carry NaN rules) keep this a few SIMD ops.
+    let x = if x >= -87.0 { x } else { -87.0 }; // NaN goes to -87 too
+    let x = if x > 0.0 { 0.0 } else { x };
+    let t = x * std::f32::consts::LOG2_E;
     let n = (t + 0.5).floor();
     let f = t - n;
     let p = 1.0
@@ -36,7 +39,24 @@ pub fn exp_neg(x: f32) -> f32 {
             + f * (0.240_226_5
                 + f * (0.055_504_11
                     + f * (0.009_618_129 + f * (0.001_333_355 + f * 0.000_154_035_3)))));
-    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+    // SAFETY: n is an integer in [-126, 0] here, so the conversion is exact.
+    let e = unsafe { n.to_int_unchecked::<i32>() } + 127;
+    f32::from_bits((e as u32) << 23) * p
+}
+
+/// `Σ_i e^{(l_i − m)·inv}` over `logits`: exponentials of a block into a small buffer, then a
+/// lane-wise sum (two simple loops the compiler vectorises well).
+pub fn sum_exp_shifted(logits: &[f32], m: f32, inv: f32) -> f64 {
+    let mut buf = [0f32; 512];
+    let mut total = 0f64;
+    for block in logits.chunks(512) {
+        let b = &mut buf[..block.len()];
+        for (o, &l) in b.iter_mut().zip(block) {
+            *o = exp_neg((l - m) * inv);
+        }
+        total += sum_f32(b);
+    }
+    total
 }
 
 /// `softmax(logits / temperature)`; `temperature ≤ 0` (or not finite) gives the one-hot argmax.
@@ -51,17 +71,26 @@ pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
     }
     let m = logits[argmax(logits) as usize];
     let inv_t = 1.0 / temperature;
-    let mut acc = [0f32; 8];
-    for (o, l) in out.chunks_mut(8).zip(logits.chunks(8)) {
-        for i in 0..o.len() {
-            o[i] = exp_neg((l[i] - m) * inv_t);
-            acc[i] += o[i];
-        }
+    for (o, &l) in out.iter_mut().zip(logits) {
+        *o = exp_neg((l - m) * inv_t);
     }
-    let sum: f64 = acc.iter().map(|&a| a as f64).sum();
+    let sum: f64 = sum_f32(&out);
     let inv = (1.0 / sum) as f32;
     out.iter_mut().for_each(|p| *p *= inv);
     out
+}
+
+/// Sum in eight lanes, accumulated in f64 at the end.
+fn sum_f32(xs: &[f32]) -> f64 {
+    let mut acc = [0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += c[i];
+        }
+    }
+    acc.iter().map(|&a| a as f64).sum::<f64>() + rest as f64
 }
 
 /// Draws an index from `probs` (need not sum exactly to 1) by inverse CDF.

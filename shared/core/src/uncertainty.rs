@@ -10,7 +10,7 @@
 //! equivalent in distribution to drawing `d_k` and comparing, and costs one vectorised pass over
 //! the logits per draw (about 20 · 152k exponentials, ~1-2 ms).
 
-use crate::sampling::{argmax, exp_neg, Rng};
+use crate::sampling::{argmax, exp_neg, sum_exp_shifted, Rng};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
@@ -52,13 +52,7 @@ pub fn temperature_perturbation(
             continue;
         }
         let inv = 1.0 / theta;
-        let mut acc = [0f32; 8];
-        for chunk in logits.chunks(8) {
-            for (a, &l) in acc.iter_mut().zip(chunk) {
-                *a += exp_neg((l - m) * inv);
-            }
-        }
-        let z: f64 = acc.iter().map(|&a| a as f64).sum();
+        let z = sum_exp_shifted(logits, m, inv);
         let p_x = exp_neg(lx * inv) as f64 / z;
         if rng.random::<f64>() >= p_x {
             differ += 1;
