@@ -206,7 +206,7 @@ impl VerifierSession {
         let out = self
             .model
             .forward(&mut self.cache, &ids, &LogitRows::Rows(rows), 0)
-            .map_err(|e| ProtocolError::Malformed(format!("verifier forward failed: {e}")))?;
+            .map_err(|e| ProtocolError::Internal(format!("verifier forward failed: {e}")))?;
         self.stats.rounds += 1;
         self.stats.forward_passes += 1;
         self.stats.forward_tokens += n as u64;
@@ -220,11 +220,11 @@ impl VerifierSession {
                 let h = self.last_hidden.as_deref().unwrap_or_default();
                 self.model
                     .logits_from_hidden(h)
-                    .map_err(|e| ProtocolError::Malformed(format!("verifier head failed: {e}")))?
+                    .map_err(|e| ProtocolError::Internal(format!("verifier head failed: {e}")))?
             } else {
                 match row_logits.next() {
                     Some((r, l)) if r == i - 1 => l,
-                    _ => return Err(ProtocolError::Malformed("internal row mismatch".into())),
+                    _ => return Err(ProtocolError::Internal("logit rows out of order".into())),
                 }
             };
             verified += 1;

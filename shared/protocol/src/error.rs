@@ -55,6 +55,8 @@ pub enum ProtocolError {
     OutOfSync(String),
     #[error("context full: {needed} positions needed, the verifier allows {limit}")]
     ContextFull { needed: u32, limit: u32 },
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ProtocolError {
@@ -68,6 +70,7 @@ impl ProtocolError {
             ProtocolError::TooLarge { .. } => ErrorCode::TooLarge,
             ProtocolError::OutOfSync(_) => ErrorCode::OutOfSync,
             ProtocolError::ContextFull { .. } => ErrorCode::ContextFull,
+            ProtocolError::Internal(_) => ErrorCode::Internal,
         }
     }
 }
