@@ -305,3 +305,27 @@ fn gguf_formats_match_the_dense_model() {
         assert!(d < 1e-2 * scale, "{dtype:?}: single row differs by {d}");
     }
 }
+
+/// A configuration that contradicts the weights, or cannot run, is an error, never a panic.
+#[test]
+fn inconsistent_models_are_refused() {
+    for (key, value, expect) in [
+        ("num_attention_heads", 0, "invalid model configuration"),
+        ("num_key_value_heads", 3, "invalid model configuration"),
+        ("num_key_value_heads", 4, "layer 0 k has shape"),
+        ("intermediate_size", 100, "layer 0 gate has shape"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_model(dir.path(), 9, "qwen2");
+        let cfg_path = dir.path().join("config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        cfg[key] = serde_json::json!(value);
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let err = hlm_engine::model::Model::from_safetensors(dir.path(), &Default::default())
+            .err()
+            .unwrap_or_else(|| panic!("{key} = {value} was accepted"))
+            .to_string();
+        assert!(err.contains(expect), "{key} = {value}: {err}");
+    }
+}

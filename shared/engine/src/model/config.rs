@@ -40,6 +40,31 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// Rejects hyper-parameters the forward pass cannot run with (a corrupt or hostile file must
+    /// give an error, not a division by zero).
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |what: &str| Err(format!("invalid model configuration: {what}"));
+        if self.vocab_size == 0 || self.hidden == 0 || self.layers == 0 || self.ffn == 0 {
+            return bad("zero-sized dimension");
+        }
+        if self.heads == 0 || self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+            return bad(&format!(
+                "{} heads over {} key/value heads",
+                self.heads, self.kv_heads
+            ));
+        }
+        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+            return bad(&format!("head dimension {}", self.head_dim));
+        }
+        if !(self.rms_eps.is_finite() && self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad("non-finite epsilon or rope base");
+        }
+        if self.max_context == 0 {
+            return bad("zero context length");
+        }
+        Ok(())
+    }
+
     /// Floats per position in one layer's K (or V) cache.
     pub fn kv_width(&self) -> usize {
         self.kv_heads * self.head_dim

@@ -60,6 +60,11 @@ impl Linear {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.out_dim, self.in_dim)
+    }
 }
 
 /// Token embedding table; quantised tables are dequantised row by row on lookup, never whole
@@ -84,6 +89,14 @@ impl Embedding {
             Embedding::Quantized(q) => q.storage_size_in_bytes(),
             Embedding::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
         }
+    }
+
+    /// `(vocabulary, hidden)`.
+    pub fn dims(&self) -> Result<(usize, usize)> {
+        Ok(match self {
+            Embedding::Quantized(q) => q.shape().dims2()?,
+            Embedding::Dense(w) => w.dims2()?,
+        })
     }
 }
 

@@ -94,7 +94,8 @@ impl Model {
             layers: meta_usize(md, &key("block_count"))?,
             heads,
             kv_heads: meta_usize(md, &key("attention.head_count_kv")).unwrap_or(heads),
-            head_dim: meta_usize(md, &key("attention.key_length")).unwrap_or(hidden / heads),
+            head_dim: meta_usize(md, &key("attention.key_length"))
+                .unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
             ffn: meta_usize(md, &key("feed_forward_length"))?,
             rms_eps: meta_f32(md, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-6),
             rope_theta: meta_f32(md, &key("rope.freq_base")).unwrap_or(10_000.0),
@@ -111,6 +112,7 @@ impl Model {
         if let Some(cap) = opts.max_context {
             config.max_context = config.max_context.min(cap);
         }
+        config.validate().map_err(EngineError::Model)?;
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
             let p = format!("blk.{i}.");
@@ -135,14 +137,14 @@ impl Model {
         } else {
             Linear::quantized(embd.clone())?
         };
-        Ok(Self::assemble(
+        Self::assemble(
             config,
             Embedding::Quantized(embd),
             layers,
             out_norm,
             lm_head,
             name,
-        ))
+        )
     }
 
     /// Loads Hugging Face safetensors: `path` is a directory (or a file inside one) holding
@@ -218,7 +220,7 @@ impl Model {
             layers: get("num_hidden_layers")?,
             heads,
             kv_heads: get("num_key_value_heads").unwrap_or(heads),
-            head_dim: get("head_dim").unwrap_or(hidden / heads),
+            head_dim: get("head_dim").unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
             ffn: get("intermediate_size")?,
             rms_eps: hf
                 .get("rms_norm_eps")
@@ -239,6 +241,7 @@ impl Model {
         if let Some(cap) = opts.max_context {
             config.max_context = config.max_context.min(cap);
         }
+        config.validate().map_err(EngineError::Model)?;
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
             let p = format!("model.layers.{i}.");
@@ -285,14 +288,14 @@ impl Model {
             Ok(t) => Linear::dense(t)?,
             Err(_) => Linear::dense(embed.clone())?,
         };
-        Ok(Self::assemble(
+        Self::assemble(
             config,
             Embedding::Dense(embed),
             layers,
             out_norm,
             lm_head,
             &file_stem(&dir),
-        ))
+        )
     }
 
     fn assemble(
@@ -302,7 +305,9 @@ impl Model {
         out_norm: Vec<f32>,
         lm_head: Linear,
         name: &str,
-    ) -> Self {
+    ) -> Result<Self> {
+        check_shapes(&config, &embedding, &layers, &out_norm, &lm_head)
+            .map_err(|e| EngineError::model(format!("{name}: {e}")))?;
         let weight_bytes = embedding.bytes()
             + lm_head.bytes()
             + layers
@@ -315,7 +320,7 @@ impl Model {
                 })
                 .sum::<usize>();
         let rope = Rope::new(config.head_dim, config.rope_theta, config.rope_style);
-        Self {
+        Ok(Self {
             config,
             embedding,
             layers,
@@ -324,8 +329,63 @@ impl Model {
             rope,
             weight_bytes,
             name: name.to_string(),
+        })
+    }
+}
+
+/// Every tensor must have the shape the configuration implies, or the forward pass would index
+/// out of bounds: a corrupt file is an error here.
+fn check_shapes(
+    cfg: &ModelConfig,
+    embedding: &Embedding,
+    layers: &[Layer],
+    out_norm: &[f32],
+    lm_head: &Linear,
+) -> std::result::Result<(), String> {
+    let (d, q, kv, f) = (
+        cfg.hidden,
+        cfg.heads * cfg.head_dim,
+        cfg.kv_heads * cfg.head_dim,
+        cfg.ffn,
+    );
+    let expect = |what: String, got: (usize, usize), want: (usize, usize)| {
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{what} has shape {got:?}, expected {want:?}"))
+        }
+    };
+    expect(
+        "token embedding".into(),
+        embedding.dims().map_err(|e| e.to_string())?,
+        (cfg.vocab_size, d),
+    )?;
+    expect(
+        "output projection".into(),
+        lm_head.dims(),
+        (cfg.vocab_size, d),
+    )?;
+    expect("output norm".into(), (out_norm.len(), 1), (d, 1))?;
+    for (i, l) in layers.iter().enumerate() {
+        expect(format!("layer {i} q"), l.wq.dims(), (q, d))?;
+        expect(format!("layer {i} k"), l.wk.dims(), (kv, d))?;
+        expect(format!("layer {i} v"), l.wv.dims(), (kv, d))?;
+        expect(format!("layer {i} o"), l.wo.dims(), (d, q))?;
+        expect(format!("layer {i} gate"), l.w_gate.dims(), (f, d))?;
+        expect(format!("layer {i} up"), l.w_up.dims(), (f, d))?;
+        expect(format!("layer {i} down"), l.w_down.dims(), (d, f))?;
+        expect(
+            format!("layer {i} norms"),
+            (l.attn_norm.len(), l.ffn_norm.len()),
+            (d, d),
+        )?;
+        for (name, b, n) in [("q", &l.bq, q), ("k", &l.bk, kv), ("v", &l.bv, kv)] {
+            if let Some(b) = b {
+                expect(format!("layer {i} {name} bias"), (b.len(), 1), (n, 1))?;
+            }
         }
     }
+    Ok(())
 }
 
 fn file_stem(p: &Path) -> String {
