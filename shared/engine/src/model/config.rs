@@ -47,13 +47,13 @@ impl ModelConfig {
         if self.vocab_size == 0 || self.hidden == 0 || self.layers == 0 || self.ffn == 0 {
             return bad("zero-sized dimension");
         }
-        if self.heads == 0 || self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+        if self.heads == 0 || self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
             return bad(&format!(
                 "{} heads over {} key/value heads",
                 self.heads, self.kv_heads
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return bad(&format!("head dimension {}", self.head_dim));
         }
         if !(self.rms_eps.is_finite() && self.rope_theta.is_finite() && self.rope_theta > 0.0) {
