@@ -138,7 +138,7 @@ fn strings(content: &Content, key: &'static str) -> Result<Vec<String>, Tokenize
 }
 
 /// Any GGUF integer as i64.
-fn int(v: &Value) -> Option<i64> {
+pub(crate) fn int(v: &Value) -> Option<i64> {
     Some(match v {
         Value::U8(x) => *x as i64,
         Value::I8(x) => *x as i64,

@@ -453,6 +453,24 @@ fn join_from_wheels(
 }
 
 /// The last lines of a command's standard error.
+/// Runs `cmd` to completion; a failure to start or a non-zero exit becomes `FetchError::Command`
+/// with the command line (`shown`), the exit status and the end of its stderr.
+fn run(cmd: &mut Command, shown: String) -> Result<std::process::Output, FetchError> {
+    let out = cmd.output().map_err(|e| FetchError::Command {
+        command: shown.clone(),
+        status: "not started".into(),
+        stderr: format!("cannot run it: {e}"),
+    })?;
+    if !out.status.success() {
+        return Err(FetchError::Command {
+            command: shown,
+            status: out.status.to_string(),
+            stderr: tail(&out.stderr, 8),
+        });
+    }
+    Ok(out)
+}
+
 fn tail(stderr: &[u8], lines: usize) -> String {
     let s = String::from_utf8_lossy(stderr);
     let v: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -477,21 +495,7 @@ fn pip_download(reqs: &[(&str, &str)], dir: &Path) -> Result<Vec<PathBuf>, Fetch
     args.push("-d".into());
     args.push(dir.display().to_string());
     let command = format!("python3 {}", args.join(" "));
-    let out = Command::new("python3")
-        .args(&args)
-        .output()
-        .map_err(|e| FetchError::Command {
-            command: command.clone(),
-            status: "not started".into(),
-            stderr: format!("cannot run python3: {e}"),
-        })?;
-    if !out.status.success() {
-        return Err(FetchError::Command {
-            command,
-            status: out.status.to_string(),
-            stderr: tail(&out.stderr, 8),
-        });
-    }
+    let out = run(Command::new("python3").args(&args), command.clone())?;
     let files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io(format!("listing {}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -551,23 +555,13 @@ fn fetch_url(
     });
     let partial = partial_file(&dest)?;
     let command = format!("curl -fL -o {} {url}", partial.path().display());
-    let out = Command::new("curl")
-        .args(["-fL", "-sS", "--retry", "2", "-o"])
-        .arg(partial.path())
-        .arg(url)
-        .output()
-        .map_err(|e| FetchError::Command {
-            command: command.clone(),
-            status: "not started".into(),
-            stderr: format!("cannot run curl: {e}"),
-        })?;
-    if !out.status.success() {
-        return Err(FetchError::Command {
-            command,
-            status: out.status.to_string(),
-            stderr: tail(&out.stderr, 8),
-        });
-    }
+    run(
+        Command::new("curl")
+            .args(["-fL", "-sS", "--retry", "2", "-o"])
+            .arg(partial.path())
+            .arg(url),
+        command,
+    )?;
     if let Some(spec) = spec {
         let size = std::fs::metadata(partial.path())
             .map_err(io(format!("reading {}", partial.path().display())))?

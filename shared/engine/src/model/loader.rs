@@ -437,23 +437,9 @@ fn meta<'a>(md: &'a HashMap<String, gguf_file::Value>, k: &str) -> Result<&'a gg
 }
 
 pub(crate) fn meta_usize(md: &HashMap<String, gguf_file::Value>, k: &str) -> Result<usize> {
-    use gguf_file::Value as V;
     let v = meta(md, k)?;
-    let n: i128 = match v {
-        V::U8(x) => *x as i128,
-        V::I8(x) => *x as i128,
-        V::U16(x) => *x as i128,
-        V::I16(x) => *x as i128,
-        V::U32(x) => *x as i128,
-        V::I32(x) => *x as i128,
-        V::U64(x) => *x as i128,
-        V::I64(x) => *x as i128,
-        other => {
-            return Err(EngineError::model(format!(
-                "GGUF `{k}` is not an integer: {other:?}"
-            )))
-        }
-    };
+    let n = crate::tokenizer::int(v)
+        .ok_or_else(|| EngineError::model(format!("GGUF `{k}` is not an integer: {v:?}")))?;
     usize::try_from(n).map_err(|_| EngineError::model(format!("GGUF `{k}` out of range: {n}")))
 }
 
