@@ -412,12 +412,15 @@ impl<'a> Generation<'a> {
                     (sample_sparse(&p_hat, &mut self.draft_rng), Some(d))
                 }
             };
-            // 2. signals: uncertainty now, importance once x has been fed (its own query's row)
+            // 2. signals: uncertainty now; importance once x has been fed (its own query's row).
+            // When the filter needs importance, x is fed before deciding; otherwise it is fed
+            // while the round is in flight, so the draft step overlaps the verifier's work.
             let u = temperature_perturbation(&logits, x, &cfg.uncertainty, &mut self.signal_rng);
             let is_eos = eos.contains(&x);
             let last = is_eos || self.generated + 1 == cfg.max_tokens;
+            let feed_first = cfg.mode == FilterMode::UncertaintyImportance;
             let mut importance = None;
-            if !last || cfg.mode == FilterMode::UncertaintyImportance {
+            if feed_first {
                 let (next, row) = self.drafter.feed(&[x], cfg.attention_layers)?;
                 logits = next;
                 importance = row.map(|r| self.rule.assess(&r, cfg.knobs.importance_strictness));
@@ -442,17 +445,29 @@ impl<'a> Generation<'a> {
             } else {
                 self.totals.skipped += 1;
             }
-            self.draft_time += t.elapsed().as_secs_f64();
             // 4. send the round when it is due
             let uploads = self.round.iter().filter(|p| p.uploaded()).count();
             let flush = uses_verifier
                 && (uploads >= cfg.uploads_per_round.max(1)
                     || self.round.len() >= cfg.max_round_tokens.max(1)
                     || (last && uploads > 0));
+            if flush {
+                self.send_round(link).await?;
+            }
+            if !feed_first && !last {
+                let (next, row) = self.drafter.feed(&[x], cfg.attention_layers)?;
+                logits = next;
+                // Reported with the token, not used by these modes' decisions.
+                let imp = row.map(|r| self.rule.assess(&r, cfg.knobs.importance_strictness));
+                if let Some(p) = self.round.last_mut() {
+                    p.importance = imp;
+                }
+            }
+            self.draft_time += t.elapsed().as_secs_f64();
             let mut ended = last;
             if flush {
                 let t = Instant::now();
-                let correction = self.exchange(link).await?;
+                let correction = self.receive_verdict(link).await?;
                 self.wait_time += t.elapsed().as_secs_f64();
                 // 5. on a rejection, roll the draft back and feed the verifier's token
                 if let Some(y) = correction {
@@ -534,8 +549,8 @@ impl<'a> Generation<'a> {
         go_on
     }
 
-    /// Sends the open round, applies the verdict, and returns the verifier's correction if any.
-    async fn exchange<L: VerifierLink>(&mut self, link: &mut L) -> Result<Option<u32>> {
+    /// Sends the open round (its tokens stay open until the verdict).
+    async fn send_round<L: VerifierLink>(&mut self, link: &mut L) -> Result<()> {
         let tokens: Vec<BlockToken> = self
             .round
             .iter_mut()
@@ -555,7 +570,12 @@ impl<'a> Generation<'a> {
             tokens,
         }));
         self.totals.bytes_up += frame.len();
-        link.send(frame).await?;
+        link.send(frame).await
+    }
+
+    /// Waits for the verdict on the round in flight, applies it, and returns the verifier's
+    /// correction if any.
+    async fn receive_verdict<L: VerifierLink>(&mut self, link: &mut L) -> Result<Option<u32>> {
         let reply = link.recv().await?;
         self.totals.bytes_down += reply.len();
         let verdict = match decode_server(&reply)? {
