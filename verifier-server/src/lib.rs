@@ -10,6 +10,13 @@
 //!                                         ▲                 │ (one at a time: `compute` permit)
 //!                                         └──── verdict ◄───┘
 //! ```
+//!
+//! Before a session starts it must present a token when the server has any ([`auth`]), and find
+//! a free session slot (`max_sessions`); a session that sends nothing for `idle_timeout` is closed.
+//! Refusals happen after the upgrade, as an `Error` message and a close code, because a browser
+//! sees neither the status nor the body of a failed upgrade.
+
+pub mod auth;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -18,30 +25,70 @@ use axum::routing::get;
 use axum::Router;
 use hlm_engine::model::Model;
 use hlm_engine::verifier::VerifierSession;
+use hlm_protocol::{encode_server, ServerMsg};
 use hlm_protocol::{ErrorCode, VocabInfo, MAX_MESSAGE_BYTES};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn, Instrument};
+
+/// What an operator sets.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub max_context: u32,
+    /// Accepted tokens; empty means no authentication.
+    pub tokens: Vec<String>,
+    /// Sessions served at once; more are refused with "overloaded" (close 1013).
+    pub max_sessions: usize,
+    /// A session that sends nothing for this long is closed (close 4408).
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_context: 4096,
+            tokens: Vec::new(),
+            max_sessions: 64,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
 
 /// What every session shares.
 pub struct AppState {
     pub model: Arc<Model>,
     pub vocab: VocabInfo,
-    pub max_context: u32,
+    pub config: ServerConfig,
     /// One model forward at a time.
     pub compute: Semaphore,
+    /// Session slots.
+    pub sessions: Arc<Semaphore>,
     pub next_session: AtomicU64,
     pub server_name: String,
 }
 
 impl AppState {
+    /// Defaults for everything but the context length.
     pub fn new(model: Arc<Model>, vocab: VocabInfo, max_context: u32) -> Arc<Self> {
+        Self::with_config(
+            model,
+            vocab,
+            ServerConfig {
+                max_context,
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn with_config(model: Arc<Model>, vocab: VocabInfo, config: ServerConfig) -> Arc<Self> {
         Arc::new(Self {
             model,
             vocab,
-            max_context,
             compute: Semaphore::new(1),
+            sessions: Arc::new(Semaphore::new(config.max_sessions)),
+            config,
             next_session: AtomicU64::new(1),
             server_name: format!("verifier-server/{}", env!("CARGO_PKG_VERSION")),
         })
@@ -65,28 +112,86 @@ async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "ok {} vocab={} context={}\n",
         state.model.name(),
         state.vocab.size,
-        state.max_context
+        state.config.max_context
     )
 }
 
-async fn ws_handler(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> impl IntoResponse {
+/// Why a connection is refused once upgraded.
+enum Refusal {
+    Unauthorized,
+    Overloaded,
+}
+
+async fn ws_handler(
+    ws: WebSocketUpgrade,
+    headers: axum::http::HeaderMap,
+    State(state): State<Arc<AppState>>,
+) -> impl IntoResponse {
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
-    ws.max_message_size(MAX_MESSAGE_BYTES)
+    let admitted = if !state.config.tokens.is_empty()
+        && !auth::presented_token(&headers)
+            .is_some_and(|t| auth::token_matches(&t, &state.config.tokens))
+    {
+        Err(Refusal::Unauthorized)
+    } else {
+        state
+            .sessions
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Overloaded)
+    };
+    ws.protocols([auth::PROTOCOL])
+        .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| {
-            run_session(socket, state).instrument(tracing::info_span!("session", id))
+            async move {
+                match admitted {
+                    Ok(slot) => run_session(socket, state, slot).await,
+                    Err(Refusal::Unauthorized) => {
+                        warn!("refused: missing or wrong token");
+                        refuse(socket, ErrorCode::Unauthorized, "missing or wrong token").await
+                    }
+                    Err(Refusal::Overloaded) => {
+                        warn!(
+                            "refused: all {} session slots busy",
+                            state.config.max_sessions
+                        );
+                        refuse(socket, ErrorCode::Overloaded, "overloaded, retry later").await
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("session", id))
         })
 }
 
-async fn run_session(mut socket: WebSocket, state: Arc<AppState>) {
+/// Tells the client why, then closes with the error's code.
+async fn refuse(mut socket: WebSocket, code: ErrorCode, why: &str) {
+    let msg = encode_server(&ServerMsg::Error {
+        code,
+        message: why.to_string(),
+    });
+    let _ = socket.send(Message::Binary(msg.into())).await;
+    close(&mut socket, code.close_code(), why).await;
+}
+
+async fn run_session(mut socket: WebSocket, state: Arc<AppState>, _slot: OwnedSemaphorePermit) {
     info!("connected");
     let mut session = Some(VerifierSession::new(
         state.model.clone(),
         state.vocab.clone(),
         &state.server_name,
-        state.max_context,
+        state.config.max_context,
     ));
-    while let Some(msg) = socket.recv().await {
+    loop {
+        let msg = match tokio::time::timeout(state.config.idle_timeout, socket.recv()).await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => break,
+            Err(_) => {
+                info!("idle for {:?}: closing", state.config.idle_timeout);
+                refuse(socket, ErrorCode::Idle, "idle timeout").await;
+                return;
+            }
+        };
         let frame = match msg {
             Ok(Message::Binary(b)) => b,
             Ok(Message::Close(_)) => break,

@@ -28,6 +28,22 @@ struct Args {
     /// Directory of static files served at `/` (the demo page).
     #[arg(long, env = "HLM_WWW")]
     www: Option<std::path::PathBuf>,
+    /// Shared secret clients must present (`Authorization: Bearer …`, or the `hlm-token.…`
+    /// WebSocket subprotocol from browsers). Characters: A-Z a-z 0-9 . _ ~ -
+    #[arg(long, env = "HLM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File of accepted tokens, one per line (`#` comments allowed); adds to --token.
+    #[arg(long, env = "HLM_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// Listen on a non-loopback address without any token (anyone who can reach it may use it).
+    #[arg(long)]
+    insecure: bool,
+    /// Sessions served at once; more are refused with "overloaded, retry later" (close 1013).
+    #[arg(long, env = "HLM_MAX_SESSIONS", default_value_t = 64)]
+    max_sessions: usize,
+    /// Seconds a session may stay silent before it is closed (close 4408).
+    #[arg(long, env = "HLM_IDLE_TIMEOUT", default_value_t = 300)]
+    idle_timeout: u64,
 }
 
 #[tokio::main]
@@ -38,6 +54,28 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let mut tokens: Vec<String> = args.token.iter().cloned().collect();
+    if let Some(f) = &args.token_file {
+        tokens.extend(
+            verifier_server::auth::tokens_from_file(f)
+                .with_context(|| format!("reading tokens from {}", f.display()))?,
+        );
+    }
+    if let Some(bad) = tokens
+        .iter()
+        .find(|t| !verifier_server::auth::valid_token(t))
+    {
+        anyhow::bail!(
+            "token of {} characters has characters outside A-Z a-z 0-9 . _ ~ - (it must travel as a WebSocket subprotocol)",
+            bad.len()
+        );
+    }
+    if tokens.is_empty() && !args.listen.ip().is_loopback() && !args.insecure {
+        anyhow::bail!(
+            "refusing to listen on {} without a token: set --token / --token-file, or pass --insecure",
+            args.listen
+        );
+    }
     let path = hlm_fetch::resolve(&args.model, &mut |p| {
         tracing::info!("{}: {}/{} bytes", p.stage, p.done, p.total)
     })
@@ -54,7 +92,13 @@ async fn main() -> anyhow::Result<()> {
         model.weight_bytes() / 1_000_000,
         vocab.size
     );
-    let state = verifier_server::AppState::new(model, vocab, args.max_context);
+    let config = verifier_server::ServerConfig {
+        max_context: args.max_context,
+        tokens,
+        max_sessions: args.max_sessions.max(1),
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
+    };
+    let state = verifier_server::AppState::with_config(model, vocab, config);
     let app = verifier_server::router(state, args.www);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -17,8 +17,17 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(verifier_server::ServerConfig {
+        max_context: 256,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn start_with(config: verifier_server::ServerConfig) -> Server {
     let (dir, verifier) = tiny_drafter(12);
-    let state = verifier_server::AppState::new(verifier.model_arc(), verifier.vocab_info(), 256);
+    let state =
+        verifier_server::AppState::with_config(verifier.model_arc(), verifier.vocab_info(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -304,4 +313,132 @@ async fn oversize_message_is_refused() {
     let (_d, mut drafter) = tiny_drafter(11);
     let s = generate(&server.url, &mut drafter, FilterMode::Always).await;
     assert!(s.totals.tokens > 0);
+}
+
+/// Reads the refusal a server sends right after the upgrade: an Error message, then a close frame.
+async fn expect_refusal(ws: &mut Ws, code: ErrorCode) {
+    match next_msg(ws).await {
+        Some(Message::Binary(b)) => match decode_server(&b).unwrap() {
+            ServerMsg::Error { code: c, message } => assert_eq!(c, code, "{message}"),
+            other => panic!("expected an error, got {other:?}"),
+        },
+        other => panic!("expected an error message, got {other:?}"),
+    }
+    match next_msg(ws).await {
+        Some(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), code.close_code()),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_by_header_or_subprotocol() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = start_with(verifier_server::ServerConfig {
+        tokens: vec!["s3cret".into(), "other-token".into()],
+        ..Default::default()
+    })
+    .await;
+    let vocab = server.verifier.vocab_info();
+    // No token, then a wrong one: refused by name.
+    let mut ws = raw(&server.url).await;
+    expect_refusal(&mut ws, ErrorCode::Unauthorized).await;
+    let mut req = server.url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", "Bearer s3cre".parse().unwrap());
+    let mut ws = tokio_tungstenite::connect_async(req).await.unwrap().0;
+    expect_refusal(&mut ws, ErrorCode::Unauthorized).await;
+    // The engine's client with the right token generates.
+    let (_d, mut drafter) = tiny_drafter(11);
+    let link = WsLink::connect_with_token(&server.url, Some("s3cret"))
+        .await
+        .unwrap();
+    let mut s = HybridSession::connect(link, drafter.vocab_info(), "t")
+        .await
+        .unwrap();
+    let cfg = GenerationConfig {
+        max_tokens: 6,
+        ..Default::default()
+    };
+    assert!(
+        s.generate(&mut drafter, &[5, 6], &cfg, &mut |_| true)
+            .await
+            .unwrap()
+            .totals
+            .tokens
+            > 0
+    );
+    // A wrong token through the engine's client is a clear error.
+    let link = WsLink::connect_with_token(&server.url, Some("nope"))
+        .await
+        .unwrap();
+    let err = HybridSession::connect(link, drafter.vocab_info(), "t")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("wrong token"), "{err}");
+    // Browsers: the token as a subprotocol; the server selects `hlm-v1`.
+    let mut req = server.url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "hlm-v1, hlm-token.other-token".parse().unwrap(),
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(
+        resp.headers().get("sec-websocket-protocol").unwrap(),
+        "hlm-v1"
+    );
+    hello(&mut ws, &vocab, Sampling::Greedy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excess_sessions_are_refused_and_slots_come_back() {
+    let server = start_with(verifier_server::ServerConfig {
+        max_sessions: 1,
+        ..Default::default()
+    })
+    .await;
+    let vocab = server.verifier.vocab_info();
+    let mut first = raw(&server.url).await;
+    hello(&mut first, &vocab, Sampling::Greedy).await;
+    let mut second = raw(&server.url).await;
+    expect_refusal(&mut second, ErrorCode::Overloaded).await;
+    first.close(None).await.unwrap();
+    drop(first);
+    // The slot is freed once the first session has ended.
+    let mut admitted = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut ws = raw(&server.url).await;
+        let msg = ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            client: "again".into(),
+            vocab: vocab.clone(),
+            sampling: Sampling::Greedy,
+        };
+        ws.send(Message::Binary(encode_client(&msg).into()))
+            .await
+            .unwrap();
+        if let Some(Message::Binary(b)) = next_msg(&mut ws).await {
+            if matches!(decode_server(&b).unwrap(), ServerMsg::Welcome { .. }) {
+                admitted = true;
+                break;
+            }
+        }
+    }
+    assert!(admitted, "the freed slot was never reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_closed() {
+    let server = start_with(verifier_server::ServerConfig {
+        idle_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let mut ws = raw(&server.url).await;
+    hello(&mut ws, &server.verifier.vocab_info(), Sampling::Greedy).await;
+    let t = std::time::Instant::now();
+    expect_refusal(&mut ws, ErrorCode::Idle).await;
+    assert!(t.elapsed() >= std::time::Duration::from_millis(250));
 }

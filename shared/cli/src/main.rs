@@ -117,6 +117,9 @@ struct GenerateArgs {
         default_value = "qwen2.5-coder-0.5b-instruct-q4_k_m"
     )]
     draft: String,
+    /// Token for a verifier that requires one.
+    #[arg(long, env = "HLM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Print one JSON line per token instead of the text.
     #[arg(long)]
     json_events: bool,
@@ -137,7 +140,8 @@ pub fn load_drafter(name: &str) -> anyhow::Result<Drafter> {
 
 async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let mut drafter = load_drafter(&args.draft)?;
-    let link = hlm_engine::ws_link::WsLink::connect(&args.server).await?;
+    let link = hlm_engine::ws_link::WsLink::connect_with_token(&args.server, args.token.as_deref())
+        .await?;
     let mut session = HybridSession::connect(link, drafter.vocab_info(), "hlm-cli")
         .await
         .context("handshake with the verifier")?;

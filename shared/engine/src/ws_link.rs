@@ -16,10 +16,25 @@ pub struct WsLink {
 impl WsLink {
     /// Connects to `url` (`ws://host:port/ws`).
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with_token(url, None).await
+    }
+
+    /// Connects presenting `token` as `Authorization: Bearer <token>`.
+    pub async fn connect_with_token(url: &str, token: Option<&str>) -> Result<Self> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_MESSAGE_BYTES));
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| EngineError::Link(format!("bad verifier URL {url}: {e}")))?;
+        if let Some(t) = token {
+            let value = format!("Bearer {t}")
+                .parse()
+                .map_err(|_| EngineError::Link("the token is not a valid header value".into()))?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
             .await
             .map_err(|e| EngineError::Link(format!("verifier unreachable at {url}: {e}")))?;
         Ok(Self { ws })

@@ -16,6 +16,7 @@ pub enum ErrorCode {
     NotReady,
     Unauthorized,
     Overloaded,
+    Idle,
     Internal,
 }
 
@@ -32,6 +33,7 @@ impl ErrorCode {
             ErrorCode::TokenOutOfRange | ErrorCode::BadDistribution => 1007,
             ErrorCode::TooLarge => 1009,
             ErrorCode::Overloaded => 1013,
+            ErrorCode::Idle => 4408,
             ErrorCode::Internal => 1011,
         }
     }

@@ -1,0 +1,94 @@
+//! Shared-secret authentication.
+//!
+//! Native clients send `Authorization: Bearer <token>`. Browsers cannot set headers on a
+//! WebSocket, so they offer the token as a subprotocol, `hlm-token.<token>`, next to the protocol
+//! name [`PROTOCOL`]; the server answers with [`PROTOCOL`] as the selected subprotocol (a browser
+//! drops a connection whose response selects none of its offers). Tokens are therefore limited to
+//! characters valid in a subprotocol: `A-Z a-z 0-9 . _ ~ -`.
+
+use axum::http::HeaderMap;
+
+/// The subprotocol name the server selects.
+pub const PROTOCOL: &str = "hlm-v1";
+/// Prefix of the subprotocol that carries a token.
+pub const TOKEN_PREFIX: &str = "hlm-token.";
+
+/// Checks that a token can travel as a subprotocol.
+pub fn valid_token(t: &str) -> bool {
+    !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
+/// The token a request presents, from the `Authorization` header or a `hlm-token.` subprotocol.
+pub fn presented_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
+        if let Some(t) = v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) {
+            return Some(t.trim().to_string());
+        }
+    }
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(TOKEN_PREFIX).map(str::to_string))
+}
+
+/// Compares `presented` with every configured token in time independent of where they differ
+/// (and of which token matches).
+pub fn token_matches(presented: &str, tokens: &[String]) -> bool {
+    let mut ok = false;
+    for t in tokens {
+        ok |= constant_time_eq(presented.as_bytes(), t.as_bytes());
+    }
+    ok
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u64;
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= (x ^ y) as u64;
+    }
+    diff == 0
+}
+
+/// Reads tokens from a file: one per line, blank lines and `#` comments ignored.
+pub fn tokens_from_file(path: &std::path::Path) -> std::io::Result<Vec<String>> {
+    Ok(std::fs::read_to_string(path)?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_from_header_or_subprotocol() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_token(&h), None);
+        h.insert(
+            "sec-websocket-protocol",
+            "hlm-v1, hlm-token.abc-123".parse().unwrap(),
+        );
+        assert_eq!(presented_token(&h).as_deref(), Some("abc-123"));
+        h.insert("authorization", "Bearer xyz".parse().unwrap());
+        assert_eq!(presented_token(&h).as_deref(), Some("xyz"));
+    }
+
+    #[test]
+    fn comparison() {
+        let tokens = vec!["alpha".to_string(), "beta-2".to_string()];
+        assert!(token_matches("beta-2", &tokens));
+        assert!(!token_matches("beta-", &tokens));
+        assert!(!token_matches("beta-22", &tokens));
+        assert!(!token_matches("", &tokens));
+        assert!(valid_token("a.b_c~d-9") && !valid_token("a b") && !valid_token("a/b"));
+    }
+}
