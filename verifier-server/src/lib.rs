@@ -67,6 +67,8 @@ pub struct AppState {
     pub sessions: Arc<Semaphore>,
     pub next_session: AtomicU64,
     pub server_name: String,
+    /// Flips to `true` when the server shuts down: sessions close with 1001 between frames.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -91,7 +93,24 @@ impl AppState {
             config,
             next_session: AtomicU64::new(1),
             server_name: format!("verifier-server/{}", env!("CARGO_PKG_VERSION")),
+            shutdown: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Sessions in progress.
+    pub fn active_sessions(&self) -> usize {
+        self.config.max_sessions - self.sessions.available_permits()
+    }
+
+    /// Asks every session to close (code 1001) once its current frame is answered, then waits up
+    /// to `drain` for them to end. Returns the number still open.
+    pub async fn shut_down(&self, drain: Duration) -> usize {
+        self.shutdown.send_replace(true);
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.active_sessions() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.active_sessions()
     }
 }
 
@@ -164,6 +183,19 @@ async fn ws_handler(
         })
 }
 
+/// Resolves once the server's shutdown flag is set (never, if the sender is gone).
+async fn shutdown_requested(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let down = *rx.borrow_and_update();
+        if down {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Tells the client why, then closes with the error's code.
 async fn refuse(mut socket: WebSocket, code: ErrorCode, why: &str) {
     let msg = encode_server(&ServerMsg::Error {
@@ -182,8 +214,18 @@ async fn run_session(mut socket: WebSocket, state: Arc<AppState>, _slot: OwnedSe
         &state.server_name,
         state.config.max_context,
     ));
+    let mut shutdown = state.shutdown.subscribe();
     loop {
-        let msg = match tokio::time::timeout(state.config.idle_timeout, socket.recv()).await {
+        // Frames are answered whole: shutdown and idleness are only noticed between them.
+        let next = tokio::select! {
+            r = tokio::time::timeout(state.config.idle_timeout, socket.recv()) => r,
+            _ = shutdown_requested(&mut shutdown) => {
+                info!("server shutting down: closing");
+                close(&mut socket, 1001, "server shutting down").await;
+                return;
+            }
+        };
+        let msg = match next {
             Ok(Some(msg)) => msg,
             Ok(None) => break,
             Err(_) => {

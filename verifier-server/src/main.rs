@@ -44,6 +44,9 @@ struct Args {
     /// Seconds a session may stay silent before it is closed (close 4408).
     #[arg(long, env = "HLM_IDLE_TIMEOUT", default_value_t = 300)]
     idle_timeout: u64,
+    /// On SIGTERM / Ctrl-C, seconds to let sessions finish their current round before exiting.
+    #[arg(long, env = "HLM_DRAIN", default_value_t = 10)]
+    drain: u64,
 }
 
 #[tokio::main]
@@ -99,15 +102,47 @@ async fn main() -> anyhow::Result<()> {
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
     };
     let state = verifier_server::AppState::with_config(model, vocab, config);
-    let app = verifier_server::router(state, args.www);
+    let app = verifier_server::router(state.clone(), args.www);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!("listening on ws://{}/ws", listener.local_addr()?);
+    let drain = std::time::Duration::from_secs(args.drain);
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: no new sessions, draining for up to {drain:?}");
+            // Upgraded WebSockets escape axum's graceful shutdown: tell them ourselves.
+            let left = state.shut_down(drain).await;
+            if left > 0 {
+                tracing::warn!("{left} sessions still open after the drain");
+            }
         })
         .await?;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

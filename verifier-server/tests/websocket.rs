@@ -14,6 +14,7 @@ struct Server {
     url: String,
     _dir: tempfile::TempDir,
     verifier: Drafter,
+    state: std::sync::Arc<verifier_server::AppState>,
 }
 
 async fn start() -> Server {
@@ -30,15 +31,13 @@ async fn start_with(config: verifier_server::ServerConfig) -> Server {
         verifier_server::AppState::with_config(verifier.model_arc(), verifier.vocab_info(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, verifier_server::router(state, None))
-            .await
-            .unwrap()
-    });
+    let app = verifier_server::router(state.clone(), None);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     Server {
         url: format!("ws://{addr}/ws"),
         _dir: dir,
         verifier,
+        state,
     }
 }
 
@@ -441,4 +440,73 @@ async fn idle_sessions_are_closed() {
     let t = std::time::Instant::now();
     expect_refusal(&mut ws, ErrorCode::Idle).await;
     assert!(t.elapsed() >= std::time::Duration::from_millis(250));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_every_session_with_1001() {
+    let server = start().await;
+    let vocab = server.verifier.vocab_info();
+    let mut a = raw(&server.url).await;
+    let mut b = raw(&server.url).await;
+    hello(&mut a, &vocab, Sampling::Greedy).await;
+    hello(&mut b, &vocab, Sampling::Greedy).await;
+    assert_eq!(server.state.active_sessions(), 2);
+    let drain = tokio::spawn({
+        let state = server.state.clone();
+        async move { state.shut_down(std::time::Duration::from_secs(5)).await }
+    });
+    for ws in [&mut a, &mut b] {
+        match next_msg(ws).await {
+            Some(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), 1001),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+    }
+    drop((a, b));
+    assert_eq!(drain.await.unwrap(), 0, "sessions left after the drain");
+}
+
+/// The real binary: SIGTERM closes open sessions with 1001 and the process exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_verifier-server"))
+        .args([
+            "--model",
+            "smollm2-135m-instruct-q4_1",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--drain",
+            "5",
+        ])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let mut ws = None;
+    for _ in 0..200 {
+        if let Ok((w, _)) = tokio_tungstenite::connect_async(url.as_str()).await {
+            ws = Some(w);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut ws = ws.expect("server came up");
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    match next_msg(&mut ws).await {
+        Some(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), 1001),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    drop(ws);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
 }
