@@ -55,6 +55,33 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// Whether a browser page at `Origin` may open a session. Requests without an `Origin` header
+/// (native clients) are allowed: the check protects browsers' ambient credentials from
+/// cross-site pages (WebSocket hijacking). A page from the server's own host is allowed, and so is
+/// any origin in `allowed` (`*` allows all).
+pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return true;
+    };
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/') == origin)
+    {
+        return true;
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(origin);
+    host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host))
+}
+
 /// Reads tokens from a file: one per line, blank lines and `#` comments ignored.
 pub fn tokens_from_file(path: &std::path::Path) -> std::io::Result<Vec<String>> {
     Ok(std::fs::read_to_string(path)?
@@ -80,6 +107,19 @@ mod tests {
         assert_eq!(presented_token(&h).as_deref(), Some("abc-123"));
         h.insert("authorization", "Bearer xyz".parse().unwrap());
         assert_eq!(presented_token(&h).as_deref(), Some("xyz"));
+    }
+
+    #[test]
+    fn origins() {
+        let mut h = HeaderMap::new();
+        assert!(origin_allowed(&h, &[]), "native clients send no Origin");
+        h.insert("host", "verifier.example:8080".parse().unwrap());
+        h.insert("origin", "https://verifier.example:8080".parse().unwrap());
+        assert!(origin_allowed(&h, &[]), "same origin");
+        h.insert("origin", "https://evil.example".parse().unwrap());
+        assert!(!origin_allowed(&h, &[]));
+        assert!(origin_allowed(&h, &["https://evil.example/".into()]));
+        assert!(origin_allowed(&h, &["*".into()]));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// A session that sends nothing for this long is closed (close 4408).
     pub idle_timeout: Duration,
+    /// Browser origins allowed besides the server's own (`*` for any).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +54,7 @@ impl Default for ServerConfig {
             tokens: Vec::new(),
             max_sessions: 64,
             idle_timeout: Duration::from_secs(300),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -137,6 +140,7 @@ async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 /// Why a connection is refused once upgraded.
 enum Refusal {
+    Origin,
     Unauthorized,
     Overloaded,
 }
@@ -147,7 +151,9 @@ async fn ws_handler(
     State(state): State<Arc<AppState>>,
 ) -> impl IntoResponse {
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
-    let admitted = if !state.config.tokens.is_empty()
+    let admitted = if !auth::origin_allowed(&headers, &state.config.allowed_origins) {
+        Err(Refusal::Origin)
+    } else if !state.config.tokens.is_empty()
         && !auth::presented_token(&headers)
             .is_some_and(|t| auth::token_matches(&t, &state.config.tokens))
     {
@@ -166,6 +172,10 @@ async fn ws_handler(
             async move {
                 match admitted {
                     Ok(slot) => run_session(socket, state, slot).await,
+                    Err(Refusal::Origin) => {
+                        warn!("refused: origin not allowed");
+                        refuse(socket, ErrorCode::ForbiddenOrigin, "origin not allowed").await
+                    }
                     Err(Refusal::Unauthorized) => {
                         warn!("refused: missing or wrong token");
                         refuse(socket, ErrorCode::Unauthorized, "missing or wrong token").await

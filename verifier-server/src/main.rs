@@ -44,6 +44,14 @@ struct Args {
     /// Seconds a session may stay silent before it is closed (close 4408).
     #[arg(long, env = "HLM_IDLE_TIMEOUT", default_value_t = 300)]
     idle_timeout: u64,
+    /// Browser origin allowed to open sessions besides the server's own page (repeatable; `*` for
+    /// any). Clients that send no Origin header (native ones) are not affected.
+    #[arg(
+        long = "allowed-origin",
+        env = "HLM_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
     /// On SIGTERM / Ctrl-C, seconds to let sessions finish their current round before exiting.
     #[arg(long, env = "HLM_DRAIN", default_value_t = 10)]
     drain: u64,
@@ -100,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
         tokens,
         max_sessions: args.max_sessions.max(1),
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
+        allowed_origins: args.allowed_origins,
     };
     let state = verifier_server::AppState::with_config(model, vocab, config);
     let app = verifier_server::router(state.clone(), args.www);

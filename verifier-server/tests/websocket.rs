@@ -510,3 +510,37 @@ async fn sigterm_drains_and_exits() {
         .unwrap();
     assert!(status.success(), "exit status {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_origins_are_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = start_with(verifier_server::ServerConfig {
+        allowed_origins: vec!["https://app.example".into()],
+        ..Default::default()
+    })
+    .await;
+    let vocab = server.verifier.vocab_info();
+    let with_origin = |origin: &str| {
+        let mut req = server.url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        req
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(with_origin("https://evil.example"))
+        .await
+        .unwrap();
+    expect_refusal(&mut ws, ErrorCode::ForbiddenOrigin).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(with_origin("https://app.example"))
+        .await
+        .unwrap();
+    hello(&mut ws, &vocab, Sampling::Greedy).await;
+    // The server's own page (same host) is allowed.
+    let host = server
+        .url
+        .trim_start_matches("ws://")
+        .trim_end_matches("/ws")
+        .to_string();
+    let (mut ws, _) = tokio_tungstenite::connect_async(with_origin(&format!("http://{host}")))
+        .await
+        .unwrap();
+    hello(&mut ws, &vocab, Sampling::Greedy).await;
+}
