@@ -17,6 +17,7 @@
 //! sees neither the status nor the body of a failed upgrade.
 
 pub mod auth;
+pub mod telemetry;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -88,6 +89,7 @@ impl AppState {
     }
 
     pub fn with_config(model: Arc<Model>, vocab: VocabInfo, config: ServerConfig) -> Arc<Self> {
+        telemetry::handle();
         Arc::new(Self {
             model,
             vocab,
@@ -122,6 +124,7 @@ pub fn router(state: Arc<AppState>, www: Option<std::path::PathBuf>) -> Router {
     let mut app = Router::new()
         .route("/ws", get(ws_handler))
         .route("/health", get(health))
+        .route("/metrics", get(|| async { telemetry::handle().render() }))
         .with_state(state);
     if let Some(dir) = www {
         app = app.fallback_service(tower_http::services::ServeDir::new(dir));
@@ -173,14 +176,17 @@ async fn ws_handler(
                 match admitted {
                     Ok(slot) => run_session(socket, state, slot).await,
                     Err(Refusal::Origin) => {
+                        telemetry::refused("origin");
                         warn!("refused: origin not allowed");
                         refuse(socket, ErrorCode::ForbiddenOrigin, "origin not allowed").await
                     }
                     Err(Refusal::Unauthorized) => {
+                        telemetry::refused("unauthorized");
                         warn!("refused: missing or wrong token");
                         refuse(socket, ErrorCode::Unauthorized, "missing or wrong token").await
                     }
                     Err(Refusal::Overloaded) => {
+                        telemetry::refused("overloaded");
                         warn!(
                             "refused: all {} session slots busy",
                             state.config.max_sessions
@@ -216,8 +222,15 @@ async fn refuse(mut socket: WebSocket, code: ErrorCode, why: &str) {
     close(&mut socket, code.close_code(), why).await;
 }
 
-async fn run_session(mut socket: WebSocket, state: Arc<AppState>, _slot: OwnedSemaphorePermit) {
+async fn run_session(socket: WebSocket, state: Arc<AppState>, _slot: OwnedSemaphorePermit) {
     info!("connected");
+    metrics::counter!("hlm_sessions_total").increment(1);
+    metrics::gauge!("hlm_sessions_active").increment(1.0);
+    serve_session(socket, state).await;
+    metrics::gauge!("hlm_sessions_active").decrement(1.0);
+}
+
+async fn serve_session(mut socket: WebSocket, state: Arc<AppState>) {
     let mut session = Some(VerifierSession::new(
         state.model.clone(),
         state.vocab.clone(),
@@ -239,6 +252,7 @@ async fn run_session(mut socket: WebSocket, state: Arc<AppState>, _slot: OwnedSe
             Ok(Some(msg)) => msg,
             Ok(None) => break,
             Err(_) => {
+                telemetry::refused("idle");
                 info!("idle for {:?}: closing", state.config.idle_timeout);
                 refuse(socket, ErrorCode::Idle, "idle timeout").await;
                 return;
@@ -262,13 +276,16 @@ async fn run_session(mut socket: WebSocket, state: Arc<AppState>, _slot: OwnedSe
                 return;
             }
         };
+        metrics::counter!("hlm_bytes_in_total").increment(frame.len() as u64);
+        let started = std::time::Instant::now();
         let permit = match state.compute.acquire().await {
             Ok(p) => p,
             Err(_) => return,
         };
-        let mut s = session
-            .take()
-            .expect("session is returned after each frame");
+        let Some(mut s) = session.take() else {
+            return;
+        };
+        let before = s.stats.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let reply = s.handle_frame(&frame);
             (s, reply)
@@ -283,13 +300,26 @@ async fn run_session(mut socket: WebSocket, state: Arc<AppState>, _slot: OwnedSe
                 return;
             }
         };
+        if s.stats.rounds > before.rounds {
+            metrics::histogram!("hlm_round_seconds").record(started.elapsed().as_secs_f64());
+            metrics::counter!("hlm_rounds_total").increment(s.stats.rounds - before.rounds);
+            metrics::counter!("hlm_tokens_verified_total")
+                .increment(s.stats.verified - before.verified);
+            metrics::counter!("hlm_tokens_rejected_total")
+                .increment(s.stats.rejected - before.rejected);
+            metrics::counter!("hlm_forward_tokens_total")
+                .increment(s.stats.forward_tokens - before.forward_tokens);
+        }
         session = Some(s);
         if let Some(f) = reply.frame {
+            metrics::counter!("hlm_bytes_out_total").increment(f.len() as u64);
             if socket.send(Message::Binary(f.into())).await.is_err() {
                 return;
             }
         }
         if let Some((code, why)) = reply.close {
+            metrics::counter!("hlm_protocol_errors_total", "code" => format!("{code:?}"))
+                .increment(1);
             warn!("protocol error {code:?}: {why}");
             close(&mut socket, code.close_code(), &why).await;
             return;

@@ -544,3 +544,56 @@ async fn foreign_origins_are_refused() {
         .unwrap();
     hello(&mut ws, &vocab, Sampling::Greedy).await;
 }
+
+async fn http_get(url: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = url
+        .trim_start_matches("ws://")
+        .trim_end_matches("/ws")
+        .to_string();
+    let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_endpoints() {
+    let server = start().await;
+    let health = http_get(&server.url, "/health").await;
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("ok "),
+        "{health}"
+    );
+    let before = http_get(&server.url, "/metrics").await;
+    let (_d, mut drafter) = tiny_drafter(11);
+    generate(&server.url, &mut drafter, FilterMode::Always).await;
+    let after = http_get(&server.url, "/metrics").await;
+    assert!(after.starts_with("HTTP/1.1 200"), "{after}");
+    for name in [
+        "hlm_rounds_total",
+        "hlm_tokens_verified_total",
+        "hlm_forward_tokens_total",
+        "hlm_bytes_in_total",
+        "hlm_bytes_out_total",
+        "hlm_sessions_total",
+        "hlm_round_seconds_count",
+    ] {
+        assert!(
+            metric(&after, name) > metric(&before, name),
+            "{name} did not grow:\n{after}"
+        );
+    }
+}
