@@ -120,6 +120,10 @@ struct GenerateArgs {
     /// Token for a verifier that requires one.
     #[arg(long, env = "HLM_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Seconds to keep trying (with backoff) when the verifier connection is lost mid-generation;
+    /// the session is then re-established by replaying the accepted tokens. 0 = give up at once.
+    #[arg(long, default_value_t = 60)]
+    reconnect_secs: u64,
     /// Print one JSON line per token instead of the text.
     #[arg(long)]
     json_events: bool,
@@ -140,8 +144,10 @@ pub fn load_drafter(name: &str) -> anyhow::Result<Drafter> {
 
 async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let mut drafter = load_drafter(&args.draft)?;
-    let link = hlm_engine::ws_link::WsLink::connect_with_token(&args.server, args.token.as_deref())
-        .await?;
+    let mut link =
+        hlm_engine::ws_link::WsLink::connect_with_token(&args.server, args.token.as_deref())
+            .await?;
+    link.reconnect_patience = std::time::Duration::from_secs(args.reconnect_secs);
     let mut session = HybridSession::connect(link, drafter.vocab_info(), "hlm-cli")
         .await
         .context("handshake with the verifier")?;

@@ -104,6 +104,10 @@ pub struct Totals {
     pub dist_bits: u64,
     pub llm_forward_passes: usize,
     pub llm_forward_tokens: usize,
+    /// Sessions re-established after a lost connection.
+    pub reconnects: usize,
+    /// Committed tokens sent again to re-establish a session.
+    pub replayed_tokens: usize,
 }
 
 /// One final token.
@@ -243,9 +247,54 @@ impl Pending {
 /// A connection to a verifier after the handshake.
 pub struct HybridSession<L: VerifierLink> {
     link: L,
+    /// What a reconnection needs to open a new session with the same vocabulary.
+    resync: Resync,
     pub server: String,
     pub verifier_model: String,
     pub max_context: u32,
+}
+
+/// The handshake, kept to re-establish a session after the connection is lost.
+struct Resync {
+    hello: Vec<u8>,
+    vocab: VocabInfo,
+}
+
+/// What the verifier said in its `Welcome`.
+struct Welcome {
+    server: String,
+    model: String,
+    max_context: u32,
+}
+
+impl Resync {
+    /// Sends `Hello`, waits for `Welcome`, and checks that both sides share one vocabulary.
+    /// Returns the bytes sent and received with the verifier's answer.
+    async fn handshake<L: VerifierLink>(&self, link: &mut L) -> Result<(Welcome, usize, usize)> {
+        link.send(self.hello.clone()).await?;
+        let reply = link.recv().await?;
+        match decode_server(&reply)? {
+            ServerMsg::Welcome {
+                server,
+                model,
+                vocab: theirs,
+                max_context,
+                ..
+            } => {
+                self.vocab.check_compatible(&theirs)?;
+                let w = Welcome {
+                    server,
+                    model,
+                    max_context,
+                };
+                Ok((w, self.hello.len(), reply.len()))
+            }
+            ServerMsg::Error { code, message } => Err(EngineError::Remote { code, message }),
+            other => Err(EngineError::Link(format!(
+                "expected Welcome, got {other:?}"
+            ))),
+        }
+    }
 }
 
 impl<L: VerifierLink> HybridSession<L> {
@@ -257,28 +306,18 @@ impl<L: VerifierLink> HybridSession<L> {
             vocab: vocab.clone(),
             sampling: Sampling::Greedy,
         };
-        link.send(encode_client(&hello)).await?;
-        match decode_server(&link.recv().await?)? {
-            ServerMsg::Welcome {
-                server,
-                model,
-                vocab: theirs,
-                max_context,
-                ..
-            } => {
-                vocab.check_compatible(&theirs)?;
-                Ok(Self {
-                    link,
-                    server,
-                    verifier_model: model,
-                    max_context,
-                })
-            }
-            ServerMsg::Error { code, message } => Err(EngineError::Remote { code, message }),
-            other => Err(EngineError::Link(format!(
-                "expected Welcome, got {other:?}"
-            ))),
-        }
+        let resync = Resync {
+            hello: encode_client(&hello),
+            vocab,
+        };
+        let (w, _, _) = resync.handshake(&mut link).await?;
+        Ok(Self {
+            link,
+            resync,
+            server: w.server,
+            verifier_model: w.model,
+            max_context: w.max_context,
+        })
     }
 
     /// Closes the connection to the verifier.
@@ -292,6 +331,12 @@ impl<L: VerifierLink> HybridSession<L> {
 
     /// Generates up to `cfg.max_tokens` tokens after `prompt`. `on_token` sees each final token;
     /// returning `false` stops the generation (stop reason `aborted`).
+    ///
+    /// If the connection is lost (or the verifier restarts), the link reconnects with its own
+    /// backoff ([`VerifierLink::reconnect`]) and the loop re-establishes the session: `Hello`,
+    /// `Reset`, then one round that replays every committed token as a skipped id followed by the
+    /// round that was in flight. Committed text is never re-drafted, so nothing accepted is lost
+    /// or repeated; the replay's bytes and forward pass count in the totals.
     pub async fn generate(
         &mut self,
         drafter: &mut Drafter,
@@ -300,10 +345,13 @@ impl<L: VerifierLink> HybridSession<L> {
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Summary> {
         Generation::new(drafter, prompt, cfg)?
-            .run(&mut self.link, on_token)
+            .run(&mut self.link, &self.resync, on_token)
             .await
     }
 }
+
+/// Reconnections one generation may make before it gives up.
+pub const MAX_RECONNECTS: usize = 8;
 
 /// The state of one generation; [`Generation::run`] is the loop.
 struct Generation<'a> {
@@ -317,6 +365,10 @@ struct Generation<'a> {
     round: Vec<Pending>,
     round_base: usize,
     round_no: u32,
+    /// The round sent and not yet answered (kept whole: a reconnection sends it again).
+    in_flight: Option<Round>,
+    /// Set when the link failed; the next wait for a verdict reconnects first.
+    link_down: Option<EngineError>,
     /// Generated tokens in `seq` (final or in the open round).
     generated: usize,
     totals: Totals,
@@ -366,6 +418,8 @@ impl<'a> Generation<'a> {
             round,
             round_base: 0,
             round_no: 0,
+            in_flight: None,
+            link_down: None,
             generated: 0,
             totals: Totals::default(),
             stream: TextStream::new(),
@@ -380,6 +434,7 @@ impl<'a> Generation<'a> {
     async fn run<L: VerifierLink>(
         mut self,
         link: &mut L,
+        resync: &Resync,
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Summary> {
         let start = Instant::now();
@@ -391,7 +446,8 @@ impl<'a> Generation<'a> {
                 sampling: cfg.sampling,
             });
             self.totals.bytes_up += reset.len();
-            link.send(reset).await?;
+            let sent = link.send(reset).await;
+            self.note_link(sent)?;
         }
         let t = Instant::now();
         self.drafter.cache.clear();
@@ -467,7 +523,7 @@ impl<'a> Generation<'a> {
             let mut ended = last;
             if flush {
                 let t = Instant::now();
-                let correction = self.receive_verdict(link).await?;
+                let correction = self.receive_verdict(link, resync).await?;
                 self.wait_time += t.elapsed().as_secs_f64();
                 // 5. on a rejection, roll the draft back and feed the verifier's token
                 if let Some(y) = correction {
@@ -564,22 +620,143 @@ impl<'a> Generation<'a> {
             .iter()
             .filter_map(|t| t.dist.as_ref().map(|d| d.wire_bits()))
             .sum::<u64>();
-        let frame = encode_client(&ClientMsg::Round(Round {
+        let round = Round {
             round: self.round_no,
             base: self.round_base as u32,
             tokens,
+        };
+        let frame = encode_client(&ClientMsg::Round(round.clone()));
+        self.in_flight = Some(round);
+        self.totals.bytes_up += frame.len();
+        if self.link_down.is_some() {
+            return Ok(()); // the wait for the verdict reconnects and replays this round
+        }
+        let sent = link.send(frame).await;
+        self.note_link(sent)
+    }
+
+    /// A transient link failure is remembered (the next wait for a verdict recovers from it);
+    /// anything else is returned.
+    fn note_link(&mut self, r: Result<()>) -> Result<()> {
+        match r {
+            Err(e) if e.is_transient() => {
+                self.link_down.get_or_insert(e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// The reply to the round in flight, and how many replayed tokens precede that round in the
+    /// verdict's count. Reconnects (up to [`MAX_RECONNECTS`] times) when the link is down.
+    async fn await_reply<L: VerifierLink>(
+        &mut self,
+        link: &mut L,
+        resync: &Resync,
+    ) -> Result<(Vec<u8>, usize)> {
+        if self.link_down.is_none() {
+            match link.recv().await {
+                Ok(reply) if !Self::is_transient_error(&reply) => return Ok((reply, 0)),
+                Ok(reply) => self.link_down = Some(Self::remote_error(&reply)),
+                Err(e) if e.is_transient() => self.link_down = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        loop {
+            let cause = self
+                .link_down
+                .take()
+                .unwrap_or_else(|| EngineError::Link("connection lost".into()));
+            if self.totals.reconnects >= MAX_RECONNECTS {
+                return Err(EngineError::Link(format!(
+                    "gave up after {MAX_RECONNECTS} reconnections; last failure: {cause}"
+                )));
+            }
+            link.reconnect()
+                .await
+                .map_err(|e| EngineError::Link(format!("{cause}; reconnecting failed: {e}")))?;
+            self.totals.reconnects += 1;
+            match self.replay(link, resync).await {
+                Ok(reply) if !Self::is_transient_error(&reply.0) => return Ok(reply),
+                Ok(reply) => self.link_down = Some(Self::remote_error(&reply.0)),
+                Err(e) if e.is_transient() => self.link_down = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn is_transient_error(reply: &[u8]) -> bool {
+        matches!(decode_server(reply), Ok(ServerMsg::Error { .. }))
+            && Self::remote_error(reply).is_transient()
+    }
+
+    fn remote_error(reply: &[u8]) -> EngineError {
+        match decode_server(reply) {
+            Ok(ServerMsg::Error { code, message }) => EngineError::Remote { code, message },
+            _ => EngineError::Link("unexpected reply".into()),
+        }
+    }
+
+    /// On a fresh connection: handshake, `Reset`, and one round holding every committed token
+    /// (as skipped ids) followed by the round in flight.
+    async fn replay<L: VerifierLink>(
+        &mut self,
+        link: &mut L,
+        resync: &Resync,
+    ) -> Result<(Vec<u8>, usize)> {
+        let (_, up, down) = resync.handshake(link).await?;
+        self.totals.bytes_up += up;
+        self.totals.bytes_down += down;
+        let reset = encode_client(&ClientMsg::Reset {
+            sampling: self.cfg.sampling,
+        });
+        self.totals.bytes_up += reset.len();
+        link.send(reset).await?;
+        let committed = &self.seq[..self.round_base];
+        let mut tokens: Vec<BlockToken> = committed
+            .iter()
+            .map(|&id| BlockToken {
+                id,
+                verify: false,
+                dist: None,
+            })
+            .collect();
+        let round_no = self.round_no;
+        if let Some(r) = &self.in_flight {
+            tokens.extend(r.tokens.iter().cloned());
+        }
+        let frame = encode_client(&ClientMsg::Round(Round {
+            round: round_no,
+            base: 0,
+            tokens,
         }));
         self.totals.bytes_up += frame.len();
-        link.send(frame).await
+        self.totals.replayed_tokens += committed.len();
+        link.send(frame).await?;
+        Ok((link.recv().await?, committed.len()))
     }
 
     /// Waits for the verdict on the round in flight, applies it, and returns the verifier's
     /// correction if any.
-    async fn receive_verdict<L: VerifierLink>(&mut self, link: &mut L) -> Result<Option<u32>> {
-        let reply = link.recv().await?;
+    async fn receive_verdict<L: VerifierLink>(
+        &mut self,
+        link: &mut L,
+        resync: &Resync,
+    ) -> Result<Option<u32>> {
+        let (reply, replayed) = self.await_reply(link, resync).await?;
+        self.in_flight = None;
         self.totals.bytes_down += reply.len();
         let verdict = match decode_server(&reply)? {
-            ServerMsg::Verdict(v) => v,
+            ServerMsg::Verdict(mut v) => {
+                // A replayed prefix was verified along with the round: count from the round.
+                if (v.accepted as usize) < replayed || v.forward_tokens as usize <= replayed {
+                    return Err(EngineError::Link(format!(
+                        "verdict {v:?} rejects part of the {replayed} replayed tokens"
+                    )));
+                }
+                v.accepted -= replayed as u32;
+                v
+            }
             ServerMsg::Error { code, message } => {
                 return Err(EngineError::Remote { code, message })
             }

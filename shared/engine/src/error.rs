@@ -30,4 +30,20 @@ impl EngineError {
     pub fn model(msg: impl Into<String>) -> Self {
         Self::Model(msg.into())
     }
+
+    /// A lost connection (or a verifier that asks to come back later), after which a new session
+    /// with the same verifier can continue the work: the decoding loop reconnects and replays.
+    pub fn is_transient(&self) -> bool {
+        use hlm_protocol::ErrorCode;
+        match self {
+            Self::Link(_) => true,
+            Self::Remote { code, .. } => {
+                matches!(
+                    code,
+                    ErrorCode::Overloaded | ErrorCode::Idle | ErrorCode::Internal
+                )
+            }
+            _ => false,
+        }
+    }
 }

@@ -18,6 +18,13 @@ pub trait VerifierLink {
     async fn close(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Opens a fresh connection after this one failed, waiting between attempts as the link sees
+    /// fit (backoff), and gives up with an error when its patience is spent. The decoding loop
+    /// then re-establishes the session by replaying its committed tokens
+    /// ([`crate::decode`]). The default cannot reconnect.
+    async fn reconnect(&mut self) -> Result<()> {
+        Err(EngineError::Link("this link cannot reconnect".into()))
+    }
 }
 
 /// A verifier in the same process: each frame sent is handled at once and its reply queued.

@@ -3,7 +3,10 @@
 //! evidence that the system works comes from the real-weight tests.
 
 use crate::decode::Drafter;
+use crate::link::{LocalLink, VerifierLink};
 use crate::model::{LoadOptions, Model};
+use crate::verifier::VerifierSession;
+use crate::EngineError;
 use candle_core::{DType, Device, Tensor};
 use rand::Rng as _;
 use std::collections::HashMap;
@@ -155,5 +158,76 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
             return v;
         }
+    }
+}
+
+/// A verifier in the same process whose connection dies at chosen frames and comes back, on
+/// [`VerifierLink::reconnect`], as a fresh session: a verifier restart, for tests of recovery.
+pub struct FlakyLink {
+    model: Arc<Model>,
+    vocab: hlm_protocol::VocabInfo,
+    inner: LocalLink,
+    /// Frames sent so far (all of them, across connections).
+    pub sent: usize,
+    /// Frame numbers (0-based, counting every frame sent) at which the connection dies. An even
+    /// one is lost on the way; an odd one reaches the verifier and its reply is lost.
+    pub drop_at: Vec<usize>,
+    down: bool,
+    pub reconnects: usize,
+}
+
+impl FlakyLink {
+    pub fn new(model: Arc<Model>, vocab: hlm_protocol::VocabInfo, drop_at: Vec<usize>) -> Self {
+        let inner = Self::fresh(&model, &vocab);
+        Self {
+            model,
+            vocab,
+            inner,
+            sent: 0,
+            drop_at,
+            down: false,
+            reconnects: 0,
+        }
+    }
+
+    fn fresh(model: &Arc<Model>, vocab: &hlm_protocol::VocabInfo) -> LocalLink {
+        LocalLink::new(VerifierSession::new(
+            model.clone(),
+            vocab.clone(),
+            "flaky",
+            4096,
+        ))
+    }
+}
+
+impl VerifierLink for FlakyLink {
+    async fn send(&mut self, frame: Vec<u8>) -> crate::Result<()> {
+        if self.down {
+            return Err(EngineError::Link("connection reset (test)".into()));
+        }
+        let n = self.sent;
+        self.sent += 1;
+        if self.drop_at.contains(&n) {
+            self.down = true;
+            if n % 2 == 1 {
+                let _ = self.inner.send(frame).await; // handled, but the reply never arrives
+            }
+            return Ok(());
+        }
+        self.inner.send(frame).await
+    }
+
+    async fn recv(&mut self) -> crate::Result<Vec<u8>> {
+        if self.down {
+            return Err(EngineError::Link("connection reset (test)".into()));
+        }
+        self.inner.recv().await
+    }
+
+    async fn reconnect(&mut self) -> crate::Result<()> {
+        self.inner = Self::fresh(&self.model, &self.vocab);
+        self.down = false;
+        self.reconnects += 1;
+        Ok(())
     }
 }

@@ -4,6 +4,7 @@ use crate::link::VerifierLink;
 use crate::{EngineError, Result};
 use futures_util::{SinkExt, StreamExt};
 use hlm_protocol::MAX_MESSAGE_BYTES;
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -11,7 +12,15 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub struct WsLink {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    url: String,
+    token: Option<String>,
+    /// How long [`VerifierLink::reconnect`] keeps trying.
+    pub reconnect_patience: Duration,
 }
+
+/// First wait between reconnection attempts; it doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl WsLink {
     /// Connects to `url` (`ws://host:port/ws`).
@@ -21,6 +30,18 @@ impl WsLink {
 
     /// Connects presenting `token` as `Authorization: Bearer <token>`.
     pub async fn connect_with_token(url: &str, token: Option<&str>) -> Result<Self> {
+        Ok(Self {
+            ws: Self::open(url, token).await?,
+            url: url.to_string(),
+            token: token.map(str::to_string),
+            reconnect_patience: Duration::from_secs(60),
+        })
+    }
+
+    async fn open(
+        url: &str,
+        token: Option<&str>,
+    ) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))
@@ -37,11 +58,30 @@ impl WsLink {
         let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
             .await
             .map_err(|e| EngineError::Link(format!("verifier unreachable at {url}: {e}")))?;
-        Ok(Self { ws })
+        Ok(ws)
     }
 }
 
 impl VerifierLink for WsLink {
+    /// Tries again with exponential backoff (100 ms doubling to 5 s) for `reconnect_patience`.
+    async fn reconnect(&mut self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.reconnect_patience;
+        let mut wait = FIRST_BACKOFF;
+        loop {
+            match Self::open(&self.url, self.token.as_deref()).await {
+                Ok(ws) => {
+                    self.ws = ws;
+                    return Ok(());
+                }
+                Err(e) if tokio::time::Instant::now() + wait > deadline => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
     async fn close(&mut self) -> Result<()> {
         self.ws
             .close(None)
