@@ -46,6 +46,42 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Browser origins allowed besides the server's own (`*` for any).
     pub allowed_origins: Vec<String>,
+    /// Memory all sessions' KV caches may take together; `None` = not checked.
+    pub max_kv_bytes: Option<usize>,
+    /// How long `/health` waits for its turn to probe the model before answering 503.
+    pub health_patience: Duration,
+}
+
+impl ServerConfig {
+    /// The most KV-cache memory one session can hold with this model: `max_context` positions of
+    /// `layers × 2 × kv_heads × head_dim × 4` bytes (the cache never reserves past its context).
+    pub fn kv_bytes_per_session(&self, model: &hlm_engine::model::ModelConfig) -> usize {
+        let positions = (self.max_context as usize).min(model.max_context);
+        positions * hlm_engine::model::KvCache::bytes_per_position(model)
+    }
+
+    /// Checks that `max_sessions` full sessions fit in `max_kv_bytes`, and says what would fit.
+    pub fn check_memory(&self, model: &hlm_engine::model::ModelConfig) -> Result<(), String> {
+        let Some(budget) = self.max_kv_bytes else {
+            return Ok(());
+        };
+        let per = self.kv_bytes_per_session(model);
+        let need = per * self.max_sessions;
+        if need <= budget {
+            return Ok(());
+        }
+        let per_position = hlm_engine::model::KvCache::bytes_per_position(model);
+        Err(format!(
+            "{} sessions of up to {} tokens need {} MB of KV cache, over the budget of {} MB: \
+             lower --max-sessions to {} or --max-context to {}, or raise --max-kv-mb",
+            self.max_sessions,
+            self.max_context,
+            need >> 20,
+            budget >> 20,
+            budget / per.max(1),
+            budget / self.max_sessions.max(1) / per_position.max(1),
+        ))
+    }
 }
 
 impl Default for ServerConfig {
@@ -56,11 +92,16 @@ impl Default for ServerConfig {
             max_sessions: 64,
             idle_timeout: Duration::from_secs(300),
             allowed_origins: Vec::new(),
+            max_kv_bytes: None,
+            health_patience: HEALTH_FRESHNESS,
         }
     }
 }
 
 /// What every session shares.
+/// How long a successful forward pass vouches for the model's health.
+pub const HEALTH_FRESHNESS: Duration = Duration::from_secs(10);
+
 pub struct AppState {
     pub model: Arc<Model>,
     pub vocab: VocabInfo,
@@ -73,6 +114,8 @@ pub struct AppState {
     pub server_name: String,
     /// Flips to `true` when the server shuts down: sessions close with 1001 between frames.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// When the model last answered a forward pass (a round or a health probe).
+    last_forward_ok: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl AppState {
@@ -99,7 +142,49 @@ impl AppState {
             next_session: AtomicU64::new(1),
             server_name: format!("verifier-server/{}", env!("CARGO_PKG_VERSION")),
             shutdown: tokio::sync::watch::channel(false).0,
+            last_forward_ok: std::sync::Mutex::new(None),
         })
+    }
+
+    fn forward_succeeded(&self) {
+        if let Ok(mut t) = self.last_forward_ok.lock() {
+            *t = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Ready when the model has answered a forward pass in the last [`HEALTH_FRESHNESS`];
+    /// otherwise runs a one-token forward now (in its turn with the sessions' work).
+    pub async fn readiness(&self) -> Result<(), String> {
+        let fresh = self
+            .last_forward_ok
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .is_some_and(|t| t.elapsed() < HEALTH_FRESHNESS);
+        if fresh {
+            return Ok(());
+        }
+        let _permit = tokio::time::timeout(self.config.health_patience, self.compute.acquire())
+            .await
+            .map_err(|_| "the model is busy beyond the probe's patience".to_string())?
+            .map_err(|_| "shutting down".to_string())?;
+        let model = self.model.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            let mut cache = model.new_cache();
+            model
+                .forward(&mut cache, &[0], &hlm_engine::model::LogitRows::Last, 0)
+                .map_err(|e| e.to_string())
+                .and_then(|o| match o.logits.first() {
+                    Some((_, l)) if !l.is_empty() && l.iter().all(|x| x.is_finite()) => Ok(()),
+                    _ => Err("the model's logits are not finite".to_string()),
+                })
+        })
+        .await
+        .map_err(|e| format!("probe failed: {e}"))?;
+        if probe.is_ok() {
+            self.forward_succeeded();
+        }
+        probe
     }
 
     /// Sessions in progress.
@@ -132,13 +217,27 @@ pub fn router(state: Arc<AppState>, www: Option<std::path::PathBuf>) -> Router {
     app
 }
 
+/// 200 `ok …` when the model answers a one-token forward ([`AppState::readiness`]), 503 otherwise.
 async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    format!(
-        "ok {} vocab={} context={}\n",
-        state.model.name(),
-        state.vocab.size,
-        state.config.max_context
-    )
+    use axum::http::StatusCode;
+    match state.readiness().await {
+        Ok(()) => (
+            StatusCode::OK,
+            format!(
+                "ok {} vocab={} context={} sessions={}/{} kv_per_session_mb={}\n",
+                state.model.name(),
+                state.vocab.size,
+                state.config.max_context,
+                state.active_sessions(),
+                state.config.max_sessions,
+                state.config.kv_bytes_per_session(state.model.config()) >> 20,
+            ),
+        ),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
 }
 
 /// Why a connection is refused once upgraded.
@@ -301,6 +400,7 @@ async fn serve_session(mut socket: WebSocket, state: Arc<AppState>) {
             }
         };
         if s.stats.rounds > before.rounds {
+            state.forward_succeeded();
             metrics::histogram!("hlm_round_seconds").record(started.elapsed().as_secs_f64());
             metrics::counter!("hlm_rounds_total").increment(s.stats.rounds - before.rounds);
             metrics::counter!("hlm_tokens_verified_total")

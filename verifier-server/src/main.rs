@@ -52,6 +52,14 @@ struct Args {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// Memory (MB) all sessions' KV caches may take together. Each session's cache is bounded by
+    /// --max-context; the server refuses to start if --max-sessions full sessions would not fit.
+    #[arg(long, env = "HLM_MAX_KV_MB")]
+    max_kv_mb: Option<usize>,
+    /// Where the model's weight matrices run: `cpu`, or `cuda` / `cuda:N` (build with
+    /// `--features cuda`).
+    #[arg(long, env = "HLM_DEVICE", default_value = "cpu", value_parser = parse_device)]
+    device: candle_core::Device,
     /// On SIGTERM / Ctrl-C, seconds to let sessions finish their current round before exiting.
     #[arg(long, env = "HLM_DRAIN", default_value_t = 10)]
     drain: u64,
@@ -92,8 +100,14 @@ async fn main() -> anyhow::Result<()> {
     })
     .with_context(|| format!("obtaining model {}", args.model))?;
     let t = std::time::Instant::now();
-    let (model, tokenizer) = hlm_engine::load_model_and_tokenizer(&path, &LoadOptions::default())
-        .with_context(|| format!("loading {}", path.display()))?;
+    let (model, tokenizer) = hlm_engine::load_model_and_tokenizer(
+        &path,
+        &LoadOptions {
+            device: args.device.clone(),
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("loading {}", path.display()))?;
     let model = Arc::new(model);
     let vocab = hlm_engine::decode::vocab_info(&tokenizer, model.config());
     tracing::info!(
@@ -109,8 +123,23 @@ async fn main() -> anyhow::Result<()> {
         max_sessions: args.max_sessions.max(1),
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
         allowed_origins: args.allowed_origins,
+        max_kv_bytes: args.max_kv_mb.map(|mb| mb << 20),
+        ..Default::default()
     };
+    config
+        .check_memory(model.config())
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        "each session holds at most {} MB of KV cache ({} sessions: {} MB)",
+        config.kv_bytes_per_session(model.config()) >> 20,
+        config.max_sessions,
+        (config.kv_bytes_per_session(model.config()) * config.max_sessions) >> 20
+    );
+
     let state = verifier_server::AppState::with_config(model, vocab, config);
+    if let Err(why) = state.readiness().await {
+        anyhow::bail!("the model failed its start-up check (a one-token forward): {why}");
+    }
     let app = verifier_server::router(state.clone(), args.www);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -130,6 +159,21 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn parse_device(s: &str) -> Result<candle_core::Device, String> {
+    match s.split_once(':') {
+        None if s == "cpu" => Ok(candle_core::Device::Cpu),
+        None if s == "cuda" => cuda(0),
+        Some(("cuda", n)) => cuda(n.parse().map_err(|_| format!("bad CUDA ordinal `{n}`"))?),
+        _ => Err(format!("unknown device `{s}` (cpu, cuda, cuda:N)")),
+    }
+}
+
+fn cuda(ordinal: usize) -> Result<candle_core::Device, String> {
+    candle_core::Device::new_cuda(ordinal).map_err(|e| {
+        format!("CUDA device {ordinal}: {e} (is this build made with `--features cuda`?)")
+    })
 }
 
 /// Ctrl-C or SIGTERM.

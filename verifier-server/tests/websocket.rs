@@ -597,3 +597,46 @@ async fn health_and_metrics_endpoints() {
         );
     }
 }
+
+/// `/health` is ready only when the model answers: with the model held busy and no recent
+/// forward, it answers 503; once the model is free, the one-token probe passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_the_model() {
+    let server = start_with(verifier_server::ServerConfig {
+        max_context: 256,
+        health_patience: std::time::Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let busy = server.state.compute.acquire().await.unwrap();
+    let health = http_get(&server.url, "/health").await;
+    assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+    assert!(health.contains("not ready"), "{health}");
+    drop(busy);
+    let health = http_get(&server.url, "/health").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains("kv_per_session_mb="), "{health}");
+}
+
+#[test]
+fn kv_memory_budget_is_checked_with_hand_computed_sizes() {
+    let (_d, v) = tiny_drafter(12);
+    let cfg = v.model().config();
+    let per_position = cfg.layers * 2 * cfg.kv_heads * cfg.head_dim * 4;
+    let mut config = verifier_server::ServerConfig {
+        max_context: 200,
+        max_sessions: 10,
+        ..Default::default()
+    };
+    assert_eq!(config.kv_bytes_per_session(cfg), 200 * per_position);
+    assert!(
+        config.check_memory(cfg).is_ok(),
+        "no budget: nothing to check"
+    );
+    config.max_kv_bytes = Some(10 * 200 * per_position);
+    assert!(config.check_memory(cfg).is_ok(), "exactly fits");
+    config.max_kv_bytes = Some(10 * 200 * per_position - 1);
+    let err = config.check_memory(cfg).unwrap_err();
+    assert!(err.contains("--max-sessions to 9"), "{err}");
+    assert!(err.contains("--max-context to 199"), "{err}");
+}

@@ -51,8 +51,9 @@ pub struct Reply {
 
 impl VerifierSession {
     pub fn new(model: Arc<Model>, vocab: VocabInfo, server_name: &str, max_context: u32) -> Self {
-        let cache = model.new_cache();
         let max_context = max_context.min(model.config().max_context as u32);
+        let mut cache = model.new_cache();
+        cache.set_limit(max_context as usize);
         Self {
             model,
             vocab,
@@ -75,6 +76,11 @@ impl VerifierSession {
     /// Bytes held by this session's KV cache.
     pub fn cache_bytes(&self) -> usize {
         self.cache.bytes()
+    }
+
+    /// Bytes reserved by this session's KV cache: at most `max_context` positions' worth.
+    pub fn cache_reserved_bytes(&self) -> usize {
+        self.cache.reserved_bytes()
     }
 
     /// Decodes one frame, acts on it, and encodes the reply. Never panics on bad input: a protocol

@@ -329,3 +329,36 @@ fn inconsistent_models_are_refused() {
         assert!(err.contains(expect), "{key} = {value}: {err}");
     }
 }
+
+#[test]
+fn a_verifier_session_never_reserves_more_cache_than_its_context_allows() {
+    let (_dd, mut drafter) = tiny_drafter(11);
+    let (_vd, verifier) = tiny_drafter(12);
+    let limit = 100;
+    let session = VerifierSession::new(verifier.model_arc(), verifier.vocab_info(), "t", limit);
+    let cfg = GenerationConfig {
+        max_tokens: 90,
+        mode: FilterMode::Always,
+        ..Default::default()
+    };
+    let per_position = hlm_engine::model::KvCache::bytes_per_position(verifier.model().config());
+    block_on(async {
+        let mut s = HybridSession::connect(LocalLink::new(session), drafter.vocab_info(), "t")
+            .await
+            .unwrap();
+        let summary = s
+            .generate(&mut drafter, &[5, 6, 7, 8], &cfg, &mut |_| true)
+            .await
+            .unwrap();
+        let held = s.link_mut().session.cache_bytes();
+        let reserved = s.link_mut().session.cache_reserved_bytes();
+        let positions = 4 + summary.ids.len();
+        assert!(positions > 64, "the cache grew past a power of two");
+        assert!(held >= (positions - 1) * per_position);
+        assert!(
+            reserved <= limit as usize * per_position,
+            "{reserved} bytes reserved, bound {}",
+            limit as usize * per_position
+        );
+    });
+}

@@ -12,6 +12,8 @@ pub struct KvCache {
     layers: Vec<LayerKv>,
     width: usize,
     len: usize,
+    /// Positions the cache may grow to; its buffers never reserve beyond this.
+    limit: usize,
 }
 
 impl KvCache {
@@ -25,7 +27,28 @@ impl KvCache {
                 .collect(),
             width: cfg.kv_width(),
             len: 0,
+            limit: cfg.max_context,
         }
+    }
+
+    /// Bytes one position costs (keys and values, all layers, f32).
+    pub fn bytes_per_position(cfg: &ModelConfig) -> usize {
+        cfg.layers * 2 * cfg.kv_width() * std::mem::size_of::<f32>()
+    }
+
+    /// Caps the positions this cache reserves memory for (a server's per-session bound). Growth
+    /// doubles as a vector does, but never past the cap, so a session holds at most
+    /// `limit * bytes_per_position` bytes of cache.
+    pub fn set_limit(&mut self, positions: usize) {
+        self.limit = positions;
+    }
+
+    /// Bytes reserved (capacity, which can exceed [`KvCache::bytes`]).
+    pub fn reserved_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| (l.k.capacity() + l.v.capacity()) * std::mem::size_of::<f32>())
+            .sum()
     }
 
     /// Positions held.
@@ -63,6 +86,13 @@ impl KvCache {
         debug_assert_eq!(k.len(), m * self.width);
         l.k.truncate(self.len * self.width);
         l.v.truncate(self.len * self.width);
+        let needed = l.k.len() + k.len();
+        if needed > l.k.capacity() {
+            // Double, as Vec would, but not past the limit (unless this append itself needs it).
+            let cap = (2 * l.k.capacity()).clamp(needed, (self.limit * self.width).max(needed));
+            l.k.reserve_exact(cap - l.k.len());
+            l.v.reserve_exact(cap - l.v.len());
+        }
         l.k.extend_from_slice(k);
         l.v.extend_from_slice(v);
     }

@@ -1,7 +1,7 @@
 //! Weight matrices (quantised or dense) behind one type, and the token embedding.
 
 use crate::Result;
-use candle_core::quantized::{k_quants, GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{k_quants, GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 use std::sync::Arc;
 
@@ -14,8 +14,12 @@ use std::sync::Arc;
 /// a third more bytes than the blocks themselves — and a decode step is bound by memory reads.
 /// Measured here over the 1.5B model's 28 `ffn_gate` matrices: 11 GB/s through the tiles, 22 GB/s
 /// on the blocks (`cargo run --release -p hlm-engine --example qmm_probe`).
+///
+/// On another device (CUDA, feature `cuda`) every product goes through `QMatMul` there; the
+/// activations travel to the device and back per product.
 pub struct Linear {
     mm: QMatMul,
+    device: Device,
     blocks: Option<Arc<QTensor>>,
     in_dim: usize,
     out_dim: usize,
@@ -29,6 +33,7 @@ impl Linear {
         let blocks = single_row_kernel(qt.dtype()).then(|| qt.clone());
         Ok(Self {
             mm: QMatMul::from_arc(qt)?,
+            device: Device::Cpu,
             blocks,
             in_dim,
             out_dim,
@@ -41,9 +46,30 @@ impl Linear {
         Ok(Self {
             bytes: w.elem_count() * w.dtype().size_in_bytes(),
             mm: QMatMul::Tensor(w),
+            device: Device::Cpu,
             blocks: None,
             in_dim,
             out_dim,
+        })
+    }
+
+    /// The same weights on `device` (a no-op for the CPU).
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        let mm = match &self.mm {
+            QMatMul::QTensor(qt) => {
+                let storage = QStorage::from_data(qt.data()?, device, qt.dtype())?;
+                QMatMul::from_qtensor(QTensor::new(storage, qt.shape().clone())?)?
+            }
+            QMatMul::Tensor(w) => QMatMul::Tensor(w.to_device(device)?),
+            QMatMul::TensorF16(w) => QMatMul::TensorF16(w.to_device(device)?),
+        };
+        Ok(Self {
+            mm,
+            device: device.clone(),
+            blocks: None,
+            in_dim: self.in_dim,
+            out_dim: self.out_dim,
+            bytes: self.bytes,
         })
     }
 
@@ -51,7 +77,7 @@ impl Linear {
         if let (1, Some(qt)) = (m, &self.blocks) {
             return matvec(qt, x, self.in_dim, self.out_dim);
         }
-        let t = Tensor::from_slice(x, (m, self.in_dim), &Device::Cpu)?;
+        let t = Tensor::from_slice(x, (m, self.in_dim), &self.device)?;
         let y = self.mm.forward(&t)?;
         debug_assert_eq!(y.elem_count(), m * self.out_dim);
         Ok(y.flatten_all()?.to_vec1()?)
@@ -143,5 +169,36 @@ fn matvec(qt: &QTensor, x: &[f32], k: usize, n: usize) -> Result<Vec<f32>> {
         other => Err(crate::EngineError::model(format!(
             "no single-row kernel for {other:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The device path (every row through `QMatMul` on the target device) computes what the CPU
+    /// path does; on this machine the "device" is the CPU, which is what CI can run.
+    #[test]
+    fn device_path_matches_the_cpu_kernels() {
+        let (n, k) = (40, 512);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let w = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+        let qt = Arc::new(QTensor::quantize(&w, GgmlDType::Q4K).unwrap());
+        let cpu = Linear::quantized(qt).unwrap();
+        let dev = cpu.to_device(&Device::Cpu).unwrap();
+        assert!(cpu.blocks.is_some() && dev.blocks.is_none());
+        for m in [1, 3] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
+                .collect();
+            let a = cpu.forward(&x, m).unwrap();
+            let b = dev.forward(&x, m).unwrap();
+            let scale = a.iter().fold(0f32, |s, v| s.max(v.abs()));
+            for (u, v) in a.iter().zip(&b) {
+                assert!((u - v).abs() <= 0.02 * scale, "{u} vs {v}");
+            }
+        }
     }
 }

@@ -26,6 +26,9 @@ pub struct LoadOptions {
     pub requantize_q5: bool,
     /// Cap on the context length (defaults to the model's own, e.g. 32,768).
     pub max_context: Option<usize>,
+    /// Where the weight matrices live: the CPU, or a CUDA device (feature `cuda`; embeddings,
+    /// norms, attention and the KV cache stay on the CPU).
+    pub device: Device,
 }
 
 impl Default for LoadOptions {
@@ -33,6 +36,7 @@ impl Default for LoadOptions {
         Self {
             requantize_q5: true,
             max_context: Some(8192),
+            device: Device::Cpu,
         }
     }
 }
@@ -144,7 +148,8 @@ impl Model {
             out_norm,
             lm_head,
             name,
-        )
+        )?
+        .on_device(&opts.device)
     }
 
     /// Loads Hugging Face safetensors: `path` is a directory (or a file inside one) holding
@@ -295,7 +300,30 @@ impl Model {
             out_norm,
             lm_head,
             &file_stem(&dir),
-        )
+        )?
+        .on_device(&opts.device)
+    }
+
+    /// Moves the weight matrices to `device` (nothing to do for the CPU).
+    fn on_device(mut self, device: &Device) -> Result<Self> {
+        if device.is_cpu() {
+            return Ok(self);
+        }
+        for l in &mut self.layers {
+            for w in [
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.w_gate,
+                &mut l.w_up,
+                &mut l.w_down,
+            ] {
+                *w = w.to_device(device)?;
+            }
+        }
+        self.lm_head = self.lm_head.to_device(device)?;
+        Ok(self)
     }
 
     fn assemble(
