@@ -17,6 +17,7 @@
 //! sees neither the status nor the body of a failed upgrade.
 
 pub mod auth;
+pub mod loadgen;
 pub mod telemetry;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};

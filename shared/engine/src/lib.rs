@@ -29,6 +29,8 @@
 pub mod chat;
 pub mod decode;
 pub mod error;
+#[cfg(feature = "testing")]
+pub mod fuzzing;
 pub mod link;
 pub mod model;
 #[cfg(feature = "testing")]

@@ -1,0 +1,230 @@
+//! A load generator for a running verifier: many concurrent sessions on loopback, each sending
+//! rounds as a hybrid client would (a prompt, then a few drafted tokens per round, some
+//! uploaded for verification, the verifier's correction opening the next round), while the
+//! server process's memory is sampled. Drives `hlm-loadtest` and the load test in `tests/`.
+//!
+//! The drafted tokens are random ids, so most uploads are rejected: every round costs the
+//! verifier a forward pass and a rollback, which is the heavier case for the server.
+
+use hlm_engine::link::VerifierLink;
+use hlm_engine::ws_link::WsLink;
+use hlm_protocol::*;
+use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub url: String,
+    pub token: Option<String>,
+    pub vocab: VocabInfo,
+    pub sessions: usize,
+    pub duration: Duration,
+    /// Tokens per round after the prompt (one in two is uploaded).
+    pub round_tokens: usize,
+    pub prompt_tokens: usize,
+    /// Context a session fills before it starts a new generation (`Reset`).
+    pub context: usize,
+    /// Pause between a verdict and the next round (the client's drafting time).
+    pub think: Duration,
+    /// Process whose resident memory is sampled (the server's pid).
+    pub server_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadReport {
+    pub sessions: usize,
+    pub seconds: f64,
+    pub rounds: u64,
+    pub generations: u64,
+    pub errors: u64,
+    pub first_errors: Vec<String>,
+    pub rounds_per_s: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p90_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
+    /// Server RSS before the sessions start, and the highest seen while they ran (MiB).
+    pub rss_idle_mib: Option<f64>,
+    pub rss_peak_mib: Option<f64>,
+}
+
+#[derive(Default)]
+struct Shared {
+    latencies: Mutex<Vec<f64>>,
+    errors: Mutex<Vec<String>>,
+    rounds: AtomicU64,
+    generations: AtomicU64,
+}
+
+/// Resident memory of `pid` in MiB (Linux `/proc`).
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Runs the load and reports. Errors of single sessions are counted, not returned.
+pub async fn run(cfg: LoadConfig) -> LoadReport {
+    let shared = Arc::new(Shared::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let rss_idle = cfg.server_pid.and_then(rss_mib);
+    let peak = Arc::new(Mutex::new(rss_idle.unwrap_or(0.0)));
+    let sampler = cfg.server_pid.map(|pid| {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let (Some(r), Ok(mut p)) = (rss_mib(pid), peak.lock()) {
+                    *p = p.max(r);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    });
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..cfg.sessions {
+        let (cfg, shared) = (cfg.clone(), shared.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = session(i as u64, &cfg, &shared, start).await {
+                if let Ok(mut errs) = shared.errors.lock() {
+                    errs.push(format!("session {i}: {e}"));
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        if let Err(e) = t.await {
+            if let Ok(mut errs) = shared.errors.lock() {
+                errs.push(format!("session task: {e}"));
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(s) = sampler {
+        let _ = s.await;
+    }
+    let mut lat = shared
+        .latencies
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    lat.sort_by(f64::total_cmp);
+    let pct = |q: f64| {
+        if lat.is_empty() {
+            f64::NAN
+        } else {
+            lat[((lat.len() - 1) as f64 * q).round() as usize] * 1e3
+        }
+    };
+    let errors = shared.errors.lock().map(|e| e.clone()).unwrap_or_default();
+    let rounds = shared.rounds.load(Ordering::Relaxed);
+    LoadReport {
+        sessions: cfg.sessions,
+        seconds,
+        rounds,
+        generations: shared.generations.load(Ordering::Relaxed),
+        errors: errors.len() as u64,
+        first_errors: errors.into_iter().take(5).collect(),
+        rounds_per_s: rounds as f64 / seconds,
+        latency_p50_ms: pct(0.50),
+        latency_p90_ms: pct(0.90),
+        latency_p99_ms: pct(0.99),
+        latency_max_ms: pct(1.0),
+        rss_idle_mib: rss_idle,
+        rss_peak_mib: cfg
+            .server_pid
+            .map(|_| *peak.lock().map(|p| p).unwrap_or_else(|e| e.into_inner())),
+    }
+}
+
+/// One client: handshake, then generations of rounds until the time is up.
+async fn session(id: u64, cfg: &LoadConfig, shared: &Shared, start: Instant) -> Result<(), String> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(id);
+    let mut link = WsLink::connect_with_token(&cfg.url, cfg.token.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    let hello = ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+        client: format!("loadgen-{id}"),
+        vocab: cfg.vocab.clone(),
+        sampling: Sampling::Greedy,
+    };
+    link.send(encode_client(&hello))
+        .await
+        .map_err(|e| e.to_string())?;
+    match decode_server(&link.recv().await.map_err(|e| e.to_string())?) {
+        Ok(ServerMsg::Welcome { .. }) => {}
+        other => return Err(format!("expected Welcome, got {other:?}")),
+    }
+    let vocab = cfg.vocab.size;
+    let mut committed = 0usize;
+    let mut opening: Option<u32> = None;
+    let mut round_no = 0u32;
+    while start.elapsed() < cfg.duration {
+        if committed + cfg.round_tokens + 1 > cfg.context {
+            let reset = encode_client(&ClientMsg::Reset {
+                sampling: Sampling::Greedy,
+            });
+            link.send(reset).await.map_err(|e| e.to_string())?;
+            committed = 0;
+            opening = None;
+        }
+        let mut tokens = Vec::new();
+        if committed == 0 {
+            shared.generations.fetch_add(1, Ordering::Relaxed);
+            for _ in 0..cfg.prompt_tokens {
+                tokens.push(BlockToken {
+                    id: rng.random_range(0..vocab),
+                    verify: false,
+                    dist: None,
+                });
+            }
+        }
+        if let Some(y) = opening.take() {
+            tokens.push(BlockToken {
+                id: y,
+                verify: false,
+                dist: None,
+            });
+        }
+        for i in 0..cfg.round_tokens {
+            tokens.push(BlockToken {
+                id: rng.random_range(0..vocab),
+                verify: i % 2 == 1 || i + 1 == cfg.round_tokens,
+                dist: None,
+            });
+        }
+        let n = tokens.len();
+        let frame = encode_client(&ClientMsg::Round(Round {
+            round: round_no,
+            base: committed as u32,
+            tokens,
+        }));
+        let t = Instant::now();
+        link.send(frame).await.map_err(|e| e.to_string())?;
+        let reply = link.recv().await.map_err(|e| e.to_string())?;
+        let latency = t.elapsed().as_secs_f64();
+        match decode_server(&reply) {
+            Ok(ServerMsg::Verdict(v)) if v.round == round_no => {
+                committed += v.accepted as usize;
+                opening = v.correction;
+                if v.correction.is_none() && v.accepted as usize != n {
+                    return Err(format!("verdict {v:?} for a round of {n}"));
+                }
+            }
+            other => return Err(format!("expected a verdict, got {other:?}")),
+        }
+        round_no = round_no.wrapping_add(1);
+        shared.rounds.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut l) = shared.latencies.lock() {
+            l.push(latency);
+        }
+        tokio::time::sleep(cfg.think).await;
+    }
+    let _ = link.close().await;
+    Ok(())
+}

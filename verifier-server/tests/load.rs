@@ -1,0 +1,62 @@
+//! A short load run in CI (the long one is `hlm-loadtest`, figures in the README): 16 sessions
+//! against the real binary and model for a few seconds, no errors, memory bounded.
+
+use std::time::Duration;
+use verifier_server::loadgen::{self, LoadConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_sessions_without_errors_and_bounded_memory() {
+    let model = "smollm2-135m-instruct-q4_1";
+    let path = hlm_fetch::resolve(model, &mut |_| {}).expect("model (run `hlm fetch`)");
+    let (m, tok) = hlm_engine::load_model_and_tokenizer(&path, &Default::default()).unwrap();
+    let vocab = hlm_engine::decode::vocab_info(&tok, m.config());
+    drop(m);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_verifier-server"))
+        .args(["--model", model, "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--max-sessions", "16", "--max-context", "256"])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = loadgen::run(LoadConfig {
+        url: format!("ws://127.0.0.1:{port}/ws"),
+        token: None,
+        vocab,
+        sessions: 16,
+        duration: Duration::from_secs(6),
+        round_tokens: 4,
+        prompt_tokens: 32,
+        context: 256,
+        think: Duration::from_millis(10),
+        server_pid: Some(server.id()),
+    })
+    .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    eprintln!("{report:#?}");
+    assert_eq!(report.errors, 0, "{:?}", report.first_errors);
+    assert!(
+        report.generations > 16,
+        "sessions filled their context and reset"
+    );
+    assert!(report.rounds > 100);
+    // 16 sessions × 256 positions × 30 layers × 2 × 3 kv heads × 64 dims × 4 B = 180 MiB of KV at most.
+    let (idle, peak) = (report.rss_idle_mib.unwrap(), report.rss_peak_mib.unwrap());
+    assert!(
+        peak < idle + 400.0,
+        "RSS grew from {idle:.0} to {peak:.0} MiB"
+    );
+}
