@@ -36,10 +36,10 @@ async fn sixteen_sessions_without_errors_and_bounded_memory() {
         token: None,
         vocab,
         sessions: 16,
-        duration: Duration::from_secs(6),
+        duration: Duration::from_secs(10),
         round_tokens: 4,
-        prompt_tokens: 32,
-        context: 256,
+        prompt_tokens: 8,
+        context: 24,
         think: Duration::from_millis(10),
         server_pid: Some(server.id()),
     })
