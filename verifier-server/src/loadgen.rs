@@ -137,7 +137,7 @@ pub async fn run(cfg: LoadConfig) -> LoadReport {
         rss_idle_mib: rss_idle,
         rss_peak_mib: cfg
             .server_pid
-            .map(|_| *peak.lock().map(|p| p).unwrap_or_else(|e| e.into_inner())),
+            .map(|_| *peak.lock().unwrap_or_else(|e| e.into_inner())),
     }
 }
 
