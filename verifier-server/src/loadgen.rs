@@ -58,6 +58,45 @@ struct Shared {
     generations: AtomicU64,
 }
 
+/// Starts a `verifier-server` binary serving `model` on `127.0.0.1:port` (quiet logs) with
+/// `extra` flags, and waits up to 60 s for it to accept connections.
+pub async fn spawn_server(
+    bin: &std::path::Path,
+    model: &str,
+    port: u16,
+    extra: &[&str],
+) -> std::io::Result<std::process::Child> {
+    let mut child = std::process::Command::new(bin)
+        .args(["--model", model, "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .spawn()?;
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(std::io::Error::other(format!(
+                "{} exited early: {status}",
+                bin.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    Err(std::io::Error::other("the server did not come up in 60 s"))
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// Resident memory of `pid` in MiB (Linux `/proc`).
 pub fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -11,26 +11,12 @@ async fn sixteen_sessions_without_errors_and_bounded_memory() {
     let (m, tok) = hlm_engine::load_model_and_tokenizer(&path, &Default::default()).unwrap();
     let vocab = hlm_engine::decode::vocab_info(&tok, m.config());
     drop(m);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_verifier-server"))
-        .args(["--model", model, "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--max-sessions", "16", "--max-context", "256"])
-        .env("RUST_LOG", "warn")
-        .spawn()
+    let port = loadgen::free_port().unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_verifier-server"));
+    let extra = ["--max-sessions", "16", "--max-context", "256"];
+    let mut server = loadgen::spawn_server(bin, model, port, &extra)
+        .await
         .unwrap();
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let report = loadgen::run(LoadConfig {
         url: format!("ws://127.0.0.1:{port}/ws"),
         token: None,

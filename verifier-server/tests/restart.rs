@@ -11,25 +11,11 @@ use std::sync::Arc;
 
 const MODEL: &str = "smollm2-135m-instruct-q4_1";
 
-fn spawn_server(port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_verifier-server"))
-        .args(["--model", MODEL, "--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .spawn()
+async fn spawn_server(port: u16) -> Child {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_verifier-server"));
+    verifier_server::loadgen::spawn_server(bin, MODEL, port, &[])
+        .await
         .expect("start verifier-server")
-}
-
-async fn wait_until_up(port: u16) {
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("verifier-server did not come up on port {port}");
 }
 
 fn drafter() -> Drafter {
@@ -74,12 +60,8 @@ async fn generate(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_restarted_verifier_loses_nothing() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut server = spawn_server(port);
-    wait_until_up(port).await;
+    let port = verifier_server::loadgen::free_port().unwrap();
+    let mut server = spawn_server(port).await;
     let mut d = drafter();
     let (clean, _) = generate(port, &mut d, None).await;
     assert_eq!(clean.totals.reconnects, 0);
@@ -88,7 +70,12 @@ async fn killed_and_restarted_verifier_loses_nothing() {
     let mut kill_and_restart = || {
         server.kill().unwrap(); // SIGKILL: no drain, no goodbye
         server.wait().unwrap();
-        server = spawn_server(port);
+        // Started, not awaited: the client's backoff waits for it to come up.
+        server = Command::new(env!("CARGO_BIN_EXE_verifier-server"))
+            .args(["--model", MODEL, "--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("restart verifier-server");
         restarted = true;
     };
     let (faulty, seen) = generate(port, &mut d, Some((12, &mut kill_and_restart))).await;

@@ -10,9 +10,8 @@ mod bench;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use hlm_core::{FilterKnobs, FilterMode};
-use hlm_engine::decode::{Drafter, GenerationConfig, HybridSession};
+use hlm_engine::decode::{Drafter, GenerationConfig, GenerationOptions, HybridSession};
 use hlm_engine::model::LoadOptions;
-use hlm_protocol::Sampling;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -74,28 +73,18 @@ pub struct DecodeOptions {
 
 impl DecodeOptions {
     pub fn config(&self) -> GenerationConfig {
-        let mut cfg = GenerationConfig {
+        GenerationOptions {
             max_tokens: self.max_tokens,
-            sampling: if self.temperature > 0.0 {
-                Sampling::Temperature {
-                    temperature: self.temperature,
-                    seed: self.seed,
-                }
-            } else {
-                Sampling::Greedy
-            },
+            temperature: self.temperature,
+            seed: self.seed,
             mode: self.mode,
-            knobs: FilterKnobs {
-                uncertainty_threshold: self.uncertainty_threshold,
-                importance_strictness: self.importance_strictness,
-            },
+            uncertainty_threshold: self.uncertainty_threshold,
+            importance_strictness: self.importance_strictness,
             importance_rule: self.importance_rule.clone(),
             uploads_per_round: self.uploads_per_round,
-            seed: self.seed,
-            ..Default::default()
-        };
-        cfg.compress.tv_bound = self.tv_bound;
-        cfg
+            tv_bound: self.tv_bound,
+        }
+        .config()
     }
 }
 

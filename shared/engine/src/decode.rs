@@ -75,6 +75,68 @@ impl Default for GenerationConfig {
     }
 }
 
+/// The knobs a user sets, flat (CLI flags, the browser API's options); every field optional in
+/// JSON. [`GenerationOptions::config`] turns them into a [`GenerationConfig`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerationOptions {
+    pub max_tokens: usize,
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// Seed of sampling and of the uncertainty draws.
+    pub seed: u64,
+    pub mode: FilterMode,
+    pub uncertainty_threshold: f32,
+    pub importance_strictness: f32,
+    pub importance_rule: String,
+    pub uploads_per_round: usize,
+    pub tv_bound: f32,
+}
+
+impl Default for GenerationOptions {
+    fn default() -> Self {
+        let c = GenerationConfig::default();
+        Self {
+            max_tokens: c.max_tokens,
+            temperature: 0.0,
+            seed: 0,
+            mode: c.mode,
+            uncertainty_threshold: c.knobs.uncertainty_threshold,
+            importance_strictness: c.knobs.importance_strictness,
+            importance_rule: c.importance_rule,
+            uploads_per_round: c.uploads_per_round,
+            tv_bound: c.compress.tv_bound,
+        }
+    }
+}
+
+impl GenerationOptions {
+    pub fn config(&self) -> GenerationConfig {
+        let mut cfg = GenerationConfig {
+            max_tokens: self.max_tokens,
+            sampling: if self.temperature > 0.0 {
+                Sampling::Temperature {
+                    temperature: self.temperature,
+                    seed: self.seed,
+                }
+            } else {
+                Sampling::Greedy
+            },
+            mode: self.mode,
+            knobs: FilterKnobs {
+                uncertainty_threshold: self.uncertainty_threshold,
+                importance_strictness: self.importance_strictness,
+            },
+            importance_rule: self.importance_rule.clone(),
+            uploads_per_round: self.uploads_per_round,
+            seed: self.seed,
+            ..Default::default()
+        };
+        cfg.compress.tv_bound = self.tv_bound;
+        cfg
+    }
+}
+
 /// How a generated token came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -124,6 +186,9 @@ pub struct TokenEvent {
     pub uncertainty: f32,
     pub importance: Option<Importance>,
     pub totals: Totals,
+    /// Seconds since the generation started, and of them spent drafting (model and filter).
+    pub wall_time_s: f64,
+    pub draft_time_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -378,6 +443,7 @@ struct Generation<'a> {
     signal_rng: Rng,
     draft_time: f64,
     wait_time: f64,
+    started: Instant,
 }
 
 impl<'a> Generation<'a> {
@@ -428,6 +494,7 @@ impl<'a> Generation<'a> {
             signal_rng: seeded_rng(cfg.seed),
             draft_time: 0.0,
             wait_time: 0.0,
+            started: Instant::now(),
         })
     }
 
@@ -457,6 +524,7 @@ impl<'a> Generation<'a> {
         let mut stop = StopReason::MaxTokens;
 
         while self.generated < cfg.max_tokens {
+            link.yield_now().await;
             let t = Instant::now();
             // 1. draft x
             let (x, dist) = match cfg.sampling {
@@ -591,6 +659,8 @@ impl<'a> Generation<'a> {
                     uncertainty,
                     importance,
                     totals: self.totals.clone(),
+                    wall_time_s: self.started.elapsed().as_secs_f64(),
+                    draft_time_s: self.draft_time,
                 });
             }
             i += 1;

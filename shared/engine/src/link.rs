@@ -25,6 +25,10 @@ pub trait VerifierLink {
     async fn reconnect(&mut self) -> Result<()> {
         Err(EngineError::Link("this link cannot reconnect".into()))
     }
+    /// Called once per drafted token: a link on a single-threaded event loop (the browser's)
+    /// yields here now and then, so that the page or worker stays responsive (an abort message
+    /// can arrive). The default does nothing.
+    async fn yield_now(&mut self) {}
 }
 
 /// A verifier in the same process: each frame sent is handled at once and its reply queued.

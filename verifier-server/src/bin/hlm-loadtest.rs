@@ -57,38 +57,17 @@ async fn main() -> anyhow::Result<()> {
     let (model, tokenizer) = hlm_engine::load_model_and_tokenizer(&path, &Default::default())?;
     let vocab = hlm_engine::decode::vocab_info(&tokenizer, model.config());
     drop(model);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut server = std::process::Command::new(&bin)
-        .args([
-            "--model",
-            &args.model,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--max-sessions",
-            &args.sessions.to_string(),
-            "--max-context",
-            &args.context.to_string(),
-        ])
-        .env("RUST_LOG", "warn")
-        .spawn()
+    let port = loadgen::free_port()?;
+    let extra = [
+        "--max-sessions".to_string(),
+        args.sessions.to_string(),
+        "--max-context".to_string(),
+        args.context.to_string(),
+    ];
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut server = loadgen::spawn_server(&bin, &args.model, port, &extra)
+        .await
         .with_context(|| format!("starting {}", bin.display()))?;
-    let mut up = false;
-    for _ in 0..600 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if !up {
-        let _ = server.kill();
-        anyhow::bail!("the server did not come up");
-    }
     eprintln!(
         "{} sessions for {} s against {} (pid {})",
         args.sessions,

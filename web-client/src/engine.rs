@@ -1,0 +1,212 @@
+//! The `Engine` class JavaScript sees. One engine holds one draft model (and its tokenizer) and
+//! at most one verifier session; one generation runs at a time.
+//!
+//! ```js
+//! const engine = Engine.load(ggufBytes, "qwen2.5-coder-0.5b-instruct-q4_k_m");
+//! await engine.connect("ws://host/ws", token, "my-app");
+//! const summary = await engine.generate(prompt, { max_tokens: 64, mode: "uncertainty" }, ev => …);
+//! engine.abort(); // from a message handler while generate runs
+//! ```
+//!
+//! Events and the summary are the native client's JSON (`hlm generate --json-events`), as objects.
+
+use crate::link::{js_text, BrowserLink};
+use crate::reader::JsReader;
+use candle_core::quantized::gguf_file;
+use hlm_engine::decode::{Drafter, GenerationOptions, HybridSession};
+use hlm_engine::model::LoadOptions;
+use hlm_engine::EngineError;
+use hlm_protocol::ErrorCode;
+use js_sys::{Function, Promise, Uint8Array};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+#[wasm_bindgen]
+pub struct Engine {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    /// Taken out while a generation runs.
+    drafter: RefCell<Option<Drafter>>,
+    session: RefCell<Option<HybridSession<BrowserLink>>>,
+    abort: Cell<bool>,
+    info: serde_json::Value,
+}
+
+/// A readable message for the page, with the kinds the API documents first.
+fn user_error(e: &EngineError) -> String {
+    match e {
+        EngineError::Remote { code, message } => match code {
+            ErrorCode::Unauthorized => format!("wrong token: {message}"),
+            ErrorCode::VocabMismatch => format!("model mismatch: {message}"),
+            ErrorCode::Overloaded => format!("overloaded: {message}"),
+            ErrorCode::ForbiddenOrigin => format!("origin not allowed: {message}"),
+            _ => format!("verifier error ({code:?}): {message}"),
+        },
+        EngineError::Protocol(hlm_protocol::ProtocolError::VocabMismatch { .. }) => {
+            format!("model mismatch: {e}")
+        }
+        EngineError::Link(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn js_error(msg: impl AsRef<str>) -> JsValue {
+    js_sys::Error::new(msg.as_ref()).into()
+}
+
+fn to_js(v: &impl serde::Serialize) -> JsValue {
+    serde_json::to_string(v)
+        .ok()
+        .and_then(|s| js_sys::JSON::parse(&s).ok())
+        .unwrap_or(JsValue::NULL)
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Builds the draft model and its tokenizer from a GGUF file's bytes. The array is read in
+    /// place (never copied whole into wasm memory) and may be dropped afterwards.
+    pub fn load(bytes: Uint8Array, name: String) -> Result<Engine, JsValue> {
+        console_error_panic_hook::set_once();
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, JsReader::new(bytes));
+        let content = gguf_file::Content::read(&mut reader)
+            .map_err(|e| js_error(format!("{name}: not a valid GGUF file: {e}")))?;
+        let (model, tokenizer) =
+            hlm_engine::load_gguf(&content, &mut reader, &name, &LoadOptions::default())
+                .map_err(|e| js_error(format!("{name}: {e}")))?;
+        let cfg = model.config();
+        let info = serde_json::json!({
+            "name": name,
+            "vocab_size": cfg.vocab_size,
+            "layers": cfg.layers,
+            "weight_bytes": model.weight_bytes(),
+            "backend": "wasm-simd",
+        });
+        Ok(Engine {
+            inner: Rc::new(Inner {
+                drafter: RefCell::new(Some(Drafter::new(std::sync::Arc::new(model), tokenizer))),
+                session: RefCell::new(None),
+                abort: Cell::new(false),
+                info,
+            }),
+        })
+    }
+
+    /// `{ name, vocab_size, layers, weight_bytes, backend }`.
+    pub fn info(&self) -> JsValue {
+        to_js(&self.inner.info)
+    }
+
+    /// Opens a session with the verifier at `url` (handshake and vocabulary check). Rejects
+    /// with "verifier unreachable at …", "wrong token: …", "model mismatch: …", "overloaded: …".
+    pub fn connect(&self, url: String, token: Option<String>, client: String) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let vocab = inner
+                .drafter
+                .borrow()
+                .as_ref()
+                .map(|d| d.vocab_info())
+                .ok_or_else(|| js_error("busy: a generation is running"))?;
+            let token = token.filter(|t| !t.is_empty());
+            let link = BrowserLink::connect(&url, token.as_deref())
+                .await
+                .map_err(|e| js_error(user_error(&e)))?;
+            let session = HybridSession::connect(link, vocab, &client)
+                .await
+                .map_err(|e| js_error(user_error(&e)))?;
+            let welcome = serde_json::json!({
+                "server": session.server,
+                "verifier_model": session.verifier_model,
+                "max_context": session.max_context,
+            });
+            *inner.session.borrow_mut() = Some(session);
+            Ok(to_js(&welcome))
+        })
+    }
+
+    /// Generates after `prompt`; `on_event` is called with each final token's event. Resolves
+    /// with the summary. `options`: `GenerationOptions` fields (snake_case, all optional) and
+    /// `chat` (default true: wrap the prompt in the ChatML template).
+    pub fn generate(&self, prompt: String, options: JsValue, on_event: Function) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let (opts, chat) = parse_options(&options).map_err(js_error)?;
+            let mut drafter = inner
+                .drafter
+                .borrow_mut()
+                .take()
+                .ok_or_else(|| js_error("busy: a generation is running"))?;
+            let Some(mut session) = inner.session.borrow_mut().take() else {
+                *inner.drafter.borrow_mut() = Some(drafter);
+                return Err(js_error("not connected to a verifier: call connect first"));
+            };
+            inner.abort.set(false);
+            let text = if chat {
+                hlm_engine::chat::chatml(&prompt, None)
+            } else {
+                prompt
+            };
+            let result = match drafter.encode(&text) {
+                Ok(ids) => {
+                    let cfg = opts.config();
+                    let abort = &inner.abort;
+                    session
+                        .generate(&mut drafter, &ids, &cfg, &mut |ev| {
+                            let _ = on_event.call1(&JsValue::NULL, &to_js(ev));
+                            !abort.get()
+                        })
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            *inner.drafter.borrow_mut() = Some(drafter);
+            *inner.session.borrow_mut() = Some(session);
+            result
+                .map(|s| to_js(&s))
+                .map_err(|e| js_error(user_error(&e)))
+        })
+    }
+
+    /// Stops the running generation at its next token (it resolves with `stop_reason: "aborted"`).
+    pub fn abort(&self) {
+        self.inner.abort.set(true);
+    }
+
+    /// Closes the verifier session.
+    pub fn disconnect(&self) -> Promise {
+        let session = self.inner.session.borrow_mut().take();
+        future_to_promise(async move {
+            if let Some(s) = session {
+                let _ = s.close().await;
+            }
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+}
+
+/// Options object → `GenerationOptions` (unknown fields are an error naming them) and `chat`.
+fn parse_options(options: &JsValue) -> Result<(GenerationOptions, bool), String> {
+    if options.is_undefined() || options.is_null() {
+        return Ok((GenerationOptions::default(), true));
+    }
+    let json = js_sys::JSON::stringify(options)
+        .map_err(|e| format!("options: {}", js_text(&e)))?
+        .as_string()
+        .unwrap_or_default();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| format!("options: {e}"))?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| "options must be an object".to_string())?;
+    obj.retain(|_, v| !v.is_null());
+    let chat = obj
+        .remove("chat")
+        .map(|c| c.as_bool().unwrap_or(true))
+        .unwrap_or(true);
+    let opts = serde_json::from_value(v).map_err(|e| format!("options: {e}"))?;
+    Ok((opts, chat))
+}

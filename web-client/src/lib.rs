@@ -1,0 +1,24 @@
+//! # hlm-web-client: the hybrid client in the browser
+//!
+//! The draft model, the token filter and **the** decoding loop of `hlm-engine`, compiled to
+//! WebAssembly (SIMD128) and driven from a Web Worker by the npm package in `web-client/js/`.
+//!
+//! ```text
+//! page ──postMessage──► worker.js ──► Engine (this crate, wasm)
+//!                                       ├─ Drafter: model + tokenizer from the GGUF bytes
+//!                                       ├─ HybridSession::generate (the same loop as `hlm`)
+//!                                       └─ BrowserLink: the browser's WebSocket ══► verifier-server
+//! ```
+//!
+//! * [`engine`]: the `Engine` class JavaScript sees (`load`, `connect`, `generate`, `abort`).
+//! * [`link`]: [`hlm_engine::link::VerifierLink`] over `web_sys::WebSocket`, with reconnection and
+//!   the periodic yield that keeps the worker responsive.
+//! * [`reader`]: reads the GGUF straight out of a JavaScript `Uint8Array`, so the file is never
+//!   copied whole into wasm memory (only the tensors are).
+
+#[cfg(target_arch = "wasm32")]
+pub mod engine;
+#[cfg(target_arch = "wasm32")]
+pub mod link;
+#[cfg(target_arch = "wasm32")]
+pub mod reader;
