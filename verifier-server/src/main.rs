@@ -25,6 +25,10 @@ struct Args {
     /// Longest sequence (prompt + generation) a session may hold.
     #[arg(long, env = "HLM_MAX_CONTEXT", default_value_t = 4096)]
     max_context: u32,
+    /// Draft model offered to browsers at `/models/draft.gguf` (a known name, a GGUF path): the
+    /// demo page downloads it and runs it in WebAssembly. Must share the verifier's vocabulary.
+    #[arg(long, env = "HLM_DRAFT_MODEL")]
+    draft_model: Option<String>,
     /// Directory of static files served at `/` (the demo page).
     #[arg(long, env = "HLM_WWW")]
     www: Option<std::path::PathBuf>,
@@ -99,6 +103,16 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("{}: {}/{} bytes", p.stage, p.done, p.total)
     })
     .with_context(|| format!("obtaining model {}", args.model))?;
+    let draft_model = match &args.draft_model {
+        Some(name) => {
+            let p = hlm_fetch::resolve(name, &mut |p| {
+                tracing::info!("{}: {}/{} bytes", p.stage, p.done, p.total)
+            })
+            .with_context(|| format!("obtaining draft model {name}"))?;
+            Some((name.clone(), p))
+        }
+        None => None,
+    };
     let t = std::time::Instant::now();
     let (model, tokenizer) = hlm_engine::load_model_and_tokenizer(
         &path,
@@ -124,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
         allowed_origins: args.allowed_origins,
         max_kv_bytes: args.max_kv_mb.map(|mb| mb << 20),
+        draft_model,
         ..Default::default()
     };
     config

@@ -54,6 +54,7 @@ export const ENERGY_CONSTANTS = Object.freeze({
 });
 
 function num(x) {
+  if (typeof x === 'bigint') return Number(x);
   return typeof x === 'number' && Number.isFinite(x) ? x : 0;
 }
 

@@ -33,15 +33,19 @@ impl Inbox {
     }
 }
 
+/// `onmessage`, `onopen`, `onclose`, `onerror`.
+type Handlers = (
+    Closure<dyn FnMut(MessageEvent)>,
+    Closure<dyn FnMut(JsValue)>,
+    Closure<dyn FnMut(CloseEvent)>,
+    Closure<dyn FnMut(JsValue)>,
+);
+
 /// One open WebSocket with its event handlers (kept alive as long as the socket).
 struct Socket {
     ws: WebSocket,
     inbox: Rc<RefCell<Inbox>>,
-    _handlers: (
-        Closure<dyn FnMut(MessageEvent)>,
-        Closure<dyn FnMut(JsValue)>,
-        Closure<dyn FnMut(CloseEvent)>,
-    ),
+    _handlers: Handlers,
 }
 
 impl Drop for Socket {
@@ -49,6 +53,7 @@ impl Drop for Socket {
         self.ws.set_onmessage(None);
         self.ws.set_onopen(None);
         self.ws.set_onclose(None);
+        self.ws.set_onerror(None);
         let _ = self.ws.close();
     }
 }
@@ -109,16 +114,29 @@ async fn open(url: &str, token: Option<&str>) -> Result<Socket> {
         Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
             let mut i = inbox.borrow_mut();
             i.closed = Some(format!("({}) {}", e.code(), e.reason()));
+            i.open = false;
             i.wake();
         })
     };
+    // Browsers follow an error with a close event; some runtimes (Node 20) do not.
+    let on_error = {
+        let inbox = inbox.clone();
+        Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            let mut i = inbox.borrow_mut();
+            if i.closed.is_none() {
+                i.closed = Some("(1006) connection failed".into());
+            }
+            i.wake();
+        })
+    };
+    ws.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
     ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
     let socket = Socket {
         ws,
         inbox,
-        _handlers: (on_message, on_open, on_close),
+        _handlers: (on_message, on_open, on_close, on_error),
     };
     poll_fn(|cx| {
         let mut i = socket.inbox.borrow_mut();
@@ -139,10 +157,15 @@ async fn open(url: &str, token: Option<&str>) -> Result<Socket> {
 
 impl VerifierLink for BrowserLink {
     async fn send(&mut self, frame: Vec<u8>) -> Result<()> {
-        if let Some(why) = &self.socket.inbox.borrow().closed {
-            return Err(EngineError::Link(format!(
-                "verifier closed the connection {why}"
-            )));
+        // A closed socket with frames still queued (an Error before the close) lets `recv` report
+        // them first; the browser drops what is sent on a closing socket.
+        {
+            let i = self.socket.inbox.borrow();
+            if let (Some(why), true) = (&i.closed, i.frames.is_empty()) {
+                return Err(EngineError::Link(format!(
+                    "verifier closed the connection {why}"
+                )));
+            }
         }
         self.socket
             .ws

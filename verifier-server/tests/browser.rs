@@ -1,0 +1,123 @@
+//! The browser client in a real browser: Debian's Chromium (headless) driven by npm
+//! playwright-core runs `web-client/tests/browser.mjs` against the real `verifier-server`
+//! binary, which serves the demo page (`www/`), the WebAssembly package and the draft model.
+//! SmolLM2-135M is both draft and verifier here: the smallest real pair that exercises the whole
+//! path on 2 cores (the default Qwen pair runs the same code; see the README).
+//!
+//! Needs `scripts/build-web.sh` (the package) and `npm ci` in `web-client/tests` (playwright-core);
+//! `.ci/run` does both. The script packs the npm package, installs the tarball into a fresh
+//! project and drives it from a minimal page; the counters the demo page shows are compared with
+//! the server's own metrics.
+
+use std::path::{Path, PathBuf};
+
+const MODEL: &str = "smollm2-135m-instruct-q4_1";
+const TOKEN: &str = "browser-test-token";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn require(path: &Path, how: &str) {
+    assert!(path.exists(), "{} is missing: {how}", path.display());
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_page_and_npm_package_in_chromium() {
+    let repo = repo();
+    require(
+        &repo.join("www/pkg/wasm/hlm_web_client_bg.wasm"),
+        "run scripts/build-web.sh",
+    );
+    require(
+        &repo.join("web-client/tests/node_modules/playwright-core"),
+        "run `npm ci` in web-client/tests",
+    );
+    require(
+        Path::new("/usr/bin/chromium"),
+        "apt-get install chromium chromium-driver",
+    );
+
+    let port = verifier_server::loadgen::free_port().unwrap();
+    let www = repo.join("www");
+    let www = www.to_str().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_verifier-server"));
+    let extra = ["--draft-model", MODEL, "--www", www, "--token", TOKEN];
+    let mut server = verifier_server::loadgen::spawn_server(bin, MODEL, port, &extra)
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}/");
+    let out_dir = repo.join("target/browser-test");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let run = tokio::process::Command::new("node")
+        .arg(repo.join("web-client/tests/browser.mjs"))
+        .args(["--base", &base, "--token", TOKEN, "--max-tokens", "24"])
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .await
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    eprintln!("{}", String::from_utf8_lossy(&run.stderr));
+    eprintln!("{stdout}");
+    let metrics = reqwest_metrics(port).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(run.status.success(), "browser test failed: {}", run.status);
+
+    let reports: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let find = |name: &str| {
+        reports
+            .iter()
+            .find(|r| r["test"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` report in:\n{stdout}"))
+            .clone()
+    };
+    let demo = find("demo");
+    assert!(demo["tokens"].as_u64().unwrap() >= 16, "{demo}");
+    let reload = find("reload");
+    assert_eq!(reload["cache_hit"], true, "{reload}");
+    assert_eq!(reload["gguf_requests"], 0, "{reload}");
+    let minimal = find("minimal");
+    let abort = find("abort");
+    assert_eq!(abort["summary"]["stop_reason"], "aborted", "{abort}");
+    assert!(out_dir.join("demo.png").exists(), "screenshot saved");
+
+    // The page's counts are the server's counts.
+    let rounds = |r: &serde_json::Value| r["summary"]["rounds"].as_f64().unwrap_or(0.0);
+    let fwd = |r: &serde_json::Value| r["summary"]["llm_forward_tokens"].as_f64().unwrap_or(0.0);
+    assert_eq!(
+        metric(&metrics, "hlm_rounds_total"),
+        rounds(&demo) + rounds(&abort) + rounds(&minimal),
+        "rounds: page vs server\n{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "hlm_forward_tokens_total"),
+        fwd(&demo) + fwd(&abort) + fwd(&minimal),
+        "positions through the verifier: page vs server"
+    );
+}
+
+/// `/metrics` over a plain HTTP/1.1 request.
+async fn reqwest_metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}

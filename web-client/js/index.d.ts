@@ -1,0 +1,261 @@
+// Types of hybrid-llm-web (hand-written; keep in step with index.js, worker.js and energy.js).
+
+export declare const VERSION: string;
+
+/** Filter modes: `always` = standard HLM, `uncertainty` = U-HLM, `uncertainty+importance` = ours, `never` = draft alone. */
+export type Mode = 'always' | 'uncertainty' | 'uncertainty+importance' | 'never';
+export declare const MODES: readonly Mode[];
+
+/** How a token came to be: kept locally, uploaded and accepted, or uploaded and replaced by the verifier. */
+export type TokenKind = 'skipped' | 'uploaded-accepted' | 'uploaded-resampled';
+export declare const KINDS: readonly TokenKind[];
+
+export type StopReason = 'end-of-sequence' | 'max-tokens' | 'aborted';
+
+export type ErrorCode =
+  | 'unreachable'
+  | 'wrong-token'
+  | 'model-mismatch'
+  | 'overloaded'
+  | 'origin-not-allowed'
+  | 'load-failed'
+  | 'worker-failed'
+  | 'busy'
+  | 'closed'
+  | 'bad-option'
+  | 'error';
+
+export declare class HybridError extends Error {
+  readonly name: 'HybridError';
+  readonly code: ErrorCode;
+  /** The engine's own message, when it was reworded. */
+  readonly raw?: string;
+  constructor(message: string, code: ErrorCode, raw?: string);
+}
+
+/** Model information reported by the engine. */
+export interface ModelInfo {
+  name: string;
+  vocab_size: number;
+  layers: number;
+  weight_bytes: number;
+  backend: 'wasm-simd' | string;
+}
+
+/** Reports passed to `onProgress` while the client starts. */
+export type ProgressReport =
+  | { type: 'status'; stage: 'downloading' | 'reading-cache' | 'caching' | 'initialising' }
+  /** `total` is 0 when the server sent no Content-Length. */
+  | { type: 'progress'; loaded: number; total: number; fromCache: boolean }
+  | { type: 'cache'; hit: boolean }
+  | { type: 'warning'; message: string }
+  | { type: 'loaded'; info: ModelInfo; seconds: number; fromCache: boolean; bytes: number }
+  | { type: 'connected'; url: string; verifier: VerifierWelcome | null };
+
+/** Overrides of the energy estimate's constants (see energy.js). */
+export interface EnergyConstants {
+  DEVICE_POWER_W: number;
+  UPLINK_TX_POWER_W: number;
+  DOWNLINK_RX_POWER_W: number;
+  UPLINK_BPS: number;
+  DOWNLINK_BPS: number;
+  PACKET_OVERHEAD_BYTES: number;
+  ROUND_FRAME_BYTES: number;
+  VERDICT_BYTES: number;
+  TOKEN_ENTRY_BYTES: number;
+}
+export declare const ENERGY_CONSTANTS: Readonly<EnergyConstants>;
+
+export interface CreateOptions {
+  /** URL of the draft model's GGUF file (relative URLs resolve against the page). */
+  draftModelUrl: string;
+  /** The draft model's name (reported by `info.name`). */
+  draftModelName?: string;
+  /** ws://, wss://, http(s):// or relative URL of the verifier's /ws; default: ws(s)://<page host>/ws. */
+  verifierUrl?: string | null;
+  /** Access token, if the verifier requires one. */
+  token?: string;
+  /** Called with load and connection progress. */
+  onProgress?: (report: ProgressReport) => void;
+  /** Called with non-fatal warnings (default: console.warn). */
+  onWarning?: (message: string) => void;
+  /** Cache Storage cache holding the model between visits. Default "hybrid-llm-models". */
+  cacheName?: string;
+  /** Where worker.js is, when a bundler moved it (default: next to index.js). */
+  workerUrl?: string | URL;
+  /** Connect to the verifier in `create` (default true). With false, call `client.connect()`. */
+  connect?: boolean;
+  /** Name this client gives the verifier (default "hybrid-llm-web/0.1.0"). */
+  clientName?: string;
+  /** Overrides of the energy estimate's constants. */
+  energyConstants?: Partial<EnergyConstants>;
+}
+
+export interface GenerateOptions {
+  /** Tokens to generate at most. */
+  maxTokens?: number;
+  /** 0 = greedy (default of the engine); > 0 samples, with compressed distributions uploaded. */
+  temperature?: number;
+  /** u_th in 0..1: tokens with uncertainty above it are candidates for upload (default 0.07). */
+  uncertaintyThreshold?: number;
+  /** λ: how far above the mean attention a token must be to count as important (default 2). */
+  importanceStrictness?: number;
+  /** Filter mode (default "uncertainty+importance"). */
+  mode?: Mode;
+  /** Seed of the uncertainty draws and sampling. */
+  seed?: number;
+  /** Wrap the prompt in the model's ChatML template (default true). */
+  chat?: boolean;
+  /** Importance rule: "sink-zscore" (default), "median-mad" or "fixed-uniform". */
+  importanceRule?: string;
+  /** Uploads gathered before a round goes to the verifier (default 1: token-by-token verification). */
+  uploadsPerRound?: number;
+  /** Total-variation bound of the compressed distribution uploaded under sampling (default 0.05). */
+  tvBound?: number;
+}
+
+/** What the verifier said when the session opened. */
+export interface VerifierWelcome {
+  server?: string;
+  verifier_model?: string;
+  max_context?: number;
+  [key: string]: unknown;
+}
+
+export interface Importance {
+  score: number;
+  threshold: number;
+  important: boolean;
+}
+
+/** Running totals, with the energy estimate and what standard HLM would have cost. */
+export interface Totals {
+  tokens: number;
+  skipped: number;
+  uploaded: number;
+  accepted: number;
+  resampled: number;
+  /** Drafted tokens thrown away after a rejection earlier in their round. */
+  discarded: number;
+  rounds: number;
+  bytesUp: number;
+  bytesDown: number;
+  /** Bits of the compressed distributions alone. */
+  distBits: number;
+  /** Verifier forward passes. */
+  llmPasses: number;
+  llmForwardTokens: number;
+  reconnects: number;
+  replayedTokens: number;
+  /** uploaded / tokens */
+  uploadRate: number;
+  /** Estimated device energy (J): drafting + radio. An estimate, see energy.js. */
+  energyJ: number;
+  draftEnergyJ: number;
+  radioEnergyJ: number;
+  /** The same estimate had every token been uploaded (standard HLM). */
+  standardHlmEnergyJ: number;
+  standardHlmBytesUp: number;
+  standardHlmBytesDown: number;
+  standardHlmLlmPasses: number;
+}
+
+export interface TokenEvent {
+  /** Index among the generated tokens. */
+  index: number;
+  /** Token id. */
+  id: number;
+  /** Text that became final with this token (may be empty mid-character). */
+  text: string;
+  kind: TokenKind;
+  /** The draft's token when the verifier replaced it. */
+  drafted: number | null;
+  /** u in 0..1. */
+  uncertainty: number;
+  importance: Importance | null;
+  totals: Totals;
+  /** Seconds spent drafting so far, and since the generation started. */
+  draftTimeS: number;
+  wallTimeS: number;
+}
+
+export interface Summary extends Totals {
+  stopReason: StopReason;
+  wallTimeS: number;
+  draftTimeS: number;
+  /** Seconds waiting for verdicts (network and verifier). */
+  waitTimeS: number;
+  tokensPerS: number;
+  /** Draft tokens per second: tokens / draftTimeS. */
+  draftTokensPerS: number | null;
+  text: string;
+  ids: number[];
+  mode: Mode;
+  promptTokens: number;
+  /** The engine's summary as it reported it (snake_case). */
+  raw: Record<string, unknown>;
+}
+
+export declare class HybridClient {
+  /** Starts the worker, loads the model (from Cache Storage when cached) and connects (unless `connect: false`). */
+  static create(options: CreateOptions): Promise<HybridClient>;
+  private constructor();
+  readonly info: ModelInfo | null;
+  /** "wasm-simd" */
+  readonly backend: string | null;
+  /** true when the model came from Cache Storage. */
+  readonly cacheHit: boolean | null;
+  readonly loadSeconds: number | null;
+  readonly verifierUrl: string | null;
+  /** The verifier's welcome (server, verifier_model, max_context), once connected. */
+  readonly verifier: VerifierWelcome | null;
+  readonly connected: boolean;
+  readonly lastSummary: Summary | null;
+  readonly draftTokensPerS: number | null;
+  readonly warnings: string[];
+  /** Connects (again) to the verifier; arguments default to those given to `create`. */
+  connect(verifierUrl?: string, token?: string): Promise<void>;
+  /** Yields each token once final; returns the summary. Breaking out of the loop aborts. */
+  generate(prompt: string, options?: GenerateOptions): AsyncGenerator<TokenEvent, Summary, undefined>;
+  /** Stops the running generation soon (it then ends with stopReason "aborted"). */
+  abort(): void;
+  /** Closes the verifier connection; the model stays loaded. */
+  disconnect(): Promise<void>;
+  /** Terminates the worker. */
+  close(): void;
+}
+
+/** ws(s):// URL for a verifier URL given relative, as http(s), or not at all (this page's /ws). */
+export declare function resolveVerifierUrl(url?: string | null): string;
+
+export interface EnergyEstimate {
+  energyJ: number;
+  draftJ: number;
+  radioJ: number;
+  standardHlmEnergyJ: number;
+  standardHlmBytesUp: number;
+  standardHlmBytesDown: number;
+  standardHlmLlmPasses: number;
+}
+
+/** The energy estimate from the engine's snake_case totals and the seconds spent drafting. */
+export declare function estimateEnergy(
+  totals: Record<string, number>,
+  draftSeconds: number,
+  constants?: Partial<EnergyConstants>,
+): EnergyEstimate;
+
+/** What standard HLM would have sent for the same tokens (snake_case totals in). */
+export declare function standardHlm(
+  totals: Record<string, number>,
+  constants?: EnergyConstants,
+): { bytesUp: number; bytesDown: number; rounds: number; llmPasses: number };
+
+/** Joules for drafting seconds plus the given traffic (`messages` each way). */
+export declare function energyJoules(
+  draftSeconds: number,
+  bytesUp: number,
+  bytesDown: number,
+  messages: number,
+  constants?: EnergyConstants,
+): number;
