@@ -95,9 +95,12 @@ impl Engine {
         })
     }
 
-    /// `{ name, vocab_size, layers, weight_bytes, backend }`.
+    /// `{ name, vocab_size, layers, weight_bytes, backend, wasm_memory_bytes }` (the module's
+    /// linear memory now: it only grows).
     pub fn info(&self) -> JsValue {
-        to_js(&self.inner.info)
+        let mut info = self.inner.info.clone();
+        info["wasm_memory_bytes"] = wasm_memory_bytes().into();
+        to_js(&info)
     }
 
     /// Opens a session with the verifier at `url` (handshake and vocabulary check). Rejects
@@ -186,6 +189,16 @@ impl Engine {
             Ok(JsValue::UNDEFINED)
         })
     }
+}
+
+/// Size of this module's linear memory in bytes.
+pub fn wasm_memory_bytes() -> f64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .ok()
+        .and_then(|m| m.buffer().dyn_into::<js_sys::ArrayBuffer>().ok())
+        .map(|b| b.byte_length() as f64)
+        .unwrap_or(0.0)
 }
 
 /// Options object → `GenerationOptions` (unknown fields are an error naming them) and `chat`.
