@@ -20,7 +20,7 @@ cargo build --release --target wasm32-unknown-unknown -p hlm-web-client
 echo "== wasm-bindgen =="
 rm -rf web-client/js/wasm
 wasm-bindgen --target web --out-dir web-client/js/wasm \
-  target/wasm32-unknown-unknown/release/hlm_web_client.wasm
+  "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/hlm_web_client.wasm"
 
 echo "== npm package =="
 mkdir -p target/npm
