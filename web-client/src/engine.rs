@@ -72,11 +72,26 @@ impl Engine {
     pub fn load(bytes: Uint8Array, name: String) -> Result<Engine, JsValue> {
         console_error_panic_hook::set_once();
         let mut reader = std::io::BufReader::with_capacity(1 << 16, JsReader::new(bytes));
-        let content = gguf_file::Content::read(&mut reader)
+        let at_start = wasm_memory_bytes();
+        let mut content = gguf_file::Content::read(&mut reader)
             .map_err(|e| js_error(format!("{name}: not a valid GGUF file: {e}")))?;
-        let (model, tokenizer) =
-            hlm_engine::load_gguf(&content, &mut reader, &name, &LoadOptions::default())
-                .map_err(|e| js_error(format!("{name}: {e}")))?;
+        let after_metadata = wasm_memory_bytes();
+        let tokenizer = hlm_engine::tokenizer::tokenizer_from_gguf(&content)
+            .map_err(|e| js_error(format!("{name}: tokenizer: {e}")))?;
+        // The model needs the token strings (to find end tokens) but not the merges or the token
+        // types: freed here,
+        // their memory is reused by the weights (wasm memory never shrinks).
+        content.metadata.remove("tokenizer.ggml.merges");
+        content.metadata.remove("tokenizer.ggml.token_type");
+        let after_tokenizer = wasm_memory_bytes();
+        let model = hlm_engine::model::Model::from_gguf(
+            &content,
+            &mut reader,
+            &name,
+            &LoadOptions::default(),
+        )
+        .map_err(|e| js_error(format!("{name}: {e}")))?;
+        drop(content);
         let cfg = model.config();
         let info = serde_json::json!({
             "name": name,
@@ -84,6 +99,13 @@ impl Engine {
             "layers": cfg.layers,
             "weight_bytes": model.weight_bytes(),
             "backend": "wasm-simd",
+            // Linear memory at each loading stage (it only grows): where the bytes went.
+            "load_memory": {
+                "at_start": at_start,
+                "after_metadata": after_metadata,
+                "after_tokenizer": after_tokenizer,
+                "after_model": wasm_memory_bytes(),
+            },
         });
         Ok(Engine {
             inner: Rc::new(Inner {

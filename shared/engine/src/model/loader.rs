@@ -73,15 +73,18 @@ impl Model {
         let key = |k: &str| format!("{arch_name}.{k}");
         let hidden = meta_usize(md, &key("embedding_length"))?;
         let heads = meta_usize(md, &key("attention.head_count"))?;
-        let tokens = crate::tokenizer::vocab_tokens(content)
-            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         let mut eos_ids: Vec<u32> = meta_usize(md, "tokenizer.ggml.eos_token_id")
             .ok()
             .map(|i| vec![i as u32])
             .unwrap_or_default();
-        for (i, t) in tokens.iter().enumerate() {
-            if END_TOKENS.contains(&t.as_str()) && !eos_ids.contains(&(i as u32)) {
-                eos_ids.push(i as u32);
+        {
+            // Scoped: the token strings are freed before the tensors are read.
+            let tokens = crate::tokenizer::vocab_tokens(content)
+                .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+            for (i, t) in tokens.iter().enumerate() {
+                if END_TOKENS.contains(&t.as_str()) && !eos_ids.contains(&(i as u32)) {
+                    eos_ids.push(i as u32);
+                }
             }
         }
         let mut t = GgufTensors {
@@ -117,6 +120,15 @@ impl Model {
             config.max_context = config.max_context.min(cap);
         }
         config.validate().map_err(EngineError::Model)?;
+        // The biggest tensors first: reading one briefly holds its bytes twice (the file's and the
+        // blocks), and the freed copy is then reused by the smaller tensors that follow. Loaded
+        // last, that copy would be the peak, and in wasm, whose memory never shrinks, the size.
+        let out_norm = t.vector("output_norm.weight")?;
+        let lm_head = if content.tensor_infos.contains_key("output.weight") {
+            t.linear("output.weight")?
+        } else {
+            Linear::quantized(embd.clone())?
+        };
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
             let p = format!("blk.{i}.");
@@ -135,12 +147,6 @@ impl Model {
                 bv: t.optional_vector(&format!("{p}attn_v.bias"))?,
             });
         }
-        let out_norm = t.vector("output_norm.weight")?;
-        let lm_head = if content.tensor_infos.contains_key("output.weight") {
-            t.linear("output.weight")?
-        } else {
-            Linear::quantized(embd.clone())?
-        };
         Self::assemble(
             config,
             Embedding::Quantized(embd),
@@ -422,6 +428,84 @@ fn file_stem(p: &Path) -> String {
         .unwrap_or_else(|| "model".into())
 }
 
+/// `elems` values of block type `T` at `start`, read into a zeroed `Vec<T>` in place.
+fn read_blocks<T, R>(
+    reader: &mut R,
+    start: u64,
+    elems: usize,
+    dims: Vec<usize>,
+) -> std::result::Result<QTensor, String>
+where
+    T: candle_core::quantized::k_quants::GgmlType + Send + Sync + 'static,
+    R: Read + Seek,
+{
+    if !elems.is_multiple_of(T::BLCK_SIZE) {
+        return Err(format!(
+            "{elems} values are not a whole number of {}-value blocks",
+            T::BLCK_SIZE
+        ));
+    }
+    let n = elems / T::BLCK_SIZE;
+    let size = n * std::mem::size_of::<T>();
+    let file_len = reader
+        .seek(std::io::SeekFrom::End(0))
+        .map_err(|e| e.to_string())?;
+    if start.saturating_add(size as u64) > file_len {
+        return Err(format!(
+            "needs {size} bytes at offset {start}, the file has {file_len}"
+        ));
+    }
+    let mut blocks = vec![T::zeros(); n];
+    // SAFETY: the block types are plain `repr(C)` structs of f16 / u8 / i8 fields, for which
+    // every byte pattern is valid; the buffer is initialised (zeroed) and exactly `size` bytes.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr() as *mut u8, size) };
+    reader
+        .seek(std::io::SeekFrom::Start(start))
+        .and_then(|_| reader.read_exact(bytes))
+        .map_err(|e| e.to_string())?;
+    QTensor::new(
+        candle_core::quantized::QStorage::Cpu(Box::new(blocks)),
+        dims,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Re-quantises a tensor of 32-value blocks `T` to Q8_0, a slice of blocks at a time (never the
+/// whole tensor in f32): the same Q8_0 blocks as `QTensor::quantize(dequantize(qt))`, without
+/// its 4-bytes-per-weight intermediate.
+fn requantize_q8_0<T>(qt: &QTensor) -> std::result::Result<QTensor, String>
+where
+    T: candle_core::quantized::k_quants::GgmlType,
+{
+    use candle_core::quantized::k_quants::{BlockQ8_0, GgmlType};
+    if T::BLCK_SIZE != BlockQ8_0::BLCK_SIZE {
+        return Err("block sizes differ".into());
+    }
+    let data = qt.data().map_err(|e| e.to_string())?;
+    let size = std::mem::size_of::<T>();
+    if !data.len().is_multiple_of(size)
+        || !(data.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
+    {
+        return Err("quantised weight of unexpected size".into());
+    }
+    // SAFETY: `data` is the storage of a `Vec<T>` (checked above for size and alignment); the
+    // block types are plain `repr(C)` data.
+    let src = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const T, data.len() / size) };
+    const CHUNK: usize = 1024;
+    let mut dst = vec![BlockQ8_0::zeros(); src.len()];
+    let mut buf = vec![0f32; CHUNK * T::BLCK_SIZE];
+    for (s, d) in src.chunks(CHUNK).zip(dst.chunks_mut(CHUNK)) {
+        let f = &mut buf[..s.len() * T::BLCK_SIZE];
+        T::to_float(s, f);
+        BlockQ8_0::from_float(f, d);
+    }
+    QTensor::new(
+        candle_core::quantized::QStorage::Cpu(Box::new(dst)),
+        qt.shape().clone(),
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Reads tensors of one GGUF by name.
 struct GgufTensors<'a, R> {
     content: &'a gguf_file::Content,
@@ -430,17 +514,51 @@ struct GgufTensors<'a, R> {
 }
 
 impl<R: Read + Seek> GgufTensors<'_, R> {
+    /// Reads one tensor. Block formats are read straight into their final buffer (candle's own
+    /// reader holds the bytes twice: a raw copy, then the blocks), which halves the peak memory
+    /// of loading a large tensor; other formats go through candle.
     fn tensor(&mut self, name: &str) -> Result<QTensor> {
-        self.content
-            .tensor(self.reader, name, &Device::Cpu)
-            .map_err(|e| EngineError::model(format!("tensor `{name}`: {e}")))
+        let err = |e: &dyn std::fmt::Display| EngineError::model(format!("tensor `{name}`: {e}"));
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| err(&"missing from the file"))?;
+        let start = self.content.tensor_data_offset.saturating_add(info.offset);
+        let dims = info.shape.dims().to_vec();
+        let elems = info.shape.elem_count();
+        use candle_core::quantized::k_quants::*;
+        let direct = match info.ggml_dtype {
+            GgmlDType::Q4_0 => read_blocks::<BlockQ4_0, R>(self.reader, start, elems, dims),
+            GgmlDType::Q4_1 => read_blocks::<BlockQ4_1, R>(self.reader, start, elems, dims),
+            GgmlDType::Q5_0 => read_blocks::<BlockQ5_0, R>(self.reader, start, elems, dims),
+            GgmlDType::Q5_1 => read_blocks::<BlockQ5_1, R>(self.reader, start, elems, dims),
+            GgmlDType::Q8_0 => read_blocks::<BlockQ8_0, R>(self.reader, start, elems, dims),
+            GgmlDType::Q2K => read_blocks::<BlockQ2K, R>(self.reader, start, elems, dims),
+            GgmlDType::Q3K => read_blocks::<BlockQ3K, R>(self.reader, start, elems, dims),
+            GgmlDType::Q4K => read_blocks::<BlockQ4K, R>(self.reader, start, elems, dims),
+            GgmlDType::Q5K => read_blocks::<BlockQ5K, R>(self.reader, start, elems, dims),
+            GgmlDType::Q6K => read_blocks::<BlockQ6K, R>(self.reader, start, elems, dims),
+            _ => {
+                return self
+                    .content
+                    .tensor(self.reader, name, &Device::Cpu)
+                    .map_err(|e| err(&e))
+            }
+        };
+        direct.map_err(|e| err(&e))
     }
 
     fn linear(&mut self, name: &str) -> Result<Linear> {
+        use candle_core::quantized::k_quants::{BlockQ5_0, BlockQ5_1};
         let mut qt = self.tensor(name)?;
-        if self.requantize_q5 && matches!(qt.dtype(), GgmlDType::Q5_0 | GgmlDType::Q5_1) {
-            let dense = qt.dequantize(&Device::Cpu)?;
-            qt = QTensor::quantize(&dense, GgmlDType::Q8_0)?;
+        if self.requantize_q5 {
+            let err = |e: String| EngineError::model(format!("tensor `{name}`: {e}"));
+            match qt.dtype() {
+                GgmlDType::Q5_0 => qt = requantize_q8_0::<BlockQ5_0>(&qt).map_err(err)?,
+                GgmlDType::Q5_1 => qt = requantize_q8_0::<BlockQ5_1>(&qt).map_err(err)?,
+                _ => {}
+            }
         }
         Linear::quantized(Arc::new(qt))
     }
@@ -488,5 +606,35 @@ fn meta_str(md: &HashMap<String, gguf_file::Value>, k: &str) -> Result<String> {
         other => Err(EngineError::model(format!(
             "GGUF `{k}` is not a string: {other:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Block-by-block re-quantisation gives exactly the blocks of the whole-tensor route.
+    #[test]
+    fn requantize_in_slices_equals_dequantize_then_quantize() {
+        let (n, k) = (70, 96); // 70 × 3 blocks of 32: not a multiple of the 1,024-block slices
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 211) as f32 - 105.0) / 37.0)
+            .collect();
+        let w = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+        for dtype in [GgmlDType::Q5_0, GgmlDType::Q5_1] {
+            let q5 = QTensor::quantize(&w, dtype).unwrap();
+            let whole =
+                QTensor::quantize(&q5.dequantize(&Device::Cpu).unwrap(), GgmlDType::Q8_0).unwrap();
+            let sliced = match dtype {
+                GgmlDType::Q5_0 => {
+                    requantize_q8_0::<candle_core::quantized::k_quants::BlockQ5_0>(&q5)
+                }
+                _ => requantize_q8_0::<candle_core::quantized::k_quants::BlockQ5_1>(&q5),
+            }
+            .unwrap();
+            assert_eq!(sliced.dtype(), GgmlDType::Q8_0);
+            assert_eq!(sliced.shape(), whole.shape());
+            assert_eq!(sliced.data().unwrap(), whole.data().unwrap(), "{dtype:?}");
+        }
     }
 }
