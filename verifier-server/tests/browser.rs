@@ -54,11 +54,24 @@ async fn demo_page_and_npm_package_in_chromium() {
         .await
         .unwrap();
     let base = format!("http://127.0.0.1:{port}/");
+    // A second verifier with another vocabulary (a tiny generated model), allowing the demo's
+    // origin: the page must report "model mismatch".
+    let tiny = tempfile::tempdir().unwrap();
+    hlm_engine::testing::write_tiny_model(tiny.path(), 5, "qwen2");
+    let other_port = verifier_server::loadgen::free_port().unwrap();
+    let origin = format!("http://127.0.0.1:{port}");
+    let other_extra = ["--allowed-origin", origin.as_str()];
+    let tiny_dir = tiny.path().to_str().unwrap();
+    let mut other = verifier_server::loadgen::spawn_server(bin, tiny_dir, other_port, &other_extra)
+        .await
+        .unwrap();
+    let mismatch_url = format!("ws://127.0.0.1:{other_port}/ws");
     let out_dir = repo.join("target/browser-test");
     std::fs::create_dir_all(&out_dir).unwrap();
     let run = tokio::process::Command::new("node")
         .arg(repo.join("web-client/tests/browser.mjs"))
         .args(["--base", &base, "--token", TOKEN, "--max-tokens", "24"])
+        .args(["--mismatch-verifier", &mismatch_url])
         .arg("--out")
         .arg(&out_dir)
         .output()
@@ -70,6 +83,8 @@ async fn demo_page_and_npm_package_in_chromium() {
     let metrics = reqwest_metrics(port).await;
     let _ = server.kill();
     let _ = server.wait();
+    let _ = other.kill();
+    let _ = other.wait();
     assert!(run.status.success(), "browser test failed: {}", run.status);
 
     let reports: Vec<serde_json::Value> = stdout
@@ -89,6 +104,9 @@ async fn demo_page_and_npm_package_in_chromium() {
     assert_eq!(reload["cache_hit"], true, "{reload}");
     assert_eq!(reload["gguf_requests"], 0, "{reload}");
     let minimal = find("minimal");
+    assert!(find("model-mismatch")["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("model mismatch")));
     let abort = find("abort");
     assert_eq!(abort["summary"]["stop_reason"], "aborted", "{abort}");
     assert!(out_dir.join("demo.png").exists(), "screenshot saved");

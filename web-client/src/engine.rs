@@ -39,15 +39,23 @@ struct Inner {
 /// A readable message for the page, with the kinds the API documents first.
 fn user_error(e: &EngineError) -> String {
     match e {
-        EngineError::Remote { code, message } => match code {
-            ErrorCode::Unauthorized => format!("wrong token: {message}"),
-            ErrorCode::VocabMismatch => format!("model mismatch: {message}"),
-            ErrorCode::Overloaded => format!("overloaded: {message}"),
-            ErrorCode::ForbiddenOrigin => format!("origin not allowed: {message}"),
-            _ => format!("verifier error ({code:?}): {message}"),
-        },
-        EngineError::Protocol(hlm_protocol::ProtocolError::VocabMismatch { .. }) => {
-            format!("model mismatch: {e}")
+        EngineError::Remote { code, message } => {
+            let kind = match code {
+                ErrorCode::Unauthorized => "wrong token",
+                ErrorCode::VocabMismatch => "model mismatch",
+                ErrorCode::Overloaded => "overloaded",
+                ErrorCode::ForbiddenOrigin => "origin not allowed",
+                _ => return format!("verifier error ({code:?}): {message}"),
+            };
+            if message.starts_with(kind) {
+                message.clone()
+            } else {
+                format!("{kind}: {message}")
+            }
+        }
+        // Its own text already starts with "model mismatch".
+        EngineError::Protocol(p @ hlm_protocol::ProtocolError::VocabMismatch { .. }) => {
+            p.to_string()
         }
         EngineError::Link(m) => m.clone(),
         other => other.to_string(),

@@ -61,6 +61,7 @@ function parseArgs(argv) {
     abort: true,
     pack: true,
     keepPkgInstalled: false,
+    mismatchVerifier: null,
   };
   for (let i = 2; i < argv.length; i++) {
     const k = argv[i];
@@ -72,6 +73,7 @@ function parseArgs(argv) {
       case '--base': a.base = v(); break;
       case '--out': a.out = v(); break;
       case '--token': a.token = v(); break;
+      case '--mismatch-verifier': a.mismatchVerifier = v(); break;
       case '--max-tokens': a.maxTokens = Number(v()); break;
       case '--www': a.www = path.resolve(v()); break;
       case '--pkg': a.pkg = path.resolve(v()); break;
@@ -487,6 +489,18 @@ async function main() {
     emit({ test: 'verifier-down', error: downText });
     await page.close();
     page = null;
+
+    if (args.mismatchVerifier) {
+      // A verifier whose model has another vocabulary: the handshake must refuse it.
+      step = 'model-mismatch';
+      page = await newPage('model-mismatch');
+      await page.goto(urlOf(args.base, '', { token, verifier: args.mismatchVerifier }), { waitUntil: 'domcontentloaded' });
+      const text = await waitErrorText(page, args.loadTimeout, 'model mismatch');
+      check(/model mismatch/i.test(text), `model mismatch: #error reads "${text}"`);
+      emit({ test: 'model-mismatch', error: text });
+      await page.close();
+      page = null;
+    }
 
     log('all steps passed');
   } catch (e) {
