@@ -6,6 +6,7 @@
 //! * `hlm bench` measures the models and the pipeline on this machine.
 
 mod bench;
+mod eval;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Cmd {
     Generate(GenerateArgs),
     /// Benchmark the models and the pipeline.
     Bench(bench::BenchArgs),
+    /// Evaluate methods (LLM-only, SLM-only, standard HLM, U-HLM, ours) on a dataset.
+    Eval(eval::EvalArgs),
 }
 
 #[derive(Args, Clone)]
@@ -198,5 +201,6 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Generate(args) => rt.block_on(generate(args)),
         Cmd::Bench(args) => rt.block_on(bench::run(args)),
+        Cmd::Eval(args) => eval::run(args),
     }
 }

@@ -72,3 +72,15 @@ impl VerifierLink for LocalLink {
         })
     }
 }
+
+/// Runs a future to completion on this thread. Enough for loops over [`LocalLink`], which never
+/// waits (the evaluation harness, tests); a real network link needs an async runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}

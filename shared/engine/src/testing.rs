@@ -150,16 +150,7 @@ pub fn tiny_drafter(seed: u64) -> (tempfile::TempDir, Drafter) {
     (dir, Drafter::new(Arc::new(m), tok))
 }
 
-/// Runs a future to completion on this thread; enough for the in-process link, which never waits.
-pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
+pub use crate::link::block_on;
 
 /// A verifier in the same process whose connection dies at chosen frames and comes back, on
 /// [`VerifierLink::reconnect`], as a fresh session: a verifier restart, for tests of recovery.

