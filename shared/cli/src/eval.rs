@@ -9,15 +9,16 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Dataset: humaneval.
+    /// Dataset: humaneval, aclsum.
     #[arg(long, default_value = "humaneval")]
     dataset: String,
-    /// Tasks taken from the dataset's test split, in order.
+    /// Split: `dev` (HumanEval problems 0-19; ACLSum val) for choosing knobs and rules, `test`
+    /// (HumanEval problems 20-163; ACLSum test) for the reported table.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Tasks taken from the split, in order.
     #[arg(long, default_value_t = 40)]
     limit: usize,
-    /// Skip this many tasks first (the first 20 HumanEval problems are the development split).
-    #[arg(long, default_value_t = 20)]
-    offset: usize,
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
     /// Methods (rows), comma-separated: llm-only, slm-only, standard-hlm, u-hlm, ours,
@@ -48,6 +49,9 @@ pub struct EvalArgs {
     out: PathBuf,
 }
 
+/// HumanEval problems 0..20 are the development split; the rest the test split.
+const HUMANEVAL_DEV: usize = 20;
+
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let methods = args
         .methods
@@ -57,14 +61,32 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let tasks: Vec<harness::Task> = match args.dataset.as_str() {
         "humaneval" => {
             let path = hlm_fetch::resolve("humaneval", &mut |_| {})?;
-            humaneval::load(&path)?
+            let all = humaneval::load(&path)?;
+            let split = match args.split.as_str() {
+                "dev" => &all[..HUMANEVAL_DEV.min(all.len())],
+                "test" => &all[HUMANEVAL_DEV.min(all.len())..],
+                other => anyhow::bail!("unknown split `{other}` (dev, test)"),
+            };
+            split
                 .iter()
-                .skip(args.offset)
                 .take(args.limit)
                 .map(harness::humaneval_task)
                 .collect()
         }
-        other => anyhow::bail!("unknown dataset `{other}` (humaneval)"),
+        "aclsum" => {
+            let name = match args.split.as_str() {
+                "dev" => "aclsum-val",
+                "test" => "aclsum-test",
+                other => anyhow::bail!("unknown split `{other}` (dev, test)"),
+            };
+            let path = hlm_fetch::resolve(name, &mut |_| {})?;
+            hlm_eval::aclsum::load(&path)?
+                .iter()
+                .take(args.limit)
+                .map(hlm_eval::aclsum::task)
+                .collect()
+        }
+        other => anyhow::bail!("unknown dataset `{other}` (humaneval, aclsum)"),
     };
     anyhow::ensure!(!tasks.is_empty(), "no tasks: check --offset and --limit");
     let constants = match &args.constants {
@@ -87,7 +109,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let info = RunInfo {
         draft: args.draft.clone(),
         verifier: args.verifier.clone(),
-        dataset: args.dataset.clone(),
+        dataset: format!("{} ({} split)", args.dataset, args.split),
         tasks: tasks.len(),
         max_tokens: args.max_tokens,
         seed: args.seed,

