@@ -438,7 +438,8 @@ impl RunInfo {
     }
 }
 
-/// Writes `results.json` (run info, rows, every sample) and `table.md` into `dir`.
+/// Writes `results.json` (run info, rows, every sample), `table.md` and, with BERTScore, the plots
+/// `quality_vs_energy.svg` and `quality_vs_upload.svg` into `dir`.
 pub fn write_outputs(dir: &std::path::Path, info: &RunInfo, report: &Report) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::json!({ "run": info, "rows": report.rows, "samples": report.samples });
@@ -460,5 +461,41 @@ pub fn write_outputs(dir: &std::path::Path, info: &RunInfo, report: &Report) -> 
         markdown(&report.rows)
     );
     std::fs::write(dir.join("table.md"), md)?;
+    // One point per method: quality (BERTScore F1 against the LLM's output) against energy and
+    // against the upload rate.
+    let points = |x: &dyn Fn(&Row) -> f64| -> Vec<crate::plot::Series> {
+        report
+            .rows
+            .iter()
+            .filter_map(|r| {
+                r.bert_f1_vs_llm.map(|q| crate::plot::Series {
+                    name: r.method.clone(),
+                    points: vec![(x(r), q, r.method.clone())],
+                })
+            })
+            .collect()
+    };
+    let q = "BERTScore F1 vs LLM-only";
+    let by_energy = points(&|r| r.energy_per_token_j);
+    if !by_energy.is_empty() {
+        std::fs::write(
+            dir.join("quality_vs_energy.svg"),
+            crate::plot::scatter(
+                "Quality vs energy",
+                "energy / token (J, analytic)",
+                q,
+                &by_energy,
+            ),
+        )?;
+        std::fs::write(
+            dir.join("quality_vs_upload.svg"),
+            crate::plot::scatter(
+                "Quality vs upload rate",
+                "upload rate",
+                q,
+                &points(&|r| r.upload_rate),
+            ),
+        )?;
+    }
     Ok(())
 }

@@ -19,6 +19,7 @@ pub mod bertscore;
 pub mod energy;
 pub mod harness;
 pub mod humaneval;
+pub mod plot;
 
 /// What can go wrong while evaluating.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,174 @@
+//! Small SVG scatter plots (no plotting dependency): one point per labelled series member, series
+//! joined by lines in the order given (a knob sweep draws its curve).
+
+use std::fmt::Write;
+
+/// One series: a name and its points `(x, y, label)`.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64, String)>,
+}
+
+const W: f64 = 640.0;
+const H: f64 = 420.0;
+const M: f64 = 60.0;
+const COLOURS: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A scatter plot of `series` with axis titles and a title; axes span the data with 5 % margins.
+pub fn scatter(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| (p.0, p.1)))
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .collect();
+    let span = |v: Vec<f64>| {
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        if !lo.is_finite() {
+            return (0.0, 1.0);
+        }
+        let pad = ((hi - lo) * 0.05).max(1e-9);
+        (lo - pad, hi + pad)
+    };
+    let (x0, x1) = span(pts.iter().map(|p| p.0).collect());
+    let (y0, y1) = span(pts.iter().map(|p| p.1).collect());
+    let sx = |x: f64| M + (x - x0) / (x1 - x0) * (W - 2.0 * M);
+    let sy = |y: f64| H - M - (y - y0) / (y1 - y0) * (H - 2.0 * M);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+        W / 2.0,
+        esc(title)
+    );
+    // Axes with 5 ticks each.
+    let _ = write!(
+        s,
+        r##"<line x1="{M}" y1="{}" x2="{}" y2="{}" stroke="#333"/><line x1="{M}" y1="{M}" x2="{M}" y2="{}" stroke="#333"/>"##,
+        H - M,
+        W - M,
+        H - M,
+        H - M
+    );
+    for i in 0..=4 {
+        let f = i as f64 / 4.0;
+        let (xv, yv) = (x0 + f * (x1 - x0), y0 + f * (y1 - y0));
+        let _ = write!(
+            s,
+            r##"<text x="{:.1}" y="{}" text-anchor="middle" fill="#555">{}</text><text x="{}" y="{:.1}" text-anchor="end" fill="#555">{}</text>"##,
+            sx(xv),
+            H - M + 16.0,
+            tick(xv),
+            M - 6.0,
+            sy(yv) + 4.0,
+            tick(yv)
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text><text transform="translate(16 {}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        W / 2.0,
+        H - 14.0,
+        esc(x_label),
+        H / 2.0,
+        esc(y_label)
+    );
+    for (i, ser) in series.iter().enumerate() {
+        let c = COLOURS[i % COLOURS.len()];
+        let finite: Vec<&(f64, f64, String)> = ser
+            .points
+            .iter()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .collect();
+        if finite.len() > 1 {
+            let path: Vec<String> = finite
+                .iter()
+                .map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1)))
+                .collect();
+            let _ = write!(
+                s,
+                r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="1.5"/>"#,
+                path.join(" ")
+            );
+        }
+        for p in &finite {
+            let _ = write!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{c}"><title>{}</title></circle><text x="{:.1}" y="{:.1}" fill="{c}">{}</text>"#,
+                sx(p.0),
+                sy(p.1),
+                esc(&format!("{} {}: ({:.4}, {:.4})", ser.name, p.2, p.0, p.1)),
+                sx(p.0) + 6.0,
+                sy(p.1) - 6.0,
+                esc(&p.2)
+            );
+        }
+        let _ = write!(
+            s,
+            r#"<rect x="{}" y="{}" width="10" height="10" fill="{c}"/><text x="{}" y="{}">{}</text>"#,
+            W - M - 130.0,
+            M + 16.0 * i as f64,
+            W - M - 115.0,
+            M + 9.0 + 16.0 * i as f64,
+            esc(&ser.name)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn tick(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scatter_is_svg_with_every_point_and_escapes_text() {
+        let svg = scatter(
+            "quality <vs> energy",
+            "energy / token (J)",
+            "BERTScore F1",
+            &[
+                Series {
+                    name: "u-hlm".into(),
+                    points: vec![(0.4, 0.9, "0.07".into()), (0.3, 0.85, "0.2".into())],
+                },
+                Series {
+                    name: "ours".into(),
+                    points: vec![(0.35, 0.92, "λ=2".into()), (f64::NAN, 1.0, "bad".into())],
+                },
+            ],
+        );
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(
+            svg.matches("<circle").count(),
+            3,
+            "the non-finite point is left out"
+        );
+        assert!(svg.contains("quality &lt;vs&gt; energy"));
+        assert!(svg.contains("<polyline"));
+        // Points stay inside the canvas.
+        for c in svg.split("cx=\"").skip(1) {
+            let x: f64 = c.split('"').next().unwrap().parse().unwrap();
+            assert!((0.0..=W).contains(&x));
+        }
+    }
+}
