@@ -11,6 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::{http_get, metric};
+
 const MODEL: &str = "smollm2-135m-instruct-q4_1";
 const TOKEN: &str = "browser-test-token";
 
@@ -20,13 +23,6 @@ fn repo() -> PathBuf {
 
 fn require(path: &Path, how: &str) {
     assert!(path.exists(), "{} is missing: {how}", path.display());
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +76,7 @@ async fn demo_page_and_npm_package_in_chromium() {
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     eprintln!("{}", String::from_utf8_lossy(&run.stderr));
     eprintln!("{stdout}");
-    let metrics = reqwest_metrics(port).await;
+    let metrics = http_get(&format!("ws://127.0.0.1:{port}/ws"), "/metrics").await;
     let _ = server.kill();
     let _ = server.wait();
     let _ = other.kill();
@@ -124,18 +120,4 @@ async fn demo_page_and_npm_package_in_chromium() {
         fwd(&demo) + fwd(&abort) + fwd(&minimal),
         "positions through the verifier: page vs server"
     );
-}
-
-/// `/metrics` over a plain HTTP/1.1 request.
-async fn reqwest_metrics(port: u16) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }

@@ -10,6 +10,9 @@ use hlm_engine::ws_link::WsLink;
 use hlm_protocol::*;
 use tokio_tungstenite::tungstenite::Message;
 
+mod common;
+use common::{http_get, metric};
+
 struct Server {
     url: String,
     _dir: tempfile::TempDir,
@@ -543,30 +546,6 @@ async fn foreign_origins_are_refused() {
         .await
         .unwrap();
     hello(&mut ws, &vocab, Sampling::Greedy).await;
-}
-
-async fn http_get(url: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = url
-        .trim_start_matches("ws://")
-        .trim_end_matches("/ws")
-        .to_string();
-    let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
