@@ -47,12 +47,27 @@ pub struct EvalArgs {
     no_bertscore: bool,
     #[arg(long, default_value = "out/eval")]
     out: PathBuf,
+    /// Only redraw the plots of an earlier run in `--out` from its results.json.
+    #[arg(long)]
+    replot: bool,
 }
 
 /// HumanEval problems 0..20 are the development split; the rest the test split.
 const HUMANEVAL_DEV: usize = 20;
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if args.replot {
+        let path = args.out.join("results.json");
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )?;
+        let rows: Vec<harness::Row> = serde_json::from_value(v["rows"].clone())
+            .with_context(|| format!("rows of {}", path.display()))?;
+        harness::write_plots(&args.out, &rows)?;
+        println!("plots written into {}", args.out.display());
+        return Ok(());
+    }
     let methods = args
         .methods
         .iter()

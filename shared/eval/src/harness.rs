@@ -143,7 +143,7 @@ pub struct Sample {
 }
 
 /// One row of the table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Row {
     pub method: String,
     pub samples: usize,
@@ -461,12 +461,15 @@ pub fn write_outputs(dir: &std::path::Path, info: &RunInfo, report: &Report) -> 
         markdown(&report.rows)
     );
     std::fs::write(dir.join("table.md"), md)?;
+    write_plots(dir, &report.rows)
+}
+
+/// The plots of `rows`: quality against energy and against the upload rate (with BERTScore).
+pub fn write_plots(dir: &std::path::Path, rows: &[Row]) -> Result<()> {
     // One point per method: quality (BERTScore F1 against the LLM's output) against energy and
     // against the upload rate.
     let points = |x: &dyn Fn(&Row) -> f64| -> Vec<crate::plot::Series> {
-        report
-            .rows
-            .iter()
+        rows.iter()
             .filter_map(|r| {
                 r.bert_f1_vs_llm.map(|q| crate::plot::Series {
                     name: r.method.clone(),

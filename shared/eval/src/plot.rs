@@ -11,7 +11,7 @@ pub struct Series {
 
 const W: f64 = 640.0;
 const H: f64 = 420.0;
-const M: f64 = 60.0;
+const M: f64 = 80.0;
 const COLOURS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
 ];
@@ -67,10 +67,10 @@ pub fn scatter(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> 
             r##"<text x="{:.1}" y="{}" text-anchor="middle" fill="#555">{}</text><text x="{}" y="{:.1}" text-anchor="end" fill="#555">{}</text>"##,
             sx(xv),
             H - M + 16.0,
-            tick(xv),
+            tick(xv, (x1 - x0) / 4.0),
             M - 6.0,
             sy(yv) + 4.0,
-            tick(yv)
+            tick(yv, (y1 - y0) / 4.0)
         );
     }
     let _ = write!(
@@ -126,14 +126,10 @@ pub fn scatter(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> 
     s
 }
 
-fn tick(v: f64) -> String {
-    if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
-    }
+/// A tick label with enough decimals to tell ticks `step` apart.
+fn tick(v: f64, step: f64) -> String {
+    let decimals = (-step.abs().max(1e-12).log10()).ceil().max(0.0) as usize + 1;
+    format!("{v:.decimals$}", decimals = decimals.min(6))
 }
 
 #[cfg(test)]
