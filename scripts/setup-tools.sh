@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks for the demo and the tests: Debian's nodejs/npm, curl,
+# chromium (+ driver), the pinned playwright-core (which never downloads a browser), rustfmt and
+# clippy, and the wasm32 target. Used by scripts/quickstart.sh and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v npm >/dev/null || need+=(nodejs npm)
+command -v curl >/dev/null || need+=(curl)
+[ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+# playwright-core only drives the Debian Chromium: never let it download a browser.
+(cd web-client/tests && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+python3 -m pip --version >/dev/null
