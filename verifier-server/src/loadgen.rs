@@ -58,6 +58,20 @@ struct Shared {
     generations: AtomicU64,
 }
 
+/// The command line of a `verifier-server` serving `model` on `127.0.0.1:port` (quiet logs).
+pub fn server_command(
+    bin: &std::path::Path,
+    model: &str,
+    port: u16,
+    extra: &[&str],
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["--model", model, "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
 /// Starts a `verifier-server` binary serving `model` on `127.0.0.1:port` (quiet logs) with
 /// `extra` flags, and waits up to 60 s for it to accept connections.
 pub async fn spawn_server(
@@ -66,11 +80,7 @@ pub async fn spawn_server(
     port: u16,
     extra: &[&str],
 ) -> std::io::Result<std::process::Child> {
-    let mut child = std::process::Command::new(bin)
-        .args(["--model", model, "--listen", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .spawn()?;
+    let mut child = server_command(bin, model, port, extra).spawn()?;
     for _ in 0..600 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await

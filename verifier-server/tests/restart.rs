@@ -6,7 +6,7 @@ use hlm_core::FilterMode;
 use hlm_engine::decode::{Drafter, GenerationConfig, HybridSession, Summary};
 use hlm_engine::model::LoadOptions;
 use hlm_engine::ws_link::WsLink;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::Arc;
 
 const MODEL: &str = "smollm2-135m-instruct-q4_1";
@@ -71,9 +71,8 @@ async fn killed_and_restarted_verifier_loses_nothing() {
         server.kill().unwrap(); // SIGKILL: no drain, no goodbye
         server.wait().unwrap();
         // Started, not awaited: the client's backoff waits for it to come up.
-        server = Command::new(env!("CARGO_BIN_EXE_verifier-server"))
-            .args(["--model", MODEL, "--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_verifier-server"));
+        server = verifier_server::loadgen::server_command(bin, MODEL, port, &[])
             .spawn()
             .expect("restart verifier-server");
         restarted = true;

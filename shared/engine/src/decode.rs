@@ -723,11 +723,10 @@ impl<'a> Generation<'a> {
         &mut self,
         link: &mut L,
         resync: &Resync,
-    ) -> Result<(Vec<u8>, usize)> {
+    ) -> Result<(ServerMsg, usize, usize)> {
         if self.link_down.is_none() {
-            match link.recv().await {
-                Ok(reply) if !Self::is_transient_error(&reply) => return Ok((reply, 0)),
-                Ok(reply) => self.link_down = Some(Self::remote_error(&reply)),
+            match link.recv().await.and_then(Self::decoded) {
+                Ok((msg, bytes)) => return Ok((msg, bytes, 0)),
                 Err(e) if e.is_transient() => self.link_down = Some(e),
                 Err(e) => return Err(e),
             }
@@ -747,23 +746,21 @@ impl<'a> Generation<'a> {
                 .map_err(|e| EngineError::Link(format!("{cause}; reconnecting failed: {e}")))?;
             self.totals.reconnects += 1;
             match self.replay(link, resync).await {
-                Ok(reply) if !Self::is_transient_error(&reply.0) => return Ok(reply),
-                Ok(reply) => self.link_down = Some(Self::remote_error(&reply.0)),
+                Ok(reply) => return Ok(reply),
                 Err(e) if e.is_transient() => self.link_down = Some(e),
                 Err(e) => return Err(e),
             }
         }
     }
 
-    fn is_transient_error(reply: &[u8]) -> bool {
-        matches!(decode_server(reply), Ok(ServerMsg::Error { .. }))
-            && Self::remote_error(reply).is_transient()
-    }
-
-    fn remote_error(reply: &[u8]) -> EngineError {
-        match decode_server(reply) {
-            Ok(ServerMsg::Error { code, message }) => EngineError::Remote { code, message },
-            _ => EngineError::Link("unexpected reply".into()),
+    /// Decodes a reply once, with its size; an `Error` a new session could get past (overloaded,
+    /// idle, internal) becomes a transient error, any other message is returned as is.
+    fn decoded(reply: Vec<u8>) -> Result<(ServerMsg, usize)> {
+        match decode_server(&reply)? {
+            ServerMsg::Error { code, message } if EngineError::transient_code(code) => {
+                Err(EngineError::Remote { code, message })
+            }
+            msg => Ok((msg, reply.len())),
         }
     }
 
@@ -773,7 +770,7 @@ impl<'a> Generation<'a> {
         &mut self,
         link: &mut L,
         resync: &Resync,
-    ) -> Result<(Vec<u8>, usize)> {
+    ) -> Result<(ServerMsg, usize, usize)> {
         let (_, up, down) = resync.handshake(link).await?;
         self.totals.bytes_up += up;
         self.totals.bytes_down += down;
@@ -803,7 +800,8 @@ impl<'a> Generation<'a> {
         self.totals.bytes_up += frame.len();
         self.totals.replayed_tokens += committed.len();
         link.send(frame).await?;
-        Ok((link.recv().await?, committed.len()))
+        let (msg, bytes) = Self::decoded(link.recv().await?)?;
+        Ok((msg, bytes, committed.len()))
     }
 
     /// Waits for the verdict on the round in flight, applies it, and returns the verifier's
@@ -813,10 +811,10 @@ impl<'a> Generation<'a> {
         link: &mut L,
         resync: &Resync,
     ) -> Result<Option<u32>> {
-        let (reply, replayed) = self.await_reply(link, resync).await?;
+        let (reply, bytes, replayed) = self.await_reply(link, resync).await?;
         self.in_flight = None;
-        self.totals.bytes_down += reply.len();
-        let verdict = match decode_server(&reply)? {
+        self.totals.bytes_down += bytes;
+        let verdict = match reply {
             ServerMsg::Verdict(mut v) => {
                 // A replayed prefix was verified along with the round: count from the round.
                 if (v.accepted as usize) < replayed || v.forward_tokens as usize <= replayed {

@@ -34,16 +34,19 @@ impl EngineError {
     /// A lost connection (or a verifier that asks to come back later), after which a new session
     /// with the same verifier can continue the work: the decoding loop reconnects and replays.
     pub fn is_transient(&self) -> bool {
-        use hlm_protocol::ErrorCode;
         match self {
             Self::Link(_) => true,
-            Self::Remote { code, .. } => {
-                matches!(
-                    code,
-                    ErrorCode::Overloaded | ErrorCode::Idle | ErrorCode::Internal
-                )
-            }
+            Self::Remote { code, .. } => Self::transient_code(*code),
             _ => false,
         }
+    }
+
+    /// The verifier's errors that a new session can get past: overloaded, idle, internal.
+    pub fn transient_code(code: hlm_protocol::ErrorCode) -> bool {
+        use hlm_protocol::ErrorCode;
+        matches!(
+            code,
+            ErrorCode::Overloaded | ErrorCode::Idle | ErrorCode::Internal
+        )
     }
 }

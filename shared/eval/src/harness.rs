@@ -188,15 +188,13 @@ pub fn run(
     let vocab = drafter.vocab_info();
     for task in tasks {
         let text = hlm_engine::chat::chatml(&task.instruction, None);
-        let prompt = drafter.encode(&text).map_err(engine)?;
+        let prompt = drafter.encode(&text)?;
         let mut llm_text: Option<String> = None;
         for method in methods {
             let (summary, verifier_time) = match method {
                 Method::LlmOnly => {
                     let t = Instant::now();
-                    let ids = verifier
-                        .generate_greedy(&prompt, cfg.max_tokens)
-                        .map_err(engine)?;
+                    let ids = verifier.generate_greedy(&prompt, cfg.max_tokens)?;
                     let secs = t.elapsed().as_secs_f64();
                     let text = drafter
                         .tokenizer()
@@ -234,8 +232,7 @@ pub fn run(
                                 .await?;
                         s.generate(drafter, &prompt, &opts.config(), &mut |_| true)
                             .await
-                    })
-                    .map_err(engine)?;
+                    })?;
                     let t = &summary.totals;
                     let s = Sample {
                         task: task.id.clone(),
@@ -292,13 +289,6 @@ pub fn run(
         rows: rows(methods, &samples),
         samples,
     })
-}
-
-fn engine(e: hlm_engine::EngineError) -> EvalError {
-    EvalError::File {
-        path: "generation".into(),
-        message: e.to_string(),
-    }
 }
 
 fn options(method: &Method, cfg: &EvalConfig) -> GenerationOptions {

@@ -32,6 +32,8 @@ pub enum EvalError {
     File { path: String, message: String },
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("generation: {0}")]
+    Engine(#[from] hlm_engine::EngineError),
 }
 
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;
