@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clap::Args;
 use hlm_eval::harness::{self, EvalConfig, Method, RunInfo};
+use hlm_eval::shaped_link::{ShapedLink, ShapedLinkError, ShapedLinkSpec};
 use hlm_eval::{bertscore::BertScorer, energy::Constants, humaneval};
 use std::path::PathBuf;
 
@@ -47,32 +48,54 @@ pub struct EvalArgs {
     no_bertscore: bool,
     #[arg(long, default_value = "out/eval")]
     out: PathBuf,
-    /// Only redraw the plots of an earlier run in `--out` from its results.json.
+    /// Knob sweep: also run U-HLM and ours at each of these uncertainty thresholds (ours at the
+    /// run's λ), e.g. `0,0.05,0.1,0.2,0.3`.
+    #[arg(long, value_delimiter = ',')]
+    sweep_u: Vec<f32>,
+    /// Knob sweep: also run ours at each of these importance strictnesses λ (at the run's u_th).
+    #[arg(long, value_delimiter = ',')]
+    sweep_lambda: Vec<f32>,
+    /// Where the loop's verifier runs: `in-process`, or `shaped`: a `verifier-server` in a
+    /// network namespace behind a veth pair rate-limited with tc tbf plus a delaying relay (needs
+    /// root; the link's rate and RTT default to the constants' analytic preset).
+    #[arg(long, default_value = "in-process")]
+    link: String,
+    /// Shaped link: rate each way in kbit/s (default: the constants' W·log2(1+SNR)).
     #[arg(long)]
-    replot: bool,
+    link_rate_kbit: Option<f64>,
+    /// Shaped link: round-trip time in ms added by the relay (default: the constants' RTT).
+    #[arg(long)]
+    link_rtt_ms: Option<f64>,
+    /// Shaped link: the `verifier-server` binary (default: next to this `hlm`).
+    #[arg(long)]
+    verifier_server: Option<PathBuf>,
+    /// Do not generate: recompute the energy and throughput columns of an earlier run in `--out`
+    /// from its samples (under `--constants`), and rewrite its table and plots.
+    #[arg(long, alias = "replot")]
+    rescore: bool,
 }
 
 /// HumanEval problems 0..20 are the development split; the rest the test split.
 const HUMANEVAL_DEV: usize = 20;
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    if args.replot {
-        let path = args.out.join("results.json");
-        let v: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?,
-        )?;
-        let rows: Vec<harness::Row> = serde_json::from_value(v["rows"].clone())
-            .with_context(|| format!("rows of {}", path.display()))?;
-        harness::write_plots(&args.out, &rows)?;
-        println!("plots written into {}", args.out.display());
-        return Ok(());
+    let constants = match &args.constants {
+        Some(p) => Constants::from_file(p).with_context(|| format!("reading {}", p.display()))?,
+        None => Constants::default_constants(),
+    };
+    if args.rescore {
+        return rescore(&args.out, &constants);
     }
-    let methods = args
+    let mut methods = args
         .methods
         .iter()
         .map(|m| Method::parse(m).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for m in Method::sweep(&args.sweep_u, &args.sweep_lambda) {
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
     let tasks: Vec<harness::Task> = match args.dataset.as_str() {
         "humaneval" => {
             let path = hlm_fetch::resolve("humaneval", &mut |_| {})?;
@@ -104,10 +127,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         other => anyhow::bail!("unknown dataset `{other}` (humaneval, aclsum)"),
     };
     anyhow::ensure!(!tasks.is_empty(), "no tasks: check --offset and --limit");
-    let constants = match &args.constants {
-        Some(p) => Constants::from_file(p).with_context(|| format!("reading {}", p.display()))?,
-        None => Constants::default_constants(),
-    };
     let scorer = if args.no_bertscore {
         None
     } else {
@@ -120,6 +139,49 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     let mut drafter = crate::load_drafter(&args.draft)?;
     let verifier = crate::load_drafter(&args.verifier)?.model_arc();
+    // The real constrained link, when asked for; kept alive for the whole run.
+    let (link, link_note) = match args.link.as_str() {
+        "in-process" => (None, "in process".to_string()),
+        "shaped" => {
+            let spec = ShapedLinkSpec {
+                rate_bps: args
+                    .link_rate_kbit
+                    .map_or(constants.link.rate_bps(), |k| k * 1000.0),
+                rtt: std::time::Duration::from_secs_f64(
+                    args.link_rtt_ms
+                        .map_or(constants.link.rtt_s, |ms| ms / 1000.0),
+                ),
+            };
+            let bin = match &args.verifier_server {
+                Some(p) => p.clone(),
+                None => std::env::current_exe()?.with_file_name("verifier-server"),
+            };
+            anyhow::ensure!(
+                bin.is_file(),
+                "{} not found: build it (cargo build --release -p verifier-server) or pass \
+                 --verifier-server",
+                bin.display()
+            );
+            let verifier_path = hlm_fetch::resolve(&args.verifier, &mut |_| {})?;
+            let note = format!(
+                "over a real link: namespace + veth, tc tbf {:.0} kbit/s each way, relay RTT {:.0} ms",
+                spec.rate_bps / 1000.0,
+                spec.rtt.as_secs_f64() * 1000.0
+            );
+            match ShapedLink::start(spec, &bin, &verifier_path.to_string_lossy(), &[]) {
+                Ok(l) => (Some(l), note),
+                Err(ShapedLinkError::Unavailable(why)) => {
+                    eprintln!(
+                        "real constrained link not available ({why}); the loop runs in process \
+                         and the real-link column is left empty"
+                    );
+                    (None, format!("in process (real link not available: {why})"))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        other => anyhow::bail!("unknown --link `{other}` (in-process, shaped)"),
+    };
     let (cpu, cores) = RunInfo::machine();
     let info = RunInfo {
         draft: args.draft.clone(),
@@ -133,6 +195,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         hlm_version: env!("CARGO_PKG_VERSION").into(),
         network_isolation: humaneval::network_isolation_available(),
         rapl: hlm_eval::energy::Rapl::open().is_some(),
+        uncertainty_threshold: args.uncertainty_threshold,
+        importance_strictness: args.importance_strictness,
+        link: link_note,
     };
     eprintln!("{}", serde_json::to_string(&info)?);
     let cfg = EvalConfig {
@@ -142,6 +207,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         importance_strictness: args.importance_strictness,
         constants,
         sandbox: Default::default(),
+        remote: link.as_ref().map(|l| harness::Remote {
+            url: l.url(),
+            token: Some(l.token().to_string()),
+            runtime: l.runtime(),
+        }),
     };
     let bar = indicatif::ProgressBar::new((tasks.len() * methods.len()) as u64);
     bar.set_style(
@@ -165,10 +235,77 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     harness::write_outputs(&args.out, &info, &report)?;
     println!("{}", harness::markdown(&report.rows));
+    if let Some(c) = &report.calibration {
+        println!("{}", c.summary());
+    }
     println!(
         "written: {}/results.json, {}/table.md",
         args.out.display(),
         args.out.display()
     );
+    Ok(())
+}
+
+/// `--rescore`: the energy and throughput columns of the run in `out` recomputed from its samples
+/// under `constants`; results.json, table.md and the plots rewritten.
+fn rescore(out: &std::path::Path, constants: &Constants) -> anyhow::Result<()> {
+    let path = out.join("results.json");
+    let mut v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    let mut samples: Vec<harness::Sample> = serde_json::from_value(v["samples"].take())
+        .with_context(|| format!("samples of {}", path.display()))?;
+    for s in &mut samples {
+        harness::rescore(s, constants);
+    }
+    let mut methods: Vec<Method> = Vec::new();
+    for s in &samples {
+        let m = Method::parse(&s.method).map_err(anyhow::Error::msg)?;
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
+    let calibration: Option<hlm_eval::calibration::Calibration> =
+        serde_json::from_value(v["calibration"].take()).unwrap_or(None);
+    let report = harness::Report {
+        rows: harness::rows(&methods, &samples),
+        samples,
+        calibration,
+    };
+    let info = v["run"].clone();
+    let knob = |k: &str, d: f32| info[k].as_f64().map_or(d, |x| x as f32);
+    let defaults = hlm_core::FilterKnobs::default();
+    let mut info_filled = info.clone();
+    info_filled["uncertainty_threshold"] = serde_json::json!(knob(
+        "uncertainty_threshold",
+        defaults.uncertainty_threshold
+    ));
+    info_filled["importance_strictness"] = serde_json::json!(knob(
+        "importance_strictness",
+        defaults.importance_strictness
+    ));
+    if info_filled["link"].is_null() {
+        info_filled["link"] = serde_json::json!("in process");
+    }
+    let json = serde_json::json!({
+        "run": info_filled,
+        "rows": report.rows,
+        "calibration": report.calibration,
+        "samples": report.samples,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    harness::write_table(out, &info_filled, &report)?;
+    harness::write_plots(
+        out,
+        &report.rows,
+        report.calibration.as_ref(),
+        (
+            knob("uncertainty_threshold", defaults.uncertainty_threshold),
+            knob("importance_strictness", defaults.importance_strictness),
+        ),
+    )?;
+    println!("{}", harness::markdown(&report.rows));
+    println!("rescored: {}", path.display());
     Ok(())
 }

@@ -23,7 +23,7 @@ use std::path::Path;
 use tokenizers::Tokenizer;
 
 /// Precision, recall and F1 of one candidate against one reference.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct Score {
     pub precision: f64,
     pub recall: f64,

@@ -18,14 +18,18 @@
 //! ([`crate::energy`]).
 
 use crate::bertscore::{BertScorer, Score};
+use crate::calibration::{self, Calibration};
 use crate::energy::{analytic_throughput, energy, Constants, Measured};
 use crate::humaneval::{self, Problem, Sandbox};
 use crate::{EvalError, Result};
 use hlm_core::FilterMode;
-use hlm_engine::decode::{Drafter, GenerationOptions, HybridSession, Summary};
+use hlm_engine::decode::{
+    Drafter, GenerationOptions, HybridSession, Summary, TokenEvent, TokenKind,
+};
 use hlm_engine::link::{block_on, LocalLink};
 use hlm_engine::model::Model;
 use hlm_engine::verifier::VerifierSession;
+use hlm_engine::ws_link::WsLink;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,42 +65,108 @@ pub enum Method {
     LlmOnly,
     SlmOnly,
     StandardHlm,
-    UHlm,
-    /// Ours, with the named importance rule.
-    Ours(String),
+    /// U-HLM, at the run's `u_th` or at its own (a knob sweep's point).
+    UHlm {
+        u_th: Option<f32>,
+    },
+    /// Ours with the named importance rule, at the run's knobs or at its own.
+    Ours {
+        rule: String,
+        u_th: Option<f32>,
+        lambda: Option<f32>,
+    },
 }
 
+/// The importance rule of `ours` without a `:<rule>` suffix.
+pub const DEFAULT_RULE: &str = "sink-zscore";
+
 impl Method {
+    /// `ours` with the default rule and the run's knobs.
+    pub fn ours() -> Self {
+        Method::Ours {
+            rule: DEFAULT_RULE.into(),
+            u_th: None,
+            lambda: None,
+        }
+    }
+
+    /// The row's name: the method, `:<rule>` for another importance rule, and `@u=<u_th>` /
+    /// `@l=<λ>` for knobs set per method (e.g. `ours@u=0.2@l=1`).
     pub fn name(&self) -> String {
+        let knobs = |u: &Option<f32>, l: &Option<f32>| {
+            let mut s = String::new();
+            if let Some(u) = u {
+                s += &format!("@u={u}");
+            }
+            if let Some(l) = l {
+                s += &format!("@l={l}");
+            }
+            s
+        };
         match self {
             Method::LlmOnly => "llm-only".into(),
             Method::SlmOnly => "slm-only".into(),
             Method::StandardHlm => "standard-hlm".into(),
-            Method::UHlm => "u-hlm".into(),
-            Method::Ours(rule) if rule == "sink-zscore" => "ours".into(),
-            Method::Ours(rule) => format!("ours:{rule}"),
+            Method::UHlm { u_th } => format!("u-hlm{}", knobs(u_th, &None)),
+            Method::Ours { rule, u_th, lambda } if rule == DEFAULT_RULE => {
+                format!("ours{}", knobs(u_th, lambda))
+            }
+            Method::Ours { rule, u_th, lambda } => format!("ours:{rule}{}", knobs(u_th, lambda)),
         }
     }
 
+    /// Parses what [`Method::name`] writes.
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        Ok(match s {
-            "llm-only" => Method::LlmOnly,
-            "slm-only" => Method::SlmOnly,
-            "standard-hlm" => Method::StandardHlm,
-            "u-hlm" => Method::UHlm,
-            "ours" => Method::Ours("sink-zscore".into()),
+        let unknown = || {
+            format!(
+                "unknown method `{s}` (llm-only, slm-only, standard-hlm, u-hlm, ours, ours:<{}>, \
+                 with @u=<u_th> / @l=<λ> for u-hlm and ours)",
+                hlm_core::IMPORTANCE_RULES.join("|")
+            )
+        };
+        let mut parts = s.split('@');
+        let base = parts.next().unwrap_or_default();
+        let (mut u_th, mut lambda) = (None, None);
+        for p in parts {
+            let (k, v) = p.split_once('=').ok_or_else(unknown)?;
+            let v: f32 = v
+                .parse()
+                .ok()
+                .filter(|v: &f32| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| format!("`{p}` in `{s}`: the value must be a number ≥ 0"))?;
+            match k {
+                "u" => u_th = Some(v),
+                "l" => lambda = Some(v),
+                _ => return Err(unknown()),
+            }
+        }
+        let knobless = |m: Method| {
+            if u_th.is_some() || lambda.is_some() {
+                Err(format!("`{s}`: only u-hlm and ours take knobs"))
+            } else {
+                Ok(m)
+            }
+        };
+        match base {
+            "llm-only" => knobless(Method::LlmOnly),
+            "slm-only" => knobless(Method::SlmOnly),
+            "standard-hlm" => knobless(Method::StandardHlm),
+            "u-hlm" if lambda.is_none() => Ok(Method::UHlm { u_th }),
+            "u-hlm" => Err(format!("`{s}`: u-hlm has no importance knob")),
+            "ours" => Ok(Method::Ours {
+                rule: DEFAULT_RULE.into(),
+                u_th,
+                lambda,
+            }),
             other => match other.strip_prefix("ours:") {
-                Some(rule) if hlm_core::IMPORTANCE_RULES.contains(&rule) => {
-                    Method::Ours(rule.into())
-                }
-                _ => {
-                    return Err(format!(
-                        "unknown method `{s}` (llm-only, slm-only, standard-hlm, u-hlm, ours, ours:<{}>)",
-                        hlm_core::IMPORTANCE_RULES.join("|")
-                    ))
-                }
+                Some(rule) if hlm_core::IMPORTANCE_RULES.contains(&rule) => Ok(Method::Ours {
+                    rule: rule.into(),
+                    u_th,
+                    lambda,
+                }),
+                _ => Err(unknown()),
             },
-        })
+        }
     }
 
     /// The default rows.
@@ -105,10 +175,41 @@ impl Method {
             Method::LlmOnly,
             Method::SlmOnly,
             Method::StandardHlm,
-            Method::UHlm,
-            Method::Ours("sink-zscore".into()),
+            Method::UHlm { u_th: None },
+            Method::ours(),
         ]
     }
+
+    /// The rows of a knob sweep: U-HLM and ours at each `u_th` of `us` (ours at the run's λ),
+    /// and ours at each λ of `lambdas` (at the run's `u_th`).
+    pub fn sweep(us: &[f32], lambdas: &[f32]) -> Vec<Method> {
+        let mut v = Vec::new();
+        for &u in us {
+            v.push(Method::UHlm { u_th: Some(u) });
+            v.push(Method::Ours {
+                rule: DEFAULT_RULE.into(),
+                u_th: Some(u),
+                lambda: None,
+            });
+        }
+        for &l in lambdas {
+            v.push(Method::Ours {
+                rule: DEFAULT_RULE.into(),
+                u_th: None,
+                lambda: Some(l),
+            });
+        }
+        v
+    }
+}
+
+/// A verifier behind a WebSocket (e.g. across [`crate::shaped_link::ShapedLink`]), for the
+/// loop's methods; the LLM-only baseline still runs in process.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub url: String,
+    pub token: Option<String>,
+    pub runtime: Arc<tokio::runtime::Runtime>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,10 +220,13 @@ pub struct EvalConfig {
     pub importance_strictness: f32,
     pub constants: Constants,
     pub sandbox: Sandbox,
+    /// Run the loop's methods against this verifier instead of in process; their wall time is
+    /// then the real-link throughput.
+    pub remote: Option<Remote>,
 }
 
 /// One task under one method.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Sample {
     pub task: String,
     pub method: String,
@@ -134,7 +238,11 @@ pub struct Sample {
     pub bytes_up: usize,
     pub bytes_down: usize,
     pub draft_time_s: f64,
+    /// Waiting for verdicts: in process, the verifier's compute; over a real link, everything.
     pub wait_time_s: f64,
+    /// Wall time of the generation when it ran over a real link (else absent).
+    #[serde(default)]
+    pub real_link_wall_s: Option<f64>,
     pub passed: Option<bool>,
     pub bert_vs_llm: Option<Score>,
     pub bert_vs_reference: Option<Score>,
@@ -158,12 +266,17 @@ pub struct Row {
     /// 1 − energy / standard HLM's energy (per token), when standard HLM ran.
     pub energy_saving_vs_standard: Option<f64>,
     pub throughput_analytic_tok_s: f64,
+    /// tokens / wall time over the real constrained link, when the run used one.
+    #[serde(default)]
+    pub throughput_real_link_tok_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub rows: Vec<Row>,
     pub samples: Vec<Sample>,
+    /// The U-HLM calibration, from the standard-HLM run's tokens (when it ran).
+    pub calibration: Option<Calibration>,
 }
 
 /// Frame bytes of the LLM-only baseline: the prompt up as token ids (4 bytes each), each token
@@ -186,12 +299,13 @@ pub fn run(
     let mut samples = Vec::with_capacity(total);
     let mut done = 0;
     let vocab = drafter.vocab_info();
+    let mut verdicts: Vec<(f32, bool)> = Vec::new();
     for task in tasks {
         let text = hlm_engine::chat::chatml(&task.instruction, None);
         let prompt = drafter.encode(&text)?;
         let mut llm_text: Option<String> = None;
         for method in methods {
-            let (summary, verifier_time) = match method {
+            let summary = match method {
                 Method::LlmOnly => {
                     let t = Instant::now();
                     let ids = verifier.generate_greedy(&prompt, cfg.max_tokens)?;
@@ -213,6 +327,7 @@ pub fn run(
                         bytes_down: down,
                         draft_time_s: 0.0,
                         wait_time_s: secs,
+                        real_link_wall_s: None,
                         passed: None,
                         bert_vs_llm: None,
                         bert_vs_reference: None,
@@ -220,21 +335,49 @@ pub fn run(
                         throughput_analytic: 0.0,
                     };
                     llm_text = Some(text);
-                    (s, secs)
+                    s
                 }
                 _ => {
                     let opts = options(method, cfg);
-                    let session =
-                        VerifierSession::new(verifier.clone(), vocab.clone(), "eval", 1 << 16);
-                    let summary: Summary = block_on(async {
-                        let mut s =
-                            HybridSession::connect(LocalLink::new(session), vocab.clone(), "eval")
+                    let calibrating = *method == Method::StandardHlm;
+                    let mut on_token = |ev: &TokenEvent| {
+                        if calibrating {
+                            let rejected = ev.kind == TokenKind::UploadedResampled;
+                            verdicts.push((ev.uncertainty, rejected));
+                        }
+                        true
+                    };
+                    let config = opts.config();
+                    let summary: Summary = match &cfg.remote {
+                        None => {
+                            let session = VerifierSession::new(
+                                verifier.clone(),
+                                vocab.clone(),
+                                "eval",
+                                1 << 16,
+                            );
+                            block_on(async {
+                                let mut s = HybridSession::connect(
+                                    LocalLink::new(session),
+                                    vocab.clone(),
+                                    "eval",
+                                )
                                 .await?;
-                        s.generate(drafter, &prompt, &opts.config(), &mut |_| true)
-                            .await
-                    })?;
+                                s.generate(drafter, &prompt, &config, &mut on_token).await
+                            })?
+                        }
+                        Some(r) => r.runtime.block_on(async {
+                            let link =
+                                WsLink::connect_with_token(&r.url, r.token.as_deref()).await?;
+                            let mut s = HybridSession::connect(link, vocab.clone(), "eval").await?;
+                            let summary =
+                                s.generate(drafter, &prompt, &config, &mut on_token).await?;
+                            let _ = s.close().await;
+                            Ok::<_, hlm_engine::EngineError>(summary)
+                        })?,
+                    };
                     let t = &summary.totals;
-                    let s = Sample {
+                    Sample {
                         task: task.id.clone(),
                         method: method.name(),
                         text: summary.text.clone(),
@@ -246,28 +389,17 @@ pub fn run(
                         bytes_down: t.bytes_down,
                         draft_time_s: summary.draft_time_s,
                         wait_time_s: summary.wait_time_s,
+                        real_link_wall_s: cfg.remote.as_ref().map(|_| summary.wall_time_s),
                         passed: None,
                         bert_vs_llm: None,
                         bert_vs_reference: None,
                         energy_j: 0.0,
                         throughput_analytic: 0.0,
-                    };
-                    // In process, waiting for a verdict is the verifier's compute.
-                    (s, summary.wait_time_s)
+                    }
                 }
             };
             let mut s = summary;
-            let m = Measured {
-                tokens: s.tokens,
-                rounds: s.rounds,
-                draft_time_s: s.draft_time_s,
-                wait_time_s: s.wait_time_s,
-                verifier_time_s: verifier_time,
-                bytes_up: s.bytes_up,
-                bytes_down: s.bytes_down,
-            };
-            s.energy_j = energy(&m, &cfg.constants).total_j;
-            s.throughput_analytic = analytic_throughput(&m, &cfg.constants.link);
+            rescore(&mut s, &cfg.constants);
             if let Some(p) = &task.problem {
                 let code = humaneval::extract_code(&s.text);
                 s.passed = Some(humaneval::check(p, &code, &cfg.sandbox)?.passed());
@@ -288,23 +420,62 @@ pub fn run(
     Ok(Report {
         rows: rows(methods, &samples),
         samples,
+        calibration: calibration::fit(&verdicts),
     })
 }
 
+/// Fills a sample's energy and analytic throughput from what it measured (also used to rescore
+/// an earlier run's samples under other constants).
+///
+/// In process, the verifier's compute is the wait; over the analytic link the device would wait
+/// that plus the transfers and one RTT per round, idle but for the transfers. Over a real link the
+/// wait was measured whole (and the verifier's compute within it is not known apart: the analytic
+/// throughput then counts the whole wait as verifier compute).
+pub fn rescore(s: &mut Sample, c: &Constants) {
+    let transfer_s = 8.0 * (s.bytes_up + s.bytes_down) as f64 / c.link.rate_bps();
+    let wait_s = match s.real_link_wall_s {
+        None => s.wait_time_s + transfer_s + s.rounds as f64 * c.link.rtt_s,
+        Some(_) => s.wait_time_s,
+    };
+    let m = Measured {
+        tokens: s.tokens,
+        rounds: s.rounds,
+        draft_time_s: s.draft_time_s,
+        wait_time_s: wait_s,
+        verifier_time_s: s.wait_time_s,
+        bytes_up: s.bytes_up,
+        bytes_down: s.bytes_down,
+    };
+    s.energy_j = energy(&m, c).total_j;
+    s.throughput_analytic = analytic_throughput(&m, &c.link);
+}
+
 fn options(method: &Method, cfg: &EvalConfig) -> GenerationOptions {
+    let (mut u_th, mut lambda) = (cfg.uncertainty_threshold, cfg.importance_strictness);
     let (mode, rule) = match method {
-        Method::SlmOnly => (FilterMode::Never, "sink-zscore"),
-        Method::StandardHlm => (FilterMode::Always, "sink-zscore"),
-        Method::UHlm => (FilterMode::Uncertainty, "sink-zscore"),
-        Method::Ours(rule) => (FilterMode::UncertaintyImportance, rule.as_str()),
+        Method::SlmOnly => (FilterMode::Never, DEFAULT_RULE),
+        Method::StandardHlm => (FilterMode::Always, DEFAULT_RULE),
+        Method::UHlm { u_th: u } => {
+            u_th = u.unwrap_or(u_th);
+            (FilterMode::Uncertainty, DEFAULT_RULE)
+        }
+        Method::Ours {
+            rule,
+            u_th: u,
+            lambda: l,
+        } => {
+            u_th = u.unwrap_or(u_th);
+            lambda = l.unwrap_or(lambda);
+            (FilterMode::UncertaintyImportance, rule.as_str())
+        }
         Method::LlmOnly => unreachable!("the LLM-only baseline does not run the loop"),
     };
     GenerationOptions {
         max_tokens: cfg.max_tokens,
         seed: cfg.seed,
         mode,
-        uncertainty_threshold: cfg.uncertainty_threshold,
-        importance_strictness: cfg.importance_strictness,
+        uncertainty_threshold: u_th,
+        importance_strictness: lambda,
         importance_rule: rule.into(),
         ..Default::default()
     }
@@ -351,6 +522,12 @@ pub fn rows(methods: &[Method], samples: &[Sample]) -> Vec<Row> {
                 energy_per_token_j: ss.iter().map(|s| s.energy_j).sum::<f64>() / tokens,
                 energy_saving_vs_standard: None,
                 throughput_analytic_tok_s: tokens / seconds.max(1e-12),
+                throughput_real_link_tok_s: ss
+                    .iter()
+                    .map(|s| s.real_link_wall_s)
+                    .sum::<Option<f64>>()
+                    .filter(|_| !ss.is_empty())
+                    .map(|wall| tokens / wall.max(1e-12)),
             }
         })
         .collect();
@@ -374,11 +551,11 @@ pub fn markdown(rows: &[Row]) -> String {
         None => "–".into(),
     };
     let mut s = String::from(
-        "| method | BERTScore F1 vs LLM | BERTScore F1 vs reference | pass@1 | upload rate | LLM passes / token | bytes up / token | bytes down / token | energy / token | energy saving vs standard HLM | throughput (analytic) |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| method | BERTScore F1 vs LLM | BERTScore F1 vs reference | pass@1 | upload rate | LLM passes / token | bytes up / token | bytes down / token | energy / token | energy saving vs standard HLM | throughput (analytic) | throughput (real link) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s += &format!(
-            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.1} | {:.1} | {:.3} J | {} | {:.2} tok/s |\n",
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.1} | {:.1} | {:.3} J | {} | {:.2} tok/s | {} |\n",
             r.method,
             opt(r.bert_f1_vs_llm, true),
             opt(r.bert_f1_vs_reference, true),
@@ -390,6 +567,8 @@ pub fn markdown(rows: &[Row]) -> String {
             r.energy_per_token_j,
             opt(r.energy_saving_vs_standard, true),
             r.throughput_analytic_tok_s,
+            r.throughput_real_link_tok_s
+                .map_or("–".to_string(), |t| format!("{t:.2} tok/s")),
         );
     }
     s
@@ -409,6 +588,11 @@ pub struct RunInfo {
     pub hlm_version: String,
     pub network_isolation: bool,
     pub rapl: bool,
+    /// The run's knobs (methods without `@u=` / `@l=` use these).
+    pub uncertainty_threshold: f32,
+    pub importance_strictness: f32,
+    /// Where the loop's verifier ran: "in process" or the real link's description.
+    pub link: String,
 }
 
 impl RunInfo {
@@ -428,66 +612,164 @@ impl RunInfo {
     }
 }
 
-/// Writes `results.json` (run info, rows, every sample), `table.md` and, with BERTScore, the plots
-/// `quality_vs_energy.svg` and `quality_vs_upload.svg` into `dir`.
+/// Writes `results.json` (run info, rows, calibration, every sample), `table.md` and, with
+/// BERTScore, the plots (see [`write_plots`]) into `dir`.
 pub fn write_outputs(dir: &std::path::Path, info: &RunInfo, report: &Report) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let json = serde_json::json!({ "run": info, "rows": report.rows, "samples": report.samples });
+    let json = serde_json::json!({
+        "run": info,
+        "rows": report.rows,
+        "calibration": report.calibration,
+        "samples": report.samples,
+    });
     std::fs::write(
         dir.join("results.json"),
         serde_json::to_string_pretty(&json).unwrap_or_default(),
     )?;
-    let md = format!(
-        "Draft `{}`, verifier `{}`; {} ({} tasks, {} new tokens at most, seed {}); {} ({} cores); hlm {}.\n\n{}",
-        info.draft,
-        info.verifier,
-        info.dataset,
-        info.tasks,
-        info.max_tokens,
-        info.seed,
-        info.cpu,
-        info.cores,
-        info.hlm_version,
-        markdown(&report.rows)
-    );
-    std::fs::write(dir.join("table.md"), md)?;
-    write_plots(dir, &report.rows)
+    write_table(dir, &serde_json::to_value(info).unwrap_or_default(), report)?;
+    write_plots(
+        dir,
+        &report.rows,
+        report.calibration.as_ref(),
+        (info.uncertainty_threshold, info.importance_strictness),
+    )
 }
 
-/// The plots of `rows`: quality against energy and against the upload rate (with BERTScore).
-pub fn write_plots(dir: &std::path::Path, rows: &[Row]) -> Result<()> {
-    // One point per method: quality (BERTScore F1 against the LLM's output) against energy and
-    // against the upload rate.
-    let points = |x: &dyn Fn(&Row) -> f64| -> Vec<crate::plot::Series> {
-        rows.iter()
+/// `table.md`: the run's header line, the table, and the calibration line.
+pub fn write_table(dir: &std::path::Path, info: &serde_json::Value, report: &Report) -> Result<()> {
+    let f = |k: &str| match &info[k] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "?".into(),
+        v => v.to_string(),
+    };
+    let mut md = format!(
+        "Draft `{}`, verifier `{}`; {} ({} tasks, {} new tokens at most, seed {}); knobs u_th = {}, λ = {}; \
+         verifier {}; {} ({} cores); hlm {}.\n\n{}",
+        f("draft"),
+        f("verifier"),
+        f("dataset"),
+        f("tasks"),
+        f("max_tokens"),
+        f("seed"),
+        f("uncertainty_threshold"),
+        f("importance_strictness"),
+        f("link"),
+        f("cpu"),
+        f("cores"),
+        f("hlm_version"),
+        markdown(&report.rows)
+    );
+    if let Some(c) = &report.calibration {
+        md += &format!("\n{}\n", c.summary());
+    }
+    std::fs::write(dir.join("table.md"), md)?;
+    Ok(())
+}
+
+/// The knobs a row ran at, given the run's defaults: `(family, u_th, λ)` with family `u-hlm` or
+/// `ours` (other importance rules and the baselines are not on the sweep curves).
+fn knobs_of(row: &Row, defaults: (f32, f32)) -> Option<(&'static str, f32, f32)> {
+    match Method::parse(&row.method).ok()? {
+        Method::UHlm { u_th } => Some(("u-hlm", u_th.unwrap_or(defaults.0), defaults.1)),
+        Method::Ours { rule, u_th, lambda } if rule == DEFAULT_RULE => Some((
+            "ours",
+            u_th.unwrap_or(defaults.0),
+            lambda.unwrap_or(defaults.1),
+        )),
+        _ => None,
+    }
+}
+
+/// The plots of `rows` (with BERTScore): `quality_vs_energy.svg` and `quality_vs_upload.svg`, one
+/// point per method; when the run swept the knobs, `sweep_energy.svg` and `sweep_upload.svg` with
+/// one curve per knob (U-HLM's `u_th`; ours' `u_th` at the run's λ; ours' λ at the run's `u_th`)
+/// and the baselines as single points; and `calibration.svg`.
+pub fn write_plots(
+    dir: &std::path::Path,
+    rows: &[Row],
+    calibration: Option<&Calibration>,
+    defaults: (f32, f32),
+) -> Result<()> {
+    if let Some(c) = calibration {
+        std::fs::write(dir.join("calibration.svg"), c.plot())?;
+    }
+    let q = "BERTScore F1 vs LLM-only";
+    let energy_x = |r: &Row| r.energy_per_token_j;
+    let upload_x = |r: &Row| r.upload_rate;
+    let axes: [(&str, &str, &str, &dyn Fn(&Row) -> f64); 2] = [
+        (
+            "energy",
+            "Quality vs energy",
+            "energy / token (J, analytic)",
+            &energy_x,
+        ),
+        ("upload", "Quality vs upload rate", "upload rate", &upload_x),
+    ];
+    let swept = rows.iter().any(|r| r.method.contains('@'));
+    for (file, title, x_label, x) in axes {
+        // One point per method.
+        let singles: Vec<crate::plot::Series> = rows
+            .iter()
+            .filter(|r| !r.method.contains('@'))
             .filter_map(|r| {
                 r.bert_f1_vs_llm.map(|q| crate::plot::Series {
                     name: r.method.clone(),
                     points: vec![(x(r), q, r.method.clone())],
                 })
             })
-            .collect()
-    };
-    let q = "BERTScore F1 vs LLM-only";
-    let by_energy = points(&|r| r.energy_per_token_j);
-    if !by_energy.is_empty() {
+            .collect();
+        if singles.is_empty() && !swept {
+            continue;
+        }
+        let name = if file == "energy" {
+            "quality_vs_energy.svg"
+        } else {
+            "quality_vs_upload.svg"
+        };
         std::fs::write(
-            dir.join("quality_vs_energy.svg"),
-            crate::plot::scatter(
-                "Quality vs energy",
-                "energy / token (J, analytic)",
-                q,
-                &by_energy,
-            ),
+            dir.join(name),
+            crate::plot::scatter(title, x_label, q, &singles),
         )?;
+        if !swept {
+            continue;
+        }
+        // The sweep curves, each ordered by its knob.
+        let curve = |name: String, pick: &dyn Fn(&str, f32, f32) -> Option<(f32, String)>| {
+            let mut pts: Vec<(f32, f64, f64, String)> = rows
+                .iter()
+                .filter_map(|r| {
+                    let (fam, u, l) = knobs_of(r, defaults)?;
+                    let (knob, label) = pick(fam, u, l)?;
+                    Some((knob, x(r), r.bert_f1_vs_llm?, label))
+                })
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            crate::plot::Series {
+                name,
+                points: pts.into_iter().map(|p| (p.1, p.2, p.3)).collect(),
+            }
+        };
+        let (du, dl) = defaults;
+        let mut series = vec![
+            curve("U-HLM, u_th swept".into(), &|f, u, _| {
+                (f == "u-hlm").then(|| (u, format!("u={u}")))
+            }),
+            curve(format!("ours, u_th swept (λ={dl})"), &|f, u, l| {
+                (f == "ours" && l == dl).then(|| (u, format!("u={u}")))
+            }),
+            curve(format!("ours, λ swept (u_th={du})"), &|f, u, l| {
+                (f == "ours" && u == du).then(|| (l, format!("λ={l}")))
+            }),
+        ];
+        series.retain(|s| !s.points.is_empty());
+        series.extend(
+            singles
+                .into_iter()
+                .filter(|s| ["llm-only", "slm-only", "standard-hlm"].contains(&s.name.as_str())),
+        );
         std::fs::write(
-            dir.join("quality_vs_upload.svg"),
-            crate::plot::scatter(
-                "Quality vs upload rate",
-                "upload rate",
-                q,
-                &points(&|r| r.upload_rate),
-            ),
+            dir.join(format!("sweep_{file}.svg")),
+            crate::plot::scatter(&format!("{title}: knob sweeps"), x_label, q, &series),
         )?;
     }
     Ok(())

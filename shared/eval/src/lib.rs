@@ -16,10 +16,12 @@
 
 pub mod aclsum;
 pub mod bertscore;
+pub mod calibration;
 pub mod energy;
 pub mod harness;
 pub mod humaneval;
 pub mod plot;
+pub mod shaped_link;
 
 /// What can go wrong while evaluating.
 #[derive(Debug, thiserror::Error)]
