@@ -8,6 +8,8 @@ need=()
 command -v npm >/dev/null || need+=(nodejs npm)
 command -v curl >/dev/null || need+=(curl)
 [ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
+# ip and tc: the evaluation's real constrained link (network namespace, veth, tbf).
+{ command -v ip && command -v tc; } >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
