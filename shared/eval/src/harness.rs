@@ -21,6 +21,7 @@ use crate::bertscore::{BertScorer, Score};
 use crate::calibration::{self, Calibration};
 use crate::energy::{analytic_throughput, energy, Constants, Measured};
 use crate::humaneval::{self, Problem, Sandbox};
+use crate::plot::Series;
 use crate::{EvalError, Result};
 use hlm_core::FilterMode;
 use hlm_engine::decode::{
@@ -680,6 +681,29 @@ fn knobs_of(row: &Row, defaults: (f32, f32)) -> Option<(&'static str, f32, f32)>
     }
 }
 
+/// A plot's x coordinate of a row.
+type XOf = fn(&Row) -> f64;
+
+/// Which rows a sweep curve takes (from a row's family, `u_th` and λ), ordered by which knob.
+type Pick<'a> = &'a dyn Fn(&str, f32, f32) -> Option<(f32, String)>;
+
+/// One sweep curve: the rows `pick` takes, ordered by their knob.
+fn sweep_curve(rows: &[Row], defaults: (f32, f32), x: XOf, name: String, pick: Pick) -> Series {
+    let mut pts: Vec<(f32, f64, f64, String)> = rows
+        .iter()
+        .filter_map(|r| {
+            let (fam, u, l) = knobs_of(r, defaults)?;
+            let (knob, label) = pick(fam, u, l)?;
+            Some((knob, x(r), r.bert_f1_vs_llm?, label))
+        })
+        .collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Series {
+        name,
+        points: pts.into_iter().map(|p| (p.1, p.2, p.3)).collect(),
+    }
+}
+
 /// The plots of `rows` (with BERTScore): `quality_vs_energy.svg` and `quality_vs_upload.svg`, one
 /// point per method; when the run swept the knobs, `sweep_energy.svg` and `sweep_upload.svg` with
 /// one curve per knob (U-HLM's `u_th`; ours' `u_th` at the run's λ; ours' λ at the run's `u_th`)
@@ -694,72 +718,59 @@ pub fn write_plots(
         std::fs::write(dir.join("calibration.svg"), c.plot())?;
     }
     let q = "BERTScore F1 vs LLM-only";
-    let energy_x = |r: &Row| r.energy_per_token_j;
-    let upload_x = |r: &Row| r.upload_rate;
-    let axes: [(&str, &str, &str, &dyn Fn(&Row) -> f64); 2] = [
+    let axes: [(&str, &str, &str, XOf); 2] = [
         (
             "energy",
             "Quality vs energy",
             "energy / token (J, analytic)",
-            &energy_x,
+            |r| r.energy_per_token_j,
         ),
-        ("upload", "Quality vs upload rate", "upload rate", &upload_x),
+        ("upload", "Quality vs upload rate", "upload rate", |r| {
+            r.upload_rate
+        }),
     ];
     let swept = rows.iter().any(|r| r.method.contains('@'));
     for (file, title, x_label, x) in axes {
         // One point per method.
-        let singles: Vec<crate::plot::Series> = rows
+        let singles: Vec<Series> = rows
             .iter()
             .filter(|r| !r.method.contains('@'))
             .filter_map(|r| {
-                r.bert_f1_vs_llm.map(|q| crate::plot::Series {
+                r.bert_f1_vs_llm.map(|q| Series {
                     name: r.method.clone(),
                     points: vec![(x(r), q, r.method.clone())],
                 })
             })
             .collect();
-        if singles.is_empty() && !swept {
+        if singles.is_empty() {
             continue;
         }
-        let name = if file == "energy" {
-            "quality_vs_energy.svg"
-        } else {
-            "quality_vs_upload.svg"
-        };
         std::fs::write(
-            dir.join(name),
+            dir.join(format!("quality_vs_{file}.svg")),
             crate::plot::scatter(title, x_label, q, &singles),
         )?;
         if !swept {
             continue;
         }
-        // The sweep curves, each ordered by its knob.
-        let curve = |name: String, pick: &dyn Fn(&str, f32, f32) -> Option<(f32, String)>| {
-            let mut pts: Vec<(f32, f64, f64, String)> = rows
-                .iter()
-                .filter_map(|r| {
-                    let (fam, u, l) = knobs_of(r, defaults)?;
-                    let (knob, label) = pick(fam, u, l)?;
-                    Some((knob, x(r), r.bert_f1_vs_llm?, label))
-                })
-                .collect();
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            crate::plot::Series {
-                name,
-                points: pts.into_iter().map(|p| (p.1, p.2, p.3)).collect(),
-            }
-        };
         let (du, dl) = defaults;
         let mut series = vec![
-            curve("U-HLM, u_th swept".into(), &|f, u, _| {
+            sweep_curve(rows, defaults, x, "U-HLM, u_th swept".into(), &|f, u, _| {
                 (f == "u-hlm").then(|| (u, format!("u={u}")))
             }),
-            curve(format!("ours, u_th swept (λ={dl})"), &|f, u, l| {
-                (f == "ours" && l == dl).then(|| (u, format!("u={u}")))
-            }),
-            curve(format!("ours, λ swept (u_th={du})"), &|f, u, l| {
-                (f == "ours" && u == du).then(|| (l, format!("λ={l}")))
-            }),
+            sweep_curve(
+                rows,
+                defaults,
+                x,
+                format!("ours, u_th swept (λ={dl})"),
+                &|f, u, l| (f == "ours" && l == dl).then(|| (u, format!("u={u}"))),
+            ),
+            sweep_curve(
+                rows,
+                defaults,
+                x,
+                format!("ours, λ swept (u_th={du})"),
+                &|f, u, l| (f == "ours" && u == du).then(|| (l, format!("λ={l}"))),
+            ),
         ];
         series.retain(|s| !s.points.is_empty());
         series.extend(
