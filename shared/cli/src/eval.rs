@@ -227,9 +227,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         &methods,
         &cfg,
         scorer.as_ref(),
-        &mut |done, _, what| {
+        &mut |done, total, what| {
             bar.set_position(done as u64);
             bar.set_message(what.to_string());
+            // Not on a terminal (a log file, CI): one line per generation instead of the bar.
+            if bar.is_hidden() {
+                eprintln!("[{done}/{total}] {what}");
+            }
         },
     )?;
     bar.finish_and_clear();

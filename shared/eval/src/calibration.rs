@@ -186,7 +186,7 @@ mod tests {
         let c = fit(&pairs(&[(0.0, 30, 0), (0.25, 10, 2), (1.0, 10, 8)])).unwrap();
         assert!((c.a - 0.8).abs() < 1e-12 && c.b.abs() < 1e-12, "{c:?}");
         assert!((c.r2 - 1.0).abs() < 1e-12);
-        assert_eq!(c.risk_averse_u_th, Some(0.0));
+        assert!(c.risk_averse_u_th.unwrap().abs() < 1e-12);
         assert!((c.risk_prone_u_th.unwrap() - 0.25).abs() < 1e-12);
         // A noisy point: (0.5, 10, 1) → R² < 1, thresholds still in [0, 1].
         let c = fit(&pairs(&[(0.0, 30, 0), (0.5, 10, 1), (1.0, 10, 8)])).unwrap();

@@ -785,3 +785,97 @@ pub fn write_plots(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_round_trip_and_bad_names_are_explained() {
+        let mut all = Method::all();
+        all.extend(Method::sweep(&[0.0, 0.25], &[1.5]));
+        all.push(Method::Ours {
+            rule: "median-mad".into(),
+            u_th: Some(0.1),
+            lambda: Some(3.0),
+        });
+        for m in &all {
+            assert_eq!(Method::parse(&m.name()).as_ref(), Ok(m), "{}", m.name());
+        }
+        assert_eq!(Method::sweep(&[0.25], &[]).len(), 2);
+        assert_eq!(
+            Method::parse("ours@u=0.2@l=1").unwrap().name(),
+            "ours@u=0.2@l=1"
+        );
+        for (bad, says) in [
+            ("gpt", "unknown method"),
+            ("ours:nope", "unknown method"),
+            ("u-hlm@l=1", "no importance knob"),
+            ("slm-only@u=0.1", "only u-hlm and ours"),
+            ("ours@u=-1", "number ≥ 0"),
+            ("ours@u=x", "number ≥ 0"),
+            ("ours@z=1", "unknown method"),
+        ] {
+            let e = Method::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    fn row(method: &str, energy: f64, upload: f64, bert: f64) -> Row {
+        Row {
+            method: method.into(),
+            samples: 1,
+            bert_f1_vs_llm: Some(bert),
+            bert_f1_vs_reference: None,
+            pass_at_1: None,
+            upload_rate: upload,
+            llm_passes_per_token: upload,
+            bytes_up_per_token: 0.0,
+            bytes_down_per_token: 0.0,
+            energy_per_token_j: energy,
+            energy_saving_vs_standard: None,
+            throughput_analytic_tok_s: 1.0,
+            throughput_real_link_tok_s: None,
+        }
+    }
+
+    #[test]
+    fn sweep_curves_take_their_rows_in_knob_order() {
+        let defaults = (0.07, 2.0);
+        let rows = vec![
+            row("standard-hlm", 1.0, 1.0, 1.0),
+            row("u-hlm", 0.5, 0.2, 0.99),
+            row("u-hlm@u=0.3", 0.3, 0.1, 0.95),
+            row("u-hlm@u=0", 0.6, 0.4, 0.995),
+            row("ours", 0.45, 0.18, 0.98),
+            row("ours@u=0.3", 0.28, 0.08, 0.94),
+            row("ours@l=1", 0.47, 0.19, 0.985),
+            row("ours:median-mad", 0.4, 0.1, 0.9),
+        ];
+        let u = sweep_curve(
+            &rows,
+            defaults,
+            |r| r.upload_rate,
+            "u".into(),
+            &|f, u, _| (f == "u-hlm").then(|| (u, format!("u={u}"))),
+        );
+        let labels: Vec<&str> = u.points.iter().map(|p| p.2.as_str()).collect();
+        assert_eq!(labels, ["u=0", "u=0.07", "u=0.3"]);
+        let l = sweep_curve(
+            &rows,
+            defaults,
+            |r| r.energy_per_token_j,
+            "l".into(),
+            &|f, u, l| (f == "ours" && u == 0.07).then(|| (l, format!("λ={l}"))),
+        );
+        assert_eq!(
+            l.points,
+            vec![(0.47, 0.985, "λ=1".into()), (0.45, 0.98, "λ=2".into())]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        write_plots(dir.path(), &rows, None, defaults).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("sweep_upload.svg")).unwrap();
+        assert!(svg.contains("U-HLM, u_th swept") && svg.contains("standard-hlm"));
+        assert!(!dir.path().join("calibration.svg").exists());
+    }
+}
