@@ -9,15 +9,19 @@
 //!   decodes them on the fly; nothing is dequantised to f32 in memory.
 //! * **Activations** (the hidden state, q/k/v, the MLP's intermediate) and the **KV cache** live on
 //!   the GPU for the whole generation.
-//! * **One token** = one command encoder holding every kernel of every layer, one submission; the position is the only per-token input besides the token's
+//! * **One token** = one command encoder holding every kernel of every layer, one submission
+//!   ([`kernels::record`]); the position is the only per-token input besides the token's
 //!   embedding row.
 //! * **Read back** only what the decoding loop needs: the logits of that position (or, greedy, just
 //!   the argmax) and the head-averaged attention row the importance filter reads.
 //!
-//! [`GpuContext`] opens the device with the adapter's own buffer limits.
+//! [`GpuContext`] opens the device with the adapter's own buffer limits; [`kernels::Kernels`]
+//! holds the compiled kernels.
 
 mod context;
 mod error;
+pub mod kernels;
 
 pub use context::{GpuContext, Readback};
 pub use error::{GpuError, Result};
+pub use kernels::{Dispatch, Kernels, QuantFormat};
