@@ -20,6 +20,9 @@ pub enum GpuError {
     /// Reading a buffer back failed (device lost, out of memory).
     #[error("reading back from the GPU failed: {0}")]
     Readback(String),
+    /// The model cannot run on this backend (a weight format without a kernel, a context limit).
+    #[error("model: {0}")]
+    Model(String),
     /// Arguments that do not fit the kernel (a caller's bug or a malformed model).
     #[error("invalid kernel arguments: {0}")]
     Invalid(String),

@@ -16,12 +16,15 @@
 //!   the argmax) and the head-averaged attention row the importance filter reads.
 //!
 //! [`GpuContext`] opens the device with the adapter's own buffer limits; [`kernels::Kernels`]
-//! holds the compiled kernels.
+//! holds the compiled kernels; [`GpuModel`] runs a Qwen2 / Llama decoder from the engine's
+//! loaded [`hlm_engine::model::Model`], one token per submission.
 
 mod context;
 mod error;
 pub mod kernels;
+mod model;
 
 pub use context::{GpuContext, Readback};
 pub use error::{GpuError, Result};
 pub use kernels::{Dispatch, Kernels, QuantFormat};
+pub use model::{GpuForward, GpuModel};
