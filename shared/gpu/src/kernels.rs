@@ -22,6 +22,8 @@ const ARGMAX: &str = include_str!("kernels/argmax.wgsl");
 
 /// Threads per workgroup of the element-wise kernels (must match their `@workgroup_size`).
 const ELEMWISE_WG: u32 = 64;
+/// Rows of a matrix-vector product per 64-thread workgroup (a power of two, at most 64).
+pub const MATVEC_ROWS: usize = 8;
 /// Largest head dimension the attention kernel holds in workgroup memory.
 pub const MAX_HEAD_DIM: usize = 256;
 
@@ -291,7 +293,11 @@ impl Kernels {
         let matvec = QuantFormat::ALL
             .iter()
             .map(|f| {
-                let src = format!("{}\n{}", f.source(), MATVEC);
+                let src = format!(
+                    "const ROWS: u32 = {MATVEC_ROWS}u;\n{}\n{}",
+                    f.source(),
+                    MATVEC
+                );
                 pipeline(d, &format!("matvec {f:?}"), &src)
             })
             .collect();
@@ -370,7 +376,7 @@ impl Kernels {
             "matvec",
             &p,
             &[w, x, y],
-            rows,
+            rows.div_ceil(MATVEC_ROWS),
         ))
     }
 

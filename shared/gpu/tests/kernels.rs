@@ -182,7 +182,7 @@ fn matvec_k_quants() {
 #[test]
 fn matvec_rows_beyond_one_grid_dimension() {
     let max = gpu().ctx.limits().max_compute_workgroups_per_dimension as usize;
-    check_matvec(QuantFormat::Q8_0, max + 1000, 64, 1);
+    check_matvec(QuantFormat::Q8_0, max * kernels::MATVEC_ROWS + 1001, 32, 1);
 }
 
 #[test]

@@ -5,11 +5,14 @@
 //   UNITS_PER_BLOCK          : BLOCK_ELEMS / 32,
 //   fn unit_dot(b, sub, xi)  : the dot product of the 32 weights of unit `sub` of the block at byte
 //                              `b` of `w` with x[xi .. xi + 32].
-// A "unit" is 32 consecutive weights of a row. One workgroup computes one row: its 64 threads take
-// the row's units in turn (consecutive threads read consecutive bytes), then add their partial sums
-// in workgroup memory (no subgroup operations, so it runs on every WebGPU adapter).
-// Rows are numbered over a 2-D grid (wid.y * nwg.x + wid.x): an output projection has more rows than
-// one dispatch dimension allows (65,535).
+// and the host prepends ROWS, the rows one workgroup computes.
+// A "unit" is 32 consecutive weights of a row. A workgroup of 64 threads computes ROWS rows, with
+// TPR = 64 / ROWS threads per row: they take the row's units in turn (consecutive threads read
+// consecutive blocks), then add their partial sums in workgroup memory (no subgroup operations, so
+// it runs on every WebGPU adapter). Several rows per workgroup keep the number of workgroups (a
+// fixed cost each, large on software adapters) low.
+// Workgroups are numbered over a 2-D grid (wid.y * nwg.x + wid.x): an output projection has more
+// rows than one dispatch dimension allows (65,535).
 
 struct Params {
     rows: u32,
@@ -66,36 +69,39 @@ fn x4(i: u32) -> vec4<f32> {
     return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
 }
 
+const TPR: u32 = WG / ROWS;
+
 @compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    let row = wid.y * nwg.x + wid.x;
+    let lane = t % TPR;
+    let row = (wid.y * nwg.x + wid.x) * ROWS + t / TPR;
     var acc = 0.0;
     if (row < P.rows) {
         let units = P.cols / 32u;
         let base = P.w_off + row * ((P.cols / BLOCK_ELEMS) * BLOCK_BYTES);
-        for (var u = t; u < units; u += WG) {
+        for (var u = lane; u < units; u += TPR) {
             let blk = u / UNITS_PER_BLOCK;
             acc += unit_dot(base + blk * BLOCK_BYTES, u % UNITS_PER_BLOCK, P.x_off + u * 32u);
         }
     }
     partial[t] = acc;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (t < s) {
+    for (var s = TPR / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
             partial[t] += partial[t + s];
         }
         workgroupBarrier();
     }
-    if (t == 0u && row < P.rows) {
+    if (lane == 0u && row < P.rows) {
         let o = P.y_off + row;
         if (P.accumulate != 0u) {
-            y[o] += partial[0];
+            y[o] += partial[t];
         } else {
-            y[o] = partial[0];
+            y[o] = partial[t];
         }
     }
 }
