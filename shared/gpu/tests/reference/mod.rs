@@ -4,17 +4,18 @@
 use candle_core::Device;
 use hlm_engine::model::{Model, RopeStyle, WeightMatrix};
 
-fn deq(w: WeightMatrix<'_>) -> (Vec<f64>, usize, usize) {
+fn deq(w: WeightMatrix<'_>) -> (Vec<f32>, usize, usize) {
     let t = match w {
         WeightMatrix::Quantized(q) => q.dequantize(&Device::Cpu).unwrap(),
         WeightMatrix::Dense(t) => t.clone(),
     };
     let (r, c) = t.dims2().unwrap();
     let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    (v.into_iter().map(f64::from).collect(), r, c)
+    (v, r, c)
 }
 
-struct Mat(Vec<f64>, usize, usize);
+/// `(values, rows, cols)`: the dequantised weights are exact in f32; products are summed in f64.
+struct Mat(Vec<f32>, usize, usize);
 
 impl Mat {
     fn mv(&self, x: &[f64]) -> Vec<f64> {
@@ -23,7 +24,7 @@ impl Mat {
                 self.0[r * self.2..(r + 1) * self.2]
                     .iter()
                     .zip(x)
-                    .map(|(a, b)| a * b)
+                    .map(|(&a, b)| a as f64 * b)
                     .sum()
             })
             .collect()
@@ -132,7 +133,7 @@ impl Reference {
     /// last `capture` layers.
     pub fn forward(&mut self, token: u32, capture: usize) -> (Vec<f64>, Vec<f64>) {
         let d = self.emb.2;
-        let mut x = self.emb.0[token as usize * d..(token as usize + 1) * d].to_vec();
+        let mut x = v64(&self.emb.0[token as usize * d..(token as usize + 1) * d]);
         let pos = self.kc[0].len();
         let (nh, nkv, hd) = (self.heads, self.kv_heads, self.hd);
         let n_layers = self.layers.len();
