@@ -19,6 +19,8 @@ const ADD: &str = include_str!("kernels/add.wgsl");
 const ATTENTION: &str = include_str!("kernels/attention.wgsl");
 const ATTN_MEAN: &str = include_str!("kernels/attn_mean.wgsl");
 const ARGMAX: &str = include_str!("kernels/argmax.wgsl");
+const QUANT_Q8_32: &str = include_str!("kernels/quant_q8_32.wgsl");
+const MATVEC_Q8: &str = include_str!("kernels/matvec_q8.wgsl");
 
 /// Threads per workgroup of the element-wise kernels (must match their `@workgroup_size`).
 const ELEMWISE_WG: u32 = 64;
@@ -84,9 +86,30 @@ impl QuantFormat {
         }
     }
 
+    /// The format's product with 8-bit activations (candle's CPU arithmetic), if there is one.
+    fn q8_source(self) -> Option<&'static str> {
+        match self {
+            QuantFormat::Q4_0 => Some(include_str!("kernels/q4_0_q8.wgsl")),
+            QuantFormat::Q4_1 => Some(include_str!("kernels/q4_1_q8.wgsl")),
+            QuantFormat::Q5_0 => Some(include_str!("kernels/q5_0_q8.wgsl")),
+            QuantFormat::Q8_0 => Some(include_str!("kernels/q8_0_q8.wgsl")),
+            QuantFormat::Q4K | QuantFormat::Q6K => None,
+        }
+    }
+
+    /// Whether [`Kernels::matvec_q8`] supports this format.
+    pub fn has_q8_product(self) -> bool {
+        self.q8_source().is_some()
+    }
+
     fn index(self) -> usize {
         Self::ALL.iter().position(|&f| f == self).unwrap_or(0)
     }
+}
+
+/// Words of `n` activations quantised by [`Kernels::quantize_q8_32`] (10 per block of 32).
+pub fn q8_32_words(n: usize) -> usize {
+    n / 32 * 10
 }
 
 /// Per-token state the kernels read: the number of positions already in the cache (the new
@@ -227,6 +250,8 @@ pub fn rope_table(head_dim: usize, theta: f32, max_pos: usize) -> Vec<f32> {
 /// The compiled kernels of one device.
 pub struct Kernels {
     matvec: Vec<wgpu::ComputePipeline>,
+    matvec_q8: Vec<Option<wgpu::ComputePipeline>>,
+    quant_q8_32: wgpu::ComputePipeline,
     rms_norm: wgpu::ComputePipeline,
     rope: wgpu::ComputePipeline,
     swiglu: wgpu::ComputePipeline,
@@ -301,8 +326,19 @@ impl Kernels {
                 pipeline(d, &format!("matvec {f:?}"), &src)
             })
             .collect();
+        let matvec_q8 = QuantFormat::ALL
+            .iter()
+            .map(|f| {
+                f.q8_source().map(|src| {
+                    let src = format!("const ROWS: u32 = {MATVEC_ROWS}u;\n{src}\n{MATVEC_Q8}");
+                    pipeline(d, &format!("matvec_q8 {f:?}"), &src)
+                })
+            })
+            .collect();
         Self {
             matvec,
+            matvec_q8,
+            quant_q8_32: pipeline(d, "quant_q8_32", QUANT_Q8_32),
             rms_norm: pipeline(d, "rms_norm", RMS_NORM),
             rope: pipeline(d, "rope", ROPE),
             swiglu: pipeline(d, "swiglu", SWIGLU),
@@ -376,6 +412,68 @@ impl Kernels {
             "matvec",
             &p,
             &[w, x, y],
+            rows.div_ceil(MATVEC_ROWS),
+        ))
+    }
+
+    /// Quantises `x[x_off .. x_off + n]` to 8 bits per block of 32 as candle's CPU path does
+    /// (Q8_0 / Q8_1) into `xq` ([`q8_32_words`]`(n)` words), for [`Kernels::matvec_q8`].
+    pub fn quantize_q8_32(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        x_off: u32,
+        xq: &wgpu::Buffer,
+        n: usize,
+    ) -> Result<Dispatch> {
+        if n == 0 || !n.is_multiple_of(32) {
+            return Err(invalid(format!("quantize_q8_32: {n} values")));
+        }
+        check_range("quantize x", x, x_off, n)?;
+        check_range("quantize xq", xq, 0, q8_32_words(n))?;
+        let p = ElemParams {
+            n: (n / 32) as u32,
+            a_off: x_off,
+            ..Default::default()
+        };
+        let groups = (n / 32).div_ceil(ELEMWISE_WG as usize);
+        Ok(self.dispatch(ctx, &self.quant_q8_32, "quant_q8_32", &p, &[x, xq], groups))
+    }
+
+    /// [`Kernels::matvec`] on activations quantised by [`Kernels::quantize_q8_32`] (`p.x_off` in
+    /// elements, a multiple of 32): the integer products and float combination of candle's CPU
+    /// kernels, so both backends round alike. For the 32-weight block formats.
+    pub fn matvec_q8(
+        &self,
+        ctx: &GpuContext,
+        format: QuantFormat,
+        w: &wgpu::Buffer,
+        xq: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        p: MatvecParams,
+    ) -> Result<Dispatch> {
+        let pl = self.matvec_q8[format.index()]
+            .as_ref()
+            .ok_or_else(|| invalid(format!("no 8-bit-activation product for {format:?}")))?;
+        let (rows, cols) = (p.rows as usize, p.cols as usize);
+        if cols == 0 || !cols.is_multiple_of(32) || !p.x_off.is_multiple_of(32) {
+            return Err(invalid(format!("matvec_q8: {cols} columns at {}", p.x_off)));
+        }
+        if !p.w_off.is_multiple_of(4)
+            || p.w_off as u64 + format.matrix_bytes(rows, cols) as u64 > w.size()
+        {
+            return Err(invalid(
+                "matvec_q8: weights outside the buffer or misaligned",
+            ));
+        }
+        check_range("matvec_q8 xq", xq, 0, q8_32_words(p.x_off as usize + cols))?;
+        check_range("matvec_q8 y", y, p.y_off, rows)?;
+        Ok(self.dispatch(
+            ctx,
+            pl,
+            "matvec_q8",
+            &p,
+            &[w, xq, y],
             rows.div_ceil(MATVEC_ROWS),
         ))
     }

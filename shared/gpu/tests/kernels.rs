@@ -538,3 +538,121 @@ fn argmax_matches_hlm_core_rule() {
     assert_eq!(am(&x), 300);
     assert_eq!(am(&vec![f32::NEG_INFINITY; 77]), 0);
 }
+
+/// The activation quantiser gives candle's Q8_1 blocks (d, s and every q), bit for bit.
+#[test]
+fn quantize_q8_32_matches_candle() {
+    let g = gpu();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let n = 32 * 45;
+    let mut x = rand_vec(&mut rng, n + 7, 3.0);
+    // A zero block and a block with one large value.
+    x[7 + 64..7 + 96].iter_mut().for_each(|v| *v = 0.0);
+    x[7 + 100] = 250.0;
+    let xb = g.ctx.storage_from_f32("x", &x).unwrap();
+    let xq = g.ctx.storage_zeroed("xq", kernels::q8_32_words(n)).unwrap();
+    let d = g.k.quantize_q8_32(&g.ctx, &xb, 7, &xq, n).unwrap();
+    run(g, &[&d]);
+    let got: Vec<u32> = read(g, &xq, 0, kernels::q8_32_words(n))
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
+    let t = Tensor::from_slice(&x[7..], (1, n), &Device::Cpu).unwrap();
+    let bytes = QTensor::quantize(&t, GgmlDType::Q8_1)
+        .unwrap()
+        .data()
+        .unwrap()
+        .into_owned();
+    let f16 = |b: &[u8]| half_to_f32(u16::from_le_bytes([b[0], b[1]]));
+    let mut q_diff = 0;
+    for (blk, c) in bytes.chunks_exact(36).enumerate() {
+        let w = &got[blk * 10..blk * 10 + 10];
+        assert_eq!(f32::from_bits(w[0]), f16(&c[0..2]), "d of block {blk}");
+        assert_eq!(f32::from_bits(w[1]), f16(&c[2..4]), "s of block {blk}");
+        for j in 0..32 {
+            let gq = (w[2 + j / 4] >> (8 * (j % 4))) as u8 as i8;
+            q_diff += (gq != c[4 + j] as i8) as usize;
+        }
+    }
+    assert_eq!(q_diff, 0, "quantised values differ from candle's");
+}
+
+/// IEEE half to f32 (the test's own, independent of the kernels).
+fn half_to_f32(h: u16) -> f32 {
+    let (s, e, m) = ((h >> 15) as u32, ((h >> 10) & 31) as u32, (h & 1023) as u32);
+    let v = match e {
+        0 => m as f32 * 2f32.powi(-24),
+        31 => {
+            if m == 0 {
+                f32::INFINITY
+            } else {
+                f32::NAN
+            }
+        }
+        _ => (1024 + m) as f32 * 2f32.powi(e as i32 - 25),
+    };
+    if s == 1 {
+        -v
+    } else {
+        v
+    }
+}
+
+/// With 8-bit activations the products equal candle's `QMatMul` (which quantises the same way) up
+/// to the order of the float sums.
+#[test]
+fn matvec_q8_matches_candle_qmatmul() {
+    let g = gpu();
+    for (i, f) in [
+        QuantFormat::Q8_0,
+        QuantFormat::Q4_0,
+        QuantFormat::Q4_1,
+        QuantFormat::Q5_0,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert!(f.has_q8_product());
+        for (rows, cols) in [(77usize, 224usize), (130, 1536), (1, 64)] {
+            let mut rng = ChaCha8Rng::seed_from_u64(100 + i as u64);
+            let w = rand_vec(&mut rng, rows * cols, 1.0);
+            let t = Tensor::from_vec(w, (rows, cols), &Device::Cpu).unwrap();
+            let qt = QTensor::quantize(&t, dtype(f)).unwrap();
+            let wb = g.ctx.storage_from_bytes("w", &qt.data().unwrap()).unwrap();
+            let x = rand_vec(&mut rng, 32 + cols, 2.0);
+            let candle = QMatMul::from_qtensor(qt)
+                .unwrap()
+                .forward(&Tensor::from_slice(&x[32..], (1, cols), &Device::Cpu).unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let xb = g.ctx.storage_from_f32("x", &x).unwrap();
+            let xq = g
+                .ctx
+                .storage_zeroed("xq", kernels::q8_32_words(32 + cols))
+                .unwrap();
+            let yb = g.ctx.storage_zeroed("y", rows).unwrap();
+            let qd = g.k.quantize_q8_32(&g.ctx, &xb, 0, &xq, 32 + cols).unwrap();
+            let p = MatvecParams {
+                rows: rows as u32,
+                cols: cols as u32,
+                x_off: 32,
+                ..Default::default()
+            };
+            let md = g.k.matvec_q8(&g.ctx, f, &wb, &xq, &yb, p).unwrap();
+            run(g, &[&qd, &md]);
+            let y = read(g, &yb, 0, rows);
+            let scale = candle.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            let err = y
+                .iter()
+                .zip(&candle)
+                .map(|(a, b)| (a - b).abs() / scale)
+                .fold(0f32, f32::max);
+            eprintln!("matvec_q8 {f:?} {rows}x{cols}: max err vs candle / max|y| {err:.2e}");
+            assert!(err < 1e-5, "{f:?} {rows}x{cols}: {err:e}");
+        }
+    }
+    assert!(!QuantFormat::Q4K.has_q8_product());
+}
