@@ -20,6 +20,7 @@ const ATTENTION: &str = include_str!("kernels/attention.wgsl");
 const ATTN_MEAN: &str = include_str!("kernels/attn_mean.wgsl");
 const ARGMAX: &str = include_str!("kernels/argmax.wgsl");
 const QUANT_Q8_32: &str = include_str!("kernels/quant_q8_32.wgsl");
+const QUANT_Q8_K: &str = include_str!("kernels/quant_q8_k.wgsl");
 const MATVEC_Q8: &str = include_str!("kernels/matvec_q8.wgsl");
 
 /// Threads per workgroup of the element-wise kernels (must match their `@workgroup_size`).
@@ -93,13 +94,17 @@ impl QuantFormat {
             QuantFormat::Q4_1 => Some(include_str!("kernels/q4_1_q8.wgsl")),
             QuantFormat::Q5_0 => Some(include_str!("kernels/q5_0_q8.wgsl")),
             QuantFormat::Q8_0 => Some(include_str!("kernels/q8_0_q8.wgsl")),
-            QuantFormat::Q4K | QuantFormat::Q6K => None,
+            QuantFormat::Q4K => Some(include_str!("kernels/q4_k_q8.wgsl")),
+            QuantFormat::Q6K => Some(include_str!("kernels/q6_k_q8.wgsl")),
         }
     }
 
-    /// Whether [`Kernels::matvec_q8`] supports this format.
-    pub fn has_q8_product(self) -> bool {
-        self.q8_source().is_some()
+    /// How candle quantises the activations for a product with this format.
+    pub fn activation_quant(self) -> ActQuant {
+        match self {
+            QuantFormat::Q4K | QuantFormat::Q6K => ActQuant::Q8K,
+            _ => ActQuant::Q8_32,
+        }
     }
 
     fn index(self) -> usize {
@@ -107,9 +112,36 @@ impl QuantFormat {
     }
 }
 
+/// The 8-bit activation formats of candle's CPU products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActQuant {
+    /// ggml's Q8_0 / Q8_1, blocks of 32 ([`Kernels::quantize_q8_32`]).
+    Q8_32,
+    /// ggml's Q8_K, blocks of 256 ([`Kernels::quantize_q8_k`]).
+    Q8K,
+}
+
+impl ActQuant {
+    /// Values per block.
+    pub fn block(self) -> usize {
+        match self {
+            ActQuant::Q8_32 => 32,
+            ActQuant::Q8K => 256,
+        }
+    }
+
+    /// Words that `n` quantised values take (10 per block of 32, 65 per block of 256).
+    pub fn words(self, n: usize) -> usize {
+        match self {
+            ActQuant::Q8_32 => n / 32 * 10,
+            ActQuant::Q8K => n / 256 * 65,
+        }
+    }
+}
+
 /// Words of `n` activations quantised by [`Kernels::quantize_q8_32`] (10 per block of 32).
 pub fn q8_32_words(n: usize) -> usize {
-    n / 32 * 10
+    ActQuant::Q8_32.words(n)
 }
 
 /// Per-token state the kernels read: the number of positions already in the cache (the new
@@ -252,6 +284,7 @@ pub struct Kernels {
     matvec: Vec<wgpu::ComputePipeline>,
     matvec_q8: Vec<Option<wgpu::ComputePipeline>>,
     quant_q8_32: wgpu::ComputePipeline,
+    quant_q8_k: wgpu::ComputePipeline,
     rms_norm: wgpu::ComputePipeline,
     rope: wgpu::ComputePipeline,
     swiglu: wgpu::ComputePipeline,
@@ -339,6 +372,7 @@ impl Kernels {
             matvec,
             matvec_q8,
             quant_q8_32: pipeline(d, "quant_q8_32", QUANT_Q8_32),
+            quant_q8_k: pipeline(d, "quant_q8_k", QUANT_Q8_K),
             rms_norm: pipeline(d, "rms_norm", RMS_NORM),
             rope: pipeline(d, "rope", ROPE),
             swiglu: pipeline(d, "swiglu", SWIGLU),
@@ -426,23 +460,55 @@ impl Kernels {
         xq: &wgpu::Buffer,
         n: usize,
     ) -> Result<Dispatch> {
-        if n == 0 || !n.is_multiple_of(32) {
-            return Err(invalid(format!("quantize_q8_32: {n} values")));
+        self.quantize(ctx, ActQuant::Q8_32, x, x_off, xq, n)
+    }
+
+    /// Quantises `x[x_off .. x_off + n]` to ggml's Q8_K (blocks of 256) as candle's CPU path does
+    /// before a Q4_K / Q6_K product, for [`Kernels::matvec_q8`].
+    pub fn quantize_q8_k(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        x_off: u32,
+        xq: &wgpu::Buffer,
+        n: usize,
+    ) -> Result<Dispatch> {
+        self.quantize(ctx, ActQuant::Q8K, x, x_off, xq, n)
+    }
+
+    /// [`Kernels::quantize_q8_32`] or [`Kernels::quantize_q8_k`].
+    pub fn quantize(
+        &self,
+        ctx: &GpuContext,
+        kind: ActQuant,
+        x: &wgpu::Buffer,
+        x_off: u32,
+        xq: &wgpu::Buffer,
+        n: usize,
+    ) -> Result<Dispatch> {
+        if n == 0 || !n.is_multiple_of(kind.block()) {
+            return Err(invalid(format!("quantize {kind:?}: {n} values")));
         }
         check_range("quantize x", x, x_off, n)?;
-        check_range("quantize xq", xq, 0, q8_32_words(n))?;
+        check_range("quantize xq", xq, 0, kind.words(n))?;
+        let blocks = n / kind.block();
         let p = ElemParams {
-            n: (n / 32) as u32,
+            n: blocks as u32,
             a_off: x_off,
             ..Default::default()
         };
-        let groups = (n / 32).div_ceil(ELEMWISE_WG as usize);
-        Ok(self.dispatch(ctx, &self.quant_q8_32, "quant_q8_32", &p, &[x, xq], groups))
+        let pl = match kind {
+            ActQuant::Q8_32 => &self.quant_q8_32,
+            ActQuant::Q8K => &self.quant_q8_k,
+        };
+        let groups = blocks.div_ceil(ELEMWISE_WG as usize);
+        Ok(self.dispatch(ctx, pl, "quantize", &p, &[x, xq], groups))
     }
 
-    /// [`Kernels::matvec`] on activations quantised by [`Kernels::quantize_q8_32`] (`p.x_off` in
-    /// elements, a multiple of 32): the integer products and float combination of candle's CPU
-    /// kernels, so both backends round alike. For the 32-weight block formats.
+    /// [`Kernels::matvec`] on activations quantised by [`Kernels::quantize`] with the format's
+    /// [`QuantFormat::activation_quant`] (`p.x_off` in elements, a multiple of its block): the
+    /// integer products and float combination of candle's CPU kernels, so both backends round
+    /// alike.
     pub fn matvec_q8(
         &self,
         ctx: &GpuContext,
@@ -456,8 +522,15 @@ impl Kernels {
             .as_ref()
             .ok_or_else(|| invalid(format!("no 8-bit-activation product for {format:?}")))?;
         let (rows, cols) = (p.rows as usize, p.cols as usize);
-        if cols == 0 || !cols.is_multiple_of(32) || !p.x_off.is_multiple_of(32) {
-            return Err(invalid(format!("matvec_q8: {cols} columns at {}", p.x_off)));
+        let kind = format.activation_quant();
+        if cols == 0
+            || !cols.is_multiple_of(format.block_elems())
+            || !(p.x_off as usize).is_multiple_of(kind.block())
+        {
+            return Err(invalid(format!(
+                "matvec_q8 {format:?}: {cols} columns at {}",
+                p.x_off
+            )));
         }
         if !p.w_off.is_multiple_of(4)
             || p.w_off as u64 + format.matrix_bytes(rows, cols) as u64 > w.size()
@@ -466,7 +539,7 @@ impl Kernels {
                 "matvec_q8: weights outside the buffer or misaligned",
             ));
         }
-        check_range("matvec_q8 xq", xq, 0, q8_32_words(p.x_off as usize + cols))?;
+        check_range("matvec_q8 xq", xq, 0, kind.words(p.x_off as usize + cols))?;
         check_range("matvec_q8 y", y, p.y_off, rows)?;
         Ok(self.dispatch(
             ctx,

@@ -10,7 +10,7 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use hlm_gpu::kernels::{
-    self, AttentionParams, AttnMeanParams, MatvecParams, RmsNormParams, RopeParams, Step,
+    self, ActQuant, AttentionParams, AttnMeanParams, MatvecParams, RmsNormParams, RopeParams, Step,
 };
 use hlm_gpu::{Dispatch, GpuContext, Kernels, QuantFormat};
 use rand::{Rng, SeedableRng};
@@ -599,46 +599,40 @@ fn half_to_f32(h: u16) -> f32 {
 }
 
 /// With 8-bit activations the products equal candle's `QMatMul` (which quantises the same way) up
-/// to the order of the float sums.
+/// to the order of the float sums, for every format.
 #[test]
 fn matvec_q8_matches_candle_qmatmul() {
     let g = gpu();
-    for (i, f) in [
-        QuantFormat::Q8_0,
-        QuantFormat::Q4_0,
-        QuantFormat::Q4_1,
-        QuantFormat::Q5_0,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        assert!(f.has_q8_product());
-        for (rows, cols) in [(77usize, 224usize), (130, 1536), (1, 64)] {
+    for (i, f) in QuantFormat::ALL.into_iter().enumerate() {
+        let kind = f.activation_quant();
+        let shapes: &[(usize, usize)] = match kind {
+            ActQuant::Q8_32 => &[(77, 224), (130, 1536), (1, 64)],
+            ActQuant::Q8K => &[(77, 768), (65, 4864), (1, 256)],
+        };
+        for &(rows, cols) in shapes {
             let mut rng = ChaCha8Rng::seed_from_u64(100 + i as u64);
             let w = rand_vec(&mut rng, rows * cols, 1.0);
             let t = Tensor::from_vec(w, (rows, cols), &Device::Cpu).unwrap();
             let qt = QTensor::quantize(&t, dtype(f)).unwrap();
             let wb = g.ctx.storage_from_bytes("w", &qt.data().unwrap()).unwrap();
-            let x = rand_vec(&mut rng, 32 + cols, 2.0);
+            let b = kind.block();
+            let x = rand_vec(&mut rng, b + cols, 2.0);
             let candle = QMatMul::from_qtensor(qt)
                 .unwrap()
-                .forward(&Tensor::from_slice(&x[32..], (1, cols), &Device::Cpu).unwrap())
+                .forward(&Tensor::from_slice(&x[b..], (1, cols), &Device::Cpu).unwrap())
                 .unwrap()
                 .flatten_all()
                 .unwrap()
                 .to_vec1::<f32>()
                 .unwrap();
             let xb = g.ctx.storage_from_f32("x", &x).unwrap();
-            let xq = g
-                .ctx
-                .storage_zeroed("xq", kernels::q8_32_words(32 + cols))
-                .unwrap();
+            let xq = g.ctx.storage_zeroed("xq", kind.words(b + cols)).unwrap();
             let yb = g.ctx.storage_zeroed("y", rows).unwrap();
-            let qd = g.k.quantize_q8_32(&g.ctx, &xb, 0, &xq, 32 + cols).unwrap();
+            let qd = g.k.quantize(&g.ctx, kind, &xb, 0, &xq, b + cols).unwrap();
             let p = MatvecParams {
                 rows: rows as u32,
                 cols: cols as u32,
-                x_off: 32,
+                x_off: b as u32,
                 ..Default::default()
             };
             let md = g.k.matvec_q8(&g.ctx, f, &wb, &xq, &yb, p).unwrap();
@@ -654,5 +648,41 @@ fn matvec_q8_matches_candle_qmatmul() {
             assert!(err < 1e-5, "{f:?} {rows}x{cols}: {err:e}");
         }
     }
-    assert!(!QuantFormat::Q4K.has_q8_product());
+}
+
+/// The Q8_K quantiser gives candle's blocks (d and every q), bit for bit.
+#[test]
+fn quantize_q8_k_matches_candle() {
+    let g = gpu();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let n = 256 * 19;
+    let mut x = rand_vec(&mut rng, n + 3, 3.0);
+    x[3..3 + 256].iter_mut().for_each(|v| *v = 0.0);
+    x[3 + 300] = -40.0;
+    let xb = g.ctx.storage_from_f32("x", &x).unwrap();
+    let xq = g.ctx.storage_zeroed("xq", ActQuant::Q8K.words(n)).unwrap();
+    let d = g.k.quantize_q8_k(&g.ctx, &xb, 3, &xq, n).unwrap();
+    run(g, &[&d]);
+    let got: Vec<u32> = read(g, &xq, 0, ActQuant::Q8K.words(n))
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
+    let t = Tensor::from_slice(&x[3..], (1, n), &Device::Cpu).unwrap();
+    let bytes = QTensor::quantize(&t, GgmlDType::Q8K)
+        .unwrap()
+        .data()
+        .unwrap()
+        .into_owned();
+    // candle's BlockQ8K: f32 d, 256 int8 q, 16 int16 sums of 16.
+    let mut q_diff = 0;
+    for (blk, c) in bytes.chunks_exact(292).enumerate() {
+        let w = &got[blk * 65..blk * 65 + 65];
+        let d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        assert_eq!(f32::from_bits(w[0]), d, "d of block {blk}");
+        for j in 0..256 {
+            let gq = (w[1 + j / 4] >> (8 * (j % 4))) as u8 as i8;
+            q_diff += (gq != c[4 + j] as i8) as usize;
+        }
+    }
+    assert_eq!(q_diff, 0, "quantised values differ from candle's");
 }

@@ -1,9 +1,11 @@
 // y[row] (+)= W[row, :] · x with x quantised to 8 bits per block of 32 (quant_q8_32.wgsl): the
 // integer products and the float combination of candle's CPU vec_dot for Q8_0 / Q4_0 / Q4_1 / Q5_0
 // weights, so that both backends round the same way (only the order of the float sums differs).
+// Also Q4_K / Q6_K weights with Q8_K activations (quant_q8_k.wgsl).
 // Same structure as matvec.wgsl (ROWS rows per workgroup of 64 threads); the format's file
-// (prepended) defines BLOCK_BYTES and fn unit_dot_q(b, xo) for the 32 weights of the block at byte b
-// and the quantised x block at word xo. x_off (elements, a multiple of 32) selects the x blocks.
+// (prepended) defines BLOCK_ELEMS, BLOCK_BYTES, UNITS_PER_BLOCK and fn unit_dot_q(b, sub, xu): unit
+// `sub` (32 weights) of the block at byte b times unit xu of the quantised x (it knows its x layout).
+// x_off (elements, a multiple of the activation block) selects where x starts.
 
 struct Params {
     rows: u32,
@@ -46,17 +48,31 @@ fn u8x4(q: u32) -> vec4<i32> {
     return vec4<i32>(vec4<u32>(q, q >> 8u, q >> 16u, q >> 24u) & vec4<u32>(0xffu));
 }
 
-fn xd(xo: u32) -> f32 {
-    return bitcast<f32>(xq[xo]);
+fn load_u8(b: u32) -> u32 {
+    return (w[b >> 2u] >> ((b & 3u) * 8u)) & 0xffu;
 }
 
-fn xs(xo: u32) -> f32 {
-    return bitcast<f32>(xq[xo + 1u]);
+// Blocks of 32 (quant_q8_32): 10 words per block, [d, s, 8 words of q].
+fn xd(xu: u32) -> f32 {
+    return bitcast<f32>(xq[xu * 10u]);
 }
 
-// Quantised x values 4k .. 4k + 3 of the block.
-fn xq4(xo: u32, k: u32) -> vec4<i32> {
-    return i8x4(xq[xo + 2u + k]);
+fn xs(xu: u32) -> f32 {
+    return bitcast<f32>(xq[xu * 10u + 1u]);
+}
+
+// Quantised x values 4k .. 4k + 3 of unit xu.
+fn xq4(xu: u32, k: u32) -> vec4<i32> {
+    return i8x4(xq[xu * 10u + 2u + k]);
+}
+
+// Blocks of 256 (quant_q8_k): 65 words per block, [d, 64 words of q]; unit xu is 8 of those words.
+fn xkd(xu: u32) -> f32 {
+    return bitcast<f32>(xq[(xu / 8u) * 65u]);
+}
+
+fn xk4(xu: u32, k: u32) -> vec4<i32> {
+    return i8x4(xq[(xu / 8u) * 65u + 1u + (xu % 8u) * 8u + k]);
 }
 
 @compute @workgroup_size(64)
@@ -69,10 +85,11 @@ fn main(
     let row = (wid.y * nwg.x + wid.x) * ROWS + t / TPR;
     var acc = 0.0;
     if (row < P.rows) {
-        let blocks = P.cols / 32u;
-        let base = P.w_off + row * blocks * BLOCK_BYTES;
-        for (var u = lane; u < blocks; u += TPR) {
-            acc += unit_dot_q(base + u * BLOCK_BYTES, (P.x_off / 32u + u) * 10u);
+        let units = P.cols / 32u;
+        let base = P.w_off + row * ((P.cols / BLOCK_ELEMS) * BLOCK_BYTES);
+        for (var u = lane; u < units; u += TPR) {
+            let blk = u / UNITS_PER_BLOCK;
+            acc += unit_dot_q(base + blk * BLOCK_BYTES, u % UNITS_PER_BLOCK, P.x_off / 32u + u);
         }
     }
     partial[t] = acc;
