@@ -1,10 +1,11 @@
 //! Draft decode speed on the available adapter: `cargo run --release -p hlm-gpu --example gpu_bench
 //! -- [model name or GGUF path] [tokens]` (default: SmolLM2-135M, 32 tokens). Greedy, one token per
 //! submission, only the argmax read back; also times a step that reads back logits and attention.
+//! `HLM_GPU_ACTIVATIONS=q8` selects 8-bit activations (default: f32).
 //! On a software adapter (lavapipe) the figures show overhead and correctness, not GPU speed.
 
 use hlm_engine::model::LoadOptions;
-use hlm_gpu::{GpuContext, GpuModel};
+use hlm_gpu::{Activations, GpuContext, GpuModel, GpuOptions};
 use std::time::Instant;
 
 fn main() {
@@ -23,7 +24,15 @@ fn main() {
     let ctx = GpuContext::new_blocking().expect("a GPU adapter");
     let adapter = ctx.describe();
     let t0 = Instant::now();
-    let mut g = GpuModel::new(ctx, &model, 1024).expect("upload");
+    let activations = match std::env::var("HLM_GPU_ACTIVATIONS").as_deref() {
+        Ok("q8") => Activations::Q8,
+        _ => Activations::F32,
+    };
+    let opts = GpuOptions {
+        max_context: 1024,
+        activations,
+    };
+    let mut g = GpuModel::new(ctx, &model, opts).expect("upload");
     let upload = t0.elapsed();
     drop(model);
     let prompt = tok
@@ -49,7 +58,7 @@ fn main() {
     }
     let full = t0.elapsed() / reps;
     println!("adapter: {adapter}");
-    println!("model: {name}; upload + kernel build {upload:.2?}");
+    println!("model: {name}; activations {activations:?}; upload + kernel build {upload:.2?}");
     println!(
         "greedy decode: {n} tokens in {greedy:.2?} = {:.2} tok/s ({:.1} ms/token)",
         n as f64 / greedy.as_secs_f64(),

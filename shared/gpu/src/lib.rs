@@ -27,4 +27,4 @@ mod model;
 pub use context::{GpuContext, Readback};
 pub use error::{GpuError, Result};
 pub use kernels::{Dispatch, Kernels, QuantFormat};
-pub use model::{GpuForward, GpuModel};
+pub use model::{Activations, GpuForward, GpuModel, GpuOptions};

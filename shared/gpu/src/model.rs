@@ -13,12 +13,106 @@
 //! `logits = Wout h`.
 
 use crate::kernels::{
-    self, AttentionParams, AttnMeanParams, MatvecParams, RmsNormParams, RopeParams, Step,
+    self, ActQuant, AttentionParams, AttnMeanParams, MatvecParams, RmsNormParams, RopeParams, Step,
 };
 use crate::{Dispatch, GpuContext, GpuError, Kernels, QuantFormat, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use hlm_engine::model::{Model, ModelConfig, RopeStyle, WeightMatrix};
 use std::sync::Arc;
+
+/// How the matrix-vector products treat their input vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activations {
+    /// Kept in f32: the model's arithmetic up to f32 rounding (within ~1e-4 of an f64 forward in
+    /// the logits on the real models).
+    #[default]
+    F32,
+    /// Quantised to 8 bits per block first, as candle's CPU kernels do (ggml's Q8_0 / Q8_1 / Q8_K),
+    /// with the same integer products: each product equals candle's to ~1e-7, but over a whole
+    /// forward the 8-bit roundings amplify any difference (a different sum order suffices), so the
+    /// logits do not follow candle's more closely than [`Activations::F32`] does (measured). Kept
+    /// for the integer-product path on real GPUs (a quarter of the activation bytes).
+    Q8,
+}
+
+/// Options of [`GpuModel::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Positions the cache holds (capped at the model's own context).
+    pub max_context: usize,
+    pub activations: Activations,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self {
+            max_context: 4096,
+            activations: Activations::F32,
+        }
+    }
+}
+
+/// An activation vector on the GPU, with its 8-bit forms when products read those.
+struct Act {
+    x: wgpu::Buffer,
+    len: usize,
+    q32: Option<wgpu::Buffer>,
+    qk: Option<wgpu::Buffer>,
+}
+
+impl Act {
+    fn new(ctx: &GpuContext, name: &str, len: usize, mode: Activations) -> Result<Self> {
+        let q = |kind: ActQuant| -> Result<Option<wgpu::Buffer>> {
+            if mode == Activations::Q8 && len.is_multiple_of(kind.block()) {
+                Ok(Some(ctx.storage_zeroed(name, kind.words(len))?))
+            } else {
+                Ok(None)
+            }
+        };
+        Ok(Self {
+            x: ctx.storage_zeroed(name, len)?,
+            len,
+            q32: q(ActQuant::Q8_32)?,
+            qk: q(ActQuant::Q8K)?,
+        })
+    }
+
+    fn quantised(&self, kind: ActQuant) -> Option<&wgpu::Buffer> {
+        match kind {
+            ActQuant::Q8_32 => self.q32.as_ref(),
+            ActQuant::Q8K => self.qk.as_ref(),
+        }
+    }
+
+    /// The quantisations `consumers` read (none in f32 mode), recorded once each.
+    fn quantize_for(
+        &self,
+        ctx: &GpuContext,
+        k: &Kernels,
+        mode: Activations,
+        consumers: &[&QMatrix],
+        out: &mut Vec<Dispatch>,
+    ) -> Result<()> {
+        if mode == Activations::F32 {
+            return Ok(());
+        }
+        for kind in [ActQuant::Q8_32, ActQuant::Q8K] {
+            if consumers
+                .iter()
+                .any(|m| m.format.activation_quant() == kind)
+            {
+                let q = self.quantised(kind).ok_or_else(|| {
+                    GpuError::Model(format!(
+                        "{} values cannot be quantised as {kind:?}",
+                        self.len
+                    ))
+                })?;
+                out.push(k.quantize(ctx, kind, &self.x, 0, q, self.len)?);
+            }
+        }
+        Ok(())
+    }
+}
 
 /// What one token's forward returns.
 #[derive(Debug, Clone, Default)]
@@ -93,36 +187,39 @@ impl QMatrix {
         })
     }
 
-    /// `y[y_off ..] (+)= W x[x_off ..]`, one dispatch per part.
+    /// `y[y_off ..] (+)= W x`, one dispatch per part (reading `x`'s 8-bit form in Q8 mode).
     #[allow(clippy::too_many_arguments)]
     fn dispatches(
         &self,
         ctx: &GpuContext,
         k: &Kernels,
-        x: &wgpu::Buffer,
-        x_off: usize,
+        mode: Activations,
+        x: &Act,
         y: &wgpu::Buffer,
         y_off: usize,
         accumulate: bool,
         out: &mut Vec<Dispatch>,
     ) -> Result<()> {
         for (r0, n, buf) in &self.parts {
-            out.push(k.matvec(
-                ctx,
-                self.format,
-                buf,
-                x,
-                y,
-                MatvecParams {
-                    rows: *n as u32,
-                    cols: self.cols as u32,
-                    w_off: 0,
-                    x_off: x_off as u32,
-                    y_off: (y_off + r0) as u32,
-                    accumulate: accumulate as u32,
-                    _pad: [0; 2],
-                },
-            )?);
+            let p = MatvecParams {
+                rows: *n as u32,
+                cols: self.cols as u32,
+                w_off: 0,
+                x_off: 0,
+                y_off: (y_off + r0) as u32,
+                accumulate: accumulate as u32,
+                _pad: [0; 2],
+            };
+            out.push(match mode {
+                Activations::F32 => k.matvec(ctx, self.format, buf, &x.x, y, p)?,
+                Activations::Q8 => {
+                    let kind = self.format.activation_quant();
+                    let xq = x.quantised(kind).ok_or_else(|| {
+                        GpuError::Model(format!("no {kind:?} form of a {}-vector", x.len))
+                    })?;
+                    k.matvec_q8(ctx, self.format, buf, xq, y, p)?
+                }
+            });
         }
         Ok(())
     }
@@ -165,6 +262,7 @@ pub struct GpuModel {
     max_context: usize,
     pos: usize,
     _keep: Vec<wgpu::Buffer>,
+    _acts: Vec<Act>,
     _lm_head: QMatrix,
 }
 
@@ -173,11 +271,11 @@ fn vector(ctx: &GpuContext, name: &str, v: &[f32]) -> Result<wgpu::Buffer> {
 }
 
 impl GpuModel {
-    /// Uploads `model`'s weights and prebinds every kernel, with room for `max_context` positions
-    /// (capped at the model's own).
-    pub fn new(ctx: GpuContext, model: &Model, max_context: usize) -> Result<Self> {
+    /// Uploads `model`'s weights and prebinds every kernel.
+    pub fn new(ctx: GpuContext, model: &Model, opts: GpuOptions) -> Result<Self> {
         let cfg = model.config().clone();
-        let max_context = max_context.min(cfg.max_context).max(1);
+        let max_context = opts.max_context.min(cfg.max_context).max(1);
+        let mode = opts.activations;
         let k = Kernels::new(&ctx);
         let (d, hd, nh, nkv, f) = (cfg.hidden, cfg.head_dim, cfg.heads, cfg.kv_heads, cfg.ffn);
         let kvw = nkv * hd;
@@ -189,10 +287,10 @@ impl GpuModel {
             )));
         }
         let x = ctx.storage_zeroed("x", d)?;
-        let h = ctx.storage_zeroed("h", d)?;
+        let h = Act::new(&ctx, "h", d, mode)?;
         let qkv = ctx.storage_zeroed("qkv", qkv_len)?;
-        let attn = ctx.storage_zeroed("attn", nh * hd)?;
-        let gate = ctx.storage_zeroed("gate", f)?;
+        let attn = Act::new(&ctx, "attn", nh * hd, mode)?;
+        let gate = Act::new(&ctx, "gate", f, mode)?;
         let up = ctx.storage_zeroed("up", f)?;
         let probs = ctx.storage_zeroed("probs", nh * max_context)?;
         let attn_row = ctx.storage_zeroed("attn_row", max_context)?;
@@ -255,10 +353,11 @@ impl GpuModel {
             let attn_norm = vector(&ctx, &name("attn_norm"), lw.attn_norm)?;
             let ffn_norm = vector(&ctx, &name("ffn_norm"), lw.ffn_norm)?;
             let mut vectors = vec![];
-            let mut pre = vec![norm(&x, &attn_norm, &h)?];
-            wq.dispatches(&ctx, &k, &h, 0, &qkv, 0, false, &mut pre)?;
-            wk.dispatches(&ctx, &k, &h, 0, &qkv, nh * hd, false, &mut pre)?;
-            wv.dispatches(&ctx, &k, &h, 0, &qkv, nh * hd + kvw, false, &mut pre)?;
+            let mut pre = vec![norm(&x, &attn_norm, &h.x)?];
+            h.quantize_for(&ctx, &k, mode, &[&wq, &wk, &wv], &mut pre)?;
+            wq.dispatches(&ctx, &k, mode, &h, &qkv, 0, false, &mut pre)?;
+            wk.dispatches(&ctx, &k, mode, &h, &qkv, nh * hd, false, &mut pre)?;
+            wv.dispatches(&ctx, &k, mode, &h, &qkv, nh * hd + kvw, false, &mut pre)?;
             if lw.bq.is_some() || lw.bk.is_some() || lw.bv.is_some() {
                 let mut b = Vec::with_capacity(qkv_len);
                 b.extend_from_slice(lw.bq.unwrap_or(&vec![0.0; nh * hd]));
@@ -291,7 +390,7 @@ impl GpuModel {
                 &k_cache,
                 &v_cache,
                 &probs,
-                &attn,
+                &attn.x,
                 AttentionParams {
                     heads: nh as u32,
                     kv_heads: nkv as u32,
@@ -316,12 +415,15 @@ impl GpuModel {
                 },
             )?;
             let mut post = vec![];
-            wo.dispatches(&ctx, &k, &attn, 0, &x, 0, true, &mut post)?;
-            post.push(norm(&x, &ffn_norm, &h)?);
-            wg.dispatches(&ctx, &k, &h, 0, &gate, 0, false, &mut post)?;
-            wu.dispatches(&ctx, &k, &h, 0, &up, 0, false, &mut post)?;
-            post.push(k.swiglu(&ctx, &gate, 0, &up, 0, f)?);
-            wd.dispatches(&ctx, &k, &gate, 0, &x, 0, true, &mut post)?;
+            attn.quantize_for(&ctx, &k, mode, &[&wo], &mut post)?;
+            wo.dispatches(&ctx, &k, mode, &attn, &x, 0, true, &mut post)?;
+            post.push(norm(&x, &ffn_norm, &h.x)?);
+            h.quantize_for(&ctx, &k, mode, &[&wg, &wu], &mut post)?;
+            wg.dispatches(&ctx, &k, mode, &h, &gate.x, 0, false, &mut post)?;
+            wu.dispatches(&ctx, &k, mode, &h, &up, 0, false, &mut post)?;
+            post.push(k.swiglu(&ctx, &gate.x, 0, &up, 0, f)?);
+            gate.quantize_for(&ctx, &k, mode, &[&wd], &mut post)?;
+            wd.dispatches(&ctx, &k, mode, &gate, &x, 0, true, &mut post)?;
             vectors.extend([attn_norm, ffn_norm]);
             layers.push(GpuLayer {
                 pre,
@@ -342,8 +444,9 @@ impl GpuModel {
                 "output projection of the wrong shape".into(),
             ));
         }
-        let mut head = vec![norm(&x, &out_norm, &h)?];
-        lm_head.dispatches(&ctx, &k, &h, 0, &logits, 0, false, &mut head)?;
+        let mut head = vec![norm(&x, &out_norm, &h.x)?];
+        h.quantize_for(&ctx, &k, mode, &[&lm_head], &mut head)?;
+        lm_head.dispatches(&ctx, &k, mode, &h, &logits, 0, false, &mut head)?;
         let argmax = k.argmax(&ctx, &logits, &best, cfg.vocab_size)?;
         let embedding = match model.embedding_weights() {
             WeightMatrix::Quantized(q) => Embedding::Quantized(q.clone()),
@@ -364,7 +467,8 @@ impl GpuModel {
             step,
             max_context,
             pos: 0,
-            _keep: vec![h, attn, gate, up, probs, table, out_norm],
+            _keep: vec![up, probs, table, out_norm],
+            _acts: vec![h, attn, gate],
             _lm_head: lm_head,
         })
     }
