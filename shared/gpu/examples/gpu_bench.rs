@@ -66,4 +66,17 @@ fn main() {
     );
     println!("step reading back logits + attention row: {full:.2?}");
     println!("text: {:?}", tok.decode(&out, false).unwrap());
+    let prof = g.profile_blocking(next).unwrap();
+    let total: f64 = prof.iter().map(|p| p.1).sum();
+    println!(
+        "per kernel, one token with each kernel submitted alone (total {:.1} ms):",
+        total * 1e3
+    );
+    for (name, secs, n) in prof {
+        println!(
+            "  {name:<12} {:>8.2} ms  {:>5.1} %  {n} launches",
+            secs * 1e3,
+            100.0 * secs / total
+        );
+    }
 }

@@ -234,6 +234,7 @@ pub struct AttnMeanParams {
 
 /// One kernel launch, bound and ready to record.
 pub struct Dispatch {
+    label: String,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     grid: (u32, u32),
@@ -242,6 +243,11 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
+    /// The kernel's name (for profiles).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
@@ -402,6 +408,7 @@ impl Kernels {
             entries: &entries(&all),
         });
         Dispatch {
+            label: label.to_string(),
             pipeline: pipeline.clone(),
             bind_group,
             grid: grid(groups, self.max_groups),

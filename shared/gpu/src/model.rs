@@ -20,6 +20,11 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use hlm_engine::model::{Model, ModelConfig, RopeStyle, WeightMatrix};
 use std::sync::Arc;
 
+#[cfg(not(target_arch = "wasm32"))]
+fn web_time_now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
 /// How the matrix-vector products treat their input vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Activations {
@@ -602,6 +607,73 @@ impl GpuModel {
         self.ctx.queue.submit([enc.finish()]);
         self.pos += 1;
         Ok(rb.read(&self.ctx).await?[0].to_bits())
+    }
+
+    /// Runs `token` like [`GpuModel::forward`] (capturing 4 layers' attention) but submits each
+    /// kernel on its own and waits for it: wall time per kernel name, `(name, seconds, launches)`,
+    /// slowest first. Per-submission overhead is included, so the sum exceeds a normal step.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile_blocking(&mut self, token: u32) -> Result<Vec<(String, f64, usize)>> {
+        let enc = self.record(token, 0, false)?;
+        drop(enc); // inputs written; the dispatches are replayed one by one below
+        let (nh, nkv, hd) = (self.cfg.heads, self.cfg.kv_heads, self.cfg.head_dim);
+        let kvw = (nkv * hd) as u64 * 4;
+        let mut times: Vec<(String, f64, usize)> = Vec::new();
+        let mut run = |label: &str, f: &dyn Fn(&mut wgpu::CommandEncoder)| -> Result<()> {
+            let mut enc = self
+                .ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            f(&mut enc);
+            let t0 = web_time_now();
+            self.ctx.queue.submit([enc.finish()]);
+            self.ctx
+                .device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
+            let dt = t0.elapsed().as_secs_f64();
+            match times.iter_mut().find(|(n, _, _)| n == label) {
+                Some(e) => {
+                    e.1 += dt;
+                    e.2 += 1;
+                }
+                None => times.push((label.to_string(), dt, 1)),
+            }
+            Ok(())
+        };
+        fn one(d: &Dispatch) -> impl Fn(&mut wgpu::CommandEncoder) + '_ {
+            move |enc| kernels::record(enc, &[d])
+        }
+        let capture_from = self.cfg.layers.saturating_sub(4);
+        for (li, l) in self.layers.iter().enumerate() {
+            for d in &l.pre {
+                run(d.label(), &one(d))?;
+            }
+            let at = self.pos as u64 * kvw;
+            run("kv copy", &|enc: &mut wgpu::CommandEncoder| {
+                enc.copy_buffer_to_buffer(&self.qkv, (nh * hd) as u64 * 4, &l.k_cache, at, kvw);
+                enc.copy_buffer_to_buffer(
+                    &self.qkv,
+                    ((nh + nkv) * hd) as u64 * 4,
+                    &l.v_cache,
+                    at,
+                    kvw,
+                );
+            })?;
+            run(l.attention.label(), &one(&l.attention))?;
+            if li >= capture_from {
+                run(l.mean.label(), &one(&l.mean))?;
+            }
+            for d in &l.post {
+                run(d.label(), &one(d))?;
+            }
+        }
+        for d in &self.head {
+            run(d.label(), &one(d))?;
+        }
+        self.pos += 1;
+        times.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(times)
     }
 
     /// [`GpuModel::forward`], blocking (native only).
