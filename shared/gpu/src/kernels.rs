@@ -436,6 +436,9 @@ impl Kernels {
         if !p.w_off.is_multiple_of(4) {
             return Err(invalid("weight offset not a multiple of 4 bytes"));
         }
+        if !p.x_off.is_multiple_of(4) {
+            return Err(invalid("x offset not a multiple of 4 values"));
+        }
         // The kernel may read one word past a block that ends unaligned.
         let need = p.w_off as u64 + format.matrix_bytes(rows, cols) as u64;
         if need > w.size() {

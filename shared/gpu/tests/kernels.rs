@@ -93,12 +93,12 @@ fn check_matvec(f: QuantFormat, rows: usize, cols: usize, seed: u64) -> (f32, f6
         .to_vec1::<f32>()
         .unwrap();
 
-    // Non-zero offsets everywhere: 8 bytes before the matrix, 3 values before x, 5 before y; y starts
+    // Non-zero offsets everywhere: 8 bytes before the matrix, 4 values before x, 5 before y; y starts
     // with values the kernel must add to (accumulate) or overwrite.
     let mut wb = vec![0xAAu8; 8];
     wb.extend_from_slice(&bytes);
     let wbuf = g.ctx.storage_from_bytes("w", &wb).unwrap();
-    let mut xv = vec![7.0f32; 3];
+    let mut xv = vec![7.0f32; 4];
     xv.extend_from_slice(&x);
     let xbuf = g.ctx.storage_from_f32("x", &xv).unwrap();
     let y0 = rand_vec(&mut rng, rows + 5, 1.0);
@@ -107,7 +107,7 @@ fn check_matvec(f: QuantFormat, rows: usize, cols: usize, seed: u64) -> (f32, f6
         rows: rows as u32,
         cols: cols as u32,
         w_off: 8,
-        x_off: 3,
+        x_off: 4,
         y_off: 5,
         accumulate: (seed % 2) as u32,
         _pad: [0; 2],
@@ -201,7 +201,7 @@ fn matvec_rejects_bad_shapes() {
         .k
         .matvec(&g.ctx, QuantFormat::Q8_0, &w, &x, &y, p(2, 64, 0))
         .is_ok());
-    // Columns not whole blocks; matrix past the buffer; unaligned offset; y too short.
+    // Columns not whole blocks; matrix past the buffer; unaligned offsets; y too short.
     assert!(g
         .k
         .matvec(&g.ctx, QuantFormat::Q8_0, &w, &x, &y, p(2, 48, 0))
@@ -221,6 +221,14 @@ fn matvec_rejects_bad_shapes() {
     assert!(g
         .k
         .matvec(&g.ctx, QuantFormat::Q4K, &w, &x, &y, p(1, 64, 0))
+        .is_err());
+    let unaligned_x = MatvecParams {
+        x_off: 2,
+        ..p(1, 32, 0)
+    };
+    assert!(g
+        .k
+        .matvec(&g.ctx, QuantFormat::Q8_0, &w, &x, &y, unaligned_x)
         .is_err());
 }
 

@@ -19,7 +19,7 @@ struct Params {
     cols: u32,
     // Byte offset of the matrix in `w` (a multiple of 4).
     w_off: u32,
-    // Element offsets of x and y in their buffers.
+    // Element offsets of x (a multiple of 4) and y in their buffers.
     x_off: u32,
     y_off: u32,
     // 1: y[row] += result (fused residual add); 0: y[row] = result.
@@ -30,7 +30,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> w: array<u32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+// x as vec4s: x_off and every unit start are multiples of 4 (one 16-byte load per 4 values).
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
 const WG: u32 = 64u;
@@ -65,8 +66,9 @@ fn u8x4(q: u32) -> vec4<f32> {
     return vec4<f32>(vec4<u32>(q, q >> 8u, q >> 16u, q >> 24u) & vec4<u32>(0xffu));
 }
 
+// x[i .. i + 4], i a multiple of 4.
 fn x4(i: u32) -> vec4<f32> {
-    return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
+    return x[i >> 2u];
 }
 
 const TPR: u32 = WG / ROWS;
