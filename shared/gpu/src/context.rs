@@ -19,6 +19,10 @@ pub struct GpuContext {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     adapter_limits: wgpu::Limits,
+    /// Set by the device-lost callback: why the device was lost.
+    lost: Arc<Mutex<Option<String>>>,
+    /// The first error wgpu reported outside an error scope (instead of its default panic).
+    error: Arc<Mutex<Option<String>>>,
 }
 
 impl GpuContext {
@@ -53,12 +57,30 @@ impl GpuContext {
                 message: e.to_string(),
             })?;
         let limits = device.limits();
+        let lost = Arc::new(Mutex::new(None));
+        let slot = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(format!("{reason:?}: {message}"));
+        });
+        // Errors outside an error scope would panic in wgpu's default handler; keep the first one
+        // and report it from the next call instead.
+        let error = Arc::new(Mutex::new(None));
+        let slot = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if s.is_none() {
+                *s = Some(e.to_string());
+            }
+        }));
         Ok(Self {
             device,
             queue,
             info,
             limits,
             adapter_limits: have,
+            lost,
+            error,
         })
     }
 
@@ -66,6 +88,23 @@ impl GpuContext {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new_blocking() -> Result<Self> {
         pollster::block_on(Self::new())
+    }
+
+    /// Why the device was lost, if it was.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// [`GpuError::DeviceLost`] if the device was lost, [`GpuError::Device`] if an operation
+    /// failed since the device was opened.
+    pub fn check_device(&self) -> Result<()> {
+        if let Some(why) = self.lost() {
+            return Err(GpuError::DeviceLost(why));
+        }
+        match self.error.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            Some(e) => Err(GpuError::Device(e)),
+            None => Ok(()),
+        }
     }
 
     /// The adapter's name, driver and backend, for logs and the "which backend runs" display.
@@ -232,13 +271,15 @@ impl Readback {
                 w.wake();
             }
         });
+        let failed = |e: String| match ctx.check_device() {
+            Err(err) => err,
+            Ok(()) => GpuError::Readback(e),
+        };
         #[cfg(not(target_arch = "wasm32"))]
         ctx.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        #[cfg(target_arch = "wasm32")]
-        let _ = ctx;
-        MapFuture(slot).await.map_err(GpuError::Readback)?;
+            .map_err(|e| failed(e.to_string()))?;
+        MapFuture(slot).await.map_err(failed)?;
         let values = {
             let view = self
                 .staging

@@ -17,6 +17,14 @@ pub enum GpuError {
         bytes: u64,
         limit: u64,
     },
+    /// The device was lost (driver reset, GPU process crash, tab in the background on some
+    /// browsers, or `destroy`): the caller falls back to the CPU path.
+    #[error("the GPU device was lost ({0}); use the CPU path")]
+    DeviceLost(String),
+    /// A GPU operation failed validation or ran out of memory (reported by wgpu's error handler,
+    /// which would otherwise panic).
+    #[error("a GPU operation failed: {0}")]
+    Device(String),
     /// Reading a buffer back failed (device lost, out of memory).
     #[error("reading back from the GPU failed: {0}")]
     Readback(String),

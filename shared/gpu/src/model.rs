@@ -528,6 +528,7 @@ impl GpuModel {
         capture_attention: usize,
         greedy: bool,
     ) -> Result<wgpu::CommandEncoder> {
+        self.ctx.check_device()?;
         if token as usize >= self.cfg.vocab_size {
             return Err(GpuError::Model(format!(
                 "token id {token} is outside the vocabulary (size {})",
@@ -588,6 +589,7 @@ impl GpuModel {
         self.ctx.queue.submit([enc.finish()]);
         self.pos += 1;
         let logits = rb_logits.read(&self.ctx).await?;
+        self.ctx.check_device()?;
         let attention = match rb_attn {
             Some(rb) => {
                 let captured = capture_attention.min(self.cfg.layers) as f32;
@@ -606,7 +608,9 @@ impl GpuModel {
         let rb = self.ctx.copy_for_readback(&mut enc, &self.best, 0, 1);
         self.ctx.queue.submit([enc.finish()]);
         self.pos += 1;
-        Ok(rb.read(&self.ctx).await?[0].to_bits())
+        let best = rb.read(&self.ctx).await?[0].to_bits();
+        self.ctx.check_device()?;
+        Ok(best)
     }
 
     /// Runs `token` like [`GpuModel::forward`] (capturing 4 layers' attention) but submits each

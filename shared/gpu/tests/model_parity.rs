@@ -231,3 +231,24 @@ fn refuses_out_of_range_tokens_and_a_full_context() {
     g.truncate(2);
     assert!(g.forward_blocking(4, 0).is_ok());
 }
+
+/// A lost device gives an error the caller can fall back on, not a panic.
+#[test]
+fn a_lost_device_is_reported() {
+    let (m, _) = small();
+    let mut g = gpu_model(m, 8, Activations::F32);
+    g.forward_blocking(1, 0).unwrap();
+    assert!(g.context().lost().is_none());
+    g.context().device.destroy();
+    let e = g.forward_blocking(2, 0).unwrap_err();
+    eprintln!("{e}");
+    assert!(
+        matches!(
+            e,
+            hlm_gpu::GpuError::DeviceLost(_) | hlm_gpu::GpuError::Device(_)
+        ),
+        "{e}"
+    );
+    // And it stays refused.
+    assert!(g.forward_greedy_blocking(3).is_err());
+}
