@@ -10,6 +10,8 @@ command -v curl >/dev/null || need+=(curl)
 [ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
 # ip and tc: the evaluation's real constrained link (network namespace, veth, tbf).
 { command -v ip && command -v tc; } >/dev/null || need+=(iproute2)
+# A software Vulkan device (lavapipe) for the wgpu backend's tests on a machine without a GPU.
+compgen -G "/usr/share/vulkan/icd.d/lvp_icd.*.json" >/dev/null || need+=(mesa-vulkan-drivers)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"

@@ -87,6 +87,14 @@ impl Linear {
         self.bytes
     }
 
+    /// The weights as held (for other backends).
+    pub fn weights(&self) -> super::WeightMatrix<'_> {
+        match &self.mm {
+            QMatMul::QTensor(qt) => super::WeightMatrix::Quantized(qt),
+            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => super::WeightMatrix::Dense(w),
+        }
+    }
+
     /// `(out, in)`.
     pub fn dims(&self) -> (usize, usize) {
         (self.out_dim, self.in_dim)
@@ -108,6 +116,14 @@ impl Embedding {
             Embedding::Dense(w) => w.index_select(&ids_t, 0)?,
         };
         Ok(t.flatten_all()?.to_vec1()?)
+    }
+
+    /// The table as held (for other backends).
+    pub fn weights(&self) -> super::WeightMatrix<'_> {
+        match self {
+            Embedding::Quantized(q) => super::WeightMatrix::Quantized(q),
+            Embedding::Dense(w) => super::WeightMatrix::Dense(w),
+        }
     }
 
     pub fn bytes(&self) -> usize {

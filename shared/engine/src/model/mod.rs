@@ -33,6 +33,32 @@ pub use loader::{LoadOptions, ModelFormat};
 use crate::{EngineError, Result};
 use linear::{Embedding, Linear};
 
+/// A weight matrix as a [`Model`] holds it, `(out, in)`: what another backend (the wgpu one in
+/// `hlm-gpu`) uploads. Quantised matrices are the GGUF blocks as stored (or re-quantised to Q8_0 at
+/// load, see [`LoadOptions::requantize_q5`]).
+pub enum WeightMatrix<'a> {
+    Quantized(&'a std::sync::Arc<candle_core::quantized::QTensor>),
+    /// Dense (safetensors): f32, or f16.
+    Dense(&'a candle_core::Tensor),
+}
+
+/// One decoder layer's weights, borrowed from a [`Model`] (see [`Model::layer_weights`]).
+pub struct LayerWeights<'a> {
+    pub attn_norm: &'a [f32],
+    pub wq: WeightMatrix<'a>,
+    pub wk: WeightMatrix<'a>,
+    pub wv: WeightMatrix<'a>,
+    /// Biases of q, k, v (Qwen2; `None` for Llama).
+    pub bq: Option<&'a [f32]>,
+    pub bk: Option<&'a [f32]>,
+    pub bv: Option<&'a [f32]>,
+    pub wo: WeightMatrix<'a>,
+    pub ffn_norm: &'a [f32],
+    pub w_gate: WeightMatrix<'a>,
+    pub w_up: WeightMatrix<'a>,
+    pub w_down: WeightMatrix<'a>,
+}
+
 /// Which rows of a forward pass need logits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogitRows {
@@ -107,6 +133,40 @@ impl Model {
     /// Bytes of weights held in memory.
     pub fn weight_bytes(&self) -> usize {
         self.weight_bytes
+    }
+
+    /// Layer `i`'s weights, for another backend to upload (`None` past the last layer).
+    pub fn layer_weights(&self, i: usize) -> Option<LayerWeights<'_>> {
+        let l = self.layers.get(i)?;
+        Some(LayerWeights {
+            attn_norm: &l.attn_norm,
+            wq: l.wq.weights(),
+            wk: l.wk.weights(),
+            wv: l.wv.weights(),
+            bq: l.bq.as_deref(),
+            bk: l.bk.as_deref(),
+            bv: l.bv.as_deref(),
+            wo: l.wo.weights(),
+            ffn_norm: &l.ffn_norm,
+            w_gate: l.w_gate.weights(),
+            w_up: l.w_up.weights(),
+            w_down: l.w_down.weights(),
+        })
+    }
+
+    /// The token embedding table `(vocabulary, hidden)`.
+    pub fn embedding_weights(&self) -> WeightMatrix<'_> {
+        self.embedding.weights()
+    }
+
+    /// The final norm's gain.
+    pub fn output_norm(&self) -> &[f32] {
+        &self.out_norm
+    }
+
+    /// The output projection `(vocabulary, hidden)` (the embedding table when the file ties them).
+    pub fn lm_head_weights(&self) -> WeightMatrix<'_> {
+        self.lm_head.weights()
     }
 
     /// An empty cache for one sequence.

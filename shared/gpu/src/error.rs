@@ -1,0 +1,39 @@
+//! Errors of the GPU backend.
+
+/// What can go wrong on the GPU path. Every variant carries enough text to tell a user why the
+/// backend is unavailable (the caller falls back to the CPU path with that message).
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    /// No adapter (no GPU, no software driver such as lavapipe, or WebGPU disabled in the browser).
+    #[error("no GPU adapter found ({0}); on Linux without a GPU install a software Vulkan driver (Debian: mesa-vulkan-drivers)")]
+    NoAdapter(String),
+    /// The adapter refused a device with the limits we asked for.
+    #[error("could not open a device on {adapter}: {message}")]
+    RequestDevice { adapter: String, message: String },
+    /// A tensor does not fit in one storage binding of this adapter.
+    #[error("{what} needs {bytes} bytes in one binding, the adapter allows {limit}")]
+    TooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+    },
+    /// The device was lost (driver reset, GPU process crash, tab in the background on some
+    /// browsers, or `destroy`): the caller falls back to the CPU path.
+    #[error("the GPU device was lost ({0}); use the CPU path")]
+    DeviceLost(String),
+    /// A GPU operation failed validation or ran out of memory (reported by wgpu's error handler,
+    /// which would otherwise panic).
+    #[error("a GPU operation failed: {0}")]
+    Device(String),
+    /// Reading a buffer back failed (device lost, out of memory).
+    #[error("reading back from the GPU failed: {0}")]
+    Readback(String),
+    /// The model cannot run on this backend (a weight format without a kernel, a context limit).
+    #[error("model: {0}")]
+    Model(String),
+    /// Arguments that do not fit the kernel (a caller's bug or a malformed model).
+    #[error("invalid kernel arguments: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = GpuError> = std::result::Result<T, E>;

@@ -1,0 +1,14 @@
+// Q4_0 weights x Q8_0 activations: sumi · d_w · d_x, weights q - 8.
+const BLOCK_ELEMS: u32 = 32u;
+const UNITS_PER_BLOCK: u32 = 1u;
+const BLOCK_BYTES: u32 = 18u;
+
+fn unit_dot_q(b: u32, sub: u32, xo: u32) -> f32 {
+    var sumi = 0i;
+    for (var k = 0u; k < 4u; k++) {
+        let q = load_u32(b + 2u + 4u * k);
+        sumi += dot(u8x4(q & 0x0f0f0f0fu) - vec4<i32>(8), xq4(xo, k));
+        sumi += dot(u8x4((q >> 4u) & 0x0f0f0f0fu) - vec4<i32>(8), xq4(xo, 4u + k));
+    }
+    return f32(sumi) * load_f16(b) * xd(xo);
+}

@@ -1,0 +1,20 @@
+// Q4_1 (ggml block_q4_1, 20 bytes for 32 weights): f16 d, f16 m, 16 bytes qs; weight j < 16 is the
+// low nibble of qs[j], weight j + 16 its high nibble; weight = d * q + m.
+const BLOCK_ELEMS: u32 = 32u;
+const BLOCK_BYTES: u32 = 20u;
+const UNITS_PER_BLOCK: u32 = 1u;
+
+fn unit_dot(b: u32, sub: u32, xi: u32) -> f32 {
+    let d = load_f16(b);
+    let m = load_f16(b + 2u);
+    var s = 0.0;
+    var sx = 0.0;
+    for (var k = 0u; k < 4u; k++) {
+        let q = load_u32(b + 4u + 4u * k);
+        let xl = x4(xi + 4u * k);
+        let xh = x4(xi + 16u + 4u * k);
+        s += dot(u8x4(q & 0x0f0f0f0fu), xl) + dot(u8x4((q >> 4u) & 0x0f0f0f0fu), xh);
+        sx += dot(xl + xh, vec4<f32>(1.0));
+    }
+    return d * s + m * sx;
+}
