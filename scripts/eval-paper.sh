@@ -6,7 +6,7 @@
 #   2. test split of HumanEval (40 problems from 20 on, 128 new tokens): the main table;
 #   3. ACLSum test split (20 papers, 64 new tokens): natural-language references;
 #   4. ACLSum development split (10 papers, 64 tokens): the knob sweeps on natural language;
-#   5. HumanEval test, 10 problems x 64 tokens, with the loop's verifier behind the real constrained
+#   5. HumanEval test, 6 problems x 64 tokens, with the loop's verifier behind the real constrained
 #      link (network namespace, tc tbf, delaying relay; needs root) at the analytic preset's rate/RTT.
 # Runs 2-3 predate the knob sweeps; their energy columns were recomputed with `hlm eval --rescore`
 # when the idle energy came to include the link's round trips (the samples are unchanged).
@@ -26,6 +26,6 @@ want test && $HLM eval --dataset humaneval --split test --limit 40 --max-tokens 
 want aclsum && $HLM eval --dataset aclsum --split test --limit 20 --max-tokens 64 --out docs/eval/aclsum-test
 want aclsum-dev && $HLM eval --dataset aclsum --split dev --limit 10 --max-tokens 64 \
   --methods llm-only,slm-only,standard-hlm,u-hlm,ours "${SWEEP[@]}" --out docs/eval/aclsum-dev
-want real-link && $HLM eval --dataset humaneval --split test --limit 10 --max-tokens 64 \
+want real-link && $HLM eval --dataset humaneval --split test --limit 6 --max-tokens 64 \
   --methods llm-only,slm-only,standard-hlm,u-hlm,ours --link shaped --out docs/eval/humaneval-test-real-link
 exit 0

@@ -281,14 +281,15 @@ fn rescore(out: &std::path::Path, constants: &Constants) -> anyhow::Result<()> {
     let knob = |k: &str, d: f32| info[k].as_f64().map_or(d, |x| x as f32);
     let defaults = hlm_core::FilterKnobs::default();
     let mut info_filled = info.clone();
-    info_filled["uncertainty_threshold"] = serde_json::json!(knob(
-        "uncertainty_threshold",
-        defaults.uncertainty_threshold
-    ));
-    info_filled["importance_strictness"] = serde_json::json!(knob(
-        "importance_strictness",
-        defaults.importance_strictness
-    ));
+    // Runs from before the knobs were recorded ran at the defaults.
+    for (k, d) in [
+        ("uncertainty_threshold", defaults.uncertainty_threshold),
+        ("importance_strictness", defaults.importance_strictness),
+    ] {
+        if info_filled[k].is_null() {
+            info_filled[k] = serde_json::json!(f64::from(d));
+        }
+    }
     if info_filled["link"].is_null() {
         info_filled["link"] = serde_json::json!("in process");
     }

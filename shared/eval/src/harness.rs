@@ -589,11 +589,18 @@ pub struct RunInfo {
     pub hlm_version: String,
     pub network_isolation: bool,
     pub rapl: bool,
-    /// The run's knobs (methods without `@u=` / `@l=` use these).
+    /// The run's knobs (methods without `@u=` / `@l=` use these), as written on the command line
+    /// (f32 widened by its shortest decimal form, so 0.07 stays 0.07 in the JSON).
+    #[serde(serialize_with = "f32_decimal")]
     pub uncertainty_threshold: f32,
+    #[serde(serialize_with = "f32_decimal")]
     pub importance_strictness: f32,
     /// Where the loop's verifier ran: "in process" or the real link's description.
     pub link: String,
+}
+
+fn f32_decimal<S: serde::Serializer>(v: &f32, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(v.to_string().parse().unwrap_or(f64::from(*v)))
 }
 
 impl RunInfo {
