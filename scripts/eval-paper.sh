@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The evaluation committed under docs/eval/ (default Qwen pair; about 2 hours on 2 cores):
+# The evaluation committed under docs/eval/ (default Qwen pair; about 3 hours on 2 cores; `--only dev|test|aclsum|aclsum-dev|real-link` runs one):
 #   1. development split of HumanEval (problems 0-19, 96 tokens): the importance-rule ablation (to
 #      choose the default rule), the U-HLM calibration (from the standard-HLM run's tokens), and the
 #      knob sweeps (u_th for U-HLM and ours, λ for ours) with their Pareto plots;
 #   2. test split of HumanEval (40 problems from 20 on, 128 new tokens): the main table;
 #   3. ACLSum test split (20 papers, 64 new tokens): natural-language references;
-#   4. ACLSum development split (10 papers, 64 tokens): the knob sweeps on natural language;
+#   4. ACLSum development split (10 papers, 64 tokens): the knob sweeps on natural language (not
+#      yet run: no results committed for it);
 #   5. HumanEval test, 6 problems x 64 tokens, with the loop's verifier behind the real constrained
 #      link (network namespace, tc tbf, delaying relay; needs root) at the analytic preset's rate/RTT.
 # Runs 2-3 predate the knob sweeps; their energy columns were recomputed with `hlm eval --rescore`
