@@ -202,20 +202,16 @@ fn eval_over_the_shaped_link_matches_in_process() {
         let real = r["throughput_real_link_tok_s"].as_f64().unwrap();
         assert!(real > 0.0 && real.is_finite(), "{r}");
         // Each round costs at least one RTT: tokens / wall ≤ tokens / (rounds · RTT).
-        let rounds: f64 = shaped["samples"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["method"] == r["method"])
-            .map(|s| s["rounds"].as_f64().unwrap())
-            .sum();
-        let tokens: f64 = shaped["samples"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["method"] == r["method"])
-            .map(|s| s["tokens"].as_f64().unwrap())
-            .sum();
+        let total = |k: &str| -> f64 {
+            shaped["samples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["method"] == r["method"])
+                .map(|s| s[k].as_f64().unwrap())
+                .sum()
+        };
+        let (rounds, tokens) = (total("rounds"), total("tokens"));
         assert!(real <= tokens / (rounds * 0.040) + 1e-9, "{r}");
     }
     assert!(local["rows"][0]["throughput_real_link_tok_s"].is_null());

@@ -84,6 +84,16 @@ pub fn scatter(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> 
     );
     for (i, ser) in series.iter().enumerate() {
         let c = COLOURS[i % COLOURS.len()];
+        // Every other series is drawn as rings on a dashed line, so curves that coincide (e.g. two
+        // methods making the same decisions) both stay visible.
+        let (marker, dash) = if i % 2 == 1 {
+            (
+                format!(r#"r="6" fill="none" stroke="{c}" stroke-width="2""#),
+                r#" stroke-dasharray="5 3""#,
+            )
+        } else {
+            (format!(r#"r="4" fill="{c}""#), "")
+        };
         let finite: Vec<&(f64, f64, String)> = ser
             .points
             .iter()
@@ -96,14 +106,14 @@ pub fn scatter(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> 
                 .collect();
             let _ = write!(
                 s,
-                r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="1.5"/>"#,
+                r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="1.5"{dash}/>"#,
                 path.join(" ")
             );
         }
         for p in &finite {
             let _ = write!(
                 s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{c}"><title>{}</title></circle><text x="{:.1}" y="{:.1}" fill="{c}">{}</text>"#,
+                r#"<circle cx="{:.1}" cy="{:.1}" {marker}><title>{}</title></circle><text x="{:.1}" y="{:.1}" fill="{c}">{}</text>"#,
                 sx(p.0),
                 sy(p.1),
                 esc(&format!("{} {}: ({:.4}, {:.4})", ser.name, p.2, p.0, p.1)),
