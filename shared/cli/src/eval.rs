@@ -237,7 +237,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    harness::write_outputs(&args.out, &info, &report)?;
+    harness::write_outputs(&args.out, &serde_json::to_value(&info)?, &report)?;
     println!("{}", harness::markdown(&report.rows));
     if let Some(c) = &report.calibration {
         println!("{}", c.summary());
@@ -277,39 +277,21 @@ fn rescore(out: &std::path::Path, constants: &Constants) -> anyhow::Result<()> {
         samples,
         calibration,
     };
-    let info = v["run"].clone();
-    let knob = |k: &str, d: f32| info[k].as_f64().map_or(d, |x| x as f32);
+    let mut info = v["run"].take();
+    // Runs from before the knobs and the link were recorded ran at the defaults, in process.
     let defaults = hlm_core::FilterKnobs::default();
-    let mut info_filled = info.clone();
-    // Runs from before the knobs were recorded ran at the defaults.
     for (k, d) in [
         ("uncertainty_threshold", defaults.uncertainty_threshold),
         ("importance_strictness", defaults.importance_strictness),
     ] {
-        if info_filled[k].is_null() {
-            info_filled[k] = serde_json::json!(f64::from(d));
+        if info[k].is_null() {
+            info[k] = serde_json::json!(f64::from(d));
         }
     }
-    if info_filled["link"].is_null() {
-        info_filled["link"] = serde_json::json!("in process");
+    if info["link"].is_null() {
+        info["link"] = serde_json::json!("in process");
     }
-    let json = serde_json::json!({
-        "run": info_filled,
-        "rows": report.rows,
-        "calibration": report.calibration,
-        "samples": report.samples,
-    });
-    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
-    harness::write_table(out, &info_filled, &report)?;
-    harness::write_plots(
-        out,
-        &report.rows,
-        report.calibration.as_ref(),
-        (
-            knob("uncertainty_threshold", defaults.uncertainty_threshold),
-            knob("importance_strictness", defaults.importance_strictness),
-        ),
-    )?;
+    harness::write_outputs(out, &info, &report)?;
     println!("{}", harness::markdown(&report.rows));
     println!("rescored: {}", path.display());
     Ok(())

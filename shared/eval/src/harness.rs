@@ -622,7 +622,14 @@ impl RunInfo {
 
 /// Writes `results.json` (run info, rows, calibration, every sample), `table.md` and, with
 /// BERTScore, the plots (see [`write_plots`]) into `dir`.
-pub fn write_outputs(dir: &std::path::Path, info: &RunInfo, report: &Report) -> Result<()> {
+///
+/// `info` is the run's [`RunInfo`] as JSON (or that of an earlier run being rescored); the knobs
+/// the sweep plots label their default rows with are read from it.
+pub fn write_outputs(
+    dir: &std::path::Path,
+    info: &serde_json::Value,
+    report: &Report,
+) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::json!({
         "run": info,
@@ -634,17 +641,22 @@ pub fn write_outputs(dir: &std::path::Path, info: &RunInfo, report: &Report) -> 
         dir.join("results.json"),
         serde_json::to_string_pretty(&json).unwrap_or_default(),
     )?;
-    write_table(dir, &serde_json::to_value(info).unwrap_or_default(), report)?;
+    write_table(dir, info, report)?;
+    let defaults = hlm_core::FilterKnobs::default();
+    let knob = |k: &str, d: f32| info[k].as_f64().map_or(d, |x| x as f32);
     write_plots(
         dir,
         &report.rows,
         report.calibration.as_ref(),
-        (info.uncertainty_threshold, info.importance_strictness),
+        (
+            knob("uncertainty_threshold", defaults.uncertainty_threshold),
+            knob("importance_strictness", defaults.importance_strictness),
+        ),
     )
 }
 
 /// `table.md`: the run's header line, the table, and the calibration line.
-pub fn write_table(dir: &std::path::Path, info: &serde_json::Value, report: &Report) -> Result<()> {
+fn write_table(dir: &std::path::Path, info: &serde_json::Value, report: &Report) -> Result<()> {
     let f = |k: &str| match &info[k] {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => "?".into(),

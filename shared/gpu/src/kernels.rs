@@ -617,15 +617,7 @@ impl Kernels {
         u_off: u32,
         n: usize,
     ) -> Result<Dispatch> {
-        check_range("swiglu g", g, g_off, n)?;
-        check_range("swiglu u", u, u_off, n)?;
-        let p = ElemParams {
-            n: n as u32,
-            a_off: g_off,
-            b_off: u_off,
-            _pad: 0,
-        };
-        Ok(self.elementwise(ctx, &self.swiglu, "swiglu", &p, g, u))
+        self.elementwise(ctx, &self.swiglu, "swiglu", (g, g_off), (u, u_off), n)
     }
 
     /// `x[x_off + i] += y[y_off + i]` for `i < n` (residual or bias).
@@ -638,28 +630,29 @@ impl Kernels {
         y_off: u32,
         n: usize,
     ) -> Result<Dispatch> {
-        check_range("add x", x, x_off, n)?;
-        check_range("add y", y, y_off, n)?;
-        let p = ElemParams {
-            n: n as u32,
-            a_off: x_off,
-            b_off: y_off,
-            _pad: 0,
-        };
-        Ok(self.elementwise(ctx, &self.add, "add", &p, x, y))
+        self.elementwise(ctx, &self.add, "add", (x, x_off), (y, y_off), n)
     }
 
+    /// One elementwise kernel over `n` elements of `a` (from `a.1`) and `b` (from `b.1`).
     fn elementwise(
         &self,
         ctx: &GpuContext,
         pl: &wgpu::ComputePipeline,
         label: &str,
-        p: &ElemParams,
-        a: &wgpu::Buffer,
-        b: &wgpu::Buffer,
-    ) -> Dispatch {
-        let groups = (p.n as usize).div_ceil(ELEMWISE_WG as usize);
-        self.dispatch(ctx, pl, label, p, &[a, b], groups)
+        a: (&wgpu::Buffer, u32),
+        b: (&wgpu::Buffer, u32),
+        n: usize,
+    ) -> Result<Dispatch> {
+        check_range(&format!("{label} a"), a.0, a.1, n)?;
+        check_range(&format!("{label} b"), b.0, b.1, n)?;
+        let p = ElemParams {
+            n: n as u32,
+            a_off: a.1,
+            b_off: b.1,
+            _pad: 0,
+        };
+        let groups = n.div_ceil(ELEMWISE_WG as usize);
+        Ok(self.dispatch(ctx, pl, label, &p, &[a.0, b.0], groups))
     }
 
     /// Attention of one query over the `step.pos + 1` cached positions; writes the output heads and
