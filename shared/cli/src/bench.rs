@@ -25,6 +25,13 @@ pub struct BenchArgs {
     /// Skip the end-to-end part.
     #[arg(long)]
     no_e2e: bool,
+    /// Draft backends to compare (cpu, gpu, auto), comma-separated: draft tok/s through the
+    /// drafter and, on a GPU, each kernel's share of a token.
+    #[arg(long, value_delimiter = ',')]
+    draft_backends: Vec<hlm_gpu::Preference>,
+    /// Only the draft backends comparison (needs --draft-backends).
+    #[arg(long)]
+    backends_only: bool,
     #[command(flatten)]
     decode: DecodeOptions,
 }
@@ -64,10 +71,20 @@ fn forward_cost(model: &Model, prompt: &[u32], k: usize, reps: usize) -> anyhow:
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut drafter = load_drafter(&args.draft)?;
-    let verifier_drafter = load_drafter(&args.verifier)?;
     let prompt = drafter.encode(&hlm_engine::chat::chatml(PROMPT, None))?;
     let mut report = serde_json::Map::new();
     report.insert("prompt_tokens".into(), json!(prompt.len()));
+    if !args.draft_backends.is_empty() {
+        let rows =
+            crate::backend_bench::run(&mut drafter, &prompt, args.tokens, &args.draft_backends)
+                .await?;
+        report.insert("draft_backends".into(), rows);
+        if args.backends_only {
+            println!("{}", serde_json::Value::Object(report));
+            return Ok(());
+        }
+    }
+    let verifier_drafter = load_drafter(&args.verifier)?;
 
     let d = decode_speed(drafter.model(), &prompt, args.tokens)?;
     let v = decode_speed(verifier_drafter.model(), &prompt, args.tokens)?;

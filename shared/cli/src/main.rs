@@ -5,6 +5,7 @@
 //!   the text and ending with a JSON summary;
 //! * `hlm bench` measures the models and the pipeline on this machine.
 
+mod backend_bench;
 mod bench;
 mod eval;
 
@@ -91,6 +92,29 @@ impl DecodeOptions {
     }
 }
 
+/// Where the draft model's forward pass runs.
+#[derive(Args, Clone)]
+pub struct BackendArgs {
+    /// cpu (candle), gpu (wgpu on Vulkan / Metal / DX12: an error if no adapter passes the
+    /// start-up self-check), or auto (a hardware GPU that passes the self-check, else cpu).
+    #[arg(long, env = "HLM_DRAFT_BACKEND", default_value = "auto")]
+    pub draft_backend: hlm_gpu::Preference,
+}
+
+impl BackendArgs {
+    /// Attaches the chosen backend to `drafter` and says on stderr which one runs and why.
+    pub fn apply(&self, drafter: &mut Drafter) -> anyhow::Result<hlm_gpu::Choice> {
+        let choice = hlm_gpu::backend::choose_blocking(
+            drafter,
+            self.draft_backend,
+            hlm_gpu::GpuOptions::default(),
+        )
+        .context("starting the draft model on the GPU")?;
+        eprintln!("draft model on {} ({})", choice.description, choice.note);
+        Ok(choice)
+    }
+}
+
 #[derive(Args)]
 struct GenerateArgs {
     /// The prompt (wrapped in the chat template unless --raw).
@@ -121,6 +145,8 @@ struct GenerateArgs {
     json_events: bool,
     #[command(flatten)]
     decode: DecodeOptions,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// Loads a draft model by name or path.
@@ -136,6 +162,7 @@ pub fn load_drafter(name: &str) -> anyhow::Result<Drafter> {
 
 async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let mut drafter = load_drafter(&args.draft)?;
+    args.backend.apply(&mut drafter)?;
     let mut link =
         hlm_engine::ws_link::WsLink::connect_with_token(&args.server, args.token.as_deref())
             .await?;
@@ -154,6 +181,9 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     let summary = session
         .generate(&mut drafter, &prompt, &cfg, &mut |ev| {
+            if let Some(n) = &ev.notice {
+                eprintln!("\n{n}");
+            }
             if json {
                 let _ = writeln!(out, "{}", serde_json::to_string(ev).unwrap_or_default());
             } else {

@@ -16,8 +16,8 @@
 //! A token is reported to the caller (as a [`TokenEvent`]) once it is final.
 
 use crate::chat::TextStream;
+pub use crate::drafter::{BackendFuture, DraftBackend, DraftStep, Drafter};
 use crate::link::VerifierLink;
-use crate::model::{KvCache, LogitRows, Model};
 use crate::{EngineError, Result};
 use hlm_core::{
     compress, decide, importance_rule, sample_sparse, seeded_rng, softmax,
@@ -29,7 +29,6 @@ use hlm_protocol::{
     PROTOCOL_VERSION,
 };
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use tokenizers::Tokenizer;
 use web_time::Instant;
 
@@ -189,6 +188,10 @@ pub struct TokenEvent {
     /// Seconds since the generation started, and of them spent drafting (model and filter).
     pub wall_time_s: f64,
     pub draft_time_s: f64,
+    /// Something about the run changed before this token: the draft backend failed and the CPU
+    /// took over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,6 +214,12 @@ pub struct Summary {
     pub upload_rate: f64,
     pub text: String,
     pub ids: Vec<u32>,
+    /// Where the draft model ran at the end ([`Drafter::backend_kind`]: `"cpu"`, `"webgpu"` ...).
+    #[serde(default)]
+    pub draft_backend: String,
+    /// What the run told the user on the way (a failed draft backend and the fallback).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,62 +228,6 @@ pub enum StopReason {
     EndOfSequence,
     MaxTokens,
     Aborted,
-}
-
-/// The client's model: the draft transformer with its cache, and the tokenizer.
-pub struct Drafter {
-    model: Arc<Model>,
-    cache: KvCache,
-    tokenizer: Tokenizer,
-}
-
-impl Drafter {
-    pub fn new(model: Arc<Model>, tokenizer: Tokenizer) -> Self {
-        let cache = model.new_cache();
-        Self {
-            model,
-            cache,
-            tokenizer,
-        }
-    }
-
-    pub fn model(&self) -> &Model {
-        &self.model
-    }
-
-    pub fn model_arc(&self) -> Arc<Model> {
-        self.model.clone()
-    }
-
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
-    }
-
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| EngineError::Tokenizer(e.to_string()))?
-            .get_ids()
-            .to_vec())
-    }
-
-    /// The vocabulary's identity for the handshake.
-    pub fn vocab_info(&self) -> VocabInfo {
-        vocab_info(&self.tokenizer, self.model.config())
-    }
-
-    fn feed(
-        &mut self,
-        ids: &[u32],
-        attention_layers: usize,
-    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-        let out = self
-            .model
-            .forward(&mut self.cache, ids, &LogitRows::Last, attention_layers)?;
-        let logits = out.logits.into_iter().next_back().map(|(_, l)| l);
-        Ok((logits.unwrap_or_default(), out.attention))
-    }
 }
 
 /// Vocabulary identity of a tokenizer + model pair: size and a fingerprint of every token string.
@@ -444,6 +397,8 @@ struct Generation<'a> {
     draft_time: f64,
     wait_time: f64,
     started: Instant,
+    /// Every notice of the run, for the summary.
+    notices: Vec<String>,
 }
 
 impl<'a> Generation<'a> {
@@ -495,6 +450,7 @@ impl<'a> Generation<'a> {
             draft_time: 0.0,
             wait_time: 0.0,
             started: Instant::now(),
+            notices: Vec::new(),
         })
     }
 
@@ -507,7 +463,7 @@ impl<'a> Generation<'a> {
         let start = Instant::now();
         let cfg = self.cfg;
         let uses_verifier = cfg.mode != FilterMode::Never;
-        let eos = self.drafter.model.config().eos_ids.clone();
+        let eos = self.drafter.model().config().eos_ids.clone();
         if uses_verifier {
             let reset = encode_client(&ClientMsg::Reset {
                 sampling: cfg.sampling,
@@ -517,9 +473,9 @@ impl<'a> Generation<'a> {
             self.note_link(sent)?;
         }
         let t = Instant::now();
-        self.drafter.cache.clear();
+        self.drafter.clear();
         let prompt = self.seq.clone();
-        let (mut logits, _) = self.drafter.feed(&prompt, 0)?;
+        let (mut logits, _) = self.drafter.feed(&prompt, 0).await?;
         self.draft_time += t.elapsed().as_secs_f64();
         let mut stop = StopReason::MaxTokens;
 
@@ -545,7 +501,7 @@ impl<'a> Generation<'a> {
             let feed_first = cfg.mode == FilterMode::UncertaintyImportance;
             let mut importance = None;
             if feed_first {
-                let (next, row) = self.drafter.feed(&[x], cfg.attention_layers)?;
+                let (next, row) = self.drafter.feed(&[x], cfg.attention_layers).await?;
                 logits = next;
                 importance = row.map(|r| self.rule.assess(&r, cfg.knobs.importance_strictness));
             }
@@ -579,7 +535,7 @@ impl<'a> Generation<'a> {
                 self.send_round(link).await?;
             }
             if !feed_first && !last {
-                let (next, row) = self.drafter.feed(&[x], cfg.attention_layers)?;
+                let (next, row) = self.drafter.feed(&[x], cfg.attention_layers).await?;
                 logits = next;
                 // Reported with the token, not used by these modes' decisions.
                 let imp = row.map(|r| self.rule.assess(&r, cfg.knobs.importance_strictness));
@@ -596,7 +552,7 @@ impl<'a> Generation<'a> {
                 // 5. on a rejection, roll the draft back and feed the verifier's token
                 if let Some(y) = correction {
                     let t = Instant::now();
-                    let (next, _) = self.drafter.feed(&[y], 0)?;
+                    let (next, _) = self.drafter.feed(&[y], 0).await?;
                     logits = next;
                     self.draft_time += t.elapsed().as_secs_f64();
                     ended = eos.contains(&y) || self.generated >= cfg.max_tokens;
@@ -632,12 +588,17 @@ impl<'a> Generation<'a> {
             text: self.stream.text(self.drafter.tokenizer()),
             ids,
             totals: self.totals,
+            draft_backend: self.drafter.backend_kind().to_string(),
+            notices: self.notices,
         })
     }
 
     /// Queues an event for every token of the open round that is final and not yet reported,
     /// in order, up to the first upload still awaiting its verdict.
     fn report_final(&mut self) {
+        let fresh = self.drafter.take_notices();
+        self.notices.extend(fresh.iter().cloned());
+        let mut notice = (!fresh.is_empty()).then(|| fresh.join("; "));
         let mut i = 0;
         while i < self.round.len() {
             let Some(kind) = self.round[i].kind else {
@@ -661,6 +622,7 @@ impl<'a> Generation<'a> {
                     totals: self.totals.clone(),
                     wall_time_s: self.started.elapsed().as_secs_f64(),
                     draft_time_s: self.draft_time,
+                    notice: notice.take(),
                 });
             }
             i += 1;
@@ -842,7 +804,7 @@ impl<'a> Generation<'a> {
                 Some(y) => {
                     a < n
                         && self.round[a].uploaded()
-                        && (y as usize) < self.drafter.model.config().vocab_size
+                        && (y as usize) < self.drafter.model().config().vocab_size
                 }
             };
         if !consistent {
@@ -885,7 +847,7 @@ impl<'a> Generation<'a> {
         self.generated -= dropped.len();
         self.round_base += a;
         self.seq.truncate(self.round_base);
-        self.drafter.cache.truncate(self.round_base);
+        self.drafter.truncate(self.round_base);
         // The correction is final and opens the next round (the verifier expects it there).
         self.round.clear();
         self.seq.push(y);

@@ -28,6 +28,7 @@
 
 pub mod chat;
 pub mod decode;
+pub mod drafter;
 pub mod error;
 #[cfg(feature = "testing")]
 pub mod fuzzing;

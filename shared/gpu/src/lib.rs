@@ -17,13 +17,17 @@
 //!
 //! [`GpuContext`] opens the device with the adapter's own buffer limits; [`kernels::Kernels`]
 //! holds the compiled kernels; [`GpuModel`] runs a Qwen2 / Llama decoder from the engine's
-//! loaded [`hlm_engine::model::Model`], one token per submission.
+//! loaded [`hlm_engine::model::Model`], one token per submission; [`GpuBackend`] plugs it into the
+//! engine's [`hlm_engine::decode::Drafter`] after a start-up self-check against the CPU, and
+//! [`choose`] picks between it and the CPU (`auto` / `gpu` / `cpu`).
 
+pub mod backend;
 mod context;
 mod error;
 pub mod kernels;
 mod model;
 
+pub use backend::{choose, Choice, GpuBackend, Preference, SelfCheck};
 pub use context::{GpuContext, Readback};
 pub use error::{GpuError, Result};
 pub use kernels::{Dispatch, Kernels, QuantFormat};

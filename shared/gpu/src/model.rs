@@ -602,6 +602,15 @@ impl GpuModel {
         Ok(GpuForward { logits, attention })
     }
 
+    /// Runs `token` at the next position without reading anything back (a prompt's tokens before
+    /// its last: the next read waits for this submission too).
+    pub fn advance(&mut self, token: u32) -> Result<()> {
+        let enc = self.record(token, 0, false)?;
+        self.ctx.queue.submit([enc.finish()]);
+        self.pos += 1;
+        Ok(())
+    }
+
     /// Runs `token` and returns only the greedy next token (8 bytes read back).
     pub async fn forward_greedy(&mut self, token: u32) -> Result<u32> {
         let mut enc = self.record(token, 0, true)?;
