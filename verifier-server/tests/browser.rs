@@ -106,18 +106,49 @@ async fn demo_page_and_npm_package_in_chromium() {
     let abort = find("abort");
     assert_eq!(abort["summary"]["stop_reason"], "aborted", "{abort}");
     assert!(out_dir.join("demo.png").exists(), "screenshot saved");
+    assert!(minimal["tokens"].as_u64().unwrap() >= 1, "{minimal}");
+    // WebGPU: refused without the flag (and said so), used with it, same text as WASM SIMD.
+    let fallback = find("webgpu-fallback");
+    assert!(
+        fallback["note"]
+            .as_str()
+            .unwrap()
+            .contains("WebGPU unavailable"),
+        "{fallback}"
+    );
+    let webgpu = find("webgpu");
+    assert_eq!(webgpu["same_text"], true, "{webgpu}");
+    assert_eq!(webgpu["summary"]["draft_backend"], "webgpu", "{webgpu}");
+    assert!(webgpu["tokens"].as_u64().unwrap() >= 16, "{webgpu}");
+    assert_eq!(
+        find("webgpu-to-wasm")["summary"]["draft_backend"],
+        "wasm-simd"
+    );
 
-    // The page's counts are the server's counts.
-    let rounds = |r: &serde_json::Value| r["summary"]["rounds"].as_f64().unwrap_or(0.0);
-    let fwd = |r: &serde_json::Value| r["summary"]["llm_forward_tokens"].as_f64().unwrap_or(0.0);
+    // The page's counts are the server's counts: every generating step talked to this verifier.
+    let generating: Vec<&serde_json::Value> = reports
+        .iter()
+        .filter(|r| r.get("summary").is_some())
+        .collect();
+    assert_eq!(
+        generating.len(),
+        5,
+        "demo, abort, minimal, webgpu, webgpu-to-wasm"
+    );
+    let sum = |key: &str| -> f64 {
+        generating
+            .iter()
+            .map(|r| r["summary"][key].as_f64().unwrap_or(0.0))
+            .sum()
+    };
     assert_eq!(
         metric(&metrics, "hlm_rounds_total"),
-        rounds(&demo) + rounds(&abort) + rounds(&minimal),
+        sum("rounds"),
         "rounds: page vs server\n{metrics}"
     );
     assert_eq!(
         metric(&metrics, "hlm_forward_tokens_total"),
-        fwd(&demo) + fwd(&abort) + fwd(&minimal),
+        sum("llm_forward_tokens"),
         "positions through the verifier: page vs server"
     );
 }

@@ -39,12 +39,30 @@ export interface ModelInfo {
   vocab_size: number;
   layers: number;
   weight_bytes: number;
-  backend: 'wasm-simd' | string;
+  /** Where the draft model runs. */
+  backend: 'webgpu' | 'wasm-simd';
+  /** The adapter (WebGPU) or "candle on WebAssembly SIMD". */
+  backend_description: string;
+  /** The self-check's figures on WebGPU, or why WebGPU is not used. */
+  backend_note: string;
+  /** What was asked for. */
+  backend_preference?: Backend;
+  /** The module's linear memory in bytes now. */
+  wasm_memory_bytes?: number;
 }
+
+/**
+ * Where the draft model should run. 'auto': WebGPU when the browser has a hardware adapter that
+ * passes a start-up self-check against the WASM path, else WASM SIMD. 'webgpu': WebGPU on any
+ * adapter that passes the self-check (a software one too), else WASM SIMD with the reason in
+ * `backendNote`. 'wasm': WASM SIMD.
+ */
+export type Backend = 'auto' | 'webgpu' | 'wasm';
+export declare const BACKENDS: readonly Backend[];
 
 /** Reports passed to `onProgress` while the client starts. */
 export type ProgressReport =
-  | { type: 'status'; stage: 'downloading' | 'reading-cache' | 'caching' | 'initialising' }
+  | { type: 'status'; stage: 'downloading' | 'reading-cache' | 'caching' | 'initialising' | 'starting-backend' }
   /** `total` is 0 when the server sent no Content-Length. */
   | { type: 'progress'; loaded: number; total: number; fromCache: boolean }
   | { type: 'cache'; hit: boolean }
@@ -85,6 +103,8 @@ export interface CreateOptions {
   workerUrl?: string | URL;
   /** Connect to the verifier in `create` (default true). With false, call `client.connect()`. */
   connect?: boolean;
+  /** Where the draft model runs (default 'auto'). */
+  backend?: Backend;
   /** Name this client gives the verifier (default "hybrid-llm-web/0.1.0"). */
   clientName?: string;
   /** Overrides of the energy estimate's constants. */
@@ -177,6 +197,8 @@ export interface TokenEvent {
   /** Seconds spent drafting so far, and since the generation started. */
   draftTimeS: number;
   wallTimeS: number;
+  /** Set when WebGPU failed before this token and the draft model moved to WASM SIMD. */
+  notice: string | null;
 }
 
 export interface Summary extends Totals {
@@ -192,6 +214,10 @@ export interface Summary extends Totals {
   ids: number[];
   mode: Mode;
   promptTokens: number;
+  /** Where the draft model ran at the end: "webgpu" or "wasm-simd". */
+  draftBackend: 'webgpu' | 'wasm-simd' | null;
+  /** What the run told the user (WebGPU failed, WASM SIMD took over). */
+  notices: string[];
   /** The engine's summary as it reported it (snake_case). */
   raw: Record<string, unknown>;
 }
@@ -201,8 +227,10 @@ export declare class HybridClient {
   static create(options: CreateOptions): Promise<HybridClient>;
   private constructor();
   readonly info: ModelInfo | null;
-  /** "wasm-simd" */
-  readonly backend: string | null;
+  /** Where the draft model runs now: "webgpu" or "wasm-simd". */
+  readonly backend: 'webgpu' | 'wasm-simd' | null;
+  /** The self-check's figures on WebGPU, or why WebGPU is not used. */
+  readonly backendNote: string | null;
   /** true when the model came from Cache Storage. */
   readonly cacheHit: boolean | null;
   readonly loadSeconds: number | null;
@@ -213,6 +241,8 @@ export declare class HybridClient {
   readonly lastSummary: Summary | null;
   readonly draftTokensPerS: number | null;
   readonly warnings: string[];
+  /** Moves the draft model to another backend between generations; resolves with the new info. */
+  setBackend(backend: Backend): Promise<ModelInfo>;
   /** Connects (again) to the verifier; arguments default to those given to `create`. */
   connect(verifierUrl?: string, token?: string): Promise<void>;
   /** Yields each token once final; returns the summary. Breaking out of the loop aborts. */

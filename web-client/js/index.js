@@ -13,6 +13,15 @@ export const VERSION = '0.1.0';
 const CREATE = Symbol('create'); // keeps the constructor private to HybridClient.create
 export const MODES = Object.freeze(['always', 'uncertainty', 'uncertainty+importance', 'never']);
 export const KINDS = Object.freeze(['skipped', 'uploaded-accepted', 'uploaded-resampled']);
+export const BACKENDS = Object.freeze(['auto', 'webgpu', 'wasm']);
+
+function checkBackend(b) {
+  if (b === undefined || b === null) return 'auto';
+  if (!BACKENDS.includes(b)) {
+    throw new HybridError(`backend must be one of ${BACKENDS.join(', ')}, not ${JSON.stringify(b)}`, 'bad-option');
+  }
+  return b;
+}
 
 /** An error with a stable `code` next to its readable message. */
 export class HybridError extends Error {
@@ -132,6 +141,7 @@ function camelEvent(ev, energyConstants) {
     totals: camelTotals(ev.totals || {}, ev.draft_time_s, energyConstants),
     draftTimeS: n(ev.draft_time_s),
     wallTimeS: n(ev.wall_time_s),
+    notice: ev.notice ?? null,
   };
 }
 
@@ -149,6 +159,8 @@ function camelSummary(s, draftTokensPerS, energyConstants) {
     ids: s.ids,
     mode: s.mode,
     promptTokens: n(s.prompt_tokens),
+    draftBackend: s.draft_backend || null,
+    notices: s.notices || [],
     raw: s,
   };
 }
@@ -165,10 +177,12 @@ export class HybridClient {
   constructor(opts, secret) {
     if (secret !== CREATE) throw new TypeError('use `await HybridClient.create(options)`');
     this.#opts = opts;
-    /** Model info from the engine: { name, vocab_size, layers, weight_bytes, backend }. */
+    /** Model info from the engine: { name, vocab_size, layers, weight_bytes, backend, ... }. */
     this.info = null;
-    /** Where the draft model runs: "wasm-simd". */
+    /** Where the draft model runs: "webgpu" or "wasm-simd". */
     this.backend = null;
+    /** Why: the self-check's figures on WebGPU, or why WebGPU is not used. */
+    this.backendNote = null;
     /** true when the model came from Cache Storage, false when downloaded. */
     this.cacheHit = null;
     /** Seconds the model took to load (download or cache read, and initialisation). */
@@ -191,7 +205,8 @@ export class HybridClient {
    */
   static async create(opts = {}) {
     if (!opts.draftModelUrl) throw new HybridError('draftModelUrl is required', 'bad-option');
-    const client = new HybridClient({ cacheName: 'hybrid-llm-models', ...opts }, CREATE);
+    const backend = checkBackend(opts.backend);
+    const client = new HybridClient({ cacheName: 'hybrid-llm-models', ...opts, backend }, CREATE);
     try {
       client.#start();
       await client.#load();
@@ -273,6 +288,7 @@ export class HybridClient {
         const g = this.#gen;
         if (g && g.id === msg.id) {
           this.draftTokensPerS = msg.draftTokensPerS ?? null;
+          if (msg.info) this.#setInfo(msg.info);
           g.summary = camelSummary(msg.summary, msg.draftTokensPerS, this.#opts.energyConstants);
           this.lastSummary = g.summary;
           g.settle();
@@ -309,14 +325,30 @@ export class HybridClient {
   }
 
   async #load() {
-    const { draftModelUrl, draftModelName, cacheName } = this.#opts;
+    const { draftModelUrl, draftModelName, cacheName, backend } = this.#opts;
     const modelUrl = new URL(draftModelUrl, globalThis.location ? globalThis.location.href : undefined).href;
-    const r = await this.#request({ type: 'load', modelUrl, modelName: draftModelName || '', cacheName }, 'load');
-    this.info = r.info;
-    this.backend = (r.info && r.info.backend) || null;
+    const r = await this.#request({ type: 'load', modelUrl, modelName: draftModelName || '', cacheName, backend }, 'load');
+    this.#setInfo(r.info);
     this.cacheHit = r.fromCache;
     this.loadSeconds = r.seconds;
     this.#report({ type: 'loaded', info: r.info, seconds: r.seconds, fromCache: r.fromCache, bytes: r.bytes });
+  }
+
+  #setInfo(info) {
+    this.info = info;
+    this.backend = (info && info.backend) || null;
+    this.backendNote = (info && info.backend_note) || null;
+  }
+
+  /**
+   * Moves the draft model to another backend ('auto' | 'webgpu' | 'wasm'; see `CreateOptions.backend`)
+   * between generations. Resolves with the new `info`; `backend` and `backendNote` say what runs.
+   */
+  async setBackend(backend) {
+    if (this.#gen) throw new HybridError('a generation is running on this client', 'busy');
+    const r = await this.#request({ type: 'backend', backend: checkBackend(backend) }, 'backend');
+    this.#setInfo(r.info);
+    return r.info;
   }
 
   /**

@@ -265,8 +265,12 @@ async function load(msg) {
     bytes = null; // the engine has read what it needs (in place); let the file's array go
   }
   const t2 = performance.now();
+  post({ type: 'status', stage: 'starting-backend' });
+  const info = plain(await engine.use_backend(msg.backend || 'auto'));
+  const t3 = performance.now();
   return {
-    info: plain(engine.info()),
+    info,
+    backendSeconds: (t3 - t2) / 1000,
     seconds: (t2 - t0) / 1000,
     downloadSeconds: (t1 - t0) / 1000,
     initSeconds: (t2 - t1) / 1000,
@@ -282,12 +286,14 @@ async function generate(msg) {
   try {
     const summary = plain(
       await engine.generate(msg.prompt, msg.options || {}, (ev) => {
-        post({ type: 'token', id: msg.id, ev: plain(ev) });
+        const e = plain(ev);
+        if (e.notice) post({ type: 'warning', message: e.notice });
+        post({ type: 'token', id: msg.id, ev: e });
         if (early) engine.abort();
       }),
     );
     const draftTokensPerS = summary.draft_time_s > 0 ? summary.tokens / summary.draft_time_s : null;
-    post({ type: 'done', id: msg.id, summary, draftTokensPerS });
+    post({ type: 'done', id: msg.id, summary, draftTokensPerS, info: plain(engine.info()) });
   } finally {
     current = null;
   }
@@ -331,6 +337,12 @@ async function handle(msg) {
           throw new Error('no model loaded');
         }
         await generate(msg);
+        break;
+      }
+      case 'backend': {
+        if (!engine) throw new Error('no model loaded');
+        const info = plain(await engine.use_backend(msg.backend || 'auto'));
+        post({ type: 'backend', id: msg.id, info });
         break;
       }
       case 'disconnect': {

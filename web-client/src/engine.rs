@@ -33,7 +33,20 @@ struct Inner {
     drafter: RefCell<Option<Drafter>>,
     session: RefCell<Option<HybridSession<BrowserLink>>>,
     abort: Cell<bool>,
-    info: serde_json::Value,
+    info: RefCell<serde_json::Value>,
+}
+
+/// [`Engine::info`]'s `backend_description` on the CPU path.
+const WASM_DESCRIPTION: &str = "candle on WebAssembly SIMD";
+
+/// The page's name for where the draft model runs: the GPU backend's kind (`"webgpu"`), or
+/// `"wasm-simd"` for candle on the CPU.
+fn shown_backend(kind: &str) -> &str {
+    if kind == "cpu" {
+        "wasm-simd"
+    } else {
+        kind
+    }
 }
 
 /// A readable message for the page, with the kinds the API documents first.
@@ -107,6 +120,8 @@ impl Engine {
             "layers": cfg.layers,
             "weight_bytes": model.weight_bytes(),
             "backend": "wasm-simd",
+            "backend_description": WASM_DESCRIPTION,
+            "backend_note": "",
             // Linear memory at each loading stage (it only grows): where the bytes went.
             "load_memory": {
                 "at_start": at_start,
@@ -120,7 +135,7 @@ impl Engine {
                 drafter: RefCell::new(Some(Drafter::new(std::sync::Arc::new(model), tokenizer))),
                 session: RefCell::new(None),
                 abort: Cell::new(false),
-                info,
+                info: RefCell::new(info),
             }),
         })
     }
@@ -128,9 +143,59 @@ impl Engine {
     /// `{ name, vocab_size, layers, weight_bytes, backend, wasm_memory_bytes }` (the module's
     /// linear memory now: it only grows).
     pub fn info(&self) -> JsValue {
-        let mut info = self.inner.info.clone();
+        let mut info = self.inner.info.borrow().clone();
         info["wasm_memory_bytes"] = wasm_memory_bytes().into();
         to_js(&info)
+    }
+
+    /// Chooses where the draft model runs and resolves with [`Engine::info`], whose `backend`
+    /// (`"webgpu"` or `"wasm-simd"`) and `backend_note` say which runs and why:
+    /// * `"auto"`: WebGPU if the browser has a hardware adapter, the weights fit its limits and a
+    ///   start-up self-check against the CPU path passes; otherwise WASM SIMD;
+    /// * `"webgpu"`: WebGPU on any adapter (a software one too) if it passes the self-check;
+    ///   otherwise WASM SIMD, with the reason in `backend_note`;
+    /// * `"wasm"`: WASM SIMD.
+    ///
+    /// If WebGPU fails later (a lost device), the running generation continues on WASM SIMD: its
+    /// next token event carries a `notice`, and the summary's `draft_backend` says `"wasm-simd"`.
+    pub fn use_backend(&self, preference: String) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let pref: hlm_gpu::Preference = preference.parse().map_err(js_error)?;
+            let mut drafter = inner
+                .drafter
+                .borrow_mut()
+                .take()
+                .ok_or_else(|| js_error("busy: a generation is running"))?;
+            let opts = hlm_gpu::GpuOptions::default();
+            let choice = match hlm_gpu::choose(&mut drafter, pref, opts).await {
+                Ok(c) => Ok(c),
+                Err(e) => {
+                    // Asked for WebGPU and it cannot run: WASM SIMD, saying why.
+                    let cpu = hlm_gpu::choose(&mut drafter, hlm_gpu::Preference::Cpu, opts).await;
+                    cpu.map(|mut c| {
+                        c.note = format!("WebGPU unavailable: {e}");
+                        c
+                    })
+                }
+            };
+            *inner.drafter.borrow_mut() = Some(drafter);
+            let choice = choice.map_err(|e| js_error(e.to_string()))?;
+            {
+                let mut info = inner.info.borrow_mut();
+                info["backend"] = shown_backend(choice.kind).into();
+                info["backend_description"] = if choice.kind == "cpu" {
+                    WASM_DESCRIPTION.into()
+                } else {
+                    choice.description.clone().into()
+                };
+                info["backend_note"] = choice.note.into();
+                info["backend_preference"] = preference.into();
+            }
+            let mut info = inner.info.borrow().clone();
+            info["wasm_memory_bytes"] = wasm_memory_bytes().into();
+            Ok(to_js(&info))
+        })
     }
 
     /// Opens a session with the verifier at `url` (handshake and vocabulary check). Rejects
@@ -196,10 +261,20 @@ impl Engine {
                 }
                 Err(e) => Err(e),
             };
+            let backend = shown_backend(drafter.backend_kind()).to_string();
             *inner.drafter.borrow_mut() = Some(drafter);
             *inner.session.borrow_mut() = Some(session);
             result
-                .map(|s| to_js(&s))
+                .map(|mut s| {
+                    if let Some(n) = s.notices.last() {
+                        let mut info = inner.info.borrow_mut();
+                        info["backend"] = backend.as_str().into();
+                        info["backend_description"] = WASM_DESCRIPTION.into();
+                        info["backend_note"] = n.as_str().into();
+                    }
+                    s.draft_backend = backend;
+                    to_js(&s)
+                })
                 .map_err(|e| js_error(user_error(&e)))
         })
     }

@@ -12,10 +12,10 @@
 //
 // Other options: --www DIR (default: the repository's www/), --pkg DIR (default: web-client/js),
 // --chromium PATH (default /usr/bin/chromium), --load-timeout S (180), --gen-timeout S (300),
-// --no-abort (skip the abort step), --skip-pack (use the <www>/pkg-installed/ already there).
+// --no-abort (skip the abort step), --no-webgpu (skip the WebGPU run), --skip-pack (use the <www>/pkg-installed/ already there).
 //
 // stdout: one JSON line per step ({"test":"serving"|"demo"|"abort"|"reload"|"minimal"|
-// "wrong-token"|"verifier-down", ...}); the generating steps (demo, abort, minimal) carry
+// "wrong-token"|"verifier-down"|"webgpu-fallback"|"webgpu"|"webgpu-auto", ...}); the generating steps (demo, abort, minimal) carry
 // "summary": the engine's own summary, snake_case (rounds, llm_forward_tokens, bytes_up, …),
 // so that a caller can compare them with the server's /metrics: all three talk to the verifier.
 // stderr: progress, browser console errors, failures.
@@ -28,7 +28,7 @@ import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { CHROMIUM_ARGS } from './chromium.mjs';
+import { CHROMIUM_ARGS, launchChromium } from './chromium.mjs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,6 +36,8 @@ import { fileURLToPath } from 'node:url';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..');
 const KINDS = ['skipped', 'uploaded-accepted', 'uploaded-resampled'];
+/** The WebGPU / WASM comparison's prompt: an answer the model is sure of, token by token. */
+const PARITY_PROMPT = 'Count from 1 to 30, separated by commas.';
 
 class Failure extends Error {}
 const fail = (msg) => {
@@ -62,6 +64,7 @@ function parseArgs(argv) {
     pack: true,
     keepPkgInstalled: false,
     mismatchVerifier: null,
+    webgpu: true,
   };
   for (let i = 2; i < argv.length; i++) {
     const k = argv[i];
@@ -81,6 +84,7 @@ function parseArgs(argv) {
       case '--load-timeout': a.loadTimeout = Number(v()); break;
       case '--gen-timeout': a.genTimeout = Number(v()); break;
       case '--no-abort': a.abort = false; break;
+      case '--no-webgpu': a.webgpu = false; break;
       case '--skip-pack': a.pack = false; break;
       case '--keep-pkg-installed': a.keepPkgInstalled = true; break;
       case '-h':
@@ -98,7 +102,7 @@ function usage(err) {
   if (err) process.stderr.write(`error: ${err}\n`);
   process.stderr.write(
     'usage: node web-client/tests/browser.mjs --base http://127.0.0.1:PORT/ --out DIR [--token T] [--max-tokens 24]\n' +
-      '       [--www DIR] [--pkg DIR] [--chromium PATH] [--load-timeout S] [--gen-timeout S] [--no-abort] [--skip-pack] [--keep-pkg-installed]\n',
+      '       [--www DIR] [--pkg DIR] [--chromium PATH] [--load-timeout S] [--gen-timeout S] [--no-abort] [--no-webgpu] [--skip-pack] [--keep-pkg-installed]\n',
   );
   process.exit(err ? 2 : 0);
 }
@@ -228,6 +232,8 @@ async function waitDemoReady(page, timeoutS, what) {
     cacheHit: window.hlmDemo.cacheHit,
     downloads: window.hlmDemo.downloads,
     backend: document.getElementById('backend').textContent,
+    backendNote: document.getElementById('backend-note').textContent,
+    backendKind: window.hlmDemo.backend,
   }));
   if (s.error) fail(`${what}: the demo shows an error: ${s.error}`);
   check(s.state === 'ready', `${what}: the demo is in state "${s.state}", not "ready" (a token is required: pass --token)`);
@@ -248,7 +254,8 @@ async function waitErrorText(page, timeoutS, what) {
 }
 
 /** Starts a generation on the demo page and waits for its summary. */
-async function demoGenerate(page, { mode, maxTokens, stopAfter = null }, timeoutS, what) {
+async function demoGenerate(page, { mode, maxTokens, stopAfter = null, prompt = null }, timeoutS, what) {
+  if (prompt !== null) await page.fill('#prompt', prompt);
   await page.selectOption('#mode', mode);
   await page.fill('#max-tokens', String(maxTokens));
   await page.click('#generate');
@@ -290,6 +297,7 @@ async function demoGenerate(page, { mode, maxTokens, stopAfter = null }, timeout
       ),
       tokS: text('tok-s'),
       backend: text('backend'),
+      backendKind: d.backend,
     };
   });
   if (r.error) fail(`${what}: the generation failed: ${r.error}`);
@@ -408,6 +416,7 @@ async function main() {
     check(Number(demo.tokS) > 0, `demo: #tok-s reads "${demo.tokS}"`);
     check(s.draftTokensPerS > 0, `demo: draftTokensPerS ${s.draftTokensPerS}`);
     await page.screenshot({ path: path.join(args.out, 'demo.png'), fullPage: true });
+    check(s.draftBackend === 'wasm-simd', `demo: summary.draftBackend is ${s.draftBackend}`);
     emit({ test: 'demo', tokens: s.tokens, kinds, backend: demo.backend, draft_tok_s: s.draftTokensPerS, summary: engineSummary(s), estimate: estimate(s) });
 
     // 2. abort: a long generation stopped after a few tokens
@@ -500,6 +509,74 @@ async function main() {
       emit({ test: 'model-mismatch', error: text });
       await page.close();
       page = null;
+    }
+
+    // 6. WebGPU. Without --enable-unsafe-webgpu this Chromium has no adapter: asking for WebGPU
+    // falls back to WASM SIMD and the page says why.
+    step = 'webgpu-fallback';
+    page = await newPage('webgpu-fallback');
+    await page.goto(urlOf(args.base, '', { token, backend: 'webgpu' }), { waitUntil: 'domcontentloaded' });
+    const fb = await waitDemoReady(page, args.loadTimeout, 'webgpu without the flag');
+    check(fb.backendKind === 'wasm-simd', `webgpu without the flag: backend ${fb.backendKind}, expected wasm-simd`);
+    check(/wasm/i.test(fb.backend), `webgpu without the flag: #backend reads "${fb.backend}"`);
+    check(/WebGPU unavailable/i.test(fb.backendNote), `webgpu without the flag: #backend-note reads "${fb.backendNote}"`);
+    emit({ test: 'webgpu-fallback', backend: fb.backend, note: fb.backendNote });
+    await page.close();
+    page = null;
+
+    // With the flag (SwiftShader's adapter): the page runs the draft model on WebGPU; then the
+    // backend menu moves it to WASM SIMD, and the same prompt, mode and length (greedy) must give
+    // the same text. The prompt has a confident answer: candle (the WASM path) rounds activations
+    // to 8 bits, so where two tokens are nearly tied the backends may legitimately pick different
+    // ones (measured on step 1's prompt: one fork in 24 tokens); the WebGPU kernels themselves are
+    // held to an exact f64 forward by hlm-gpu's tests.
+    if (args.webgpu) {
+      step = 'webgpu';
+      const gpu = await launchChromium({ executablePath: args.chromium, extraArgs: ['--enable-unsafe-webgpu'] });
+      try {
+        page = await gpu.context.newPage();
+        watchPage(page, 'webgpu', modelPath, { count: 0 });
+        await page.goto(urlOf(args.base, '', { token, backend: 'webgpu' }), { waitUntil: 'domcontentloaded' });
+        const w = await waitDemoReady(page, args.loadTimeout, 'webgpu');
+        check(w.backendKind === 'webgpu', `webgpu: backend ${w.backendKind} ("${w.backend}"; ${w.backendNote})`);
+        check(/webgpu/i.test(w.backend), `webgpu: #backend reads "${w.backend}"`);
+        check(/self-check passed/.test(w.backendNote), `webgpu: #backend-note reads "${w.backendNote}"`);
+        log(`WebGPU: ${w.backend} (${w.backendNote}); generating ${args.maxTokens} tokens`);
+        const job = { mode: 'uncertainty+importance', maxTokens: args.maxTokens, prompt: PARITY_PROMPT };
+        const g = await demoGenerate(page, job, args.genTimeout, 'webgpu');
+        const gs = g.summary;
+        check(gs.draftBackend === 'webgpu', `webgpu: summary.draftBackend is ${gs.draftBackend} (notices: ${JSON.stringify(gs.notices)})`);
+        check(gs.tokens >= Math.min(16, args.maxTokens), `webgpu: ${gs.tokens} tokens`);
+        await page.screenshot({ path: path.join(args.out, 'webgpu.png'), fullPage: true });
+
+        step = 'webgpu-to-wasm';
+        await page.selectOption('#backend-choice', 'wasm');
+        await page.waitForFunction(() => window.hlmDemo.backend === 'wasm-simd' && !document.getElementById('backend-choice').disabled, null, {
+          timeout: args.loadTimeout * 1000,
+          polling: 100,
+        });
+        const shown = await page.$eval('#backend', (el) => el.textContent);
+        check(/wasm/i.test(shown), `after choosing WASM SIMD: #backend reads "${shown}"`);
+        const c = await demoGenerate(page, job, args.genTimeout, 'webgpu-to-wasm');
+        const cs = c.summary;
+        check(cs.draftBackend === 'wasm-simd', `webgpu-to-wasm: summary.draftBackend is ${cs.draftBackend}`);
+        check(gs.text === cs.text, `webgpu: text ${JSON.stringify(gs.text)} differs from the WASM path's ${JSON.stringify(cs.text)}`);
+        check(gs.skipped === cs.skipped && gs.uploaded === cs.uploaded, `webgpu: ${gs.skipped}/${gs.uploaded} skipped/uploaded, WASM ${cs.skipped}/${cs.uploaded}`);
+        emit({ test: 'webgpu', backend: w.backend, note: w.backendNote, tokens: gs.tokens, text: gs.text, same_text: true,
+               webgpu_draft_tok_s: gs.draftTokensPerS, wasm_draft_tok_s: cs.draftTokensPerS, summary: engineSummary(gs) });
+        emit({ test: 'webgpu-to-wasm', backend: shown, tokens: cs.tokens, summary: engineSummary(cs) });
+        await page.close();
+        // What `auto` picks with this adapter (SwiftShader: a software one, so WASM SIMD).
+        page = await gpu.context.newPage();
+        await page.goto(urlOf(args.base, '', { token, backend: 'auto' }), { waitUntil: 'domcontentloaded' });
+        const a = await waitDemoReady(page, args.loadTimeout, 'auto');
+        check(['webgpu', 'wasm-simd'].includes(a.backendKind), `auto: backend ${a.backendKind}`);
+        emit({ test: 'webgpu-auto', backend: a.backend, note: a.backendNote });
+        await page.close();
+        page = null;
+      } finally {
+        await gpu.close();
+      }
     }
 
     log('all steps passed');

@@ -65,16 +65,36 @@ pub async fn run(
     Ok(Value::Array(rows))
 }
 
-/// Each kernel of one token submitted alone and waited for: `{name: {ms, share, launches}}`,
-/// printed slowest first. The per-submission overhead is included, so the sum exceeds a normal
-/// step; the shares show where a token's time goes.
+/// Where the GPU's time goes: a step reading back only the argmax (greedy decoding with the token
+/// chosen on the GPU, 8 bytes) against one reading back the logits and the attention row (what
+/// the filter needs: uncertainty is computed on the CPU from the logits), `{greedy_ms, full_ms}`;
+/// then each kernel of one token submitted alone and waited for, `{name: {ms, share, launches}}`,
+/// printed slowest first (per-submission overhead included, so the sum exceeds a normal step).
 async fn kernel_shares(drafter: &Drafter, prompt: &[u32]) -> anyhow::Result<Value> {
+    const REPS: u32 = 4;
     let mut b = GpuBackend::new(drafter.model(), GpuOptions::default()).await?;
     let g = b.model_mut();
     for &t in prompt {
         g.advance(t)?;
     }
     let last = prompt.last().copied().unwrap_or(0);
+    let base = g.len();
+    let time = |g: &mut hlm_gpu::GpuModel, full: bool| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        for _ in 0..REPS {
+            g.truncate(base);
+            if full {
+                g.forward_blocking(last, ATTENTION_LAYERS)?;
+            } else {
+                g.forward_greedy_blocking(last)?;
+            }
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e3 / REPS as f64)
+    };
+    let greedy_ms = time(g, false)?;
+    let full_ms = time(g, true)?;
+    g.truncate(base);
+    eprintln!("  step reading back the argmax {greedy_ms:.1} ms, the logits + attention row {full_ms:.1} ms");
     let prof = g.profile_blocking(last)?;
     let total: f64 = prof.iter().map(|p| p.1).sum();
     let mut out = serde_json::Map::new();
@@ -90,5 +110,5 @@ async fn kernel_shares(drafter: &Drafter, prompt: &[u32]) -> anyhow::Result<Valu
             json!({"ms": secs * 1e3, "share": share, "launches": n}),
         );
     }
-    Ok(Value::Object(out))
+    Ok(json!({"greedy_ms": greedy_ms, "full_ms": full_ms, "per_kernel": out}))
 }

@@ -9,8 +9,8 @@
 //!
 //! The self-check runs a few tokens through both the GPU and candle on the CPU and compares the
 //! last position's logits: all finite, cosine similarity ≥ [`SELF_CHECK_MIN_COSINE`]. A correct
-//! backend lands near 1 − 1e-5 (it differs from candle only by candle's 8-bit activation rounding);
-//! a miscompiled kernel or a driver bug lands far below.
+//! backend lands near 0.9999 (0.99989 measured on SmolLM2: it differs from candle only by candle's
+//! 8-bit activation rounding); a miscompiled kernel or a driver bug lands far below.
 
 use crate::{GpuContext, GpuError, GpuModel, GpuOptions, Result};
 use hlm_engine::decode::{BackendFuture, DraftBackend, DraftStep, Drafter};
@@ -18,7 +18,7 @@ use hlm_engine::model::{LogitRows, Model};
 use std::str::FromStr;
 
 /// Least cosine similarity between GPU and CPU logits the self-check accepts.
-pub const SELF_CHECK_MIN_COSINE: f64 = 0.999;
+pub const SELF_CHECK_MIN_COSINE: f64 = 0.995;
 
 /// Tokens the self-check runs (ids below the vocabulary size; any ids exercise every kernel).
 const SELF_CHECK_TOKENS: usize = 4;
@@ -215,11 +215,7 @@ pub async fn choose(drafter: &mut Drafter, pref: Preference, opts: GpuOptions) -
     let attempt = async {
         let ctx = GpuContext::new().await?;
         if pref == Preference::Auto && ctx.adapter_info().device_type == wgpu::DeviceType::Cpu {
-            return Err(GpuError::NoAdapter(format!(
-                "the only adapter, {}, is a software renderer, slower than the CPU path \
-                 (ask for the GPU explicitly to use it anyway)",
-                ctx.describe()
-            )));
+            return Err(GpuError::SoftwareAdapter(ctx.describe()));
         }
         let mut b = GpuBackend::with_context(ctx, drafter.model(), opts)?;
         let check = b.self_check(drafter.model()).await?;

@@ -112,12 +112,22 @@ impl GpuContext {
         &self.info
     }
 
-    /// A one-line description: `"llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)"`.
+    /// A one-line description: `"llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, software)"`; browsers
+    /// often keep the adapter's name to themselves (`"unnamed adapter (BrowserWebGpu, software)"`).
     pub fn describe(&self) -> String {
-        format!(
-            "{} ({:?}, {:?})",
-            self.info.name, self.info.backend, self.info.device_type
-        )
+        let name = if self.info.name.trim().is_empty() {
+            "unnamed adapter"
+        } else {
+            self.info.name.trim()
+        };
+        let kind = match self.info.device_type {
+            wgpu::DeviceType::Cpu => "software",
+            wgpu::DeviceType::DiscreteGpu => "discrete GPU",
+            wgpu::DeviceType::IntegratedGpu => "integrated GPU",
+            wgpu::DeviceType::VirtualGpu => "virtual GPU",
+            wgpu::DeviceType::Other => "GPU",
+        };
+        format!("{name} ({:?}, {kind})", self.info.backend)
     }
 
     /// The device's limits (as granted at [`GpuContext::new`]).

@@ -5,8 +5,20 @@
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
     /// No adapter (no GPU, no software driver such as lavapipe, or WebGPU disabled in the browser).
-    #[error("no GPU adapter found ({0}); on Linux without a GPU install a software Vulkan driver (Debian: mesa-vulkan-drivers)")]
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        error("no GPU adapter found ({0}); on Linux without a GPU install a software Vulkan driver (Debian: mesa-vulkan-drivers)")
+    )]
+    #[cfg_attr(
+        target_arch = "wasm32",
+        error(
+            "this browser offers no WebGPU adapter (WebGPU switched off, or no usable GPU): {0}"
+        )
+    )]
     NoAdapter(String),
+    /// `auto` passed over a software adapter (lavapipe, a browser's fallback adapter).
+    #[error("the only adapter, {0}, is a software renderer, slower than the CPU path (ask for the GPU explicitly to use it anyway)")]
+    SoftwareAdapter(String),
     /// The adapter refused a device with the limits we asked for.
     #[error("could not open a device on {adapter}: {message}")]
     RequestDevice { adapter: String, message: String },

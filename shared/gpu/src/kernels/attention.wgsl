@@ -83,7 +83,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
 
-    var m = -3.4028235e38;
+    var m = -0x1.fffffep+127f; // -f32::MAX, in hex: a decimal spelling may round past it (Tint refuses)
     for (var j = t; j < n; j += WG) {
         let kb = P.k_off + j * kvw + kvh * hd;
         var d = 0.0;
