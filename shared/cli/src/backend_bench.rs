@@ -13,7 +13,8 @@ use std::time::Instant;
 /// Attention layers the importance filter reads per step (the engine's default).
 const ATTENTION_LAYERS: usize = 4;
 
-/// One row per backend in `prefs`: `{backend, description, prefill_ms, tok_s, text_ids, kernels}`.
+/// One row per backend in `prefs`: `{backend, description, note, prefill_ms, tok_s,
+/// uncertainty_ms_per_token, same_text_as_first, kernels}`.
 pub async fn run(
     drafter: &mut Drafter,
     prompt: &[u32],
@@ -29,20 +30,36 @@ pub async fn run(
         let (mut logits, _) = drafter.feed(prompt, 0).await?;
         let prefill_ms = t.elapsed().as_secs_f64() * 1e3;
         let mut ids = Vec::with_capacity(tokens);
+        let mut rng = hlm_core::seeded_rng(0);
+        let signal = hlm_core::UncertaintyConfig::default();
+        let mut filter_secs = 0.0;
         let t = Instant::now();
         for _ in 0..tokens {
             let x = hlm_core::argmax(&logits);
             ids.push(x);
+            // The filter's uncertainty (K perturbed draws over the logits) runs on the CPU, on the
+            // logits read back: timed apart, as the alternative is a GPU kernel reading back only u.
+            let tf = Instant::now();
+            std::hint::black_box(hlm_core::temperature_perturbation(
+                &logits, x, &signal, &mut rng,
+            ));
+            filter_secs += tf.elapsed().as_secs_f64();
             logits = drafter.feed(&[x], ATTENTION_LAYERS).await?.0;
         }
         let secs = t.elapsed().as_secs_f64();
+        let filter_ms = filter_secs * 1e3 / tokens as f64;
         let tok_s = tokens as f64 / secs;
         let same = reference.get_or_insert_with(|| ids.clone()) == &ids;
         eprintln!(
-            "draft on {:<12} {tok_s:7.2} tok/s ({:.1} ms/token, prefill {prefill_ms:.0} ms){}  [{}]",
+            "draft on {:<12} {tok_s:7.2} tok/s ({:.1} ms/token, of which uncertainty on the CPU \
+             {filter_ms:.2} ms; prefill {prefill_ms:.0} ms){}  [{}]",
             choice.kind,
             secs * 1e3 / tokens as f64,
-            if same { "" } else { "  greedy text differs from the first backend's" },
+            if same {
+                ""
+            } else {
+                "  greedy text differs from the first backend's"
+            },
             choice.description
         );
         let kernels = if choice.kind == "cpu" {
@@ -57,6 +74,7 @@ pub async fn run(
             "note": choice.note,
             "prefill_ms": prefill_ms,
             "tok_s": tok_s,
+            "uncertainty_ms_per_token": filter_ms,
             "same_text_as_first": same,
             "kernels": kernels,
         }));
@@ -91,8 +109,9 @@ async fn kernel_shares(drafter: &Drafter, prompt: &[u32]) -> anyhow::Result<Valu
         }
         Ok(t.elapsed().as_secs_f64() * 1e3 / REPS as f64)
     };
-    let greedy_ms = time(g, false)?;
+    time(g, true)?; // warm-up
     let full_ms = time(g, true)?;
+    let greedy_ms = time(g, false)?;
     g.truncate(base);
     eprintln!("  step reading back the argmax {greedy_ms:.1} ms, the logits + attention row {full_ms:.1} ms");
     let prof = g.profile_blocking(last)?;

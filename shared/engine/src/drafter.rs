@@ -53,6 +53,19 @@ pub trait DraftBackend: MaybeSend {
     }
     /// Rolls the cache back to its first `len` positions.
     fn truncate(&mut self, len: usize);
+    /// Whether a prompt should be run through candle on the CPU in one batched forward and its
+    /// keys and values imported ([`DraftBackend::import_cache`]) rather than fed here one position
+    /// at a time: true where this backend's single-token step is slower than the CPU's batched
+    /// per-token cost (software adapters). Default: false.
+    fn prefers_cpu_prefill(&self) -> bool {
+        false
+    }
+    /// Replaces the cache with `cache`'s positions (computed by the same model on the CPU).
+    /// Default: unsupported.
+    fn import_cache(&mut self, cache: &KvCache) -> std::result::Result<(), String> {
+        let _ = cache;
+        Err("this backend cannot import a cache".into())
+    }
     /// Runs `ids` at the next positions; see [`DraftStep`]. An error means the backend is unusable
     /// from here on (the drafter falls back to the CPU).
     fn feed<'a>(
@@ -162,7 +175,15 @@ impl Drafter {
     /// Runs `ids` at the next positions; see [`DraftStep`].
     pub async fn feed(&mut self, ids: &[u32], attention_layers: usize) -> Result<DraftStep> {
         if let Some(b) = &mut self.backend {
-            match b.feed(ids, attention_layers).await {
+            let done = Self::backend_feed(
+                b.as_mut(),
+                &self.model,
+                &mut self.cache,
+                ids,
+                attention_layers,
+            )
+            .await;
+            match done {
                 Ok(step) => {
                     self.fed.extend_from_slice(ids);
                     return Ok(step);
@@ -186,6 +207,32 @@ impl Drafter {
         let step = self.cpu_feed(ids, attention_layers)?;
         self.fed.extend_from_slice(ids);
         Ok(step)
+    }
+
+    /// Feeds `ids` to `backend`; a prompt (more than one id on an empty cache) goes through
+    /// `model` on the CPU first when the backend prefers it, all but its last id in one batched
+    /// forward whose keys and values the backend imports.
+    async fn backend_feed(
+        backend: &mut dyn DraftBackend,
+        model: &Model,
+        scratch: &mut KvCache,
+        ids: &[u32],
+        attention_layers: usize,
+    ) -> std::result::Result<DraftStep, String> {
+        if ids.len() > 1 && backend.is_empty() && backend.prefers_cpu_prefill() {
+            let (&last, before) = ids.split_last().unwrap_or((&0, &[]));
+            scratch.clear();
+            model
+                .forward(scratch, before, &LogitRows::None, 0)
+                .map_err(|e| format!("prefill on the CPU: {e}"))?;
+            let imported = backend.import_cache(scratch);
+            scratch.clear();
+            imported?;
+            return backend
+                .feed(std::slice::from_ref(&last), attention_layers)
+                .await;
+        }
+        backend.feed(ids, attention_layers).await
     }
 
     fn cpu_feed(&mut self, ids: &[u32], attention_layers: usize) -> Result<DraftStep> {

@@ -602,6 +602,36 @@ impl GpuModel {
         Ok(GpuForward { logits, attention })
     }
 
+    /// Replaces the cache with positions `0 .. len` of `layers` (per layer, keys after RoPE and
+    /// values, `[position][kv head][dim]`, as the engine's CPU cache holds them): a prompt run on
+    /// the CPU in one batched forward continues here.
+    pub fn import_cache(&mut self, layers: &[(&[f32], &[f32])], len: usize) -> Result<()> {
+        self.ctx.check_device()?;
+        let kvw = self.cfg.kv_heads * self.cfg.head_dim;
+        if layers.len() != self.layers.len() || len > self.max_context {
+            return Err(GpuError::Model(format!(
+                "cannot import {} layers × {len} positions into {} layers × {}",
+                layers.len(),
+                self.layers.len(),
+                self.max_context
+            )));
+        }
+        for (l, (k, v)) in self.layers.iter().zip(layers) {
+            if k.len() < len * kvw || v.len() < len * kvw {
+                return Err(GpuError::Model(format!(
+                    "imported cache holds {} values per layer, {} needed",
+                    k.len().min(v.len()),
+                    len * kvw
+                )));
+            }
+            let q = &self.ctx.queue;
+            q.write_buffer(&l.k_cache, 0, bytemuck::cast_slice(&k[..len * kvw]));
+            q.write_buffer(&l.v_cache, 0, bytemuck::cast_slice(&v[..len * kvw]));
+        }
+        self.pos = len;
+        Ok(())
+    }
+
     /// Runs `token` at the next position without reading anything back (a prompt's tokens before
     /// its last: the next read waits for this submission too).
     pub fn advance(&mut self, token: u32) -> Result<()> {

@@ -156,3 +156,47 @@ fn auto_passes_over_a_software_adapter_and_cpu_stays_on_the_cpu() {
     }
     assert_eq!(d.backend_kind(), c.kind);
 }
+
+/// A prompt run on the CPU in one batched forward, its keys and values imported into the GPU cache,
+/// continues as if the GPU had run it: the next logits agree with the all-GPU route.
+#[test]
+fn a_prompt_prefilled_on_the_cpu_continues_on_the_gpu() {
+    use hlm_engine::decode::DraftBackend;
+    let (_, t) = small();
+    let prompt = t
+        .encode(
+            hlm_engine::chat::chatml("Write a haiku about rain.", None),
+            false,
+        )
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    let b = gpu_backend();
+    // lavapipe's single step is slower than candle's batched per-token cost.
+    assert!(b.prefers_cpu_prefill());
+    let mut d = drafter();
+    d.set_backend(Box::new(b));
+    let (imported, att_a) = pollster::block_on(d.feed(&prompt, 4)).unwrap();
+    let mut all_gpu = gpu_backend();
+    let (sequential, att_b) = pollster::block_on(all_gpu.feed(&prompt, 4)).unwrap();
+    assert_eq!(all_gpu.len(), prompt.len());
+    let cos = {
+        let dot: f64 = imported
+            .iter()
+            .zip(&sequential)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        let n = |v: &[f32]| v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+        dot / (n(&imported) * n(&sequential))
+    };
+    eprintln!("prompt of {} tokens: cosine {cos}", prompt.len());
+    assert!(cos > 0.9999, "{cos}");
+    assert_eq!(hlm_core::argmax(&imported), hlm_core::argmax(&sequential));
+    assert_eq!(att_a.unwrap().len(), att_b.unwrap().len());
+    // And the next step runs at the right position.
+    let next = hlm_core::argmax(&imported);
+    let (a, _) = pollster::block_on(d.feed(&[next], 0)).unwrap();
+    let (b, _) = pollster::block_on(all_gpu.feed(&[next], 0)).unwrap();
+    assert_eq!(hlm_core::argmax(&a), hlm_core::argmax(&b));
+    assert_eq!(d.backend_kind(), "wgpu-vulkan");
+}

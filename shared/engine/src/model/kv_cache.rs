@@ -102,6 +102,14 @@ impl KvCache {
         &self.layers[layer]
     }
 
+    /// Keys and values of layer `layer` for the positions held, `[position][kv head][dim]` (keys
+    /// after RoPE): what a GPU backend imports after a prefill on the CPU.
+    pub fn layer_kv(&self, layer: usize) -> Option<(&[f32], &[f32])> {
+        let l = self.layers.get(layer)?;
+        let n = self.len * self.width;
+        Some((&l.k[..n], &l.v[..n]))
+    }
+
     pub(crate) fn commit(&mut self, m: usize) {
         self.len += m;
     }
