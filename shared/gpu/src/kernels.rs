@@ -115,9 +115,9 @@ impl QuantFormat {
 /// The 8-bit activation formats of candle's CPU products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ActQuant {
-    /// ggml's Q8_0 / Q8_1, blocks of 32 ([`Kernels::quantize_q8_32`]).
+    /// ggml's Q8_0 / Q8_1, blocks of 32 ([`Kernels::quantize`]).
     Q8_32,
-    /// ggml's Q8_K, blocks of 256 ([`Kernels::quantize_q8_k`]).
+    /// ggml's Q8_K, blocks of 256 ([`Kernels::quantize`]).
     Q8K,
 }
 
@@ -139,7 +139,7 @@ impl ActQuant {
     }
 }
 
-/// Words of `n` activations quantised by [`Kernels::quantize_q8_32`] (10 per block of 32).
+/// Words of `n` activations quantised to [`ActQuant::Q8_32`] by [`Kernels::quantize`] (10 per block of 32).
 pub fn q8_32_words(n: usize) -> usize {
     ActQuant::Q8_32.words(n)
 }
@@ -460,33 +460,10 @@ impl Kernels {
         ))
     }
 
-    /// Quantises `x[x_off .. x_off + n]` to 8 bits per block of 32 as candle's CPU path does
-    /// (Q8_0 / Q8_1) into `xq` ([`q8_32_words`]`(n)` words), for [`Kernels::matvec_q8`].
-    pub fn quantize_q8_32(
-        &self,
-        ctx: &GpuContext,
-        x: &wgpu::Buffer,
-        x_off: u32,
-        xq: &wgpu::Buffer,
-        n: usize,
-    ) -> Result<Dispatch> {
-        self.quantize(ctx, ActQuant::Q8_32, x, x_off, xq, n)
-    }
-
-    /// Quantises `x[x_off .. x_off + n]` to ggml's Q8_K (blocks of 256) as candle's CPU path does
-    /// before a Q4_K / Q6_K product, for [`Kernels::matvec_q8`].
-    pub fn quantize_q8_k(
-        &self,
-        ctx: &GpuContext,
-        x: &wgpu::Buffer,
-        x_off: u32,
-        xq: &wgpu::Buffer,
-        n: usize,
-    ) -> Result<Dispatch> {
-        self.quantize(ctx, ActQuant::Q8K, x, x_off, xq, n)
-    }
-
-    /// [`Kernels::quantize_q8_32`] or [`Kernels::quantize_q8_k`].
+    /// Quantises `x[x_off .. x_off + n]` as candle's CPU path does before a quantised product, for
+    /// [`Kernels::matvec_q8`]: [`ActQuant::Q8_32`] (ggml's Q8_0 / Q8_1, blocks of 32) into
+    /// [`q8_32_words`]`(n)` words, or [`ActQuant::Q8K`] (ggml's Q8_K, blocks of 256, before a
+    /// Q4_K / Q6_K product).
     pub fn quantize(
         &self,
         ctx: &GpuContext,
