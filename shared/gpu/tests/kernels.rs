@@ -559,7 +559,9 @@ fn quantize_q8_32_matches_candle() {
     x[7 + 100] = 250.0;
     let xb = g.ctx.storage_from_f32("x", &x).unwrap();
     let xq = g.ctx.storage_zeroed("xq", kernels::q8_32_words(n)).unwrap();
-    let d = g.k.quantize(&g.ctx, ActQuant::Q8_32, &xb, 7, &xq, n).unwrap();
+    let d =
+        g.k.quantize(&g.ctx, ActQuant::Q8_32, &xb, 7, &xq, n)
+            .unwrap();
     run(g, &[&d]);
     let got: Vec<u32> = read(g, &xq, 0, kernels::q8_32_words(n))
         .iter()
