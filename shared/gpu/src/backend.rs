@@ -77,6 +77,11 @@ impl GpuBackend {
         &self.model
     }
 
+    /// Overrides the self-check's choice of where prompts run (true: on the CPU, then imported).
+    pub fn set_cpu_prefill(&mut self, on: bool) {
+        self.cpu_prefill = on;
+    }
+
     pub fn model_mut(&mut self) -> &mut GpuModel {
         &mut self.model
     }

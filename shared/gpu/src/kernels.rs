@@ -22,6 +22,12 @@ const ARGMAX: &str = include_str!("kernels/argmax.wgsl");
 const QUANT_Q8_32: &str = include_str!("kernels/quant_q8_32.wgsl");
 const QUANT_Q8_K: &str = include_str!("kernels/quant_q8_k.wgsl");
 const MATVEC_Q8: &str = include_str!("kernels/matvec_q8.wgsl");
+const WEIGHT_BYTES: &str = include_str!("kernels/weight_bytes.wgsl");
+
+/// Where a block format's file ends its layout (constants and decoding helpers, shared with its
+/// `_q8` product) and starts its f32-activation product. WGSL has no include: the host
+/// concatenates the pieces.
+const LAYOUT_END: &str = "// ---- the product with f32 activations";
 
 /// Threads per workgroup of the element-wise kernels (must match their `@workgroup_size`).
 const ELEMWISE_WG: u32 = 64;
@@ -358,9 +364,8 @@ impl Kernels {
             .iter()
             .map(|f| {
                 let src = format!(
-                    "const ROWS: u32 = {MATVEC_ROWS}u;\n{}\n{}",
-                    f.source(),
-                    MATVEC
+                    "const ROWS: u32 = {MATVEC_ROWS}u;\n{WEIGHT_BYTES}\n{}\n{MATVEC}",
+                    f.source()
                 );
                 pipeline(d, &format!("matvec {f:?}"), &src)
             })
@@ -369,7 +374,10 @@ impl Kernels {
             .iter()
             .map(|f| {
                 f.q8_source().map(|src| {
-                    let src = format!("const ROWS: u32 = {MATVEC_ROWS}u;\n{src}\n{MATVEC_Q8}");
+                    let layout = f.source().split(LAYOUT_END).next().unwrap_or_default();
+                    let src = format!(
+                        "const ROWS: u32 = {MATVEC_ROWS}u;\n{WEIGHT_BYTES}\n{layout}\n{src}\n{MATVEC_Q8}"
+                    );
                     pipeline(d, &format!("matvec_q8 {f:?}"), &src)
                 })
             })

@@ -5,7 +5,8 @@
 //   UNITS_PER_BLOCK          : BLOCK_ELEMS / 32,
 //   fn unit_dot(b, sub, xi)  : the dot product of the 32 weights of unit `sub` of the block at byte
 //                              `b` of `w` with x[xi .. xi + 32].
-// and the host prepends ROWS, the rows one workgroup computes.
+// and the host prepends ROWS, the rows one workgroup computes, and weight_bytes.wgsl (load_u32,
+// load_u8, load_f16 on `w`).
 // A "unit" is 32 consecutive weights of a row. A workgroup of 64 threads computes ROWS rows, with
 // TPR = 64 / ROWS threads per row: they take the row's units in turn (consecutive threads read
 // consecutive blocks), then add their partial sums in workgroup memory (no subgroup operations, so
@@ -36,25 +37,6 @@ struct Params {
 
 const WG: u32 = 64u;
 var<workgroup> partial: array<f32, WG>;
-
-// The 4 bytes at byte offset `b` (any alignment), little-endian.
-fn load_u32(b: u32) -> u32 {
-    let i = b >> 2u;
-    let s = (b & 3u) * 8u;
-    if (s == 0u) {
-        return w[i];
-    }
-    return (w[i] >> s) | (w[i + 1u] << (32u - s));
-}
-
-fn load_u8(b: u32) -> u32 {
-    return (w[b >> 2u] >> ((b & 3u) * 8u)) & 0xffu;
-}
-
-// An IEEE half at an even byte offset.
-fn load_f16(b: u32) -> f32 {
-    return unpack2x16float((w[b >> 2u] >> ((b & 2u) * 8u)) & 0xffffu).x;
-}
 
 // The four bytes of `q` as signed values.
 fn i8x4(q: u32) -> vec4<f32> {

@@ -2,9 +2,11 @@
 // integer products and the float combination of candle's CPU vec_dot for Q8_0 / Q4_0 / Q4_1 / Q5_0
 // weights, so that both backends round the same way (only the order of the float sums differs).
 // Also Q4_K / Q6_K weights with Q8_K activations (quant_q8_k.wgsl).
-// Same structure as matvec.wgsl (ROWS rows per workgroup of 64 threads); the format's file
-// (prepended) defines BLOCK_ELEMS, BLOCK_BYTES, UNITS_PER_BLOCK and fn unit_dot_q(b, sub, xu): unit
-// `sub` (32 weights) of the block at byte b times unit xu of the quantised x (it knows its x layout).
+// Same structure as matvec.wgsl (ROWS rows per workgroup of 64 threads). The host prepends ROWS,
+// weight_bytes.wgsl, the format's layout (its f32 file up to the "product with f32 activations"
+// line: BLOCK_ELEMS, BLOCK_BYTES, UNITS_PER_BLOCK and decoding helpers) and its _q8 file, which
+// defines fn unit_dot_q(b, sub, xu): unit `sub` (32 weights) of the block at byte b times unit xu
+// of the quantised x (it knows its x layout).
 // x_off (elements, a multiple of the activation block) selects where x starts.
 
 struct Params {
@@ -27,29 +29,12 @@ const WG: u32 = 64u;
 const TPR: u32 = WG / ROWS;
 var<workgroup> partial: array<f32, WG>;
 
-fn load_u32(b: u32) -> u32 {
-    let i = b >> 2u;
-    let s = (b & 3u) * 8u;
-    if (s == 0u) {
-        return w[i];
-    }
-    return (w[i] >> s) | (w[i + 1u] << (32u - s));
-}
-
-fn load_f16(b: u32) -> f32 {
-    return unpack2x16float((w[b >> 2u] >> ((b & 2u) * 8u)) & 0xffffu).x;
-}
-
 fn i8x4(q: u32) -> vec4<i32> {
     return bitcast<vec4<i32>>(vec4<u32>(q << 24u, q << 16u, q << 8u, q)) >> vec4<u32>(24u);
 }
 
 fn u8x4(q: u32) -> vec4<i32> {
     return vec4<i32>(vec4<u32>(q, q >> 8u, q >> 16u, q >> 24u) & vec4<u32>(0xffu));
-}
-
-fn load_u8(b: u32) -> u32 {
-    return (w[b >> 2u] >> ((b & 3u) * 8u)) & 0xffu;
 }
 
 // Blocks of 32 (quant_q8_32): 10 words per block, [d, s, 8 words of q].

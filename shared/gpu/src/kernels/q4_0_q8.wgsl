@@ -1,7 +1,4 @@
 // Q4_0 weights x Q8_0 activations: sumi · d_w · d_x, weights q - 8.
-const BLOCK_ELEMS: u32 = 32u;
-const UNITS_PER_BLOCK: u32 = 1u;
-const BLOCK_BYTES: u32 = 18u;
 
 fn unit_dot_q(b: u32, sub: u32, xo: u32) -> f32 {
     var sumi = 0i;

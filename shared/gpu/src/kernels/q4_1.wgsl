@@ -4,6 +4,8 @@ const BLOCK_ELEMS: u32 = 32u;
 const BLOCK_BYTES: u32 = 20u;
 const UNITS_PER_BLOCK: u32 = 1u;
 
+// ---- the product with f32 activations (above: the block layout, shared with q4_1_q8.wgsl)
+
 fn unit_dot(b: u32, sub: u32, xi: u32) -> f32 {
     let d = load_f16(b);
     let m = load_f16(b + 2u);

@@ -1,7 +1,4 @@
 // Q4_1 weights x Q8_1 activations: sumi · d_w · d_x + m_w · s_x.
-const BLOCK_ELEMS: u32 = 32u;
-const UNITS_PER_BLOCK: u32 = 1u;
-const BLOCK_BYTES: u32 = 20u;
 
 fn unit_dot_q(b: u32, sub: u32, xo: u32) -> f32 {
     var sumi = 0i;

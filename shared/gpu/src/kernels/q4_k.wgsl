@@ -6,19 +6,26 @@ const BLOCK_ELEMS: u32 = 256u;
 const BLOCK_BYTES: u32 = 144u;
 const UNITS_PER_BLOCK: u32 = 8u;
 
+// (sc_j, m_j) of sub-block j of the block at byte b: ggml's get_scale_min_k4.
+fn scale_min(b: u32, j: u32) -> vec2<u32> {
+    let sb = b + 4u;
+    if (j < 4u) {
+        return vec2<u32>(load_u8(sb + j) & 63u, load_u8(sb + j + 4u) & 63u);
+    }
+    return vec2<u32>(
+        (load_u8(sb + j + 4u) & 0xfu) | ((load_u8(sb + j - 4u) >> 6u) << 4u),
+        (load_u8(sb + j + 4u) >> 4u) | ((load_u8(sb + j) >> 6u) << 4u),
+    );
+}
+
+// ---- the product with f32 activations (above: the block layout, shared with q4_k_q8.wgsl)
+
 fn unit_dot(b: u32, j: u32, xi: u32) -> f32 {
     let d = load_f16(b);
     let dmin = load_f16(b + 2u);
-    let sb = b + 4u;
-    var sc: u32;
-    var m: u32;
-    if (j < 4u) {
-        sc = load_u8(sb + j) & 63u;
-        m = load_u8(sb + j + 4u) & 63u;
-    } else {
-        sc = (load_u8(sb + j + 4u) & 0xfu) | ((load_u8(sb + j - 4u) >> 6u) << 4u);
-        m = (load_u8(sb + j + 4u) >> 4u) | ((load_u8(sb + j) >> 6u) << 4u);
-    }
+    let sm = scale_min(b, j);
+    let sc = sm.x;
+    let m = sm.y;
     let qb = b + 16u + 32u * (j / 2u);
     let shift = (j & 1u) * 4u;
     var s = 0.0;

@@ -1,20 +1,10 @@
 // Q4_K weights x Q8_K activations (see q4_k.wgsl for the layout): per sub-block j of 32,
 // d_x · (d_w · sc_j · Σ q·q_x − dmin_w · m_j · Σ q_x), integer sums as candle's vec_dot_q4k_q8k.
-const BLOCK_ELEMS: u32 = 256u;
-const BLOCK_BYTES: u32 = 144u;
-const UNITS_PER_BLOCK: u32 = 8u;
 
 fn unit_dot_q(b: u32, j: u32, xu: u32) -> f32 {
-    let sb = b + 4u;
-    var sc: u32;
-    var m: u32;
-    if (j < 4u) {
-        sc = load_u8(sb + j) & 63u;
-        m = load_u8(sb + j + 4u) & 63u;
-    } else {
-        sc = (load_u8(sb + j + 4u) & 0xfu) | ((load_u8(sb + j - 4u) >> 6u) << 4u);
-        m = (load_u8(sb + j + 4u) >> 4u) | ((load_u8(sb + j) >> 6u) << 4u);
-    }
+    let sm = scale_min(b, j);
+    let sc = sm.x;
+    let m = sm.y;
     let qb = b + 16u + 32u * (j / 2u);
     let shift = (j & 1u) * 4u;
     var sumi = 0i;

@@ -11,6 +11,8 @@ fn hbits(h: u32, k: u32) -> u32 {
     return ((v & 1u) << 4u) | ((v & 2u) << 11u) | ((v & 4u) << 18u) | ((v & 8u) << 25u);
 }
 
+// ---- the product with f32 activations (above: the block layout, shared with q5_0_q8.wgsl)
+
 fn unit_dot(b: u32, sub: u32, xi: u32) -> f32 {
     let d = load_f16(b);
     let qh = load_u32(b + 2u);

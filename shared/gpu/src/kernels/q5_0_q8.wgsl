@@ -1,12 +1,4 @@
 // Q5_0 weights x Q8_0 activations: sumi · d_w · d_x, weights q - 16 (see q5_0.wgsl).
-const BLOCK_ELEMS: u32 = 32u;
-const UNITS_PER_BLOCK: u32 = 1u;
-const BLOCK_BYTES: u32 = 22u;
-
-fn hbits(h: u32, k: u32) -> u32 {
-    let v = h >> k;
-    return ((v & 1u) << 4u) | ((v & 2u) << 11u) | ((v & 4u) << 18u) | ((v & 8u) << 25u);
-}
 
 fn unit_dot_q(b: u32, sub: u32, xo: u32) -> f32 {
     let qh = load_u32(b + 2u);

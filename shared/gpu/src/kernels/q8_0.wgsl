@@ -3,6 +3,8 @@ const BLOCK_ELEMS: u32 = 32u;
 const BLOCK_BYTES: u32 = 34u;
 const UNITS_PER_BLOCK: u32 = 1u;
 
+// ---- the product with f32 activations (above: the block layout, shared with q8_0_q8.wgsl)
+
 fn unit_dot(b: u32, sub: u32, xi: u32) -> f32 {
     let d = load_f16(b);
     var s = 0.0;
