@@ -124,6 +124,15 @@ async fn demo_page_and_npm_package_in_chromium() {
         find("webgpu-to-wasm")["summary"]["draft_backend"],
         "wasm-simd"
     );
+    // Its device destroyed mid-run, the page finished on WASM SIMD and said so.
+    let lost = find("webgpu-lost");
+    assert_eq!(lost["summary"]["draft_backend"], "wasm-simd", "{lost}");
+    assert!(
+        lost["notice"]
+            .as_str()
+            .is_some_and(|n| n.contains("continuing on the CPU")),
+        "{lost}"
+    );
 
     // The page's counts are the server's counts: every generating step talked to this verifier.
     let generating: Vec<&serde_json::Value> = reports
@@ -132,8 +141,8 @@ async fn demo_page_and_npm_package_in_chromium() {
         .collect();
     assert_eq!(
         generating.len(),
-        5,
-        "demo, abort, minimal, webgpu, webgpu-to-wasm"
+        6,
+        "demo, abort, minimal, webgpu, webgpu-lost, webgpu-to-wasm"
     );
     let sum = |key: &str| -> f64 {
         generating

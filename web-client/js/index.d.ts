@@ -241,6 +241,8 @@ export declare class HybridClient {
   readonly lastSummary: Summary | null;
   readonly draftTokensPerS: number | null;
   readonly warnings: string[];
+  /** Destroys the WebGPU device (as a driver reset would) to test the fallback to WASM SIMD; false when not on WebGPU. */
+  simulateGpuLoss(): Promise<boolean>;
   /** Moves the draft model to another backend between generations; resolves with the new info. */
   setBackend(backend: Backend): Promise<ModelInfo>;
   /** Connects (again) to the verifier; arguments default to those given to `create`. */

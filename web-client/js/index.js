@@ -411,6 +411,17 @@ export class HybridClient {
     }
   }
 
+  /**
+   * Destroys the WebGPU device the draft model runs on, as a driver reset would (compare WebGL's
+   * `loseContext()`), to test how an app handles the fallback: the running or next generation
+   * continues on WASM SIMD, a token's `notice` and a warning say so. Resolves with false when the
+   * model is not on WebGPU.
+   */
+  async simulateGpuLoss() {
+    const r = await this.#request({ type: 'simulate-gpu-loss' }, 'backend');
+    return r.lost === true;
+  }
+
   /** Stops the running generation soon; it then ends with stopReason "aborted". */
   abort() {
     if (this.#gen && !this.#closed) this.#worker.postMessage({ type: 'abort', id: this.#gen.id });

@@ -306,6 +306,11 @@ let queue = Promise.resolve();
 
 self.onmessage = (event) => {
   const msg = event.data || {};
+  if (msg.type === 'simulate-gpu-loss') {
+    // At once, like abort: it is meant to hit a running generation.
+    post({ type: 'gpu-loss', id: msg.id, lost: engine ? engine.simulate_gpu_loss() : false });
+    return;
+  }
   if (msg.type === 'abort') {
     if (current !== null && (msg.id === undefined || msg.id === current)) engine.abort();
     else if (queued.has(msg.id)) abortAtStart.add(msg.id);

@@ -34,6 +34,8 @@ struct Inner {
     session: RefCell<Option<HybridSession<BrowserLink>>>,
     abort: Cell<bool>,
     info: RefCell<serde_json::Value>,
+    /// The WebGPU device while the draft model runs there ([`Engine::simulate_gpu_loss`]).
+    gpu_device: RefCell<Option<hlm_gpu::wgpu::Device>>,
 }
 
 /// [`Engine::info`]'s `backend_description` on the CPU path.
@@ -136,6 +138,7 @@ impl Engine {
                 session: RefCell::new(None),
                 abort: Cell::new(false),
                 info: RefCell::new(info),
+                gpu_device: RefCell::new(None),
             }),
         })
     }
@@ -181,6 +184,7 @@ impl Engine {
             };
             *inner.drafter.borrow_mut() = Some(drafter);
             let choice = choice.map_err(|e| js_error(e.to_string()))?;
+            *inner.gpu_device.borrow_mut() = choice.device.clone();
             {
                 let mut info = inner.info.borrow_mut();
                 info["backend"] = shown_backend(choice.kind).into();
@@ -196,6 +200,20 @@ impl Engine {
             info["wasm_memory_bytes"] = wasm_memory_bytes().into();
             Ok(to_js(&info))
         })
+    }
+
+    /// Destroys the WebGPU device the draft model runs on, as a driver reset or a GPU process crash
+    /// would (like WebGL's `WEBGL_lose_context.loseContext()`): the running or next generation
+    /// then continues on WASM SIMD and says so in a token's `notice`. Returns false when the model
+    /// is not on WebGPU. For testing an app's handling of the fallback.
+    pub fn simulate_gpu_loss(&self) -> bool {
+        match self.inner.gpu_device.borrow_mut().take() {
+            Some(d) => {
+                d.destroy();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Opens a session with the verifier at `url` (handshake and vocabulary check). Rejects
@@ -267,6 +285,8 @@ impl Engine {
             result
                 .map(|mut s| {
                     if let Some(n) = s.notices.last() {
+                        // The backend failed and is gone: nothing left to simulate a loss on.
+                        inner.gpu_device.borrow_mut().take();
                         let mut info = inner.info.borrow_mut();
                         info["backend"] = backend.as_str().into();
                         info["backend_description"] = WASM_DESCRIPTION.into();

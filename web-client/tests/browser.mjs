@@ -254,12 +254,21 @@ async function waitErrorText(page, timeoutS, what) {
 }
 
 /** Starts a generation on the demo page and waits for its summary. */
-async function demoGenerate(page, { mode, maxTokens, stopAfter = null, prompt = null }, timeoutS, what) {
+async function demoGenerate(page, { mode, maxTokens, stopAfter = null, prompt = null, loseGpuAfter = null }, timeoutS, what) {
   if (prompt !== null) await page.fill('#prompt', prompt);
   await page.selectOption('#mode', mode);
   await page.fill('#max-tokens', String(maxTokens));
   await page.click('#generate');
   let stoppedAt = null;
+  let gpuLost = null;
+  if (loseGpuAfter !== null) {
+    await page.waitForFunction(
+      (k) => window.hlmDemo.events.length >= k || window.hlmDemo.lastSummary || window.hlmDemo.state === 'error',
+      loseGpuAfter,
+      { timeout: timeoutS * 1000, polling: 50 },
+    );
+    gpuLost = await page.evaluate(async () => ({ at: window.hlmDemo.events.length, lost: await window.hlmDemo.simulateGpuLoss() }));
+  }
   if (stopAfter !== null) {
     await page.waitForFunction(
       (k) => window.hlmDemo.events.length >= k || window.hlmDemo.lastSummary || window.hlmDemo.state === 'error',
@@ -298,10 +307,12 @@ async function demoGenerate(page, { mode, maxTokens, stopAfter = null, prompt = 
       tokS: text('tok-s'),
       backend: text('backend'),
       backendKind: d.backend,
+      warning: text('warning'),
     };
   });
   if (r.error) fail(`${what}: the generation failed: ${r.error}`);
   r.stoppedAt = stoppedAt;
+  r.gpuLost = gpuLost;
   return r;
 }
 
@@ -549,7 +560,26 @@ async function main() {
         check(gs.tokens >= Math.min(16, args.maxTokens), `webgpu: ${gs.tokens} tokens`);
         await page.screenshot({ path: path.join(args.out, 'webgpu.png'), fullPage: true });
 
+        // The device lost mid-generation (destroyed as a driver reset would): the run goes on with
+        // WASM SIMD, the page says so, and no token is lost or repeated.
+        step = 'webgpu-lost';
+        const l = await demoGenerate(page, { ...job, loseGpuAfter: 4 }, args.genTimeout, 'webgpu-lost');
+        const ls = l.summary;
+        check(l.gpuLost && l.gpuLost.lost === true, `webgpu-lost: simulateGpuLoss gave ${JSON.stringify(l.gpuLost)}`);
+        check(l.gpuLost.at < ls.tokens, `webgpu-lost: the generation had ended (${l.gpuLost.at} of ${ls.tokens} tokens) before the loss`);
+        check(ls.draftBackend === 'wasm-simd', `webgpu-lost: summary.draftBackend is ${ls.draftBackend}`);
+        check(ls.notices.length === 1 && /continuing on the CPU/.test(ls.notices[0]), `webgpu-lost: notices ${JSON.stringify(ls.notices)}`);
+        check(/continuing on the CPU/.test(l.warning), `webgpu-lost: #warning reads "${l.warning}"`);
+        check(l.backendKind === 'wasm-simd' && /wasm/i.test(l.backend), `webgpu-lost: #backend reads "${l.backend}"`);
+        check(ls.tokens === gs.tokens && ls.text === gs.text, `webgpu-lost: text ${JSON.stringify(ls.text)} differs from ${JSON.stringify(gs.text)}`);
+        emit({ test: 'webgpu-lost', lost_at: l.gpuLost.at, notice: ls.notices[0], backend: l.backend, tokens: ls.tokens, summary: engineSummary(ls) });
+
         step = 'webgpu-to-wasm';
+        await page.selectOption('#backend-choice', 'webgpu');
+        await page.waitForFunction(() => window.hlmDemo.backend === 'webgpu' && !document.getElementById('backend-choice').disabled, null, {
+          timeout: args.loadTimeout * 1000,
+          polling: 100,
+        });
         await page.selectOption('#backend-choice', 'wasm');
         await page.waitForFunction(() => window.hlmDemo.backend === 'wasm-simd' && !document.getElementById('backend-choice').disabled, null, {
           timeout: args.loadTimeout * 1000,

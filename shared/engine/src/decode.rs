@@ -399,6 +399,8 @@ struct Generation<'a> {
     started: Instant,
     /// Every notice of the run, for the summary.
     notices: Vec<String>,
+    /// Notices not yet attached to a reported token.
+    unreported_notice: Option<String>,
 }
 
 impl<'a> Generation<'a> {
@@ -451,6 +453,7 @@ impl<'a> Generation<'a> {
             wait_time: 0.0,
             started: Instant::now(),
             notices: Vec::new(),
+            unreported_notice: None,
         })
     }
 
@@ -596,9 +599,14 @@ impl<'a> Generation<'a> {
     /// Queues an event for every token of the open round that is final and not yet reported,
     /// in order, up to the first upload still awaiting its verdict.
     fn report_final(&mut self) {
-        let fresh = self.drafter.take_notices();
-        self.notices.extend(fresh.iter().cloned());
-        let mut notice = (!fresh.is_empty()).then(|| fresh.join("; "));
+        // A notice rides on the next token reported, which may come in a later call.
+        for n in self.drafter.take_notices() {
+            self.notices.push(n.clone());
+            self.unreported_notice = Some(match self.unreported_notice.take() {
+                Some(before) => format!("{before}; {n}"),
+                None => n,
+            });
+        }
         let mut i = 0;
         while i < self.round.len() {
             let Some(kind) = self.round[i].kind else {
@@ -622,7 +630,7 @@ impl<'a> Generation<'a> {
                     totals: self.totals.clone(),
                     wall_time_s: self.started.elapsed().as_secs_f64(),
                     draft_time_s: self.draft_time,
-                    notice: notice.take(),
+                    notice: self.unreported_notice.take(),
                 });
             }
             i += 1;

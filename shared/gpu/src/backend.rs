@@ -252,6 +252,9 @@ pub struct Choice {
     /// Why `auto` stayed on the CPU, or the self-check's figures.
     pub note: String,
     pub self_check: Option<SelfCheck>,
+    /// The device the backend runs on (a handle: `destroy()` on it acts like a driver reset, which
+    /// is how the browser client lets an app test its fallback).
+    pub device: Option<wgpu::Device>,
 }
 
 /// Attaches a [`GpuBackend`] to `drafter` as `pref` says. Errors only for [`Preference::Gpu`].
@@ -272,6 +275,7 @@ pub async fn choose(drafter: &mut Drafter, pref: Preference, opts: GpuOptions) -
     .await;
     match attempt {
         Ok((b, check)) => {
+            let device = b.model().context().device.clone();
             drafter.set_backend(Box::new(b));
             let note = format!(
                 "self-check passed: logits cosine {:.6}, max |Δ| {:.3} against the CPU; \
@@ -286,7 +290,9 @@ pub async fn choose(drafter: &mut Drafter, pref: Preference, opts: GpuOptions) -
                     ""
                 }
             );
-            Ok(choice(drafter, note, Some(check)))
+            let mut c = choice(drafter, note, Some(check));
+            c.device = Some(device);
+            Ok(c)
         }
         Err(e) if pref == Preference::Auto => {
             drafter.take_backend();
@@ -302,6 +308,7 @@ fn choice(drafter: &Drafter, note: String, self_check: Option<SelfCheck>) -> Cho
         description: drafter.backend_description(),
         note,
         self_check,
+        device: None,
     }
 }
 

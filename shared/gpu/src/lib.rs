@@ -27,6 +27,8 @@ mod error;
 pub mod kernels;
 mod model;
 
+pub use wgpu;
+
 pub use backend::{choose, Choice, GpuBackend, Preference, SelfCheck};
 pub use context::{GpuContext, Readback};
 pub use error::{GpuError, Result};
