@@ -38,6 +38,21 @@ struct Inner {
     gpu_device: RefCell<Option<hlm_gpu::wgpu::Device>>,
 }
 
+impl Inner {
+    /// [`Engine::info`]'s `backend`, `backend_description` and `backend_note` for the backend of
+    /// kind `kind` ([`Drafter::backend_kind`]; `description` is used for a GPU).
+    fn set_backend_info(&self, kind: &str, description: &str, note: &str) {
+        let mut info = self.info.borrow_mut();
+        info["backend"] = shown_backend(kind).into();
+        info["backend_description"] = if kind == "cpu" {
+            WASM_DESCRIPTION.into()
+        } else {
+            description.into()
+        };
+        info["backend_note"] = note.into();
+    }
+}
+
 /// [`Engine::info`]'s `backend_description` on the CPU path.
 const WASM_DESCRIPTION: &str = "candle on WebAssembly SIMD";
 
@@ -185,17 +200,8 @@ impl Engine {
             *inner.drafter.borrow_mut() = Some(drafter);
             let choice = choice.map_err(|e| js_error(e.to_string()))?;
             *inner.gpu_device.borrow_mut() = choice.device.clone();
-            {
-                let mut info = inner.info.borrow_mut();
-                info["backend"] = shown_backend(choice.kind).into();
-                info["backend_description"] = if choice.kind == "cpu" {
-                    WASM_DESCRIPTION.into()
-                } else {
-                    choice.description.clone().into()
-                };
-                info["backend_note"] = choice.note.into();
-                info["backend_preference"] = preference.into();
-            }
+            inner.set_backend_info(choice.kind, &choice.description, &choice.note);
+            inner.info.borrow_mut()["backend_preference"] = preference.into();
             let mut info = inner.info.borrow().clone();
             info["wasm_memory_bytes"] = wasm_memory_bytes().into();
             Ok(to_js(&info))
@@ -279,7 +285,9 @@ impl Engine {
                 }
                 Err(e) => Err(e),
             };
-            let backend = shown_backend(drafter.backend_kind()).to_string();
+            let (backend_kind, description) =
+                (drafter.backend_kind(), drafter.backend_description());
+            let backend = shown_backend(backend_kind).to_string();
             *inner.drafter.borrow_mut() = Some(drafter);
             *inner.session.borrow_mut() = Some(session);
             result
@@ -287,10 +295,7 @@ impl Engine {
                     if let Some(n) = s.notices.last() {
                         // The backend failed and is gone: nothing left to simulate a loss on.
                         inner.gpu_device.borrow_mut().take();
-                        let mut info = inner.info.borrow_mut();
-                        info["backend"] = backend.as_str().into();
-                        info["backend_description"] = WASM_DESCRIPTION.into();
-                        info["backend_note"] = n.as_str().into();
+                        inner.set_backend_info(backend_kind, &description, n);
                     }
                     s.draft_backend = backend;
                     to_js(&s)

@@ -253,6 +253,15 @@ async function waitErrorText(page, timeoutS, what) {
   return page.$eval('#error', (el) => el.textContent.trim());
 }
 
+/** Picks `value` in the demo's backend menu and waits until the page runs on `kind`. */
+async function chooseBackend(page, value, kind, timeoutS) {
+  await page.selectOption('#backend-choice', value);
+  await page.waitForFunction((k) => window.hlmDemo.backend === k && !document.getElementById('backend-choice').disabled, kind, {
+    timeout: timeoutS * 1000,
+    polling: 100,
+  });
+}
+
 /** Starts a generation on the demo page and waits for its summary. */
 async function demoGenerate(page, { mode, maxTokens, stopAfter = null, prompt = null, loseGpuAfter = null }, timeoutS, what) {
   if (prompt !== null) await page.fill('#prompt', prompt);
@@ -575,16 +584,8 @@ async function main() {
         emit({ test: 'webgpu-lost', lost_at: l.gpuLost.at, notice: ls.notices[0], backend: l.backend, tokens: ls.tokens, summary: engineSummary(ls) });
 
         step = 'webgpu-to-wasm';
-        await page.selectOption('#backend-choice', 'webgpu');
-        await page.waitForFunction(() => window.hlmDemo.backend === 'webgpu' && !document.getElementById('backend-choice').disabled, null, {
-          timeout: args.loadTimeout * 1000,
-          polling: 100,
-        });
-        await page.selectOption('#backend-choice', 'wasm');
-        await page.waitForFunction(() => window.hlmDemo.backend === 'wasm-simd' && !document.getElementById('backend-choice').disabled, null, {
-          timeout: args.loadTimeout * 1000,
-          polling: 100,
-        });
+        await chooseBackend(page, 'webgpu', 'webgpu', args.loadTimeout);
+        await chooseBackend(page, 'wasm', 'wasm-simd', args.loadTimeout);
         const shown = await page.$eval('#backend', (el) => el.textContent);
         check(/wasm/i.test(shown), `after choosing WASM SIMD: #backend reads "${shown}"`);
         const c = await demoGenerate(page, job, args.genTimeout, 'webgpu-to-wasm');

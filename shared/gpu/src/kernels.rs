@@ -23,6 +23,7 @@ const QUANT_Q8_32: &str = include_str!("kernels/quant_q8_32.wgsl");
 const QUANT_Q8_K: &str = include_str!("kernels/quant_q8_k.wgsl");
 const MATVEC_Q8: &str = include_str!("kernels/matvec_q8.wgsl");
 const WEIGHT_BYTES: &str = include_str!("kernels/weight_bytes.wgsl");
+const MATVEC_ROWS_LOOP: &str = include_str!("kernels/matvec_rows.wgsl");
 
 /// Where a block format's file ends its layout (constants and decoding helpers, shared with its
 /// `_q8` product) and starts its f32-activation product. WGSL has no include: the host
@@ -364,7 +365,7 @@ impl Kernels {
             .iter()
             .map(|f| {
                 let src = format!(
-                    "const ROWS: u32 = {MATVEC_ROWS}u;\n{WEIGHT_BYTES}\n{}\n{MATVEC}",
+                    "const ROWS: u32 = {MATVEC_ROWS}u;\n{WEIGHT_BYTES}\n{}\n{MATVEC}\n{MATVEC_ROWS_LOOP}",
                     f.source()
                 );
                 pipeline(d, &format!("matvec {f:?}"), &src)
@@ -376,7 +377,7 @@ impl Kernels {
                 f.q8_source().map(|src| {
                     let layout = f.source().split(LAYOUT_END).next().unwrap_or_default();
                     let src = format!(
-                        "const ROWS: u32 = {MATVEC_ROWS}u;\n{WEIGHT_BYTES}\n{layout}\n{src}\n{MATVEC_Q8}"
+                        "const ROWS: u32 = {MATVEC_ROWS}u;\n{WEIGHT_BYTES}\n{layout}\n{src}\n{MATVEC_Q8}\n{MATVEC_ROWS_LOOP}"
                     );
                     pipeline(d, &format!("matvec_q8 {f:?}"), &src)
                 })
