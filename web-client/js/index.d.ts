@@ -10,7 +10,7 @@ export declare const MODES: readonly Mode[];
 export type TokenKind = 'skipped' | 'uploaded-accepted' | 'uploaded-resampled';
 export declare const KINDS: readonly TokenKind[];
 
-export type StopReason = 'end-of-sequence' | 'max-tokens' | 'aborted';
+export type StopReason = 'end-of-sequence' | 'max-tokens' | 'aborted' | 'stop-string' | 'code-block-end';
 
 export type ErrorCode =
   | 'unreachable'
@@ -132,6 +132,13 @@ export interface GenerateOptions {
   uploadsPerRound?: number;
   /** Total-variation bound of the compressed distribution uploaded under sampling (default 0.05). */
   tvBound?: number;
+  /**
+   * Stop string(s): the generation ends once its final text contains one; the text is cut before
+   * it (stopReason "stop-string"). Text that may begin a stop string is held back until it cannot.
+   */
+  stop?: string | string[];
+  /** End once the first fenced code block (```) closes, fence kept (stopReason "code-block-end"). */
+  stopAtCodeBlockEnd?: boolean;
 }
 
 /** What the verifier said when the session opened. */

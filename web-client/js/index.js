@@ -96,6 +96,14 @@ function wasmOptions(o = {}) {
   set('importance_rule', o.importanceRule);
   set('uploads_per_round', o.uploadsPerRound);
   set('tv_bound', o.tvBound);
+  if (o.stop !== undefined && o.stop !== null) {
+    const stop = typeof o.stop === 'string' ? [o.stop] : o.stop;
+    if (!Array.isArray(stop) || !stop.every((x) => typeof x === 'string' && x.length > 0)) {
+      throw new HybridError('stop must be a non-empty string or an array of them', 'bad-option');
+    }
+    out.stop = stop;
+  }
+  set('stop_at_code_block_end', o.stopAtCodeBlockEnd);
   return out;
 }
 

@@ -1,12 +1,17 @@
-//! `hlm eval`: the evaluation harness (hlm-eval) over a dataset, with a progress bar; writes
-//! `results.json` and `table.md` into `--out`.
+//! `hlm eval`: the evaluation harness (hlm-eval) over a dataset or a user's tasks file, with a
+//! progress bar. Each sample is appended to `--out`'s samples file as it finishes (a rerun
+//! resumes); `results.json`, `table.md` and the plots are rebuilt from every sample present.
 
 use anyhow::Context;
 use clap::Args;
-use hlm_eval::harness::{self, EvalConfig, Method, RunInfo};
+use hlm_eval::costs::Costs;
+use hlm_eval::harness::{self, EvalConfig, RunInfo};
+use hlm_eval::method::{Method, RunKnobs};
+use hlm_eval::samples::{Shard, Store};
 use hlm_eval::shaped_link::{ShapedLink, ShapedLinkError, ShapedLinkSpec};
-use hlm_eval::{bertscore::BertScorer, energy::Constants, humaneval};
-use std::path::PathBuf;
+use hlm_eval::tasks::{self, Task};
+use hlm_eval::{bertscore::BertScorer, energy::Constants, humaneval, report};
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -17,10 +22,21 @@ pub struct EvalArgs {
     /// (HumanEval problems 20-163; ACLSum test) for the reported table.
     #[arg(long, default_value = "test")]
     split: String,
-    /// Tasks taken from the split, in order.
-    #[arg(long, default_value_t = 40)]
-    limit: usize,
-    #[arg(long, default_value_t = 128)]
+    /// Your own tasks instead of a dataset: a JSONL file of HumanEval-format lines (task_id,
+    /// prompt, test, entry_point; scored by pass@1) or of {id, prompt, reference} lines (scored
+    /// by BERTScore).
+    #[arg(long, value_name = "FILE.jsonl")]
+    tasks: Option<PathBuf>,
+    /// Tasks taken from the split, in order (default: all).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Run only this slice of the tasks, `i/n` (those whose index is i modulo n); shards of one
+    /// run share `--out` and the table is built from all of them.
+    #[arg(long)]
+    shard: Option<Shard>,
+    /// New tokens per answer at most (answers also end at end-of-sequence and, for code, at the
+    /// end of their first code block).
+    #[arg(long, default_value_t = 512)]
     max_tokens: usize,
     /// Methods (rows), comma-separated: llm-only, slm-only, standard-hlm, u-hlm, ours,
     /// ours:<importance rule>.
@@ -69,8 +85,8 @@ pub struct EvalArgs {
     /// Shaped link: the `verifier-server` binary (default: next to this `hlm`).
     #[arg(long)]
     verifier_server: Option<PathBuf>,
-    /// Do not generate: recompute the energy and throughput columns of an earlier run in `--out`
-    /// from its samples (under `--constants`), and rewrite its table and plots.
+    /// Do not generate: rebuild the table, results.json and the plots of the run in `--out` from
+    /// its samples (energy and throughput under `--constants`).
     #[arg(long, alias = "replot")]
     rescore: bool,
 }
@@ -96,37 +112,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             methods.push(m);
         }
     }
-    let tasks: Vec<harness::Task> = match args.dataset.as_str() {
-        "humaneval" => {
-            let path = hlm_fetch::resolve("humaneval", &mut |_| {})?;
-            let all = humaneval::load(&path)?;
-            let split = match args.split.as_str() {
-                "dev" => &all[..HUMANEVAL_DEV.min(all.len())],
-                "test" => &all[HUMANEVAL_DEV.min(all.len())..],
-                other => anyhow::bail!("unknown split `{other}` (dev, test)"),
-            };
-            split
-                .iter()
-                .take(args.limit)
-                .map(harness::humaneval_task)
-                .collect()
-        }
-        "aclsum" => {
-            let name = match args.split.as_str() {
-                "dev" => "aclsum-val",
-                "test" => "aclsum-test",
-                other => anyhow::bail!("unknown split `{other}` (dev, test)"),
-            };
-            let path = hlm_fetch::resolve(name, &mut |_| {})?;
-            hlm_eval::aclsum::load(&path)?
-                .iter()
-                .take(args.limit)
-                .map(hlm_eval::aclsum::task)
-                .collect()
-        }
-        other => anyhow::bail!("unknown dataset `{other}` (humaneval, aclsum)"),
-    };
-    anyhow::ensure!(!tasks.is_empty(), "no tasks: check --offset and --limit");
+    let (tasks, dataset) = load_tasks(&args)?;
+    anyhow::ensure!(!tasks.is_empty(), "no tasks: check --limit");
     let scorer = if args.no_bertscore {
         None
     } else {
@@ -186,7 +173,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let info = RunInfo {
         draft: args.draft.clone(),
         verifier: args.verifier.clone(),
-        dataset: format!("{} ({} split)", args.dataset, args.split),
+        dataset,
         tasks: tasks.len(),
         max_tokens: args.max_tokens,
         seed: args.seed,
@@ -198,36 +185,45 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         uncertainty_threshold: args.uncertainty_threshold,
         importance_strictness: args.importance_strictness,
         link: link_note,
-    };
+        methods: methods.iter().map(Method::name).collect(),
+    }
+    .join(&args.out)?;
     eprintln!("{}", serde_json::to_string(&info)?);
+    let costs = Costs::load_or_measure(&args.out, drafter.model(), &verifier)?;
+    eprintln!("per-operation costs: {}", serde_json::to_string(&costs)?);
     let cfg = EvalConfig {
-        max_tokens: args.max_tokens,
-        seed: args.seed,
-        uncertainty_threshold: args.uncertainty_threshold,
-        importance_strictness: args.importance_strictness,
-        constants,
+        knobs: RunKnobs {
+            max_tokens: args.max_tokens,
+            seed: args.seed,
+            uncertainty_threshold: args.uncertainty_threshold,
+            importance_strictness: args.importance_strictness,
+        },
         sandbox: Default::default(),
         remote: link.as_ref().map(|l| harness::Remote {
             url: l.url(),
             token: Some(l.token().to_string()),
             runtime: l.runtime(),
         }),
+        shard: args.shard,
     };
-    let bar = indicatif::ProgressBar::new((tasks.len() * methods.len()) as u64);
+    let mut store = Store::open(&args.out, args.shard)?;
+    let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{bar:40} {pos}/{len} {elapsed_precise} eta {eta} {msg}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let report = harness::run(
+    harness::run(
         &mut drafter,
         verifier,
         &tasks,
         &methods,
         &cfg,
         scorer.as_ref(),
+        &mut store,
         &mut |done, total, what| {
+            bar.set_length(total as u64);
             bar.set_position(done as u64);
             bar.set_message(what.to_string());
             // Not on a terminal (a log file, CI): one line per generation instead of the bar.
@@ -237,62 +233,84 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    harness::write_outputs(&args.out, &serde_json::to_value(&info)?, &report)?;
-    println!("{}", harness::markdown(&report.rows));
+    write_report(&args.out, &info, &costs, &constants)
+}
+
+/// The run's tasks and how the table names their source.
+fn load_tasks(args: &EvalArgs) -> anyhow::Result<(Vec<Task>, String)> {
+    let limit = args.limit.unwrap_or(usize::MAX);
+    if let Some(path) = &args.tasks {
+        let all = tasks::load_file(path)?;
+        let n = all.len();
+        let name = format!("tasks file {} ({n} tasks)", path.display());
+        return Ok((all.into_iter().take(limit).collect(), name));
+    }
+    let tasks: Vec<Task> = match args.dataset.as_str() {
+        "humaneval" => {
+            let path = hlm_fetch::resolve("humaneval", &mut |_| {})?;
+            let all = humaneval::load(&path)?;
+            let split = match args.split.as_str() {
+                "dev" => &all[..HUMANEVAL_DEV.min(all.len())],
+                "test" => &all[HUMANEVAL_DEV.min(all.len())..],
+                other => anyhow::bail!("unknown split `{other}` (dev, test)"),
+            };
+            split
+                .iter()
+                .take(limit)
+                .map(tasks::humaneval_task)
+                .collect()
+        }
+        "aclsum" => {
+            let name = match args.split.as_str() {
+                "dev" => "aclsum-val",
+                "test" => "aclsum-test",
+                other => anyhow::bail!("unknown split `{other}` (dev, test)"),
+            };
+            let path = hlm_fetch::resolve(name, &mut |_| {})?;
+            hlm_eval::aclsum::load(&path)?
+                .iter()
+                .take(limit)
+                .map(hlm_eval::aclsum::task)
+                .collect()
+        }
+        other => anyhow::bail!("unknown dataset `{other}` (humaneval, aclsum)"),
+    };
+    Ok((tasks, format!("{} ({} split)", args.dataset, args.split)))
+}
+
+/// The table, results.json and plots of the run in `out`, from every sample there; printed too.
+fn write_report(
+    out: &Path,
+    info: &RunInfo,
+    costs: &Costs,
+    constants: &Constants,
+) -> anyhow::Result<()> {
+    let samples = hlm_eval::samples::read_dir(out)?;
+    let methods = info
+        .methods
+        .iter()
+        .map(|m| Method::parse(m).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let report = report::build(&methods, &samples, costs, constants);
+    report::write_outputs(out, &serde_json::to_value(info)?, costs, constants, &report)?;
+    println!("{}", report::markdown(&report));
     if let Some(c) = &report.calibration {
         println!("{}", c.summary());
     }
     println!(
-        "written: {}/results.json, {}/table.md",
-        args.out.display(),
-        args.out.display()
+        "written: {}/results.json, {}/table.md ({} samples)",
+        out.display(),
+        out.display(),
+        samples.len()
     );
     Ok(())
 }
 
-/// `--rescore`: the energy and throughput columns of the run in `out` recomputed from its samples
-/// under `constants`; results.json, table.md and the plots rewritten.
-fn rescore(out: &std::path::Path, constants: &Constants) -> anyhow::Result<()> {
-    let path = out.join("results.json");
-    let mut v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", path.display()))?;
-    let mut samples: Vec<harness::Sample> = serde_json::from_value(v["samples"].take())
-        .with_context(|| format!("samples of {}", path.display()))?;
-    for s in &mut samples {
-        harness::rescore(s, constants);
-    }
-    let mut methods: Vec<Method> = Vec::new();
-    for s in &samples {
-        let m = Method::parse(&s.method).map_err(anyhow::Error::msg)?;
-        if !methods.contains(&m) {
-            methods.push(m);
-        }
-    }
-    let calibration: Option<hlm_eval::calibration::Calibration> =
-        serde_json::from_value(v["calibration"].take()).unwrap_or(None);
-    let report = harness::Report {
-        rows: harness::rows(&methods, &samples),
-        samples,
-        calibration,
-    };
-    let mut info = v["run"].take();
-    // Runs from before the knobs and the link were recorded ran at the defaults, in process.
-    let defaults = hlm_core::FilterKnobs::default();
-    for (k, d) in [
-        ("uncertainty_threshold", defaults.uncertainty_threshold),
-        ("importance_strictness", defaults.importance_strictness),
-    ] {
-        if info[k].is_null() {
-            info[k] = serde_json::json!(f64::from(d));
-        }
-    }
-    if info["link"].is_null() {
-        info["link"] = serde_json::json!("in process");
-    }
-    harness::write_outputs(out, &info, &report)?;
-    println!("{}", harness::markdown(&report.rows));
-    println!("rescored: {}", path.display());
-    Ok(())
+/// `--rescore`: the run in `out` rebuilt from its samples, its costs and `constants`.
+fn rescore(out: &Path, constants: &Constants) -> anyhow::Result<()> {
+    let info = RunInfo::load(out)?
+        .with_context(|| format!("{} holds no run (no {})", out.display(), RunInfo::FILE))?;
+    let costs =
+        Costs::load(out)?.with_context(|| format!("{} holds no {}", out.display(), Costs::FILE))?;
+    write_report(out, &info, &costs, constants)
 }

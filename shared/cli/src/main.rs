@@ -73,6 +73,13 @@ pub struct DecodeOptions {
     /// Total-variation bound of the compressed upload.
     #[arg(long, default_value_t = 0.05)]
     pub tv_bound: f32,
+    /// Stop string (repeatable): the generation ends when its text contains it; the text is cut
+    /// before it. Escapes \n and \t are understood.
+    #[arg(long = "stop", value_name = "STRING")]
+    pub stop: Vec<String>,
+    /// End the generation when the first fenced code block (```) closes.
+    #[arg(long)]
+    pub stop_at_code_block_end: bool,
 }
 
 impl DecodeOptions {
@@ -87,9 +94,31 @@ impl DecodeOptions {
             importance_rule: self.importance_rule.clone(),
             uploads_per_round: self.uploads_per_round,
             tv_bound: self.tv_bound,
+            stop: self.stop.iter().map(|s| unescape(s)).collect(),
+            stop_at_code_block_end: self.stop_at_code_block_end,
         }
         .config()
     }
+}
+
+/// `\n`, `\t` and `\\` in a command-line string as the characters they name.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('\\') => out.push('\\'),
+            Some(other) => out.extend(['\\', other]),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// Where the draft model's forward pass runs.

@@ -18,6 +18,7 @@
 use crate::chat::TextStream;
 pub use crate::drafter::{BackendFuture, DraftBackend, DraftStep, Drafter};
 use crate::link::VerifierLink;
+pub use crate::stop::{StopConditions, StopHit, StopMatcher};
 use crate::{EngineError, Result};
 use hlm_core::{
     compress, decide, importance_rule, sample_sparse, seeded_rng, softmax,
@@ -54,6 +55,8 @@ pub struct GenerationConfig {
     pub max_round_tokens: usize,
     /// Seed of the uncertainty draws.
     pub seed: u64,
+    /// Where the generation ends early (stop strings, the end of the first code block).
+    pub stop: StopConditions,
 }
 
 impl Default for GenerationConfig {
@@ -70,6 +73,7 @@ impl Default for GenerationConfig {
             uploads_per_round: 1,
             max_round_tokens: 64,
             seed: 0,
+            stop: StopConditions::default(),
         }
     }
 }
@@ -90,6 +94,10 @@ pub struct GenerationOptions {
     pub importance_rule: String,
     pub uploads_per_round: usize,
     pub tv_bound: f32,
+    /// Stop strings: the generation ends when its text contains one (cut before it).
+    pub stop: Vec<String>,
+    /// End when the first fenced code block closes (the closing fence is kept).
+    pub stop_at_code_block_end: bool,
 }
 
 impl Default for GenerationOptions {
@@ -105,6 +113,8 @@ impl Default for GenerationOptions {
             importance_rule: c.importance_rule,
             uploads_per_round: c.uploads_per_round,
             tv_bound: c.compress.tv_bound,
+            stop: Vec::new(),
+            stop_at_code_block_end: false,
         }
     }
 }
@@ -129,6 +139,10 @@ impl GenerationOptions {
             importance_rule: self.importance_rule.clone(),
             uploads_per_round: self.uploads_per_round,
             seed: self.seed,
+            stop: StopConditions {
+                strings: self.stop.clone(),
+                code_block_end: self.stop_at_code_block_end,
+            },
             ..Default::default()
         };
         cfg.compress.tv_bound = self.tv_bound;
@@ -165,6 +179,15 @@ pub struct Totals {
     pub dist_bits: u64,
     pub llm_forward_passes: usize,
     pub llm_forward_tokens: usize,
+    /// Forward passes of the draft model and the positions they computed (prompt, drafts,
+    /// corrections): with the verifier's two counts, what the run's compute is derived from.
+    #[serde(default)]
+    pub draft_forward_passes: usize,
+    #[serde(default)]
+    pub draft_forward_tokens: usize,
+    /// Uncertainty estimates computed (one per drafted token, discarded drafts included).
+    #[serde(default)]
+    pub uncertainty_draws: usize,
     /// Sessions re-established after a lost connection.
     pub reconnects: usize,
     /// Committed tokens sent again to re-establish a session.
@@ -228,6 +251,19 @@ pub enum StopReason {
     EndOfSequence,
     MaxTokens,
     Aborted,
+    /// The text reached one of the stop strings.
+    StopString,
+    /// The first fenced code block closed.
+    CodeBlockEnd,
+}
+
+impl From<StopHit> for StopReason {
+    fn from(h: StopHit) -> Self {
+        match h {
+            StopHit::String => StopReason::StopString,
+            StopHit::CodeBlockEnd => StopReason::CodeBlockEnd,
+        }
+    }
 }
 
 /// Vocabulary identity of a tokenizer + model pair: size and a fingerprint of every token string.
@@ -401,6 +437,11 @@ struct Generation<'a> {
     notices: Vec<String>,
     /// Notices not yet attached to a reported token.
     unreported_notice: Option<String>,
+    /// The final text against the stop conditions.
+    stop: StopMatcher,
+    /// The current step is the generation's last: text held back for stop strings goes out
+    /// with its last token.
+    finishing: bool,
 }
 
 impl<'a> Generation<'a> {
@@ -408,6 +449,7 @@ impl<'a> Generation<'a> {
         if prompt.is_empty() {
             return Err(EngineError::model("empty prompt"));
         }
+        cfg.stop.validate().map_err(EngineError::model)?;
         let rule = importance_rule(&cfg.importance_rule).ok_or_else(|| {
             EngineError::model(format!(
                 "unknown importance rule `{}` (known: {})",
@@ -454,7 +496,37 @@ impl<'a> Generation<'a> {
             started: Instant::now(),
             notices: Vec::new(),
             unreported_notice: None,
+            stop: StopMatcher::new(&cfg.stop),
+            finishing: false,
         })
+    }
+
+    /// Runs `ids` through the draft model, counting the pass and its positions.
+    async fn draft_feed(&mut self, ids: &[u32], attention_layers: usize) -> Result<DraftStep> {
+        self.totals.draft_forward_passes += 1;
+        self.totals.draft_forward_tokens += ids.len();
+        self.drafter.feed(ids, attention_layers).await
+    }
+
+    /// After a stop condition: the tokens drafted past the stopping token are never final; they
+    /// leave the round, the sequence and the counts (as discarded drafts). Idempotent.
+    fn drop_after_stop(&mut self) {
+        for p in self.round.iter().filter(|p| !p.reported) {
+            if p.uploaded() {
+                self.totals.uploaded -= 1;
+                if p.kind == Some(TokenKind::UploadedAccepted) {
+                    self.totals.accepted -= 1;
+                }
+            } else if p.kind == Some(TokenKind::UploadedResampled) {
+                self.totals.resampled -= 1;
+            } else {
+                self.totals.skipped -= 1;
+            }
+            self.totals.discarded += 1;
+        }
+        self.round.retain(|p| p.reported);
+        self.generated = self.totals.tokens;
+        self.seq.truncate(self.prompt_len + self.totals.tokens);
     }
 
     async fn run<L: VerifierLink>(
@@ -478,7 +550,7 @@ impl<'a> Generation<'a> {
         let t = Instant::now();
         self.drafter.clear();
         let prompt = self.seq.clone();
-        let (mut logits, _) = self.drafter.feed(&prompt, 0).await?;
+        let (mut logits, _) = self.draft_feed(&prompt, 0).await?;
         self.draft_time += t.elapsed().as_secs_f64();
         let mut stop = StopReason::MaxTokens;
 
@@ -499,12 +571,13 @@ impl<'a> Generation<'a> {
             // When the filter needs importance, x is fed before deciding; otherwise it is fed
             // while the round is in flight, so the draft step overlaps the verifier's work.
             let u = temperature_perturbation(&logits, x, &cfg.uncertainty, &mut self.signal_rng);
+            self.totals.uncertainty_draws += 1;
             let is_eos = eos.contains(&x);
             let last = is_eos || self.generated + 1 == cfg.max_tokens;
             let feed_first = cfg.mode == FilterMode::UncertaintyImportance;
             let mut importance = None;
             if feed_first {
-                let (next, row) = self.drafter.feed(&[x], cfg.attention_layers).await?;
+                let (next, row) = self.draft_feed(&[x], cfg.attention_layers).await?;
                 logits = next;
                 importance = row.map(|r| self.rule.assess(&r, cfg.knobs.importance_strictness));
             }
@@ -538,7 +611,7 @@ impl<'a> Generation<'a> {
                 self.send_round(link).await?;
             }
             if !feed_first && !last {
-                let (next, row) = self.drafter.feed(&[x], cfg.attention_layers).await?;
+                let (next, row) = self.draft_feed(&[x], cfg.attention_layers).await?;
                 logits = next;
                 // Reported with the token, not used by these modes' decisions.
                 let imp = row.map(|r| self.rule.assess(&r, cfg.knobs.importance_strictness));
@@ -555,15 +628,21 @@ impl<'a> Generation<'a> {
                 // 5. on a rejection, roll the draft back and feed the verifier's token
                 if let Some(y) = correction {
                     let t = Instant::now();
-                    let (next, _) = self.drafter.feed(&[y], 0).await?;
+                    let (next, _) = self.draft_feed(&[y], 0).await?;
                     logits = next;
                     self.draft_time += t.elapsed().as_secs_f64();
                     ended = eos.contains(&y) || self.generated >= cfg.max_tokens;
                 }
             }
+            self.finishing = ended;
             self.report_final();
             if !self.deliver(on_token) {
                 stop = StopReason::Aborted;
+                break;
+            }
+            if let Some(hit) = self.stop.hit() {
+                stop = hit.into();
+                self.drop_after_stop();
                 break;
             }
             if ended {
@@ -588,7 +667,10 @@ impl<'a> Generation<'a> {
             wait_time_s: self.wait_time,
             tokens_per_s: self.totals.tokens as f64 / wall.max(1e-9),
             upload_rate: self.totals.uploaded as f64 / (self.totals.tokens.max(1)) as f64,
-            text: self.stream.text(self.drafter.tokenizer()),
+            text: self
+                .stop
+                .cut(&self.stream.text(self.drafter.tokenizer()))
+                .to_string(),
             ids,
             totals: self.totals,
             draft_backend: self.drafter.backend_kind().to_string(),
@@ -608,7 +690,7 @@ impl<'a> Generation<'a> {
             });
         }
         let mut i = 0;
-        while i < self.round.len() {
+        while i < self.round.len() && self.stop.hit().is_none() {
             let Some(kind) = self.round[i].kind else {
                 break;
             };
@@ -617,7 +699,8 @@ impl<'a> Generation<'a> {
                 let p = &self.round[i];
                 let (id, drafted, uncertainty, importance) =
                     (p.id, p.drafted, p.uncertainty, p.importance);
-                let text = self.stream.push(self.drafter.tokenizer(), id);
+                let piece = self.stream.push(self.drafter.tokenizer(), id);
+                let text = self.stop.push(&piece);
                 self.totals.tokens += 1;
                 self.outbox.push(TokenEvent {
                     index: self.totals.tokens - 1,
@@ -634,6 +717,12 @@ impl<'a> Generation<'a> {
                 });
             }
             i += 1;
+        }
+        if self.finishing {
+            let held = self.stop.flush();
+            if let Some(last) = self.outbox.last_mut() {
+                last.text += &held;
+            }
         }
     }
 
@@ -831,14 +920,19 @@ impl<'a> Generation<'a> {
                 self.totals.accepted += 1;
             }
         }
+        self.report_final();
+        if self.stop.hit().is_some() {
+            // The text ended within this round: nothing after the stop counts, not even a
+            // rejection (the verifier's correction would come after the end).
+            self.drop_after_stop();
+            return Ok(None);
+        }
         let Some(y) = verdict.correction else {
-            self.report_final();
             self.round_base += n;
             self.round.clear();
             return Ok(None);
         };
         // Tokens before the rejection stand; the rejected one and all after it are dropped.
-        self.report_final();
         let rejected = &self.round[a];
         let (drafted, uncertainty, importance) =
             (rejected.id, rejected.uncertainty, rejected.importance);

@@ -34,6 +34,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod link;
 pub mod model;
+pub mod stop;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokenizer;

@@ -1,7 +1,7 @@
 //! The model and the decoding loop on tiny random models (fast; real weights in real_models.rs).
 
 use hlm_core::FilterMode;
-use hlm_engine::decode::{GenerationConfig, HybridSession, StopReason, TokenKind};
+use hlm_engine::decode::{GenerationConfig, HybridSession, StopConditions, StopReason, TokenKind};
 use hlm_engine::link::LocalLink;
 use hlm_engine::model::LogitRows;
 use hlm_engine::testing::*;
@@ -88,6 +88,20 @@ fn run(
     Vec<u32>,
     Vec<u32>,
 ) {
+    run_with_stop(mode, sampling, uploads_per_round, StopConditions::default())
+}
+
+fn run_with_stop(
+    mode: FilterMode,
+    sampling: Sampling,
+    uploads_per_round: usize,
+    stop: StopConditions,
+) -> (
+    hlm_engine::decode::Summary,
+    Vec<hlm_engine::decode::TokenEvent>,
+    Vec<u32>,
+    Vec<u32>,
+) {
     let (_dd, mut drafter) = tiny_drafter(11);
     let (_vd, verifier) = tiny_drafter(12);
     let vocab = verifier.vocab_info();
@@ -99,6 +113,7 @@ fn run(
         mode,
         sampling,
         uploads_per_round,
+        stop,
         ..Default::default()
     };
     let mut events = Vec::new();
@@ -129,6 +144,75 @@ fn check_totals(s: &hlm_engine::decode::Summary, events: &[hlm_engine::decode::T
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.index, i);
     }
+}
+
+/// A stop string ends every mode exactly where its final text first contains it: the text is cut
+/// before it, the ids end with the token that completed it, the streamed pieces add up to the
+/// text, and the counts stay consistent (drafts past the stop are discarded, not reported).
+#[test]
+fn stop_strings_end_every_mode_where_the_text_first_contains_them() {
+    let (_d, tok) = tiny_drafter(11);
+    let decode = |ids: &[u32]| tok.tokenizer().decode(ids, true).unwrap();
+    // Sampled (seeded, so both runs draw alike up to the stop): greedy text from these tiny
+    // random models repeats one token.
+    let sampling = Sampling::Temperature {
+        temperature: 1.5,
+        seed: 3,
+    };
+    for (mode, per_round) in [
+        (FilterMode::Always, 1),
+        (FilterMode::Always, 4),
+        (FilterMode::Never, 1),
+        (FilterMode::Uncertainty, 3),
+        (FilterMode::UncertaintyImportance, 1),
+    ] {
+        let (full, ..) = run(mode, sampling, per_round);
+        assert!(full.ids.len() > 14, "{mode:?}: {} tokens", full.ids.len());
+        let stop = decode(&full.ids[10..12]);
+        let at = full.text.find(&stop).unwrap();
+        let n = (1..=full.ids.len())
+            .find(|&n| decode(&full.ids[..n]).contains(&stop))
+            .unwrap();
+        assert!(
+            n > 6,
+            "{mode:?}: the stop string should come mid-text ({stop:?} at {n})"
+        );
+        let (s, ev, _, _) = run_with_stop(
+            mode,
+            sampling,
+            per_round,
+            StopConditions {
+                strings: vec!["never appears".into(), stop.clone()],
+                code_block_end: false,
+            },
+        );
+        check_totals(&s, &ev);
+        assert_eq!(s.stop_reason, StopReason::StopString, "{mode:?}");
+        assert_eq!(s.text, full.text[..at], "{mode:?}");
+        assert_eq!(s.ids, full.ids[..n], "{mode:?}");
+        let streamed: String = ev.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(streamed, s.text, "{mode:?}");
+        assert!(s.totals.draft_forward_passes > 0 && s.totals.uncertainty_draws >= n);
+    }
+    // Without a match the stop strings change nothing, and held-back text is streamed at the end.
+    let (full, ..) = run(FilterMode::Always, Sampling::Greedy, 1);
+    let (s, ev, _, _) = run_with_stop(
+        FilterMode::Always,
+        Sampling::Greedy,
+        1,
+        StopConditions {
+            strings: vec![format!("{}X", full.text)],
+            code_block_end: true,
+        },
+    );
+    assert_eq!(
+        (s.text.as_str(), s.stop_reason),
+        (full.text.as_str(), full.stop_reason)
+    );
+    assert_eq!(
+        ev.iter().map(|e| e.text.as_str()).collect::<String>(),
+        s.text
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! challenge, approach and outcome. A task gives the model the title and abstract and asks for
 //! the approach in one sentence; the reference is the dataset's `approach` summary.
 
-use crate::harness::Task;
+use crate::tasks::Task;
 use crate::{EvalError, Result};
 use serde::Deserialize;
 use std::collections::HashMap;

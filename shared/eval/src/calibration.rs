@@ -141,10 +141,12 @@ impl Calibration {
                 crate::plot::Series {
                     name: "observed".into(),
                     points,
+                    ..Default::default()
                 },
                 crate::plot::Series {
                     name: format!("fit (R² {:.2})", self.r2),
                     points: line,
+                    ..Default::default()
                 },
             ],
         )

@@ -1,22 +1,25 @@
 //! The analytic energy and link models, and the measured CPU energy (RAPL) where the machine
 //! exposes it. Constants live in `shared/eval/constants.toml`, each with its source.
 //!
-//! For one generation of `n` tokens, with the draft's compute time `t_d`, the time spent waiting
-//! for verdicts `t_w`, and the bits sent up `b_u` and down `b_d`:
+//! For one generation of `n` tokens with `r` rounds, the device's compute time `t_d`, the
+//! verifier's compute time `t_v` (both counts × per-operation costs, [`crate::costs`]; `t_v`
+//! divided by the server preset's `speedup`), and the bits sent up `b_u` and down `b_d`:
 //!
 //! ```text
-//! rate   = W · log2(1 + SNR)                                   (Shannon, SNR linear)
-//! E      = P_compute · t_d  +  P_tx · b_u / rate  +  P_rx · b_d / rate  +  P_idle · t_idle
-//! t_idle = max(0, t_w − (b_u + b_d) / rate)                   (waiting, radio not busy)
-//! E/token = E / n
+//! rate     = W · log2(1 + SNR)                                (Shannon, SNR linear)
+//! E_device = P_compute · t_d  +  P_tx · b_u / rate  +  P_rx · b_d / rate  +  P_idle · (t_v + r · RTT)
+//! E_server = P_server · t_v
+//! E_system = E_device + E_server,          per token: E / n
 //! ```
 //!
-//! and the analytic throughput over that link, with `r` rounds and the verifier's compute time
-//! `t_v` (all measured):
+//! (the device idles while the verifier computes and while each round crosses the link), and the
+//! analytic throughput over that link:
 //!
 //! ```text
 //! delay  = t_d + (b_u + b_d) / rate + r · RTT + t_v            tokens/s = n / delay
 //! ```
+//!
+//! The server-only baseline (LLM-only) streams its answer: one round, no device compute.
 
 use crate::{EvalError, Result};
 use serde::{Deserialize, Serialize};
@@ -51,11 +54,44 @@ impl Link {
     }
 }
 
+/// Which kind of machine the verifier's energy is charged for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerKind {
+    Cpu,
+    Gpu,
+}
+
+/// A verifier machine: its power while computing, and how much faster than the CPU this run's
+/// costs were measured on it computes the same forward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ServerPreset {
+    pub power_w: f64,
+    pub speedup: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Server {
+    pub preset: ServerKind,
+    pub cpu: ServerPreset,
+    pub gpu: ServerPreset,
+}
+
+impl Server {
+    pub fn chosen(&self) -> ServerPreset {
+        match self.preset {
+            ServerKind::Cpu => self.cpu,
+            ServerKind::Gpu => self.gpu,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Constants {
     pub device: Device,
     pub radio: Radio,
     pub link: Link,
+    pub server: Server,
 }
 
 impl Constants {
@@ -80,56 +116,60 @@ impl Constants {
     }
 }
 
-/// What one generation measured.
+/// What one generation did, as the models need it.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-pub struct Measured {
+pub struct Activity {
     pub tokens: usize,
     pub rounds: usize,
-    pub draft_time_s: f64,
-    pub wait_time_s: f64,
-    /// The verifier's own compute for this generation (part of `wait_time_s` on a real link).
-    pub verifier_time_s: f64,
     pub bytes_up: usize,
     pub bytes_down: usize,
+    /// The device's compute (draft model and filter), seconds.
+    pub device_compute_s: f64,
+    /// The verifier's compute on the machine its costs were measured on, seconds.
+    pub verifier_s: f64,
 }
 
 /// Energy of one generation, by part (joules).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Energy {
     pub compute_j: f64,
     pub tx_j: f64,
     pub rx_j: f64,
     pub idle_j: f64,
+    /// compute + tx + rx + idle.
+    pub device_j: f64,
+    pub server_j: f64,
+    /// device + server.
     pub total_j: f64,
-    pub per_token_j: f64,
 }
 
-pub fn energy(m: &Measured, c: &Constants) -> Energy {
+pub fn energy(a: &Activity, c: &Constants) -> Energy {
     let rate = c.link.rate_bps();
-    let up_s = 8.0 * m.bytes_up as f64 / rate;
-    let down_s = 8.0 * m.bytes_down as f64 / rate;
-    let compute_j = c.device.compute_power_w * m.draft_time_s;
-    let tx_j = c.radio.tx_power_w * up_s;
-    let rx_j = c.radio.rx_power_w * down_s;
-    let idle_j = c.device.idle_power_w * (m.wait_time_s - up_s - down_s).max(0.0);
-    let total_j = compute_j + tx_j + rx_j + idle_j;
+    let server = c.server.chosen();
+    let verifier_s = a.verifier_s / server.speedup.max(1e-12);
+    let compute_j = c.device.compute_power_w * a.device_compute_s;
+    let tx_j = c.radio.tx_power_w * 8.0 * a.bytes_up as f64 / rate;
+    let rx_j = c.radio.rx_power_w * 8.0 * a.bytes_down as f64 / rate;
+    let idle_j = c.device.idle_power_w * (verifier_s + a.rounds as f64 * c.link.rtt_s);
+    let device_j = compute_j + tx_j + rx_j + idle_j;
+    let server_j = server.power_w * verifier_s;
     Energy {
         compute_j,
         tx_j,
         rx_j,
         idle_j,
-        total_j,
-        per_token_j: total_j / m.tokens.max(1) as f64,
+        device_j,
+        server_j,
+        total_j: device_j + server_j,
     }
 }
 
-/// Tokens per second over the analytic link.
-pub fn analytic_throughput(m: &Measured, link: &Link) -> f64 {
-    let delay = m.draft_time_s
-        + 8.0 * (m.bytes_up + m.bytes_down) as f64 / link.rate_bps()
-        + m.rounds as f64 * link.rtt_s
-        + m.verifier_time_s;
-    m.tokens as f64 / delay.max(1e-12)
+/// Seconds one generation takes over the analytic link.
+pub fn analytic_delay(a: &Activity, c: &Constants) -> f64 {
+    a.device_compute_s
+        + 8.0 * (a.bytes_up + a.bytes_down) as f64 / c.link.rate_bps()
+        + a.rounds as f64 * c.link.rtt_s
+        + a.verifier_s / c.server.chosen().speedup.max(1e-12)
 }
 
 /// The CPU package energy counter (Intel RAPL, `/sys/class/powercap/intel-rapl:0/energy_uj`).
@@ -194,6 +234,17 @@ mod tests {
                 snr_db: 10.0 * 3f64.log10(), // SNR = 3: log2(4) = 2 bits/Hz
                 rtt_s: 0.1,
             },
+            server: Server {
+                preset: ServerKind::Cpu,
+                cpu: ServerPreset {
+                    power_w: 10.0,
+                    speedup: 1.0,
+                },
+                gpu: ServerPreset {
+                    power_w: 100.0,
+                    speedup: 4.0,
+                },
+            },
         }
     }
 
@@ -205,36 +256,34 @@ mod tests {
         assert!((c.link.rate_bps() - 1e5 * 101f64.log2()).abs() < 1e-6);
     }
 
-    /// 10 tokens, 2 s drafting, 1 s waiting, 250 kB up (2 Mbit = 1 s at 2 Mbit/s), 25 kB down
-    /// (0.1 s): compute 8 J, tx 2 J, rx 0.1 J, idle 0.5 · max(0, 1 − 1.1) = 0.
+    /// 10 tokens, 4 rounds, 2 s drafting, 0.3 s verifying, 250 kB up (2 Mbit = 1 s at 2 Mbit/s),
+    /// 25 kB down (0.1 s): compute 8 J, tx 2 J, rx 0.1 J, idle 0.5 · (0.3 + 4 · 0.1) = 0.35 J;
+    /// server 10 W · 0.3 s = 3 J.
     #[test]
     fn energy_by_hand() {
-        let m = Measured {
+        let a = Activity {
             tokens: 10,
             rounds: 4,
-            draft_time_s: 2.0,
-            wait_time_s: 1.0,
-            verifier_time_s: 0.3,
+            device_compute_s: 2.0,
+            verifier_s: 0.3,
             bytes_up: 250_000,
             bytes_down: 25_000,
         };
-        let e = energy(&m, &constants());
+        let e = energy(&a, &constants());
         assert!((e.compute_j - 8.0).abs() < 1e-9);
         assert!((e.tx_j - 2.0).abs() < 1e-9);
         assert!((e.rx_j - 0.1).abs() < 1e-9);
-        assert_eq!(e.idle_j, 0.0);
-        assert!((e.per_token_j - 1.01).abs() < 1e-9);
-        let idle = energy(
-            &Measured {
-                wait_time_s: 3.1,
-                ..m
-            },
-            &constants(),
-        );
-        assert!((idle.idle_j - 1.0).abs() < 1e-9, "0.5 W × (3.1 − 1.1) s");
-        // delay = 2 + 1.1 + 4 · 0.1 + 0.3 = 3.8 s for 10 tokens.
-        let tps = analytic_throughput(&m, &constants().link);
-        assert!((tps - 10.0 / 3.8).abs() < 1e-9);
+        assert!((e.idle_j - 0.35).abs() < 1e-9);
+        assert!((e.device_j - 10.45).abs() < 1e-9);
+        assert!((e.server_j - 3.0).abs() < 1e-9);
+        assert!((e.total_j - 13.45).abs() < 1e-9);
+        // delay = 2 + 1.1 + 4 · 0.1 + 0.3 = 3.8 s.
+        assert!((analytic_delay(&a, &constants()) - 3.8).abs() < 1e-9);
+        // On the GPU preset the verifier takes 0.3 / 4 s at 100 W.
+        let mut c = constants();
+        c.server.preset = ServerKind::Gpu;
+        assert!((energy(&a, &c).server_j - 7.5).abs() < 1e-9);
+        assert!((analytic_delay(&a, &c) - 3.575).abs() < 1e-9);
     }
 
     #[test]

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 pub struct Problem {
     pub task_id: String,
     pub prompt: String,
+    /// Empty when a user's tasks file leaves it out.
+    #[serde(default)]
     pub canonical_solution: String,
     pub test: String,
     pub entry_point: String,

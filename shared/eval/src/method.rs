@@ -1,0 +1,259 @@
+//! The methods an evaluation compares (its rows), their names, and the loop options each runs
+//! with.
+//!
+//! * `llm-only`: the verifier alone (greedy); the device sends the prompt and receives every
+//!   token. Upload rate 1 by definition: every token is the LLM's.
+//! * `slm-only`: the draft alone (the loop in mode `never`: nothing is sent).
+//! * `standard-hlm`: every drafted token uploaded (mode `always`).
+//! * `u-hlm`: uploads chosen by uncertainty alone (mode `uncertainty`).
+//! * `ours`: uncertainty and attention importance (mode `uncertainty+importance`), with
+//!   `ours:<rule>` variants for the importance-rule ablation.
+//!
+//! Knobs set per row are written `@u=<u_th>` and `@l=<λ>` (e.g. `ours@u=0.2@l=1`).
+
+use hlm_core::FilterMode;
+use hlm_engine::decode::{GenerationOptions, StopConditions};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Method {
+    LlmOnly,
+    SlmOnly,
+    StandardHlm,
+    /// U-HLM, at the run's `u_th` or at its own (a knob sweep's point).
+    UHlm {
+        u_th: Option<f32>,
+    },
+    /// Ours with the named importance rule, at the run's knobs or at its own.
+    Ours {
+        rule: String,
+        u_th: Option<f32>,
+        lambda: Option<f32>,
+    },
+}
+
+/// The importance rule of `ours` without a `:<rule>` suffix.
+pub const DEFAULT_RULE: &str = "sink-zscore";
+
+impl Method {
+    /// `ours` with the default rule and the run's knobs.
+    pub fn ours() -> Self {
+        Method::Ours {
+            rule: DEFAULT_RULE.into(),
+            u_th: None,
+            lambda: None,
+        }
+    }
+
+    /// The row's name: the method, `:<rule>` for another importance rule, and `@u=<u_th>` /
+    /// `@l=<λ>` for knobs set per method (e.g. `ours@u=0.2@l=1`).
+    pub fn name(&self) -> String {
+        let knobs = |u: &Option<f32>, l: &Option<f32>| {
+            let mut s = String::new();
+            if let Some(u) = u {
+                s += &format!("@u={u}");
+            }
+            if let Some(l) = l {
+                s += &format!("@l={l}");
+            }
+            s
+        };
+        match self {
+            Method::LlmOnly => "llm-only".into(),
+            Method::SlmOnly => "slm-only".into(),
+            Method::StandardHlm => "standard-hlm".into(),
+            Method::UHlm { u_th } => format!("u-hlm{}", knobs(u_th, &None)),
+            Method::Ours { rule, u_th, lambda } if rule == DEFAULT_RULE => {
+                format!("ours{}", knobs(u_th, lambda))
+            }
+            Method::Ours { rule, u_th, lambda } => format!("ours:{rule}{}", knobs(u_th, lambda)),
+        }
+    }
+
+    /// Parses what [`Method::name`] writes.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let unknown = || {
+            format!(
+                "unknown method `{s}` (llm-only, slm-only, standard-hlm, u-hlm, ours, ours:<{}>, \
+                 with @u=<u_th> / @l=<λ> for u-hlm and ours)",
+                hlm_core::IMPORTANCE_RULES.join("|")
+            )
+        };
+        let mut parts = s.split('@');
+        let base = parts.next().unwrap_or_default();
+        let (mut u_th, mut lambda) = (None, None);
+        for p in parts {
+            let (k, v) = p.split_once('=').ok_or_else(unknown)?;
+            let v: f32 = v
+                .parse()
+                .ok()
+                .filter(|v: &f32| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| format!("`{p}` in `{s}`: the value must be a number ≥ 0"))?;
+            match k {
+                "u" => u_th = Some(v),
+                "l" => lambda = Some(v),
+                _ => return Err(unknown()),
+            }
+        }
+        let knobless = |m: Method| {
+            if u_th.is_some() || lambda.is_some() {
+                Err(format!("`{s}`: only u-hlm and ours take knobs"))
+            } else {
+                Ok(m)
+            }
+        };
+        match base {
+            "llm-only" => knobless(Method::LlmOnly),
+            "slm-only" => knobless(Method::SlmOnly),
+            "standard-hlm" => knobless(Method::StandardHlm),
+            "u-hlm" if lambda.is_none() => Ok(Method::UHlm { u_th }),
+            "u-hlm" => Err(format!("`{s}`: u-hlm has no importance knob")),
+            "ours" => Ok(Method::Ours {
+                rule: DEFAULT_RULE.into(),
+                u_th,
+                lambda,
+            }),
+            other => match other.strip_prefix("ours:") {
+                Some(rule) if hlm_core::IMPORTANCE_RULES.contains(&rule) => Ok(Method::Ours {
+                    rule: rule.into(),
+                    u_th,
+                    lambda,
+                }),
+                _ => Err(unknown()),
+            },
+        }
+    }
+
+    /// The default rows.
+    pub fn all() -> Vec<Method> {
+        vec![
+            Method::LlmOnly,
+            Method::SlmOnly,
+            Method::StandardHlm,
+            Method::UHlm { u_th: None },
+            Method::ours(),
+        ]
+    }
+
+    /// The rows of a knob sweep: U-HLM and ours at each `u_th` of `us` (ours at the run's λ),
+    /// and ours at each λ of `lambdas` (at the run's `u_th`).
+    pub fn sweep(us: &[f32], lambdas: &[f32]) -> Vec<Method> {
+        let mut v = Vec::new();
+        for &u in us {
+            v.push(Method::UHlm { u_th: Some(u) });
+            v.push(Method::Ours {
+                rule: DEFAULT_RULE.into(),
+                u_th: Some(u),
+                lambda: None,
+            });
+        }
+        for &l in lambdas {
+            v.push(Method::Ours {
+                rule: DEFAULT_RULE.into(),
+                u_th: None,
+                lambda: Some(l),
+            });
+        }
+        v
+    }
+}
+
+/// The run-wide settings a method's loop options start from.
+#[derive(Debug, Clone)]
+pub struct RunKnobs {
+    pub max_tokens: usize,
+    pub seed: u64,
+    pub uncertainty_threshold: f32,
+    pub importance_strictness: f32,
+}
+
+impl Method {
+    /// The family a row belongs to and the knobs it ran at, given the run's: `(family, u_th, λ)`
+    /// with family `u-hlm` or `ours` (other rules and the baselines are not on knob curves).
+    pub fn knobs(&self, run: (f32, f32)) -> Option<(&'static str, f32, f32)> {
+        match self {
+            Method::UHlm { u_th } => Some(("u-hlm", u_th.unwrap_or(run.0), run.1)),
+            Method::Ours { rule, u_th, lambda } if rule == DEFAULT_RULE => {
+                Some(("ours", u_th.unwrap_or(run.0), lambda.unwrap_or(run.1)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the row sets its own knobs (a point of a knob sweep).
+    pub fn is_sweep_point(&self) -> bool {
+        matches!(self, Method::UHlm { u_th: Some(_) })
+            || matches!(self, Method::Ours { u_th, lambda, .. } if u_th.is_some() || lambda.is_some())
+    }
+
+    /// The decoding loop's options for this method (`None` for `llm-only`, which does not run
+    /// the loop).
+    pub fn options(&self, run: &RunKnobs, stop: &StopConditions) -> Option<GenerationOptions> {
+        let (mut u_th, mut lambda) = (run.uncertainty_threshold, run.importance_strictness);
+        let (mode, rule) = match self {
+            Method::LlmOnly => return None,
+            Method::SlmOnly => (FilterMode::Never, DEFAULT_RULE),
+            Method::StandardHlm => (FilterMode::Always, DEFAULT_RULE),
+            Method::UHlm { u_th: u } => {
+                u_th = u.unwrap_or(u_th);
+                (FilterMode::Uncertainty, DEFAULT_RULE)
+            }
+            Method::Ours {
+                rule,
+                u_th: u,
+                lambda: l,
+            } => {
+                u_th = u.unwrap_or(u_th);
+                lambda = l.unwrap_or(lambda);
+                (FilterMode::UncertaintyImportance, rule.as_str())
+            }
+        };
+        Some(GenerationOptions {
+            max_tokens: run.max_tokens,
+            seed: run.seed,
+            mode,
+            uncertainty_threshold: u_th,
+            importance_strictness: lambda,
+            importance_rule: rule.into(),
+            stop: stop.strings.clone(),
+            stop_at_code_block_end: stop.code_block_end,
+            ..Default::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_round_trip_and_bad_names_are_explained() {
+        let mut all = Method::all();
+        all.extend(Method::sweep(&[0.0, 0.25], &[1.5]));
+        all.push(Method::Ours {
+            rule: "median-mad".into(),
+            u_th: Some(0.1),
+            lambda: Some(3.0),
+        });
+        for m in &all {
+            assert_eq!(Method::parse(&m.name()).as_ref(), Ok(m), "{}", m.name());
+        }
+        assert_eq!(Method::sweep(&[0.25], &[]).len(), 2);
+        assert_eq!(
+            Method::parse("ours@u=0.2@l=1").unwrap().name(),
+            "ours@u=0.2@l=1"
+        );
+        for (bad, says) in [
+            ("gpt", "unknown method"),
+            ("ours:nope", "unknown method"),
+            ("u-hlm@l=1", "no importance knob"),
+            ("slm-only@u=0.1", "only u-hlm and ours"),
+            ("ours@u=-1", "number ≥ 0"),
+            ("ours@u=x", "number ≥ 0"),
+            ("ours@z=1", "unknown method"),
+        ] {
+            let e = Method::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}
