@@ -96,6 +96,37 @@ async fn demo_page_and_npm_package_in_chromium() {
     };
     let demo = find("demo");
     assert!(demo["tokens"].as_u64().unwrap() >= 16, "{demo}");
+    // The page's energy figures are the Rust model's, reached through the wasm module: the same
+    // estimate natively from the summary's totals and times.
+    let summary = &demo["summary"];
+    let totals: hlm_engine::decode::Totals = serde_json::from_value(summary.clone()).unwrap();
+    let native = hlm_engine::energy::estimate(
+        &totals,
+        summary["draft_time_s"].as_f64().unwrap(),
+        summary["wait_time_s"].as_f64().unwrap(),
+        &hlm_core::energy::Constants::default_constants(),
+    );
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
+    let page = &demo["estimate"];
+    for (mine, theirs) in [
+        (native.energy.device_j, &page["energy_j"]),
+        (native.energy.server_j, &page["server_energy_j"]),
+        (native.energy.total_j, &page["system_energy_j"]),
+        (native.standard_hlm.device_j, &page["standard_hlm_energy_j"]),
+        (
+            native.energy.device_j,
+            &summary["energy"]["energy"]["device_j"],
+        ),
+    ] {
+        assert!(
+            close(mine, theirs.as_f64().unwrap()),
+            "{mine} vs {theirs}: {demo}"
+        );
+    }
+    assert!(
+        native.energy.device_j > 0.0 && native.energy.server_j > 0.0,
+        "{demo}"
+    );
     let reload = find("reload");
     assert_eq!(reload["cache_hit"], true, "{reload}");
     assert_eq!(reload["gguf_requests"], 0, "{reload}");

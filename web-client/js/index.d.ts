@@ -49,6 +49,8 @@ export interface ModelInfo {
   backend_preference?: Backend;
   /** The module's linear memory in bytes now. */
   wasm_memory_bytes?: number;
+  /** The energy estimate's shipped constants. */
+  energy_constants: EnergyConstants;
 }
 
 /**
@@ -70,19 +72,28 @@ export type ProgressReport =
   | { type: 'loaded'; info: ModelInfo; seconds: number; fromCache: boolean; bytes: number }
   | { type: 'connected'; url: string; verifier: VerifierWelcome | null };
 
-/** Overrides of the energy estimate's constants (see energy.js). */
+/**
+ * Constants of the energy estimate: the evaluation's model and shipped constants
+ * (hlm-core's energy.rs and constants.toml, each constant with its source there), computed in the
+ * wasm module. `info.energy_constants` holds the shipped values; pass overrides in this shape.
+ */
 export interface EnergyConstants {
-  DEVICE_POWER_W: number;
-  UPLINK_TX_POWER_W: number;
-  DOWNLINK_RX_POWER_W: number;
-  UPLINK_BPS: number;
-  DOWNLINK_BPS: number;
-  PACKET_OVERHEAD_BYTES: number;
-  ROUND_FRAME_BYTES: number;
-  VERDICT_BYTES: number;
-  TOKEN_ENTRY_BYTES: number;
+  device: { compute_power_w: number; idle_power_w: number };
+  radio: { tx_power_w: number; rx_power_w: number };
+  link: { bandwidth_hz: number; snr_db: number; rtt_s: number };
+  server: {
+    preset: 'cpu' | 'gpu';
+    cpu: { power_w: number; speedup: number };
+    gpu: { power_w: number; speedup: number };
+  };
 }
-export declare const ENERGY_CONSTANTS: Readonly<EnergyConstants>;
+
+/** Deep-partial overrides of {@link EnergyConstants}; an unknown field is an error. */
+export type EnergyConstantsOverrides = {
+  [K in keyof EnergyConstants]?: EnergyConstants[K] extends object
+    ? { [L in keyof EnergyConstants[K]]?: EnergyConstants[K][L] extends object ? Partial<EnergyConstants[K][L]> : EnergyConstants[K][L] }
+    : EnergyConstants[K];
+};
 
 export interface CreateOptions {
   /** URL of the draft model's GGUF file (relative URLs resolve against the page). */
@@ -107,8 +118,8 @@ export interface CreateOptions {
   backend?: Backend;
   /** Name this client gives the verifier (default "hybrid-llm-web/0.1.0"). */
   clientName?: string;
-  /** Overrides of the energy estimate's constants. */
-  energyConstants?: Partial<EnergyConstants>;
+  /** Overrides of the energy estimate's constants, e.g. `{ device: { compute_power_w: 15 } }`. */
+  energyConstants?: EnergyConstantsOverrides;
 }
 
 export interface GenerateOptions {
@@ -176,12 +187,21 @@ export interface Totals {
   replayedTokens: number;
   /** uploaded / tokens */
   uploadRate: number;
-  /** Estimated device energy (J): drafting + radio. An estimate, see energy.js. */
+  /**
+   * Estimated device energy (J): drafting + radio + idle while waiting for verdicts. An analytic
+   * estimate from measured drafting and waiting times, bytes and rounds (see {@link EnergyConstants}).
+   */
   energyJ: number;
   draftEnergyJ: number;
   radioEnergyJ: number;
-  /** The same estimate had every token been uploaded (standard HLM). */
+  idleEnergyJ: number;
+  /** The verifier's share: its power × (measured wait − one modelled round trip per round). */
+  serverEnergyJ: number;
+  /** Device + server. */
+  systemEnergyJ: number;
+  /** The same device estimate had every token been uploaded (standard HLM). */
   standardHlmEnergyJ: number;
+  standardHlmSystemEnergyJ: number;
   standardHlmBytesUp: number;
   standardHlmBytesDown: number;
   standardHlmLlmPasses: number;

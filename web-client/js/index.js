@@ -4,9 +4,7 @@
 //   const client = await HybridClient.create({ draftModelUrl, draftModelName, verifierUrl, token });
 //   for await (const ev of client.generate('Write a binary search in Rust')) out.append(ev.text);
 
-import { estimateEnergy } from './energy.js';
 
-export { ENERGY_CONSTANTS, estimateEnergy, standardHlm, energyJoules } from './energy.js';
 
 export const VERSION = '0.1.0';
 
@@ -107,10 +105,13 @@ function wasmOptions(o = {}) {
   return out;
 }
 
-function camelTotals(t, draftTimeS, energyConstants) {
+// `e`: the engine's live energy estimate (hlm-engine's energy.rs, computed in the wasm module
+// with the same model as the evaluation): { energy, standard_hlm, standard_hlm_bytes_up, ... }.
+function camelTotals(t, e = {}) {
   const tokens = n(t.tokens);
   const uploaded = n(t.uploaded);
-  const e = estimateEnergy(t, draftTimeS, energyConstants);
+  const en = e.energy || {};
+  const std = e.standard_hlm || {};
   return {
     tokens,
     skipped: n(t.skipped),
@@ -127,17 +128,21 @@ function camelTotals(t, draftTimeS, energyConstants) {
     reconnects: n(t.reconnects),
     replayedTokens: n(t.replayed_tokens),
     uploadRate: tokens > 0 ? uploaded / tokens : 0,
-    energyJ: e.energyJ,
-    draftEnergyJ: e.draftJ,
-    radioEnergyJ: e.radioJ,
-    standardHlmEnergyJ: e.standardHlmEnergyJ,
-    standardHlmBytesUp: e.standardHlmBytesUp,
-    standardHlmBytesDown: e.standardHlmBytesDown,
-    standardHlmLlmPasses: e.standardHlmLlmPasses,
+    energyJ: n(en.device_j),
+    draftEnergyJ: n(en.compute_j),
+    radioEnergyJ: n(en.tx_j) + n(en.rx_j),
+    idleEnergyJ: n(en.idle_j),
+    serverEnergyJ: n(en.server_j),
+    systemEnergyJ: n(en.total_j),
+    standardHlmEnergyJ: n(std.device_j),
+    standardHlmSystemEnergyJ: n(std.total_j),
+    standardHlmBytesUp: n(e.standard_hlm_bytes_up),
+    standardHlmBytesDown: n(e.standard_hlm_bytes_down),
+    standardHlmLlmPasses: n(e.standard_hlm_llm_passes),
   };
 }
 
-function camelEvent(ev, energyConstants) {
+function camelEvent(ev) {
   return {
     index: ev.index,
     id: ev.id,
@@ -146,16 +151,16 @@ function camelEvent(ev, energyConstants) {
     drafted: ev.drafted ?? null,
     uncertainty: ev.uncertainty,
     importance: ev.importance ?? null,
-    totals: camelTotals(ev.totals || {}, ev.draft_time_s, energyConstants),
+    totals: camelTotals(ev.totals || {}, ev.energy),
     draftTimeS: n(ev.draft_time_s),
     wallTimeS: n(ev.wall_time_s),
     notice: ev.notice ?? null,
   };
 }
 
-function camelSummary(s, draftTokensPerS, energyConstants) {
+function camelSummary(s, draftTokensPerS) {
   return {
-    ...camelTotals(s, s.draft_time_s, energyConstants),
+    ...camelTotals(s, s.energy),
     stopReason: s.stop_reason,
     wallTimeS: n(s.wall_time_s),
     draftTimeS: n(s.draft_time_s),
@@ -287,7 +292,7 @@ export class HybridClient {
       case 'token': {
         const g = this.#gen;
         if (g && g.id === msg.id) {
-          g.queue.push(camelEvent(msg.ev, this.#opts.energyConstants));
+          g.queue.push(camelEvent(msg.ev));
           g.wake();
         }
         return;
@@ -297,7 +302,7 @@ export class HybridClient {
         if (g && g.id === msg.id) {
           this.draftTokensPerS = msg.draftTokensPerS ?? null;
           if (msg.info) this.#setInfo(msg.info);
-          g.summary = camelSummary(msg.summary, msg.draftTokensPerS, this.#opts.energyConstants);
+          g.summary = camelSummary(msg.summary, msg.draftTokensPerS);
           this.lastSummary = g.summary;
           g.settle();
           g.wake();
@@ -386,7 +391,9 @@ export class HybridClient {
   async *generate(prompt, options = {}) {
     if (this.#closed) throw new HybridError('the client is closed', 'closed');
     if (this.#gen) throw new HybridError('a generation is already running on this client', 'busy');
-    const request = { type: 'generate', prompt: String(prompt), options: wasmOptions(options) };
+    const opts = wasmOptions(options);
+    if (this.#opts.energyConstants) opts.energy_constants = this.#opts.energyConstants;
+    const request = { type: 'generate', prompt: String(prompt), options: opts };
     const g = { id: this.#nextId++, queue: [], summary: null, error: null, wakeFn: null };
     g.wake = () => {
       const w = g.wakeFn;

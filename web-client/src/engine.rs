@@ -13,7 +13,8 @@
 use crate::link::{js_text, BrowserLink};
 use crate::reader::JsReader;
 use candle_core::quantized::gguf_file;
-use hlm_engine::decode::{Drafter, GenerationOptions, HybridSession};
+use hlm_core::energy::Constants;
+use hlm_engine::decode::{Drafter, GenerationOptions, HybridSession, Totals};
 use hlm_engine::model::LoadOptions;
 use hlm_engine::EngineError;
 use hlm_protocol::ErrorCode;
@@ -96,6 +97,20 @@ fn js_error(msg: impl AsRef<str>) -> JsValue {
     js_sys::Error::new(msg.as_ref()).into()
 }
 
+/// `v` as JSON with its live energy estimate ([`hlm_engine::energy::estimate`]) under `energy`.
+fn with_energy(
+    v: &impl serde::Serialize,
+    totals: &Totals,
+    draft_time_s: f64,
+    wait_time_s: f64,
+    constants: &Constants,
+) -> JsValue {
+    let mut json = serde_json::to_value(v).unwrap_or_default();
+    let e = hlm_engine::energy::estimate(totals, draft_time_s, wait_time_s, constants);
+    json["energy"] = serde_json::to_value(e).unwrap_or_default();
+    to_js(&json)
+}
+
 fn to_js(v: &impl serde::Serialize) -> JsValue {
     serde_json::to_string(v)
         .ok()
@@ -139,6 +154,8 @@ impl Engine {
             "backend": "wasm-simd",
             "backend_description": WASM_DESCRIPTION,
             "backend_note": "",
+            // The energy estimate's shipped constants (what `energy_constants` overrides).
+            "energy_constants": Constants::default_constants(),
             // Linear memory at each loading stage (it only grows): where the bytes went.
             "load_memory": {
                 "at_start": at_start,
@@ -251,12 +268,14 @@ impl Engine {
     }
 
     /// Generates after `prompt`; `on_event` is called with each final token's event. Resolves
-    /// with the summary. `options`: `GenerationOptions` fields (snake_case, all optional) and
-    /// `chat` (default true: wrap the prompt in the ChatML template).
+    /// with the summary. `options`: `GenerationOptions` fields (snake_case, all optional),
+    /// `chat` (default true: wrap the prompt in the ChatML template) and `energy_constants`
+    /// (overrides of the shipped energy constants, shaped like them). Events and the summary
+    /// carry the live energy estimate under `energy`.
     pub fn generate(&self, prompt: String, options: JsValue, on_event: Function) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let (opts, chat) = parse_options(&options).map_err(js_error)?;
+            let (opts, chat, constants) = parse_options(&options).map_err(js_error)?;
             let mut drafter = inner
                 .drafter
                 .borrow_mut()
@@ -278,7 +297,9 @@ impl Engine {
                     let abort = &inner.abort;
                     session
                         .generate(&mut drafter, &ids, &cfg, &mut |ev| {
-                            let _ = on_event.call1(&JsValue::NULL, &to_js(ev));
+                            let wait = ev.wall_time_s - ev.draft_time_s;
+                            let js = with_energy(ev, &ev.totals, ev.draft_time_s, wait, &constants);
+                            let _ = on_event.call1(&JsValue::NULL, &js);
                             !abort.get()
                         })
                         .await
@@ -298,7 +319,7 @@ impl Engine {
                         inner.set_backend_info(backend_kind, &description, n);
                     }
                     s.draft_backend = backend;
-                    to_js(&s)
+                    with_energy(&s, &s.totals, s.draft_time_s, s.wait_time_s, &constants)
                 })
                 .map_err(|e| js_error(user_error(&e)))
         })
@@ -331,10 +352,15 @@ pub fn wasm_memory_bytes() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Options object → `GenerationOptions` (unknown fields are an error naming them) and `chat`.
-fn parse_options(options: &JsValue) -> Result<(GenerationOptions, bool), String> {
+/// Options object → `GenerationOptions` (unknown fields are an error naming them), `chat`, and
+/// the energy constants (the shipped ones with the `energy_constants` overrides).
+fn parse_options(options: &JsValue) -> Result<(GenerationOptions, bool, Constants), String> {
     if options.is_undefined() || options.is_null() {
-        return Ok((GenerationOptions::default(), true));
+        return Ok((
+            GenerationOptions::default(),
+            true,
+            Constants::default_constants(),
+        ));
     }
     let json = js_sys::JSON::stringify(options)
         .map_err(|e| format!("options: {}", js_text(&e)))?
@@ -350,6 +376,10 @@ fn parse_options(options: &JsValue) -> Result<(GenerationOptions, bool), String>
         .remove("chat")
         .map(|c| c.as_bool().unwrap_or(true))
         .unwrap_or(true);
+    let constants = match obj.remove("energy_constants") {
+        Some(over) => Constants::with_overrides(&over)?,
+        None => Constants::default_constants(),
+    };
     let opts = serde_json::from_value(v).map_err(|e| format!("options: {e}"))?;
-    Ok((opts, chat))
+    Ok((opts, chat, constants))
 }

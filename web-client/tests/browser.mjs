@@ -132,7 +132,7 @@ async function installPackage(args) {
     const info = packed[0];
     const files = info.files.map((f) => f.path).sort();
     const needed = [
-      'package.json', 'README.md', 'index.js', 'index.d.ts', 'worker.js', 'energy.js',
+      'package.json', 'README.md', 'index.js', 'index.d.ts', 'worker.js',
       'wasm/hlm_web_client.js', 'wasm/hlm_web_client_bg.wasm',
     ];
     const missing = needed.filter((f) => !files.includes(f));
@@ -145,7 +145,7 @@ async function installPackage(args) {
     // The entry point resolves through `exports` and imports without a browser (no globals touched at load).
     const probe =
       "const m = await import('hybrid-llm-web');" +
-      "if (typeof m.HybridClient?.create !== 'function' || typeof m.estimateEnergy !== 'function') process.exit(3);";
+      "if (typeof m.HybridClient?.create !== 'function' || typeof m.HybridError !== 'function') process.exit(3);";
     run(process.execPath, ['--input-type=module', '-e', probe], project);
     const dest = path.join(args.www, 'pkg-installed');
     await rm(dest, { recursive: true, force: true });
@@ -311,7 +311,7 @@ async function demoGenerate(page, { mode, maxTokens, stopAfter = null, prompt = 
       events: d.events.map((e) => ({ index: e.index, kind: e.kind, text: e.text, tokens: e.totals.tokens })),
       spans: [...document.querySelectorAll('#output span')].map((s) => ({ kind: s.dataset.kind, text: s.textContent, title: s.title })),
       counters: Object.fromEntries(
-        ['c-tokens', 'c-uploaded', 'c-bytes-up', 'c-bytes-down', 'c-passes', 'c-energy'].map((id) => [id, { value: value(id), text: text(id) }]),
+        ['c-tokens', 'c-uploaded', 'c-bytes-up', 'c-bytes-down', 'c-passes', 'c-energy', 'c-system'].map((id) => [id, { value: value(id), text: text(id) }]),
       ),
       tokS: text('tok-s'),
       backend: text('backend'),
@@ -337,7 +337,11 @@ function estimate(s) {
     energy_j: s.energyJ,
     draft_energy_j: s.draftEnergyJ,
     radio_energy_j: s.radioEnergyJ,
+    idle_energy_j: s.idleEnergyJ,
+    server_energy_j: s.serverEnergyJ,
+    system_energy_j: s.systemEnergyJ,
     standard_hlm_energy_j: s.standardHlmEnergyJ,
+    standard_hlm_system_energy_j: s.standardHlmSystemEnergyJ,
     standard_hlm_bytes_up: s.standardHlmBytesUp,
     standard_hlm_bytes_down: s.standardHlmBytesDown,
     standard_hlm_llm_passes: s.standardHlmLlmPasses,
@@ -424,6 +428,7 @@ async function main() {
       ['c-bytes-down', s.bytesDown],
       ['c-passes', s.llmPasses],
       ['c-energy', s.energyJ],
+      ['c-system', s.systemEnergyJ],
     ];
     for (const [id, v] of agree) {
       check(demo.counters[id].value === String(v), `demo: #${id} data-value ${demo.counters[id].value} != summary ${v}`);

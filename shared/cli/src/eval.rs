@@ -96,7 +96,8 @@ const HUMANEVAL_DEV: usize = 20;
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let constants = match &args.constants {
-        Some(p) => Constants::from_file(p).with_context(|| format!("reading {}", p.display()))?,
+        Some(p) => hlm_eval::energy::constants_from_file(p)
+            .with_context(|| format!("reading {}", p.display()))?,
         None => Constants::default_constants(),
     };
     if args.rescore {

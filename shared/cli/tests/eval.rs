@@ -314,7 +314,7 @@ fn user_tasks_files_run_and_malformed_ones_are_refused() {
 
 fn hlm_eval_constants() -> String {
     let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../eval/constants.toml"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/constants.toml"),
     )
     .unwrap();
     assert!(text.contains("rtt_s = 0.05"), "the test edits the RTT line");

@@ -9,9 +9,11 @@
 //! * [`filter`]: skip or upload, from `u`, the importance and two knobs;
 //! * [`compress`]: CU-HLM's top-k quantised upload with a total-variation bound;
 //! * [`verify`]: speculative sampling (and its greedy special case) against the uploaded `p̂`;
-//! * [`sampling`]: softmax, argmax and seeded sampling helpers.
+//! * [`sampling`]: softmax, argmax and seeded sampling helpers;
+//! * [`energy`]: the analytic energy and link models (device and server), with their constants.
 
 pub mod compress;
+pub mod energy;
 pub mod filter;
 pub mod importance;
 pub mod sampling;

@@ -29,6 +29,7 @@
 pub mod chat;
 pub mod decode;
 pub mod drafter;
+pub mod energy;
 pub mod error;
 #[cfg(feature = "testing")]
 pub mod fuzzing;

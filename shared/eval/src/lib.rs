@@ -4,8 +4,9 @@
 //!
 //! * [`bertscore`]: BERTScore (Zhang et al. 2020) with all-MiniLM-L6-v2 through candle's BERT:
 //!   greedy cosine matching of contextual token embeddings, precision / recall / F1.
-//! * [`energy`]: the analytic energy and link models (constants in `constants.toml`, each with
-//!   its source) and the RAPL counter where the machine has one.
+//! * [`energy`]: the analytic energy and link models (`hlm_core::energy`; constants in
+//!   `shared/core/constants.toml`, each with its source) and the RAPL counter where the machine
+//!   has one.
 //! * [`aclsum`]: ACLSum papers as summarisation tasks with one-sentence references.
 //! * [`humaneval`]: HumanEval problems and pass@1, each completion run in a sandboxed `python3`.
 //!
