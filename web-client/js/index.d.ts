@@ -1,4 +1,4 @@
-// Types of hybrid-llm-web (hand-written; keep in step with index.js, worker.js and energy.js).
+// Types of hybrid-llm-web (hand-written; keep in step with index.js, worker.js and the engine's JSON).
 
 export declare const VERSION: string;
 

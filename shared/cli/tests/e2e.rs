@@ -85,6 +85,53 @@ async fn hlm_generate_over_websocket_in_every_mode() {
     }
 }
 
+/// `--stop`: the same greedy generation ends where its text first contains the string, cut before
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hlm_generate_stops_at_a_stop_string() {
+    let url = start_server("qwen2.5-coder-1.5b-instruct-q4_k_m").await;
+    let run = move |stop: Option<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec![
+                "generate".to_string(),
+                "--server".into(),
+                url,
+                "--mode".into(),
+                "always".into(),
+                "--max-tokens".into(),
+                "24".into(),
+                "--prompt".into(),
+                "Write a Python function that adds two numbers.".into(),
+            ];
+            if let Some(s) = stop {
+                args.extend(["--stop".into(), s]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = hlm(&args);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            serde_json::from_str::<serde_json::Value>(stdout.trim().lines().last().unwrap())
+                .unwrap()
+        })
+    };
+    let full = run(None).await.unwrap();
+    let text = full["text"].as_str().unwrap().to_string();
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() > 30, "{text:?}");
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 3].iter().collect();
+    assert!(!stop.contains('\\'), "{stop:?}");
+    let cut = &text[..text.find(&stop).unwrap()];
+    let stopped = run(Some(stop.clone())).await.unwrap();
+    assert_eq!(stopped["stop_reason"], "stop-string", "{stopped}");
+    assert_eq!(stopped["text"].as_str().unwrap(), cut, "stop {stop:?}");
+    assert!(stopped["tokens"].as_u64() < full["tokens"].as_u64());
+}
+
 #[test]
 fn unreachable_verifier_is_a_clear_error() {
     let out = hlm(&[

@@ -78,16 +78,15 @@ fn bad_tokens_and_overflow_are_errors_not_panics() {
     assert_eq!(c.len(), 0);
 }
 
-fn run(
-    mode: FilterMode,
-    sampling: Sampling,
-    uploads_per_round: usize,
-) -> (
+/// A generation's summary and events, and the verifier's and the draft's greedy text alone.
+type Run = (
     hlm_engine::decode::Summary,
     Vec<hlm_engine::decode::TokenEvent>,
     Vec<u32>,
     Vec<u32>,
-) {
+);
+
+fn run(mode: FilterMode, sampling: Sampling, uploads_per_round: usize) -> Run {
     run_with_stop(mode, sampling, uploads_per_round, StopConditions::default())
 }
 
@@ -96,12 +95,7 @@ fn run_with_stop(
     sampling: Sampling,
     uploads_per_round: usize,
     stop: StopConditions,
-) -> (
-    hlm_engine::decode::Summary,
-    Vec<hlm_engine::decode::TokenEvent>,
-    Vec<u32>,
-    Vec<u32>,
-) {
+) -> Run {
     let (_dd, mut drafter) = tiny_drafter(11);
     let (_vd, verifier) = tiny_drafter(12);
     let vocab = verifier.vocab_info();

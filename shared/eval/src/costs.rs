@@ -15,7 +15,7 @@
 //! token.
 
 use crate::samples::Sample;
-use crate::{EvalError, Result};
+use crate::Result;
 use hlm_core::{temperature_perturbation, UncertaintyConfig};
 use hlm_engine::model::{LogitRows, Model};
 use serde::{Deserialize, Serialize};
@@ -120,17 +120,7 @@ impl Costs {
     }
 
     pub fn load(dir: &Path) -> Result<Option<Self>> {
-        let path = dir.join(Self::FILE);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&path)?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| EvalError::File {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })
+        crate::read_json_if_present(&dir.join(Self::FILE))
     }
 
     pub fn work(&self, s: &Sample) -> Work {

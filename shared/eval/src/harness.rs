@@ -303,17 +303,7 @@ impl RunInfo {
     }
 
     pub fn load(dir: &std::path::Path) -> Result<Option<Self>> {
-        let path = dir.join(Self::FILE);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&path)?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| EvalError::File {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })
+        crate::read_json_if_present(&dir.join(Self::FILE))
     }
 
     /// Joins this run to the one already in `dir`, if any: the settings that shape a sample

@@ -55,3 +55,19 @@ pub enum EvalError {
 }
 
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;
+
+/// The JSON file `path` as a `T`, or `None` when there is no such file.
+pub(crate) fn read_json_if_present<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> Result<Option<T>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path)?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| EvalError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+}

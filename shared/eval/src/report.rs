@@ -321,7 +321,7 @@ pub fn markdown(report: &Report) -> String {
           |---|---|---|---|---|---|---|---|---|---|---|\n";
     for r in &report.rows {
         s += &format!(
-            "| {} | {} | {} | {:.1} / {:.1} | {} J | {} J | {} J | {} | {} tok/s | {} | {:.0} s |\n",
+            "| {} | {} | {} | {:.1} / {:.1} | {} J | {} J | {} J | {} | {} tok/s | {} | {:.0} s ({:.1} s / task) |\n",
             r.method,
             fmt(&r.upload_rate, 3, false),
             fmt(&r.llm_passes_per_token, 3, false),
@@ -336,6 +336,7 @@ pub fn markdown(report: &Report) -> String {
             r.throughput_real_link_tok_s
                 .map_or("–".into(), |t| format!("{t:.2} tok/s")),
             r.wall_s,
+            r.wall_s / r.tasks.max(1) as f64,
         );
     }
     if !report.comparisons.is_empty() {
