@@ -138,6 +138,14 @@ async fn demo_page_and_npm_package_in_chromium() {
     assert_eq!(abort["summary"]["stop_reason"], "aborted", "{abort}");
     assert!(out_dir.join("demo.png").exists(), "screenshot saved");
     assert!(minimal["tokens"].as_u64().unwrap() >= 1, "{minimal}");
+    // The package's `stop` option cut the same answer before the stop string.
+    let stopped = find("minimal-stop");
+    let full = minimal["text"].as_str().unwrap();
+    let cut = stopped["text"].as_str().unwrap();
+    assert!(
+        full.starts_with(cut) && cut.len() < full.len(),
+        "{stopped} vs {minimal}"
+    );
     // WebGPU: refused without the flag (and said so), used with it, same text as WASM SIMD.
     let fallback = find("webgpu-fallback");
     assert!(
@@ -172,8 +180,8 @@ async fn demo_page_and_npm_package_in_chromium() {
         .collect();
     assert_eq!(
         generating.len(),
-        6,
-        "demo, abort, minimal, webgpu, webgpu-lost, webgpu-to-wasm"
+        7,
+        "demo, abort, minimal, minimal-stop, webgpu, webgpu-lost, webgpu-to-wasm"
     );
     let sum = |key: &str| -> f64 {
         generating

@@ -325,6 +325,32 @@ async function demoGenerate(page, { mode, maxTokens, stopAfter = null, prompt = 
   return r;
 }
 
+/** Loads minimal.html (the npm package as installed) with `query`, waits for its answer. */
+async function runMinimal(newPage, args, token, query) {
+  const page = await newPage('minimal');
+  await page.goto(urlOf(args.base, 'minimal.html', { token, ...query }), { waitUntil: 'domcontentloaded' });
+  try {
+    await page.waitForFunction(() => window.hlmMinimal && (window.hlmMinimal.done || window.hlmMinimal.error), null, {
+      timeout: (args.loadTimeout + args.genTimeout) * 1000,
+      polling: 250,
+    });
+  } catch {
+    fail('minimal: neither done nor an error in time');
+  }
+  const m = await page.evaluate(() => ({
+    done: window.hlmMinimal.done,
+    error: window.hlmMinimal.error,
+    summary: window.hlmMinimal.summary,
+    events: window.hlmMinimal.events.length,
+    cacheHit: window.hlmMinimal.cacheHit,
+    result: document.getElementById('result').textContent,
+    errorText: document.getElementById('error').textContent,
+  }));
+  await page.close();
+  check(!m.error, `minimal: ${m.error}`);
+  return m;
+}
+
 /** The engine's own summary (snake_case, as `hlm generate` prints it), without the id list. */
 function engineSummary(s) {
   const { ids, ...rest } = (s && s.raw) || {};
@@ -473,33 +499,25 @@ async function main() {
 
     // 4. the npm package as installed from its tarball
     step = 'minimal';
-    page = await newPage('minimal');
-    await page.goto(urlOf(args.base, 'minimal.html', { token }), { waitUntil: 'domcontentloaded' });
-    try {
-      await page.waitForFunction(() => window.hlmMinimal && (window.hlmMinimal.done || window.hlmMinimal.error), null, {
-        timeout: (args.loadTimeout + args.genTimeout) * 1000,
-        polling: 250,
-      });
-    } catch {
-      fail('minimal: neither done nor an error in time');
-    }
-    const m = await page.evaluate(() => ({
-      done: window.hlmMinimal.done,
-      error: window.hlmMinimal.error,
-      summary: window.hlmMinimal.summary,
-      events: window.hlmMinimal.events.length,
-      cacheHit: window.hlmMinimal.cacheHit,
-      result: document.getElementById('result').textContent,
-      errorText: document.getElementById('error').textContent,
-    }));
-    check(!m.error, `minimal: ${m.error}`);
+    const m = await runMinimal(newPage, args, token, {});
     check(m.summary && m.summary.tokens >= 1, `minimal: summary ${JSON.stringify(m.summary && engineSummary(m.summary))}`);
     check(m.events === m.summary.tokens, `minimal: ${m.events} events for ${m.summary.tokens} tokens`);
     check(m.result.length > 0, 'minimal: #result is empty');
     check(m.errorText === '', `minimal: #error reads "${m.errorText}"`);
     emit({ test: 'minimal', tokens: m.summary.tokens, cache_hit: m.cacheHit, stop_reason: m.summary.stopReason, uploaded: m.summary.uploaded, text: m.result, summary: engineSummary(m.summary) });
-    await page.close();
-    page = null;
+
+    // 4b. the package's `stop` option: the same generation ends where its text first contains the
+    // string, cut before it, and the streamed pieces add up to that text.
+    step = 'minimal-stop';
+    const mid = Math.floor(m.result.length / 2);
+    const stopString = m.result.slice(mid, mid + 3);
+    check(stopString.length === 3, `minimal-stop: the first answer is too short (${JSON.stringify(m.result)})`);
+    const ms = await runMinimal(newPage, args, token, { stop: stopString });
+    const expected = m.result.slice(0, m.result.indexOf(stopString));
+    check(ms.summary.stopReason === 'stop-string', `minimal-stop: stop reason ${ms.summary.stopReason}`);
+    check(ms.result === expected, `minimal-stop: ${JSON.stringify(ms.result)} != ${JSON.stringify(expected)} (stop ${JSON.stringify(stopString)})`);
+    check(ms.summary.text === expected, `minimal-stop: summary text ${JSON.stringify(ms.summary.text)}`);
+    emit({ test: 'minimal-stop', stop: stopString, text: ms.result, tokens: ms.summary.tokens, summary: engineSummary(ms.summary) });
 
     // 5. errors: a wrong token, and a verifier that is down
     if (token) {

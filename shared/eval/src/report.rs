@@ -527,7 +527,7 @@ pub fn write_plots(dir: &Path, rows: &[Row], run: (f32, f32)) -> Result<()> {
         std::fs::write(
             dir.join(file),
             crate::plot::scatter(
-                &format!("{y_label} vs {x_label}"),
+                &format!("{y_label} against {x_label}"),
                 x_label,
                 y_label,
                 &series,
