@@ -262,6 +262,17 @@ fn compare(a: &[&Sample], b: &[&Sample], costs: &Costs, c: &Constants) -> Option
     let per_token = |f: &dyn Fn(&Sample) -> f64| {
         paired(&|idx, ss| ratio(idx, &|i| f(ss[i]), &|i| ss[i].tokens as f64))
     };
+    // Each sample's energy once, not once per resample.
+    let energy: BTreeMap<(&str, &str), f64> = xs
+        .iter()
+        .chain(&ys)
+        .map(|s| {
+            (
+                (s.task.as_str(), s.method.as_str()),
+                cost(s, costs, c).energy.total_j,
+            )
+        })
+        .collect();
     let passes: Vec<(bool, bool)> = xs
         .iter()
         .zip(&ys)
@@ -273,7 +284,7 @@ fn compare(a: &[&Sample], b: &[&Sample], costs: &Costs, c: &Constants) -> Option
         tasks: n,
         bert_f1_vs_llm: paired(&|idx, ss| mean(idx, &|i| ss[i].bert_vs_llm.map(|b| b.f1))),
         upload_rate: per_token(&|s| s.uploaded as f64),
-        system_energy_per_token_j: per_token(&|s| cost(s, costs, c).energy.total_j),
+        system_energy_per_token_j: per_token(&|s| energy[&(s.task.as_str(), s.method.as_str())]),
         pass_at_1: (!passes.is_empty()).then(|| stats::mcnemar(&passes)),
     })
 }
