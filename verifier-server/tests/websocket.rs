@@ -192,7 +192,7 @@ async fn bad_inputs_are_named_and_do_not_disturb_other_sessions() {
             "garbage frame",
             false,
             temp,
-            vec![1, 0, 0xff, 0xff, 0xff, 0xff, 0xff],
+            [&PROTOCOL_VERSION.to_le_bytes()[..], &[0xff; 5]].concat(),
             ErrorCode::Malformed,
         ),
         (

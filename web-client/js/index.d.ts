@@ -183,6 +183,8 @@ export interface Totals {
   /** Verifier forward passes. */
   llmPasses: number;
   llmForwardTokens: number;
+  /** Seconds the verifier's model spent on these rounds, as it reported them (no queue, no network). */
+  llmComputeS: number;
   reconnects: number;
   replayedTokens: number;
   /** uploaded / tokens */

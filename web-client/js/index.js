@@ -125,6 +125,7 @@ function camelTotals(t, e = {}) {
     distBits: n(t.dist_bits),
     llmPasses: n(t.llm_forward_passes),
     llmForwardTokens: n(t.llm_forward_tokens),
+    llmComputeS: n(t.llm_compute_us) / 1e6,
     reconnects: n(t.reconnects),
     replayedTokens: n(t.replayed_tokens),
     uploadRate: tokens > 0 ? uploaded / tokens : 0,

@@ -102,11 +102,10 @@ fn with_energy(
     v: &impl serde::Serialize,
     totals: &Totals,
     draft_time_s: f64,
-    wait_time_s: f64,
     constants: &Constants,
 ) -> JsValue {
     let mut json = serde_json::to_value(v).unwrap_or_default();
-    let e = hlm_engine::energy::estimate(totals, draft_time_s, wait_time_s, constants);
+    let e = hlm_engine::energy::estimate(totals, draft_time_s, constants);
     json["energy"] = serde_json::to_value(e).unwrap_or_default();
     to_js(&json)
 }
@@ -297,8 +296,7 @@ impl Engine {
                     let abort = &inner.abort;
                     session
                         .generate(&mut drafter, &ids, &cfg, &mut |ev| {
-                            let wait = ev.wall_time_s - ev.draft_time_s;
-                            let js = with_energy(ev, &ev.totals, ev.draft_time_s, wait, &constants);
+                            let js = with_energy(ev, &ev.totals, ev.draft_time_s, &constants);
                             let _ = on_event.call1(&JsValue::NULL, &js);
                             !abort.get()
                         })
@@ -319,7 +317,7 @@ impl Engine {
                         inner.set_backend_info(backend_kind, &description, n);
                     }
                     s.draft_backend = backend;
-                    with_energy(&s, &s.totals, s.draft_time_s, s.wait_time_s, &constants)
+                    with_energy(&s, &s.totals, s.draft_time_s, &constants)
                 })
                 .map_err(|e| js_error(user_error(&e)))
         })

@@ -179,6 +179,10 @@ pub struct Totals {
     pub dist_bits: u64,
     pub llm_forward_passes: usize,
     pub llm_forward_tokens: usize,
+    /// Microseconds the verifier reported spending on this generation's rounds (its compute
+    /// alone, without queue or network): the server's share of the live energy estimate.
+    #[serde(default)]
+    pub llm_compute_us: u64,
     /// Forward passes of the draft model and the positions they computed (prompt, drafts,
     /// corrections): with the verifier's two counts, what the run's compute is derived from.
     #[serde(default)]
@@ -914,6 +918,7 @@ impl<'a> Generation<'a> {
         self.totals.rounds += 1;
         self.totals.llm_forward_passes += 1;
         self.totals.llm_forward_tokens += verdict.forward_tokens as usize;
+        self.totals.llm_compute_us += u64::from(verdict.compute_us);
         for p in &mut self.round[..a] {
             if p.kind.is_none() {
                 p.kind = Some(TokenKind::UploadedAccepted);

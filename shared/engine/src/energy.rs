@@ -3,8 +3,11 @@
 //! waited for verdicts. The browser shows it as the generation runs.
 //!
 //! * device compute `t_d` = measured drafting time (model and filter);
-//! * the verifier's compute `t_v` = measured waiting time less one modelled round trip per round
-//!   (`max(0, t_wait − r · RTT)`), so the device idles for the whole measured wait;
+//! * the verifier's compute `t_v` = the time the verifier reported for its rounds
+//!   ([`Totals::llm_compute_us`], each verdict's `compute_us`): its model's work alone. The
+//!   device idles for `t_v` plus one modelled round trip per round; the link is the modelled one
+//!   (constants), not the one this run happened to use, and time queued behind other sessions on
+//!   the server is not charged;
 //! * what **standard HLM** (every token uploaded) would have cost for the same tokens: one round
 //!   per token, each extra round one more round frame up and one more verdict (this run's
 //!   average) down, each skipped token carrying this run's average distribution payload, and the
@@ -35,8 +38,8 @@ pub struct EnergyEstimate {
 }
 
 /// See the module documentation.
-pub fn estimate(t: &Totals, draft_time_s: f64, wait_time_s: f64, c: &Constants) -> EnergyEstimate {
-    let verifier_s = (wait_time_s - t.rounds as f64 * c.link.rtt_s).max(0.0);
+pub fn estimate(t: &Totals, draft_time_s: f64, c: &Constants) -> EnergyEstimate {
+    let verifier_s = t.llm_compute_us as f64 / 1e6;
     let run = Activity {
         tokens: t.tokens,
         rounds: t.rounds,
@@ -110,16 +113,21 @@ mod tests {
             bytes_up: 300,
             bytes_down: 80,
             llm_forward_passes: 10,
+            llm_compute_us: 1_500_000,
             ..Default::default()
         };
-        let e = estimate(&filtered, 2.0, 1.5, &c);
+        let e = estimate(&filtered, 2.0, &c);
         assert_eq!(e.standard_hlm_llm_passes, 40);
         assert_eq!(e.standard_hlm_bytes_up, 300 + 30 * ROUND_FRAME_BYTES);
         assert_eq!(e.standard_hlm_bytes_down, 80 + 30 * 8);
         assert!(e.standard_hlm.total_j > e.energy.total_j);
         assert_eq!(e.standard_hlm.compute_j, e.energy.compute_j);
-        // The device idles for the whole measured wait (1.5 s > 10 round trips of 50 ms).
-        assert!((e.energy.idle_j - c.device.idle_power_w * 1.5).abs() < 1e-9);
+        // The device idles while the verifier computes and while each round crosses the link;
+        // the server is charged for the compute it reported, the standard HLM's for 4× its passes.
+        let idle_s = 1.5 + 10.0 * c.link.rtt_s;
+        assert!((e.energy.idle_j - c.device.idle_power_w * idle_s).abs() < 1e-9);
+        assert!((e.energy.server_j - c.server.chosen().power_w * 1.5).abs() < 1e-9);
+        assert!((e.standard_hlm.server_j - 4.0 * e.energy.server_j).abs() < 1e-9);
         let always = Totals {
             uploaded: 40,
             skipped: 0,
@@ -127,14 +135,14 @@ mod tests {
             llm_forward_passes: 40,
             ..filtered.clone()
         };
-        let e = estimate(&always, 2.0, 1.5, &c);
+        let e = estimate(&always, 2.0, &c);
         assert_eq!(e.standard_hlm, e.energy);
         // Mode `never`: protocol sizes, no verifier.
         let never = Totals {
             tokens: 10,
             ..Default::default()
         };
-        let e = estimate(&never, 1.0, 0.0, &c);
+        let e = estimate(&never, 1.0, &c);
         assert_eq!(e.energy.server_j, 0.0);
         assert_eq!(e.standard_hlm_bytes_up, 10 * 11);
     }

@@ -19,6 +19,7 @@ use hlm_protocol::{
     Verdict, VocabInfo, PROTOCOL_VERSION,
 };
 use std::sync::Arc;
+use web_time::Instant;
 
 /// Running counters of one session (for logs and metrics).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -209,6 +210,7 @@ impl VerifierSession {
             .map(|i| i - 1)
             .collect();
         let ids: Vec<u32> = round.tokens.iter().map(|t| t.id).collect();
+        let started = Instant::now();
         let out = self
             .model
             .forward(&mut self.cache, &ids, &LogitRows::Rows(rows), 0)
@@ -259,6 +261,7 @@ impl VerifierSession {
                     correction: Some(y),
                     verified,
                     forward_tokens: n as u32,
+                    compute_us: micros_since(started),
                 });
             }
         }
@@ -271,6 +274,12 @@ impl VerifierSession {
             correction: None,
             verified,
             forward_tokens: n as u32,
+            compute_us: micros_since(started),
         })
     }
+}
+
+/// Microseconds since `t`, saturating (a round never takes 71 minutes).
+fn micros_since(t: Instant) -> u32 {
+    u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX)
 }

@@ -29,7 +29,7 @@ pub use error::{ErrorCode, ProtocolError};
 pub use messages::{BlockToken, ClientMsg, Round, Sampling, ServerMsg, Verdict, VocabInfo};
 
 /// Version spoken by this build; a frame with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest frame either side accepts (a round of 64 tokens with exact distributions fits easily).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;

@@ -114,6 +114,9 @@ pub struct Verdict {
     pub verified: u32,
     /// Positions the verifier's forward pass covered in this round.
     pub forward_tokens: u32,
+    /// Microseconds the verifier's model spent on this round (its forward pass and the checks;
+    /// not the queue, not the network): what the client's energy estimate charges the server for.
+    pub compute_us: u32,
 }
 
 impl Round {
@@ -227,6 +230,7 @@ mod tests {
                 correction: Some(7),
                 verified: 1,
                 forward_tokens: 3,
+                compute_us: 41_000,
             }),
             ServerMsg::Error {
                 code: ErrorCode::OutOfSync,
@@ -264,17 +268,20 @@ mod tests {
         assert!(
             matches!(decode_client(&trailing), Err(ProtocolError::Malformed(m)) if m.contains("trailing"))
         );
+        let mut garbage = PROTOCOL_VERSION.to_le_bytes().to_vec();
+        garbage.extend([0xff; 5]);
         assert!(matches!(
-            decode_client(&[1, 0, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            decode_client(&garbage),
             Err(ProtocolError::Malformed(_))
         ));
-        let mut v2 = good.clone();
-        v2[0] = 2;
+        // An older peer (version 1 had no `compute_us` in its verdicts) is told, not misread.
+        let mut v1 = good.clone();
+        v1[..2].copy_from_slice(&1u16.to_le_bytes());
         assert!(matches!(
-            decode_client(&v2),
+            decode_client(&v1),
             Err(ProtocolError::UnsupportedVersion {
-                got: 2,
-                supported: 1
+                got: 1,
+                supported: PROTOCOL_VERSION
             })
         ));
         let big = vec![1u8; MAX_MESSAGE_BYTES + 1];
