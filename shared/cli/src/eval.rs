@@ -10,6 +10,7 @@ use hlm_eval::method::{Method, RunKnobs};
 use hlm_eval::samples::{Shard, Store};
 use hlm_eval::shaped_link::{ShapedLink, ShapedLinkError, ShapedLinkSpec};
 use hlm_eval::tasks::{self, Task};
+use hlm_eval::trace::{TaskTrace, TraceConfig};
 use hlm_eval::{bertscore::BertScorer, energy::Constants, humaneval, report};
 use std::path::{Path, PathBuf};
 
@@ -89,6 +90,13 @@ pub struct EvalArgs {
     /// its samples (energy and throughput under `--constants`).
     #[arg(long, alias = "replot")]
     rescore: bool,
+    /// The filter study instead of the methods: trace every token the draft proposes along the
+    /// verifier's answer (its signals and the verifier's verdict; for code, whether skipping a
+    /// rejected one flips the test result) into `trace.jsonl`, then build `study.md`,
+    /// `study.json` and the catch-curve plots from every trace in `--out` (with `--rescore`:
+    /// only rebuild them).
+    #[arg(long)]
+    trace: bool,
 }
 
 /// HumanEval problems 0..20 are the development split; the rest the test split.
@@ -100,8 +108,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading {}", p.display()))?,
         None => Constants::default_constants(),
     };
+    if args.trace && args.rescore {
+        return write_study(&args.out);
+    }
     if args.rescore {
         return rescore(&args.out, &constants);
+    }
+    if args.trace {
+        return trace(&args);
     }
     let methods = methods(&args)?;
     let (tasks, dataset) = load_tasks(&args)?;
@@ -134,19 +148,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let costs = Costs::load_or_measure(&args.out, drafter.model(), &verifier)?;
     eprintln!("per-operation costs: {}", serde_json::to_string(&costs)?);
     let cfg = EvalConfig {
-        knobs: RunKnobs {
-            max_tokens: args.max_tokens,
-            seed: args.seed,
-            uncertainty_threshold: args.uncertainty_threshold,
-            importance_strictness: args.importance_strictness,
-        },
-        sandbox: Default::default(),
         remote: link.as_ref().map(|l| harness::Remote {
             url: l.url(),
             token: Some(l.token().to_string()),
             runtime: l.runtime(),
         }),
-        shard: args.shard,
+        ..eval_config(&args)
     };
     let mut store = Store::open(&args.out, args.shard)?;
     let bar = progress_bar();
@@ -158,18 +165,95 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         &cfg,
         scorer.as_ref(),
         &mut store,
-        &mut |done, total, what| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-            bar.set_message(what.to_string());
-            // Not on a terminal (a log file, CI): one line per generation instead of the bar.
-            if bar.is_hidden() {
-                eprintln!("[{done}/{total}] {what}");
-            }
-        },
+        &mut |done, total, what| show(&bar, done, total, what),
     )?;
     bar.finish_and_clear();
     write_report(&args.out, &info, &costs, &constants)
+}
+
+/// The run's knobs, in process.
+fn eval_config(args: &EvalArgs) -> EvalConfig {
+    EvalConfig {
+        knobs: RunKnobs {
+            max_tokens: args.max_tokens,
+            seed: args.seed,
+            uncertainty_threshold: args.uncertainty_threshold,
+            importance_strictness: args.importance_strictness,
+        },
+        sandbox: Default::default(),
+        remote: None,
+        shard: args.shard,
+    }
+}
+
+fn show(bar: &indicatif::ProgressBar, done: usize, total: usize, what: &str) {
+    bar.set_length(total as u64);
+    bar.set_position(done as u64);
+    bar.set_message(what.to_string());
+    // Not on a terminal (a log file, CI): one line per step instead of the bar.
+    if bar.is_hidden() {
+        eprintln!("[{done}/{total}] {what}");
+    }
+}
+
+/// `--trace`: the per-token traces of the filter study, then the study.
+fn trace(args: &EvalArgs) -> anyhow::Result<()> {
+    let (tasks, dataset) = load_tasks(args)?;
+    anyhow::ensure!(!tasks.is_empty(), "no tasks: check --limit");
+    let drafter = crate::load_drafter(&args.draft)?;
+    let verifier = crate::load_drafter(&args.verifier)?.model_arc();
+    let (cpu, cores) = RunInfo::machine();
+    let info = RunInfo {
+        draft: args.draft.clone(),
+        verifier: args.verifier.clone(),
+        dataset,
+        tasks: tasks.len(),
+        max_tokens: args.max_tokens,
+        seed: args.seed,
+        cpu,
+        cores,
+        hlm_version: env!("CARGO_PKG_VERSION").into(),
+        network_isolation: humaneval::network_isolation_available(),
+        rapl: false,
+        uncertainty_threshold: args.uncertainty_threshold,
+        importance_strictness: args.importance_strictness,
+        link: "in process".into(),
+        methods: vec!["trace".into()],
+    }
+    .join(&args.out)?;
+    eprintln!("{}", serde_json::to_string(&info)?);
+    let cfg = TraceConfig::new(eval_config(args));
+    let mut store: Store<TaskTrace> = Store::open(&args.out, args.shard)?;
+    let bar = progress_bar();
+    hlm_eval::trace::run(
+        &drafter,
+        &verifier,
+        &tasks,
+        &cfg,
+        &mut store,
+        &mut |done, total, what| show(&bar, done, total, what),
+    )?;
+    bar.finish_and_clear();
+    write_study(&args.out)
+}
+
+/// `study.md`, `study.json` and the plots from every trace in `out`.
+fn write_study(out: &Path) -> anyhow::Result<()> {
+    let traces: Vec<TaskTrace> = hlm_eval::samples::read_records(out)?;
+    anyhow::ensure!(!traces.is_empty(), "{} holds no traces", out.display());
+    let (study, plots) = hlm_eval::filter_study::study(&traces);
+    let md = hlm_eval::filter_study::markdown(&study);
+    std::fs::write(out.join("study.md"), &md)?;
+    std::fs::write(
+        out.join("study.json"),
+        serde_json::to_string_pretty(&study)?,
+    )?;
+    for (name, svg) in plots {
+        std::fs::write(out.join(name), svg)?;
+    }
+    println!("{md}");
+    println!("written: {}/study.md, study.json and plots", out.display());
+    Ok(())
 }
 
 fn progress_bar() -> indicatif::ProgressBar {

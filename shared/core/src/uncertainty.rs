@@ -61,6 +61,30 @@ pub fn temperature_perturbation(
     differ as f32 / cfg.draws as f32
 }
 
+/// The value `u` estimates, without its sampling noise: the probability that one perturbed draw
+/// differs from `token`,
+///
+/// `ū = 1 − (1/θ_max) ∫₀^θ_max p_θ(x) dθ`,
+///
+/// by the midpoint rule over `points` temperatures (as θ → 0, `p_θ(x)` → 1 for the argmax and 0
+/// otherwise). `u` is an average of K such draws, so it moves in steps of `1/K`; `ū` ranks tokens
+/// without ties. Costs `points` passes over the logits.
+pub fn expected_uncertainty(logits: &[f32], token: u32, theta_max: f32, points: usize) -> f32 {
+    if logits.is_empty() || points == 0 || token as usize >= logits.len() || theta_max <= 0.0 {
+        return 1.0;
+    }
+    let top = argmax(logits);
+    let m = logits[top as usize];
+    let lx = logits[token as usize] - m;
+    let mut agree = 0.0f64;
+    for i in 0..points {
+        let theta = (i as f32 + 0.5) / points as f32 * theta_max;
+        let inv = 1.0 / theta;
+        agree += exp_neg(lx * inv) as f64 / sum_exp_shifted(logits, m, inv);
+    }
+    (1.0 - agree / points as f64).clamp(0.0, 1.0) as f32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +123,23 @@ mod tests {
             prev = u;
         }
         assert!(prev > 0.9, "flat distribution: u = {prev}");
+    }
+
+    #[test]
+    fn expected_uncertainty_is_the_mean_of_many_draws() {
+        let l: Vec<f32> = (0..50).map(|i| (i as f32 * 0.71).cos() * 3.0).collect();
+        let x = argmax(&l);
+        let cfg = UncertaintyConfig {
+            draws: 40_000,
+            theta_max: 2.0,
+        };
+        let sampled = temperature_perturbation(&l, x, &cfg, &mut seeded_rng(7));
+        let exact = expected_uncertainty(&l, x, 2.0, 256);
+        assert!((sampled - exact).abs() < 0.01, "{sampled} vs {exact}");
+        // A certain token has none; any token but a one-hot's argmax has all.
+        let one_hot = logits_with_gap(100, 200.0);
+        assert!(expected_uncertainty(&one_hot, 3, 2.0, 32) < 1e-6);
+        assert!(expected_uncertainty(&one_hot, 4, 2.0, 32) > 1.0 - 1e-6);
     }
 
     #[test]

@@ -131,7 +131,7 @@ fn score(
 
 /// The verifier alone, greedy, streaming its answer: one request (one round), the prompt in one
 /// forward, then one forward per token.
-fn llm_only(
+pub(crate) fn llm_only(
     drafter: &Drafter,
     verifier: &Model,
     task: &Task,

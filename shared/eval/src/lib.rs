@@ -27,6 +27,7 @@ pub mod bertscore;
 pub mod calibration;
 pub mod costs;
 pub mod energy;
+pub mod filter_study;
 pub mod harness;
 pub mod humaneval;
 pub mod method;
@@ -36,6 +37,7 @@ pub mod samples;
 pub mod shaped_link;
 pub mod stats;
 pub mod tasks;
+pub mod trace;
 
 /// What can go wrong while evaluating.
 #[derive(Debug, thiserror::Error)]

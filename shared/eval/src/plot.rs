@@ -54,9 +54,11 @@ pub fn scatter(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> 
     let sx = |x: f64| M + (x - x0) / (x1 - x0) * (W - 2.0 * M);
     let sy = |y: f64| H - M - (y - y0) / (y1 - y0) * (H - 2.0 * M);
     let mut s = String::new();
+    // The legend sits under the plot, one line per series.
+    let height = H + 16.0 * series.len() as f64 + 8.0;
     let _ = write!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
         W / 2.0,
         esc(title)
     );
@@ -135,7 +137,9 @@ pub fn scatter(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> 
                 );
             }
         }
-        for p in &finite {
+        // A dense curve marks only its labelled points.
+        let dense = finite.len() > 40;
+        for p in finite.iter().filter(|p| !dense || !p.2.is_empty()) {
             let _ = write!(
                 s,
                 r#"<circle cx="{:.1}" cy="{:.1}" {marker}><title>{}</title></circle><text x="{:.1}" y="{:.1}" fill="{c}">{}</text>"#,
@@ -149,11 +153,10 @@ pub fn scatter(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> 
         }
         let _ = write!(
             s,
-            r#"<rect x="{}" y="{}" width="10" height="10" fill="{c}"/><text x="{}" y="{}">{}</text>"#,
-            W - M - 130.0,
-            M + 16.0 * i as f64,
-            W - M - 115.0,
-            M + 9.0 + 16.0 * i as f64,
+            r#"<rect x="{M}" y="{}" width="10" height="10" fill="{c}"/><text x="{}" y="{}">{}</text>"#,
+            H + 16.0 * i as f64,
+            M + 15.0,
+            H + 9.0 + 16.0 * i as f64,
             esc(&ser.name)
         );
     }

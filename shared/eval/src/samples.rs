@@ -1,12 +1,13 @@
 //! One finished generation ([`Sample`]) and where a run keeps them: JSON lines in its output
 //! folder, appended the moment each one is done, so a killed run loses at most the generation in
 //! progress. A rerun into the same folder skips every (task, method) already there; a shard
-//! (`--shard i/n`) writes its own file, and the report is built from all files present.
+//! (`--shard i/n`) writes its own file, and the report is built from all files present. The same
+//! [`Store`] keeps any other per-task [`Record`] (the filter study's traces).
 
 use crate::bertscore::Score;
 use crate::{EvalError, Result};
 use hlm_engine::decode::StopReason;
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -85,36 +86,48 @@ impl Shard {
     }
 }
 
-/// The samples of a run folder: every `samples*.jsonl` in it, and the file this process appends
+/// What a [`Store`] keeps: one JSON line per record, found again by its key.
+pub trait Record: Serialize + DeserializeOwned {
+    /// Files of this kind are `<PREFIX>*.jsonl`.
+    const PREFIX: &'static str;
+    /// (task, method): a rerun skips a key already stored.
+    fn key(&self) -> (String, String);
+}
+
+impl Record for Sample {
+    const PREFIX: &'static str = "samples";
+    fn key(&self) -> (String, String) {
+        (self.task.clone(), self.method.clone())
+    }
+}
+
+/// The records of a run folder: every `<PREFIX>*.jsonl` in it, and the file this process appends
 /// to.
-pub struct Store {
+pub struct Store<T: Record = Sample> {
     file: PathBuf,
-    samples: Vec<Sample>,
+    samples: Vec<T>,
     done: HashSet<(String, String)>,
 }
 
-impl Store {
-    /// The file a (shard of a) run appends to.
-    pub fn file_name(shard: Option<Shard>) -> String {
-        match shard {
-            None => "samples.jsonl".into(),
-            Some(s) => format!("samples-shard-{}-of-{}.jsonl", s.index, s.count),
-        }
+/// The file a (shard of a) run appends its records to.
+pub fn file_name(prefix: &str, shard: Option<Shard>) -> String {
+    match shard {
+        None => format!("{prefix}.jsonl"),
+        Some(s) => format!("{prefix}-shard-{}-of-{}.jsonl", s.index, s.count),
     }
+}
 
+impl<T: Record> Store<T> {
     /// Opens `dir` (created if missing) and reads every sample already there. A last line cut
     /// short by a killed run is dropped from its file (that generation runs again).
     pub fn open(dir: &Path, shard: Option<Shard>) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let file = dir.join(Self::file_name(shard));
+        let file = dir.join(file_name(T::PREFIX, shard));
         if file.exists() {
             drop_partial_line(&file)?;
         }
-        let samples = read_dir(dir)?;
-        let done = samples
-            .iter()
-            .map(|s| (s.task.clone(), s.method.clone()))
-            .collect();
+        let samples: Vec<T> = read_records(dir)?;
+        let done = samples.iter().map(Record::key).collect();
         Ok(Self {
             file,
             samples,
@@ -122,7 +135,7 @@ impl Store {
         })
     }
 
-    pub fn samples(&self) -> &[Sample] {
+    pub fn samples(&self) -> &[T] {
         &self.samples
     }
 
@@ -130,15 +143,14 @@ impl Store {
         self.done.contains(&(task.to_string(), method.to_string()))
     }
 
-    /// The sample of `task` under `method`, if one is stored.
-    pub fn get(&self, task: &str, method: &str) -> Option<&Sample> {
-        self.samples
-            .iter()
-            .find(|s| s.task == task && s.method == method)
+    /// The record of `task` under `method`, if one is stored.
+    pub fn get(&self, task: &str, method: &str) -> Option<&T> {
+        let key = (task.to_string(), method.to_string());
+        self.samples.iter().find(|s| s.key() == key)
     }
 
     /// Appends `s` to this process's file at once (one write of one line, then flushed).
-    pub fn append(&mut self, s: Sample) -> Result<()> {
+    pub fn append(&mut self, s: T) -> Result<()> {
         let mut line = serde_json::to_string(&s).map_err(|e| EvalError::File {
             path: self.file.display().to_string(),
             message: e.to_string(),
@@ -150,21 +162,26 @@ impl Store {
             .open(&self.file)?;
         f.write_all(line.as_bytes())?;
         f.sync_data()?;
-        self.done.insert((s.task.clone(), s.method.clone()));
+        self.done.insert(s.key());
         self.samples.push(s);
         Ok(())
     }
 }
 
-/// Every sample in `dir`'s `samples*.jsonl` files, in file-name order; the first of duplicates
-/// (the same task and method in two files) is kept.
+/// Every sample in `dir`'s `samples*.jsonl` files (see [`read_records`]).
 pub fn read_dir(dir: &Path) -> Result<Vec<Sample>> {
+    read_records(dir)
+}
+
+/// Every record in `dir`'s `<PREFIX>*.jsonl` files, in file-name order; the first of duplicates
+/// (the same key in two files) is kept.
+pub fn read_records<T: Record>(dir: &Path) -> Result<Vec<T>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("samples") && n.ends_with(".jsonl"))
+                .is_some_and(|n| n.starts_with(T::PREFIX) && n.ends_with(".jsonl"))
         })
         .collect();
     files.sort();
@@ -178,11 +195,11 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Sample>> {
             if line.trim().is_empty() {
                 continue;
             }
-            let s: Sample = serde_json::from_str(line).map_err(|e| EvalError::File {
+            let s: T = serde_json::from_str(line).map_err(|e| EvalError::File {
                 path: f.display().to_string(),
                 message: format!("line {}: {e}", i + 1),
             })?;
-            if seen.insert((s.task.clone(), s.method.clone())) {
+            if seen.insert(s.key()) {
                 out.push(s);
             }
         }
@@ -243,7 +260,7 @@ pub(crate) mod tests {
     #[test]
     fn a_killed_run_resumes_and_shards_read_together() {
         let dir = tempfile::tempdir().unwrap();
-        let mut a = Store::open(dir.path(), None).unwrap();
+        let mut a: Store = Store::open(dir.path(), None).unwrap();
         a.append(sample("t0", "u-hlm")).unwrap();
         a.append(sample("t1", "u-hlm")).unwrap();
         // A kill mid-write leaves half a line.
@@ -256,16 +273,22 @@ pub(crate) mod tests {
             2,
             "partial line ignored"
         );
-        let mut b = Store::open(dir.path(), None).unwrap();
+        let mut b: Store = Store::open(dir.path(), None).unwrap();
         assert!(b.is_done("t1", "u-hlm") && !b.is_done("t2", "u-hlm"));
         b.append(sample("t2", "u-hlm")).unwrap();
-        let mut s = Store::open(dir.path(), Some("1/2".parse().unwrap())).unwrap();
+        let mut s: Store = Store::open(dir.path(), Some("1/2".parse().unwrap())).unwrap();
         s.append(sample("t3", "ours")).unwrap();
         s.append(sample("t0", "u-hlm")).unwrap(); // a duplicate: the first file's is kept
         let all = read_dir(dir.path()).unwrap();
         assert_eq!(all.len(), 4);
         assert!(dir.path().join("samples-shard-1-of-2.jsonl").exists());
-        assert_eq!(Store::open(dir.path(), None).unwrap().samples().len(), 4);
+        assert_eq!(
+            Store::<Sample>::open(dir.path(), None)
+                .unwrap()
+                .samples()
+                .len(),
+            4
+        );
     }
 
     #[test]

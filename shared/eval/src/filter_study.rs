@@ -1,0 +1,762 @@
+//! The filter study: how well each signal of a per-token trace ([`crate::trace`]) finds the
+//! tokens the verifier rejects, and how few uploads a filter built on them needs to catch as many
+//! rejections as U-HLM does.
+//!
+//! * **Ranking** of each signal: ROC AUC (`P(s_rejected > s_kept)`, ties counted half) and average
+//!   precision, with 95 % bootstrap intervals over tasks ([`crate::stats`]); for code tasks also
+//!   against the *harmful* rejections (those whose skipping flips the test result).
+//! * **Catch curves**: a filter uploads the tokens whose score exceeds a threshold; sweeping it
+//!   traces the share of rejections caught against the upload rate. The limit is the oracle that
+//!   uploads exactly the rejected tokens.
+//! * **Uploads at U-HLM's catch**: U-HLM at its default (`u > 0.07`) catches a share `R₀` of the
+//!   rejections with upload rate `U₀`; each filter's least upload rate catching `R₀` and the saving
+//!   `1 − U/U₀`, intervals from the same task resamples. Under greedy decoding a rejection that is
+//!   not caught changes the text, so catching as many with fewer uploads keeps quality.
+//! * A **learned head**: logistic regression over every signal, scored by 5-fold
+//!   cross-validation over tasks (each task scored by a head fitted without it).
+
+use crate::plot::{scatter, Series};
+use crate::stats::{bootstrap, resamples, Estimate};
+use crate::trace::{TaskTrace, TokenClass, TokenTrace};
+use serde::Serialize;
+
+/// Resamples for the study's intervals (each re-sorts every token; fewer than the table's).
+const STUDY_RESAMPLES: usize = 400;
+/// U-HLM's default threshold: the reference every filter is compared at.
+pub const U_HLM_THRESHOLD: f64 = 0.07;
+/// The strictness of today's `ours` (the decoding loop's default).
+pub const OURS_STRICTNESS: f32 = 2.0;
+
+/// One token as the study sees it.
+#[derive(Debug, Clone)]
+struct Row {
+    task: usize,
+    rejected: bool,
+    harmful: Option<bool>,
+    features: Vec<f64>,
+    u: f64,
+    u_exact: f64,
+    important: bool,
+    /// The learned head's cross-validated score.
+    head: f64,
+}
+
+/// A signal: its name, what it is, and its value (higher should mean more likely rejected).
+struct Signal {
+    name: &'static str,
+    about: &'static str,
+    value: fn(&TokenTrace, f64) -> f64,
+}
+
+fn z_log(z: f32) -> f64 {
+    let z = (z as f64).clamp(-1e3, 1e3);
+    z.signum() * z.abs().ln_1p()
+}
+
+const SIGNALS: &[Signal] = &[
+    Signal {
+        name: "u",
+        about: "U-HLM's sampled uncertainty (K = 20)",
+        value: |t, _| t.u as f64,
+    },
+    Signal {
+        name: "u_exact",
+        about: "the probability u estimates, without sampling noise",
+        value: |t, _| t.u_exact as f64,
+    },
+    Signal {
+        name: "1 − top1",
+        about: "one minus the draft's probability of its token",
+        value: |t, _| 1.0 - t.top1 as f64,
+    },
+    Signal {
+        name: "entropy",
+        about: "entropy of the draft's distribution",
+        value: |t, _| t.entropy as f64,
+    },
+    Signal {
+        name: "−margin",
+        about: "minus the gap between the draft's top two probabilities",
+        value: |t, _| (t.top2 - t.top1) as f64,
+    },
+    Signal {
+        name: "recent u",
+        about: "mean u of the 4 tokens before",
+        value: |_, r| r,
+    },
+    Signal {
+        name: "self weight",
+        about: "the drafted token's attention to itself",
+        value: |t, _| t.self_weight as f64,
+    },
+    Signal {
+        name: "importance z",
+        about: "the default importance rule's z-score (log-scaled)",
+        value: |t, _| z_log(t.self_z),
+    },
+    Signal {
+        name: "sink share",
+        about: "attention on the first position",
+        value: |t, _| t.sink as f64,
+    },
+    Signal {
+        name: "attention entropy",
+        about: "entropy of the token's attention row, over ln(positions)",
+        value: |t, _| t.attention_entropy as f64,
+    },
+    Signal {
+        name: "received",
+        about: "attention the next 4 drafted tokens give it (× an even share)",
+        value: |t, _| t.received.unwrap_or(1.0) as f64,
+    },
+    Signal {
+        name: "position",
+        about: "index in the answer",
+        value: |t, _| t.position as f64,
+    },
+];
+
+/// Flattens the traces into rows: every signal, then the token class as one-hot features.
+fn rows(traces: &[TaskTrace]) -> Vec<Row> {
+    let mut out = Vec::new();
+    for (task, tr) in traces.iter().enumerate() {
+        for (i, t) in tr.tokens.iter().enumerate() {
+            let recent = &tr.tokens[i.saturating_sub(4)..i];
+            let recent_u = if recent.is_empty() {
+                0.0
+            } else {
+                recent.iter().map(|r| r.u as f64).sum::<f64>() / recent.len() as f64
+            };
+            let mut features: Vec<f64> = SIGNALS.iter().map(|s| (s.value)(t, recent_u)).collect();
+            features.extend(
+                TokenClass::ALL[..TokenClass::ALL.len() - 1]
+                    .iter()
+                    .map(|c| (t.class == *c) as u8 as f64),
+            );
+            out.push(Row {
+                task,
+                rejected: t.rejected,
+                harmful: t
+                    .harm
+                    .map(|h| h.pass_changed)
+                    .or(tr.answer_passed.map(|_| false)),
+                features,
+                u: t.u as f64,
+                u_exact: t.u_exact as f64,
+                important: t.self_z >= OURS_STRICTNESS,
+                head: 0.0,
+            });
+        }
+    }
+    out
+}
+
+/// ROC AUC of `scored` (score, positive): the Mann-Whitney statistic with average ranks for ties.
+pub fn auc(scored: &[(f64, bool)]) -> Option<f64> {
+    let pos = scored.iter().filter(|s| s.1).count();
+    let neg = scored.len() - pos;
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    let mut v = scored.to_vec();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j < v.len() && v[j].0 == v[i].0 {
+            j += 1;
+        }
+        let avg_rank = (i + 1 + j) as f64 / 2.0;
+        rank_sum += avg_rank * v[i..j].iter().filter(|s| s.1).count() as f64;
+        i = j;
+    }
+    Some((rank_sum - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64)
+}
+
+/// Average precision: the mean, over the positives, of the precision above each one's score
+/// (ties taken together).
+pub fn average_precision(scored: &[(f64, bool)]) -> Option<f64> {
+    let pos = scored.iter().filter(|s| s.1).count();
+    if pos == 0 {
+        return None;
+    }
+    let curve = catch_curve(scored);
+    let mut ap = 0.0;
+    let mut prev_recall = 0.0;
+    for &(upload, recall) in &curve {
+        let k = upload * scored.len() as f64;
+        if recall > prev_recall && k > 0.0 {
+            ap += (recall - prev_recall) * (recall * pos as f64 / k);
+        }
+        prev_recall = recall;
+    }
+    Some(ap)
+}
+
+/// (upload rate, share of positives caught) as the threshold falls past each distinct score.
+pub fn catch_curve(scored: &[(f64, bool)]) -> Vec<(f64, f64)> {
+    let n = scored.len();
+    let pos = scored.iter().filter(|s| s.1).count().max(1);
+    let mut v = scored.to_vec();
+    v.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut out = vec![(0.0, 0.0)];
+    let (mut k, mut caught) = (0usize, 0usize);
+    while k < n {
+        let s = v[k].0;
+        while k < n && v[k].0 == s {
+            caught += v[k].1 as usize;
+            k += 1;
+        }
+        out.push((k as f64 / n as f64, caught as f64 / pos as f64));
+    }
+    out
+}
+
+/// The least upload rate at which `scored` catches at least `share` of its positives.
+pub fn uploads_to_catch(scored: &[(f64, bool)], share: f64) -> Option<f64> {
+    catch_curve(scored)
+        .into_iter()
+        .find(|&(_, r)| r >= share - 1e-12)
+        .map(|(u, _)| u)
+}
+
+/// Upload rate and share caught of the fixed rule `upload`.
+fn rule_point(
+    rows: &[&Row],
+    positive: &dyn Fn(&Row) -> bool,
+    upload: &dyn Fn(&Row) -> bool,
+) -> (f64, f64) {
+    let n = rows.len().max(1) as f64;
+    let pos = rows.iter().filter(|r| positive(r)).count().max(1) as f64;
+    let up = rows.iter().filter(|r| upload(r)).count() as f64;
+    let caught = rows.iter().filter(|r| positive(r) && upload(r)).count() as f64;
+    (up / n, caught / pos)
+}
+
+/// Logistic regression `P(rejected) = σ(w · x + b)` over standardised features, fitted by
+/// Newton's method with a small ridge penalty.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogisticHead {
+    pub mean: Vec<f64>,
+    pub scale: Vec<f64>,
+    pub weights: Vec<f64>,
+    pub bias: f64,
+}
+
+impl LogisticHead {
+    pub fn fit(xs: &[&[f64]], ys: &[bool]) -> Self {
+        let d = xs.first().map_or(0, |x| x.len());
+        let n = xs.len().max(1) as f64;
+        let mean: Vec<f64> = (0..d)
+            .map(|j| xs.iter().map(|x| x[j]).sum::<f64>() / n)
+            .collect();
+        let scale: Vec<f64> = (0..d)
+            .map(|j| {
+                let v = xs.iter().map(|x| (x[j] - mean[j]).powi(2)).sum::<f64>() / n;
+                if v > 1e-12 {
+                    v.sqrt()
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let z: Vec<Vec<f64>> = xs
+            .iter()
+            .map(|x| {
+                let mut r: Vec<f64> = (0..d).map(|j| (x[j] - mean[j]) / scale[j]).collect();
+                r.push(1.0);
+                r
+            })
+            .collect();
+        let mut w = vec![0.0; d + 1];
+        for _ in 0..30 {
+            let mut grad = vec![0.0; d + 1];
+            let mut hess = vec![vec![0.0; d + 1]; d + 1];
+            for (zi, &yi) in z.iter().zip(ys) {
+                let p = sigmoid(dot(&w, zi));
+                let g = p - yi as u8 as f64;
+                let h = (p * (1.0 - p)).max(1e-9);
+                for ((row, ga), za) in hess.iter_mut().zip(grad.iter_mut()).zip(zi) {
+                    *ga += g * za;
+                    row.iter_mut().zip(zi).for_each(|(c, zb)| *c += h * za * zb);
+                }
+            }
+            // Ridge on the weights (not the bias), scaled with the sample.
+            let ridge = 1e-2 * n.sqrt();
+            for a in 0..d {
+                hess[a][a] += ridge;
+                grad[a] += ridge * w[a];
+            }
+            hess[d][d] += 1e-9;
+            let Some(step) = solve(hess, grad) else { break };
+            let mut moved = 0.0f64;
+            for a in 0..=d {
+                w[a] -= step[a];
+                moved = moved.max(step[a].abs());
+            }
+            if moved < 1e-8 {
+                break;
+            }
+        }
+        let bias = w.pop().unwrap_or(0.0);
+        Self {
+            mean,
+            scale,
+            weights: w,
+            bias,
+        }
+    }
+
+    pub fn score(&self, x: &[f64]) -> f64 {
+        let s: f64 = x
+            .iter()
+            .zip(&self.mean)
+            .zip(&self.scale)
+            .zip(&self.weights)
+            .map(|(((x, m), s), w)| (x - m) / s * w)
+            .sum();
+        sigmoid(s + self.bias)
+    }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Gaussian elimination with partial pivoting; `None` for a singular system.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
+    let n = b.len();
+    for c in 0..n {
+        let p = (c..n).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
+        if a[p][c].abs() < 1e-15 {
+            return None;
+        }
+        a.swap(c, p);
+        b.swap(c, p);
+        let (top, below) = a.split_at_mut(c + 1);
+        let pivot = &top[c];
+        for (r, row) in below.iter_mut().enumerate() {
+            let f = row[c] / pivot[c];
+            row.iter_mut()
+                .zip(pivot)
+                .skip(c)
+                .for_each(|(x, p)| *x -= f * p);
+            b[c + 1 + r] -= f * b[c];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for r in (0..n).rev() {
+        let s: f64 = (r + 1..n).map(|k| a[r][k] * x[k]).sum();
+        x[r] = (b[r] - s) / a[r][r];
+    }
+    Some(x)
+}
+
+/// Each row's cross-validated head score: 5 folds over tasks.
+fn cross_validated_head(rows: &[Row], tasks: usize) -> Vec<f64> {
+    const FOLDS: usize = 5;
+    let mut scores = vec![0.0; rows.len()];
+    for fold in 0..FOLDS.min(tasks.max(1)) {
+        let held = |r: &Row| r.task % FOLDS == fold;
+        let train: Vec<&Row> = rows.iter().filter(|r| !held(r)).collect();
+        if train.is_empty() {
+            continue;
+        }
+        let xs: Vec<&[f64]> = train.iter().map(|r| r.features.as_slice()).collect();
+        let ys: Vec<bool> = train.iter().map(|r| r.rejected).collect();
+        let head = LogisticHead::fit(&xs, &ys);
+        for (i, r) in rows.iter().enumerate() {
+            if held(r) {
+                scores[i] = head.score(&r.features);
+            }
+        }
+    }
+    scores
+}
+
+/// One signal's ranking figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ranking {
+    pub signal: String,
+    pub about: String,
+    pub auc_rejected: Option<Estimate>,
+    pub ap_rejected: Option<Estimate>,
+    pub auc_harmful: Option<Estimate>,
+}
+
+/// A filter compared with U-HLM at U-HLM's catch.
+#[derive(Debug, Clone, Serialize)]
+pub struct AtUhlmCatch {
+    pub filter: String,
+    /// Its least upload rate catching U-HLM's share of rejections.
+    pub upload_rate: Option<Estimate>,
+    /// `1 − upload_rate / U-HLM's`.
+    pub saving: Option<Estimate>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Study {
+    pub tasks: usize,
+    pub tokens: usize,
+    pub rejected: usize,
+    /// Code tasks: rejections whose skipping flips the test result.
+    pub harmful: Option<usize>,
+    /// U-HLM at `u > 0.07`: upload rate and share of rejections caught.
+    pub u_hlm: (f64, f64),
+    /// Today's ours (`u > 0.07` and importance z ≥ 2).
+    pub ours_now: (f64, f64),
+    /// Share of tokens today's importance rule marks important.
+    pub important_share: f64,
+    pub rankings: Vec<Ranking>,
+    pub at_u_hlm_catch: Vec<AtUhlmCatch>,
+    /// Rejection rate per token class: (class, tokens, rejected).
+    pub classes: Vec<(String, usize, usize)>,
+}
+
+/// A score a filter uploads by (higher: upload first).
+type Score<'a> = &'a dyn Fn(&Row) -> f64;
+/// Which tokens count as the ones to catch.
+type Target<'a> = &'a dyn Fn(&Row) -> bool;
+
+fn is_rejected(r: &Row) -> bool {
+    r.rejected
+}
+
+fn is_harmful(r: &Row) -> bool {
+    r.harmful == Some(true)
+}
+
+/// U-HLM at its default threshold.
+fn u_hlm_rule(r: &Row) -> bool {
+    r.u > U_HLM_THRESHOLD
+}
+
+/// Today's ours: U-HLM's rule and the default importance rule at λ = 2.
+fn ours_rule(r: &Row) -> bool {
+    u_hlm_rule(r) && r.important
+}
+
+/// The filters compared at U-HLM's catch and drawn as curves.
+fn filters() -> Vec<(&'static str, Score<'static>)> {
+    vec![
+        ("U-HLM, sampled u (any threshold)", &|r: &Row| r.u),
+        ("u_exact", &|r: &Row| r.u_exact),
+        (
+            "today's ours: u_exact among important tokens",
+            &|r: &Row| {
+                if r.important {
+                    r.u_exact
+                } else {
+                    -1.0
+                }
+            },
+        ),
+        ("learned head", &|r: &Row| r.head),
+    ]
+}
+
+fn scored(rows: &[&Row], score: Score, target: Target) -> Vec<(f64, bool)> {
+    rows.iter().map(|r| (score(r), target(r))).collect()
+}
+
+/// The rows and the task resamples every interval of the study shares.
+struct Resampled<'a> {
+    by_task: Vec<Vec<&'a Row>>,
+    draws: Vec<Vec<usize>>,
+}
+
+impl<'a> Resampled<'a> {
+    fn new(rows: &'a [Row], tasks: usize) -> Self {
+        let mut by_task: Vec<Vec<&Row>> = vec![Vec::new(); tasks];
+        for r in rows {
+            by_task[r.task].push(r);
+        }
+        Self {
+            by_task,
+            draws: resamples(tasks, STUDY_RESAMPLES, 0x5EED),
+        }
+    }
+
+    /// `f` over all tasks, with its interval over the resamples (a task drawn twice counts
+    /// twice).
+    fn estimate(&self, f: &dyn Fn(&[&Row]) -> Option<f64>) -> Option<Estimate> {
+        let rows_of = |draw: &[usize]| -> Vec<&Row> {
+            draw.iter()
+                .flat_map(|&t| self.by_task[t].iter().copied())
+                .collect()
+        };
+        bootstrap(self.by_task.len(), &self.draws, &|d| f(&rows_of(d)))
+    }
+}
+
+/// A signal to rank: name, description, value.
+type Named = (String, String, Box<dyn Fn(&Row) -> f64>);
+
+fn rankings(rs: &Resampled, code: bool) -> Vec<Ranking> {
+    let mut named: Vec<Named> = Vec::new();
+    for (i, s) in SIGNALS.iter().enumerate() {
+        named.push((
+            s.name.into(),
+            s.about.into(),
+            Box::new(move |r| r.features[i]),
+        ));
+    }
+    named.push((
+        "learned head".into(),
+        "logistic regression over all of the above and the token class (5-fold CV over tasks)"
+            .into(),
+        Box::new(|r| r.head),
+    ));
+    named
+        .iter()
+        .map(|(name, about, f)| Ranking {
+            signal: name.clone(),
+            about: about.clone(),
+            auc_rejected: rs.estimate(&|rows| auc(&scored(rows, f, &is_rejected))),
+            ap_rejected: rs.estimate(&|rows| average_precision(&scored(rows, f, &is_rejected))),
+            auc_harmful: code
+                .then(|| rs.estimate(&|rows| auc(&scored(rows, f, &is_harmful))))
+                .flatten(),
+        })
+        .collect()
+}
+
+fn at_u_hlm_catch(rs: &Resampled) -> Vec<AtUhlmCatch> {
+    filters()
+        .into_iter()
+        .map(|(name, f)| {
+            let rate = |rows: &[&Row]| {
+                let (_, catch) = rule_point(rows, &is_rejected, &u_hlm_rule);
+                uploads_to_catch(&scored(rows, f, &is_rejected), catch)
+            };
+            let saving = |rows: &[&Row]| {
+                let (up0, _) = rule_point(rows, &is_rejected, &u_hlm_rule);
+                rate(rows).filter(|_| up0 > 0.0).map(|u| 1.0 - u / up0)
+            };
+            AtUhlmCatch {
+                filter: name.to_string(),
+                upload_rate: rs.estimate(&rate),
+                saving: rs.estimate(&saving),
+            }
+        })
+        .collect()
+}
+
+/// Catch curves of every filter for `target` up to three times U-HLM's upload rate (where the
+/// choices are), the oracle and the two defaults as points.
+fn catch_plot(rows: &[&Row], title: &str, y_label: &str, target: Target) -> String {
+    let p = rule_point(rows, target, &u_hlm_rule);
+    let x_max = (3.0 * p.0).clamp(0.05, 1.0);
+    let mut series: Vec<Series> = filters()
+        .into_iter()
+        .map(|(name, f)| Series {
+            name: name.to_string(),
+            points: thin(catch_curve(&scored(rows, f, target)))
+                .into_iter()
+                .filter(|&(x, _)| x <= x_max)
+                .map(|(x, y)| (x, y, String::new()))
+                .collect(),
+            errors: vec![],
+        })
+        .collect();
+    let oracle = rule_point(rows, target, target);
+    series.push(Series {
+        name: "oracle (uploads exactly these)".into(),
+        points: vec![
+            (0.0, 0.0, String::new()),
+            (oracle.0, 1.0, "oracle".into()),
+            (x_max, 1.0, String::new()),
+        ],
+        errors: vec![],
+    });
+    let o = rule_point(rows, target, &ours_rule);
+    series.push(Series {
+        name: "defaults: U-HLM u > 0.07 / ours λ = 2".into(),
+        points: vec![(p.0, p.1, "U-HLM".into()), (o.0, o.1, "ours".into())],
+        errors: vec![],
+    });
+    scatter(title, "upload rate", y_label, &series)
+}
+
+/// Tokens and rejections per token class.
+fn classes(traces: &[TaskTrace]) -> Vec<(String, usize, usize)> {
+    TokenClass::ALL
+        .iter()
+        .map(|c| {
+            let of: Vec<&TokenTrace> = traces
+                .iter()
+                .flat_map(|t| &t.tokens)
+                .filter(|t| t.class == *c)
+                .collect();
+            let rejected = of.iter().filter(|t| t.rejected).count();
+            (c.as_str().to_string(), of.len(), rejected)
+        })
+        .collect()
+}
+
+/// The study of `traces`, with the catch-curve plots as SVG (by file name).
+pub fn study(traces: &[TaskTrace]) -> (Study, Vec<(String, String)>) {
+    let mut all = rows(traces);
+    let head = cross_validated_head(&all, traces.len());
+    for (r, h) in all.iter_mut().zip(head) {
+        r.head = h;
+    }
+    let code = all.iter().any(|r| r.harmful.is_some());
+    let rs = Resampled::new(&all, traces.len());
+    let every: Vec<&Row> = all.iter().collect();
+    let mut plots = vec![(
+        "catch_rejected.svg".to_string(),
+        catch_plot(
+            &every,
+            "rejections caught against upload rate",
+            "share of rejected tokens uploaded",
+            &is_rejected,
+        ),
+    )];
+    if code {
+        plots.push((
+            "catch_harmful.svg".to_string(),
+            catch_plot(
+                &every,
+                "harmful rejections caught against upload rate",
+                "share of test-flipping rejections uploaded",
+                &is_harmful,
+            ),
+        ));
+    }
+    let n = all.len().max(1) as f64;
+    let study = Study {
+        tasks: traces.len(),
+        tokens: all.len(),
+        rejected: all.iter().filter(|r| r.rejected).count(),
+        harmful: code.then(|| all.iter().filter(|r| is_harmful(r)).count()),
+        u_hlm: rule_point(&every, &is_rejected, &u_hlm_rule),
+        ours_now: rule_point(&every, &is_rejected, &ours_rule),
+        important_share: all.iter().filter(|r| r.important).count() as f64 / n,
+        rankings: rankings(&rs, code),
+        at_u_hlm_catch: at_u_hlm_catch(&rs),
+        classes: classes(traces),
+    };
+    (study, plots)
+}
+
+/// At most ~200 points of a curve (the first, the last and evenly spaced ones between).
+fn thin(curve: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    let step = (curve.len() / 200).max(1);
+    let last = curve.len().saturating_sub(1);
+    curve
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % step == 0 || *i == last)
+        .map(|(_, p)| p)
+        .collect()
+}
+
+fn fmt_est(e: &Option<Estimate>, pct: bool) -> String {
+    match e {
+        Some(e) if pct => format!(
+            "{:.1} % [{:.1}, {:.1}]",
+            100.0 * e.value,
+            100.0 * e.lo,
+            100.0 * e.hi
+        ),
+        Some(e) => format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi),
+        None => "–".into(),
+    }
+}
+
+/// The study as markdown.
+pub fn markdown(s: &Study) -> String {
+    let mut out = format!(
+        "{} tasks, {} drafted tokens, {} rejected by the verifier ({:.2} %){}.\n\n\
+         U-HLM (u > 0.07): uploads {:.1} % of tokens, catches {:.1} % of rejections. \
+         Today's ours (and importance z ≥ 2): uploads {:.1} %, catches {:.1} %; the importance \
+         rule marks {:.1} % of tokens important.\n\n",
+        s.tasks,
+        s.tokens,
+        s.rejected,
+        100.0 * s.rejected as f64 / s.tokens.max(1) as f64,
+        s.harmful
+            .map(|h| format!(", {h} of them harmful (skipping it flips the test result)"))
+            .unwrap_or_default(),
+        100.0 * s.u_hlm.0,
+        100.0 * s.u_hlm.1,
+        100.0 * s.ours_now.0,
+        100.0 * s.ours_now.1,
+        100.0 * s.important_share,
+    );
+    out += "### How well each signal ranks the rejected tokens\n\n\
+            | signal | what it is | ROC AUC, rejected | average precision | ROC AUC, harmful |\n|---|---|---|---|---|\n";
+    for r in &s.rankings {
+        out += &format!(
+            "| {} | {} | {} | {} | {} |\n",
+            r.signal,
+            r.about,
+            fmt_est(&r.auc_rejected, false),
+            fmt_est(&r.ap_rejected, false),
+            fmt_est(&r.auc_harmful, false)
+        );
+    }
+    out += "\n### Uploads needed to catch as many rejections as U-HLM (u > 0.07)\n\n\
+            | filter | upload rate | saving against U-HLM |\n|---|---|---|\n";
+    for a in &s.at_u_hlm_catch {
+        out += &format!(
+            "| {} | {} | {} |\n",
+            a.filter,
+            fmt_est(&a.upload_rate, true),
+            fmt_est(&a.saving, true)
+        );
+    }
+    out += "\n### Rejections by token class\n\n| class | tokens | rejected | rate |\n|---|---|---|---|\n";
+    for (c, n, r) in &s.classes {
+        out += &format!(
+            "| {c} | {n} | {r} | {:.2} % |\n",
+            100.0 * *r as f64 / (*n).max(1) as f64
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_and_curves_on_known_cases() {
+        let perfect = [(0.9, true), (0.8, true), (0.2, false), (0.1, false)];
+        assert_eq!(auc(&perfect), Some(1.0));
+        assert_eq!(average_precision(&perfect), Some(1.0));
+        assert_eq!(uploads_to_catch(&perfect, 1.0), Some(0.5));
+        let ties = [(0.5, true), (0.5, false)];
+        assert_eq!(auc(&ties), Some(0.5));
+        let inverse = [(0.1, true), (0.9, false)];
+        assert_eq!(auc(&inverse), Some(0.0));
+        assert_eq!(uploads_to_catch(&inverse, 1.0), Some(1.0));
+        assert_eq!(auc(&[(0.3, true)]), None);
+        let curve = catch_curve(&perfect);
+        assert_eq!(curve.first(), Some(&(0.0, 0.0)));
+        assert_eq!(curve.last(), Some(&(1.0, 1.0)));
+    }
+
+    #[test]
+    fn the_head_learns_a_separable_signal() {
+        let xs: Vec<Vec<f64>> = (0..200)
+            .map(|i| vec![(i % 10) as f64, ((i / 10) % 5) as f64])
+            .collect();
+        let ys: Vec<bool> = xs.iter().map(|x| x[0] >= 8.0).collect();
+        let refs: Vec<&[f64]> = xs.iter().map(|x| x.as_slice()).collect();
+        let head = LogisticHead::fit(&refs, &ys);
+        let scored: Vec<(f64, bool)> = refs
+            .iter()
+            .zip(&ys)
+            .map(|(x, &y)| (head.score(x), y))
+            .collect();
+        assert!(auc(&scored).unwrap() > 0.99, "{head:?}");
+        assert!(head.weights[0] > 0.0 && head.weights[0].abs() > 10.0 * head.weights[1].abs());
+    }
+}
