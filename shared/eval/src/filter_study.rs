@@ -37,6 +37,9 @@ struct Row {
     u: f64,
     u_exact: f64,
     important: bool,
+    /// The importance z-score, log-scaled, and the attention received from the next tokens.
+    z: f64,
+    received: f64,
     /// The learned head's cross-validated score.
     head: f64,
 }
@@ -144,6 +147,8 @@ fn rows(traces: &[TaskTrace]) -> Vec<Row> {
                 u: t.u as f64,
                 u_exact: t.u_exact as f64,
                 important: t.self_z >= OURS_STRICTNESS,
+                z: z_log(t.self_z),
+                received: t.received.unwrap_or(1.0) as f64,
                 head: 0.0,
             });
         }
@@ -395,8 +400,10 @@ pub struct AtUhlmCatch {
     pub filter: String,
     /// Its least upload rate catching U-HLM's share of rejections.
     pub upload_rate: Option<Estimate>,
-    /// `1 − upload_rate / U-HLM's`.
+    /// `1 − upload_rate / U-HLM's` at its default threshold.
     pub saving: Option<Estimate>,
+    /// `1 − upload_rate / U-HLM's` at the threshold that catches as many (U-HLM's curve).
+    pub saving_vs_curve: Option<Estimate>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -441,14 +448,32 @@ fn ours_rule(r: &Row) -> bool {
     u_hlm_rule(r) && r.important
 }
 
-/// The filters compared at U-HLM's catch and drawn as curves.
-fn filters() -> Vec<(&'static str, Score<'static>)> {
-    vec![
-        ("U-HLM, sampled u (any threshold)", &|r: &Row| r.u),
-        ("u_exact", &|r: &Row| r.u_exact),
-        (
-            "today's ours: u_exact among important tokens",
-            &|r: &Row| {
+/// A filter: it uploads the tokens whose score exceeds a threshold (its first knob).
+struct Filter {
+    name: String,
+    /// Candidates of one design share a family; the base filters are their own.
+    family: &'static str,
+    score: Box<dyn Fn(&Row) -> f64>,
+}
+
+fn filter(name: String, family: &'static str, score: impl Fn(&Row) -> f64 + 'static) -> Filter {
+    Filter {
+        name,
+        family,
+        score: Box::new(score),
+    }
+}
+
+/// The base filters, then each candidate design over its second knob. Every candidate is
+/// `u_exact` at the knob's neutral value (κ = 1, α = 0, β = 0).
+fn filters() -> Vec<Filter> {
+    let mut f = vec![
+        filter("U-HLM: sampled u".into(), "u-hlm", |r| r.u),
+        filter("u_exact".into(), "u_exact", |r| r.u_exact),
+        filter(
+            "today's ours: u_exact among important tokens".into(),
+            "ours-now",
+            |r| {
                 if r.important {
                     r.u_exact
                 } else {
@@ -456,8 +481,37 @@ fn filters() -> Vec<(&'static str, Score<'static>)> {
                 }
             },
         ),
-        ("learned head", &|r: &Row| r.head),
-    ]
+        filter("learned head".into(), "learned head", |r| r.head),
+    ];
+    for kappa in [2.0, 4.0, 8.0] {
+        // Two thresholds: u_th for important tokens, κ · u_th for the others.
+        f.push(filter(
+            format!("two thresholds, κ = {kappa}"),
+            "two thresholds",
+            move |r| {
+                if r.important {
+                    r.u_exact
+                } else {
+                    r.u_exact / kappa
+                }
+            },
+        ));
+    }
+    for alpha in [0.01, 0.03, 0.1] {
+        f.push(filter(
+            format!("u_exact + α·tanh(z/3), α = {alpha}"),
+            "combined score",
+            move |r| r.u_exact + alpha * (r.z / 3.0).tanh(),
+        ));
+    }
+    for beta in [0.5, 1.0, 2.0] {
+        f.push(filter(
+            format!("deferred: u_exact · received^β, β = {beta}"),
+            "deferred (look-ahead)",
+            move |r| r.u_exact * r.received.max(1e-6).powf(beta),
+        ));
+    }
+    f
 }
 
 fn scored(rows: &[&Row], score: Score, target: Target) -> Vec<(f64, bool)> {
@@ -526,37 +580,66 @@ fn rankings(rs: &Resampled, code: bool) -> Vec<Ranking> {
         .collect()
 }
 
-fn at_u_hlm_catch(rs: &Resampled) -> Vec<AtUhlmCatch> {
-    filters()
-        .into_iter()
-        .map(|(name, f)| {
-            let rate = |rows: &[&Row]| {
-                let (_, catch) = rule_point(rows, &is_rejected, &u_hlm_rule);
-                uploads_to_catch(&scored(rows, f, &is_rejected), catch)
-            };
+/// The least upload rate at which `score` catches as many rejections as U-HLM's default.
+fn rate_at_u_hlm_catch(rows: &[&Row], score: Score) -> Option<f64> {
+    let (_, catch) = rule_point(rows, &is_rejected, &u_hlm_rule);
+    uploads_to_catch(&scored(rows, score, &is_rejected), catch)
+}
+
+fn at_u_hlm_catch(rs: &Resampled, filters: &[Filter]) -> Vec<AtUhlmCatch> {
+    let curve = |r: &Row| r.u;
+    filters
+        .iter()
+        .map(|f| {
+            let rate = |rows: &[&Row]| rate_at_u_hlm_catch(rows, &f.score);
             let saving = |rows: &[&Row]| {
                 let (up0, _) = rule_point(rows, &is_rejected, &u_hlm_rule);
                 rate(rows).filter(|_| up0 > 0.0).map(|u| 1.0 - u / up0)
             };
+            let saving_vs_curve = |rows: &[&Row]| {
+                let base = rate_at_u_hlm_catch(rows, &curve).filter(|&u| u > 0.0)?;
+                rate(rows).map(|u| 1.0 - u / base)
+            };
             AtUhlmCatch {
-                filter: name.to_string(),
+                filter: f.name.clone(),
                 upload_rate: rs.estimate(&rate),
                 saving: rs.estimate(&saving),
+                saving_vs_curve: rs.estimate(&saving_vs_curve),
             }
         })
         .collect()
 }
 
+/// The base filters and the best candidate of each design (least uploads at U-HLM's catch).
+fn plotted(rows: &[&Row], filters: &[Filter]) -> Vec<usize> {
+    let mut best: Vec<(&str, usize, f64)> = Vec::new();
+    for (i, f) in filters.iter().enumerate() {
+        let rate = rate_at_u_hlm_catch(rows, &f.score).unwrap_or(1.0);
+        match best.iter_mut().find(|b| b.0 == f.family) {
+            Some(b) if rate < b.2 => *b = (f.family, i, rate),
+            Some(_) => {}
+            None => best.push((f.family, i, rate)),
+        }
+    }
+    best.into_iter().map(|b| b.1).collect()
+}
+
 /// Catch curves of every filter for `target` up to three times U-HLM's upload rate (where the
 /// choices are), the oracle and the two defaults as points.
-fn catch_plot(rows: &[&Row], title: &str, y_label: &str, target: Target) -> String {
+fn catch_plot(
+    rows: &[&Row],
+    filters: &[&Filter],
+    title: &str,
+    y_label: &str,
+    target: Target,
+) -> String {
     let p = rule_point(rows, target, &u_hlm_rule);
     let x_max = (3.0 * p.0).clamp(0.05, 1.0);
-    let mut series: Vec<Series> = filters()
-        .into_iter()
-        .map(|(name, f)| Series {
-            name: name.to_string(),
-            points: thin(catch_curve(&scored(rows, f, target)))
+    let mut series: Vec<Series> = filters
+        .iter()
+        .map(|f| Series {
+            name: f.name.clone(),
+            points: thin(catch_curve(&scored(rows, &f.score, target)))
                 .into_iter()
                 .filter(|&(x, _)| x <= x_max)
                 .map(|(x, y)| (x, y, String::new()))
@@ -609,10 +692,16 @@ pub fn study(traces: &[TaskTrace]) -> (Study, Vec<(String, String)>) {
     let code = all.iter().any(|r| r.harmful.is_some());
     let rs = Resampled::new(&all, traces.len());
     let every: Vec<&Row> = all.iter().collect();
+    let filters = filters();
+    let shown: Vec<&Filter> = plotted(&every, &filters)
+        .into_iter()
+        .map(|i| &filters[i])
+        .collect();
     let mut plots = vec![(
         "catch_rejected.svg".to_string(),
         catch_plot(
             &every,
+            &shown,
             "rejections caught against upload rate",
             "share of rejected tokens uploaded",
             &is_rejected,
@@ -623,6 +712,7 @@ pub fn study(traces: &[TaskTrace]) -> (Study, Vec<(String, String)>) {
             "catch_harmful.svg".to_string(),
             catch_plot(
                 &every,
+                &shown,
                 "harmful rejections caught against upload rate",
                 "share of test-flipping rejections uploaded",
                 &is_harmful,
@@ -639,7 +729,7 @@ pub fn study(traces: &[TaskTrace]) -> (Study, Vec<(String, String)>) {
         ours_now: rule_point(&every, &is_rejected, &ours_rule),
         important_share: all.iter().filter(|r| r.important).count() as f64 / n,
         rankings: rankings(&rs, code),
-        at_u_hlm_catch: at_u_hlm_catch(&rs),
+        at_u_hlm_catch: at_u_hlm_catch(&rs, &filters),
         classes: classes(traces),
     };
     (study, plots)
@@ -703,13 +793,17 @@ pub fn markdown(s: &Study) -> String {
         );
     }
     out += "\n### Uploads needed to catch as many rejections as U-HLM (u > 0.07)\n\n\
-            | filter | upload rate | saving against U-HLM |\n|---|---|---|\n";
+            Savings against U-HLM at its default threshold, and against U-HLM's own curve (u at \
+            the threshold that catches as many): the second is what a filter adds beyond \
+            retuning u_th.\n\n\
+            | filter | upload rate | saving vs U-HLM default | saving vs U-HLM's curve |\n|---|---|---|---|\n";
     for a in &s.at_u_hlm_catch {
         out += &format!(
-            "| {} | {} | {} |\n",
+            "| {} | {} | {} | {} |\n",
             a.filter,
             fmt_est(&a.upload_rate, true),
-            fmt_est(&a.saving, true)
+            fmt_est(&a.saving, true),
+            fmt_est(&a.saving_vs_curve, true)
         );
     }
     out += "\n### Rejections by token class\n\n| class | tokens | rejected | rate |\n|---|---|---|---|\n";
