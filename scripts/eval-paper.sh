@@ -2,8 +2,8 @@
 # The evaluation committed under docs/eval/ (default Qwen pair, greedy, seed 0, answers up to 512
 # tokens ending at end-of-sequence or, for code, at the end of their first code block). Every run
 # is resumable: rerun this script (or one `--only` part) after a kill and it continues where the
-# samples files end. `--only test|aclsum|dev|aclsum-dev|real-link` runs one part; `--shard i/n`
-# is passed through to split a part across processes or machines sharing the folder.
+# samples files end. `--only PART` runs one part (below); `--shard i/n` is passed through to split
+# a part across processes or machines sharing the folder.
 #   test        HumanEval test split, all 144 problems, the five methods (about 2 hours here when
 #               the machine is otherwise idle)
 #   aclsum      ACLSum test split, all 99 papers, the five methods
@@ -11,6 +11,10 @@
 #               importance-rule ablation and the calibration (choose knobs here, not on test)
 #   aclsum-dev  ACLSum development split (49 papers): the same sweeps on natural language
 #   real-link   6 test problems with the loop's verifier behind the real constrained link (root)
+#   trace       the filter study's per-token traces on HumanEval's development split (20 problems,
+#               about 2 minutes each here: the verifier's answer, the draft's walk along it, and for
+#               every rejected token the verifier's answer had it been skipped), then the study
+#   trace-aclsum  the same on ACLSum's development split (no test to flip: no harm check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p hlm-cli -p verifier-server
@@ -37,6 +41,10 @@ want dev && $HLM eval --dataset humaneval --split dev "${SHARD[@]}" \
   --out "$(fresh docs/eval/humaneval-dev)"
 want aclsum-dev && $HLM eval --dataset aclsum --split dev "${SHARD[@]}" \
   --methods llm-only,slm-only,standard-hlm,u-hlm,ours "${SWEEP[@]}" --out "$(fresh docs/eval/aclsum-dev)"
+want trace && $HLM eval --trace --dataset humaneval --split dev "${SHARD[@]}" \
+  --out docs/eval/filter-study/humaneval-dev
+want trace-aclsum && $HLM eval --trace --dataset aclsum --split dev "${SHARD[@]}" \
+  --out docs/eval/filter-study/aclsum-dev
 want real-link && $HLM eval --dataset humaneval --split test --limit 6 "${SHARD[@]}" \
   --methods llm-only,slm-only,standard-hlm,u-hlm,ours --link shaped --out "$(fresh docs/eval/humaneval-test-real-link)"
 exit 0
