@@ -169,7 +169,7 @@ pub fn auc(scored: &[(f64, bool)]) -> Option<f64> {
     let mut i = 0;
     while i < v.len() {
         let mut j = i;
-        while j < v.len() && v[j].0 == v[i].0 {
+        while j < v.len() && v[j].0.total_cmp(&v[i].0).is_eq() {
             j += 1;
         }
         let avg_rank = (i + 1 + j) as f64 / 2.0;
@@ -209,7 +209,7 @@ pub fn catch_curve(scored: &[(f64, bool)]) -> Vec<(f64, f64)> {
     let (mut k, mut caught) = (0usize, 0usize);
     while k < n {
         let s = v[k].0;
-        while k < n && v[k].0 == s {
+        while k < n && v[k].0.total_cmp(&s).is_eq() {
             caught += v[k].1 as usize;
             k += 1;
         }
@@ -582,6 +582,9 @@ fn rankings(rs: &Resampled, code: bool) -> Vec<Ranking> {
 
 /// The least upload rate at which `score` catches as many rejections as U-HLM's default.
 fn rate_at_u_hlm_catch(rows: &[&Row], score: Score) -> Option<f64> {
+    if !rows.iter().any(|r| r.rejected) {
+        return None; // nothing to catch: no rate to compare
+    }
     let (_, catch) = rule_point(rows, &is_rejected, &u_hlm_rule);
     uploads_to_catch(&scored(rows, score, &is_rejected), catch)
 }

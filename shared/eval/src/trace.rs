@@ -82,7 +82,9 @@ impl TokenClass {
         let core = text.trim();
         if core.is_empty() {
             TokenClass::Whitespace
-        } else if core.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        } else if core.chars().any(|c| c.is_ascii_digit())
+            && core.chars().all(|c| c.is_ascii_digit() || c == '.')
+        {
             TokenClass::Number
         } else if core.chars().all(|c| c.is_ascii_punctuation()) {
             TokenClass::Punctuation
@@ -231,6 +233,15 @@ pub fn trace_task(
     index: u64,
     cfg: &TraceConfig,
 ) -> Result<TaskTrace> {
+    let (dv, vv) = (
+        drafter.model().config().vocab_size,
+        verifier.config().vocab_size,
+    );
+    if dv > vv {
+        return Err(crate::EvalError::Invalid(format!(
+            "the draft's vocabulary ({dv}) is larger than the verifier's ({vv})"
+        )));
+    }
     let prompt = drafter.encode(&hlm_engine::chat::chatml(&task.instruction, None))?;
     let answer = llm_only(drafter, verifier, task, &prompt, &cfg.eval)?;
     let answer_passed = match &task.problem {
@@ -246,25 +257,25 @@ pub fn trace_task(
     let mut previous = String::new();
     let tok = drafter.tokenizer();
     for (t, (step, (verifier_token, q_x))) in walk.into_iter().zip(outcomes).enumerate() {
-        let piece = piece(tok, step.draft);
+        let text = piece(tok, step.draft);
         tokens.push(TokenTrace {
             position: t,
             draft: step.draft,
             answer: y[t],
-            class: TokenClass::of(&piece, &previous),
+            class: TokenClass::of(&text, &previous),
             rejected: step.draft != verifier_token,
             q_x,
             verifier: verifier_token,
             harm: None,
             ..step.signals
         });
-        previous = piece;
+        // The draft's context holds the answer's token, not its own.
+        previous = piece(tok, y[t]);
     }
-    if let (Some(problem), Some(passed)) = (&task.problem, answer_passed) {
+    if let Some(problem) = &task.problem {
         let answer = Answer {
             prompt: &prompt,
             ids: y,
-            passed,
         };
         mark_harm(drafter, verifier, task, problem, &answer, &mut tokens, cfg)?;
     }
@@ -306,7 +317,7 @@ fn draft_walk(
     let mut steps: Vec<Step> = Vec::with_capacity(y.len());
     // rows[t]: the attention row of the token drafted at position t (over positions 0..=p+t).
     let mut rows: Vec<Vec<f32>> = Vec::with_capacity(y.len());
-    let mut own_lookahead: Vec<Option<f32>> = Vec::with_capacity(y.len());
+    let mut own_lookahead: Vec<Option<Option<f32>>> = Vec::with_capacity(y.len());
     for (t, &yt) in y.iter().enumerate() {
         let x = argmax(&logits);
         let pos = cache.len();
@@ -319,7 +330,7 @@ fn draft_walk(
             own_lookahead.push(None);
         } else {
             // What the draft would go on to propose after its own token.
-            own_lookahead.push(lookahead_after(model, &mut cache, out, pos, cfg)?);
+            own_lookahead.push(Some(lookahead_after(model, &mut cache, out, pos, cfg)?));
             cache.truncate(pos);
             logits = last_logits(model.forward(&mut cache, &[yt], &LogitRows::Last, 0)?);
         }
@@ -329,10 +340,15 @@ fn draft_walk(
     }
     let p = prompt.len();
     for t in 0..steps.len() {
-        steps[t].signals.received = own_lookahead[t].or_else(|| {
-            let next = &rows[t + 1..(t + 1 + cfg.lookahead).min(rows.len())];
-            mean_received(next.iter().map(|r| r.as_slice()), p + t)
-        });
+        // A rejected token's look-ahead is its own (none at a full context); an accepted one's
+        // is the tokens drafted after it along the answer.
+        steps[t].signals.received = match &own_lookahead[t] {
+            Some(own) => *own,
+            None => {
+                let next = &rows[t + 1..(t + 1 + cfg.lookahead).min(rows.len())];
+                mean_received(next.iter().map(|r| r.as_slice()), p + t)
+            }
+        };
     }
     Ok(steps)
 }
@@ -466,6 +482,9 @@ fn verifier_outcomes(
     drafts: &[u32],
 ) -> Result<Vec<(u32, f32)>> {
     const CHUNK: usize = 64;
+    if y.is_empty() {
+        return Ok(Vec::new());
+    }
     let judge = |t: usize, q: &[f32]| (argmax(q), softmax(q, 1.0)[drafts[t] as usize]);
     let mut cache = verifier.new_cache();
     let first = verifier.forward(&mut cache, prompt, &LogitRows::Last, 0)?;
@@ -485,7 +504,6 @@ fn verifier_outcomes(
 struct Answer<'a> {
     prompt: &'a [u32],
     ids: &'a [u32],
-    passed: bool,
 }
 
 /// Step 4: for each rejected token, the verifier's answer had the filter skipped it. Rejections
@@ -500,12 +518,16 @@ fn mark_harm(
     cfg: &TraceConfig,
 ) -> Result<()> {
     let (prompt, y) = (answer.prompt, answer.ids);
+    let Some(last) = tokens.iter().rev().find(|t| t.rejected).map(|t| t.position) else {
+        return Ok(());
+    };
     // Compared as this function decodes both, so only the tokens can make them differ.
     let own_text = decode_answer(drafter.tokenizer(), task, y);
+    let own_passed = passes(problem, &own_text, cfg)?;
     let mut cache = verifier.new_cache();
-    let mut all = prompt.to_vec();
-    all.extend_from_slice(y);
-    verifier.forward(&mut cache, &all, &LogitRows::None, 0)?;
+    let mut context = prompt.to_vec();
+    context.extend_from_slice(&y[..last]);
+    verifier.forward(&mut cache, &context, &LogitRows::None, 0)?;
     for tr in tokens.iter_mut().rev().filter(|tr| tr.rejected) {
         let t = tr.position;
         cache.truncate(prompt.len() + t);
@@ -523,7 +545,7 @@ fn mark_harm(
         let text = decode_answer(drafter.tokenizer(), task, &ids);
         tr.harm = Some(Harm {
             text_changed: text != own_text,
-            pass_changed: passes(problem, &text, cfg)? != answer.passed,
+            pass_changed: passes(problem, &text, cfg)? != own_passed,
         });
     }
     Ok(())
@@ -559,7 +581,7 @@ fn continue_greedy(
     while out.len() < budget {
         out.push(next);
         stop.push(&stream.push(tok, next));
-        let full = cache.len() + 1 >= model.config().max_context;
+        let full = cache.len() >= model.config().max_context;
         if eos.contains(&next) || stop.hit().is_some() || out.len() == budget || full {
             break;
         }
