@@ -12,8 +12,10 @@
 //!   rejections with upload rate `U₀`; each filter's least upload rate catching `R₀` and the saving
 //!   `1 − U/U₀`, intervals from the same task resamples. Under greedy decoding a rejection that is
 //!   not caught changes the text, so catching as many with fewer uploads keeps quality.
-//! * A **learned head**: logistic regression over every signal, scored by 5-fold
-//!   cross-validation over tasks (each task scored by a head fitted without it).
+//! * **Learned heads**: logistic regression over the signals, scored by 5-fold cross-validation
+//!   over tasks (each task scored by a head fitted without it): over all of them, over all but the
+//!   look-ahead (a decision at once, as the loop takes it), and over the draft's distribution
+//!   alone (no attention: the gap to the causal head is what attention adds).
 
 use crate::plot::{scatter, Series};
 use crate::stats::{bootstrap, resamples, Estimate};
@@ -40,8 +42,8 @@ struct Row {
     /// The importance z-score, log-scaled, and the attention received from the next tokens.
     z: f64,
     received: f64,
-    /// The learned head's cross-validated score.
-    head: f64,
+    /// The learned heads' cross-validated scores, in [`HEADS`] order.
+    head: [f64; 3],
 }
 
 /// A signal: its name, what it is, and its value (higher should mean more likely rejected).
@@ -149,7 +151,7 @@ fn rows(traces: &[TaskTrace]) -> Vec<Row> {
                 important: t.self_z >= OURS_STRICTNESS,
                 z: z_log(t.self_z),
                 received: t.received.unwrap_or(1.0) as f64,
-                head: 0.0,
+                head: [0.0; 3],
             });
         }
     }
@@ -224,6 +226,18 @@ pub fn uploads_to_catch(scored: &[(f64, bool)], share: f64) -> Option<f64> {
         .into_iter()
         .find(|&(_, r)| r >= share - 1e-12)
         .map(|(u, _)| u)
+}
+
+/// The largest share of positives `scored` catches uploading at most a share `rate` of tokens.
+pub fn catch_at_rate(scored: &[(f64, bool)], rate: f64) -> Option<f64> {
+    if !scored.iter().any(|s| s.1) {
+        return None;
+    }
+    catch_curve(scored)
+        .into_iter()
+        .take_while(|&(u, _)| u <= rate + 1e-12)
+        .map(|(_, r)| r)
+        .last()
 }
 
 /// Upload rate and share caught of the fixed rule `upload`.
@@ -362,22 +376,75 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
     Some(x)
 }
 
-/// Each row's cross-validated head score: 5 folds over tasks.
-fn cross_validated_head(rows: &[Row], tasks: usize) -> Vec<f64> {
+/// A learned head: its name, what it reads, and the signals it leaves out.
+pub struct HeadKind {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub leaves_out: &'static [&'static str],
+}
+
+const ATTENTION: &[&str] = &[
+    "self weight",
+    "importance z",
+    "sink share",
+    "attention entropy",
+    "received",
+];
+
+pub const HEADS: [HeadKind; 3] = [
+    HeadKind {
+        name: "learned head",
+        about:
+            "logistic regression over all of the above and the token class (5-fold CV over tasks)",
+        leaves_out: &[],
+    },
+    HeadKind {
+        name: "learned head, causal",
+        about: "the same without the look-ahead: it decides at once, as the loop does",
+        leaves_out: &["received"],
+    },
+    HeadKind {
+        name: "learned head, no attention",
+        about: "the draft's distribution, recent u, position and class only",
+        leaves_out: ATTENTION,
+    },
+];
+
+impl HeadKind {
+    /// Which of a row's features the head reads (the token class always).
+    fn mask(&self) -> Vec<bool> {
+        let signals = SIGNALS.iter().map(|s| !self.leaves_out.contains(&s.name));
+        signals
+            .chain(std::iter::repeat_n(true, TokenClass::ALL.len() - 1))
+            .collect()
+    }
+}
+
+/// Each row's cross-validated score under the head reading `mask`: 5 folds over tasks.
+fn cross_validated_head(rows: &[Row], tasks: usize, mask: &[bool]) -> Vec<f64> {
     const FOLDS: usize = 5;
+    let pick = |r: &Row| -> Vec<f64> {
+        r.features
+            .iter()
+            .zip(mask)
+            .filter(|(_, &m)| m)
+            .map(|(x, _)| *x)
+            .collect()
+    };
+    let xs_all: Vec<Vec<f64>> = rows.iter().map(pick).collect();
     let mut scores = vec![0.0; rows.len()];
     for fold in 0..FOLDS.min(tasks.max(1)) {
         let held = |r: &Row| r.task % FOLDS == fold;
-        let train: Vec<&Row> = rows.iter().filter(|r| !held(r)).collect();
+        let train: Vec<usize> = (0..rows.len()).filter(|&i| !held(&rows[i])).collect();
         if train.is_empty() {
             continue;
         }
-        let xs: Vec<&[f64]> = train.iter().map(|r| r.features.as_slice()).collect();
-        let ys: Vec<bool> = train.iter().map(|r| r.rejected).collect();
+        let xs: Vec<&[f64]> = train.iter().map(|&i| xs_all[i].as_slice()).collect();
+        let ys: Vec<bool> = train.iter().map(|&i| rows[i].rejected).collect();
         let head = LogisticHead::fit(&xs, &ys);
         for (i, r) in rows.iter().enumerate() {
             if held(r) {
-                scores[i] = head.score(&r.features);
+                scores[i] = head.score(&xs_all[i]);
             }
         }
     }
@@ -404,6 +471,8 @@ pub struct AtUhlmCatch {
     pub saving: Option<Estimate>,
     /// `1 − upload_rate / U-HLM's` at the threshold that catches as many (U-HLM's curve).
     pub saving_vs_curve: Option<Estimate>,
+    /// The other view: the share of rejections it catches uploading no more than U-HLM does.
+    pub catch_at_u_hlm_rate: Option<Estimate>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -481,7 +550,11 @@ fn filters() -> Vec<Filter> {
                 }
             },
         ),
-        filter("learned head".into(), "learned head", |r| r.head),
+        filter(HEADS[0].name.into(), "learned head", |r| r.head[0]),
+        filter(HEADS[1].name.into(), "learned head, causal", |r| r.head[1]),
+        filter(HEADS[2].name.into(), "learned head, no attention", |r| {
+            r.head[2]
+        }),
     ];
     for kappa in [2.0, 4.0, 8.0] {
         // Two thresholds: u_th for important tokens, κ · u_th for the others.
@@ -560,12 +633,9 @@ fn rankings(rs: &Resampled, code: bool) -> Vec<Ranking> {
             Box::new(move |r| r.features[i]),
         ));
     }
-    named.push((
-        "learned head".into(),
-        "logistic regression over all of the above and the token class (5-fold CV over tasks)"
-            .into(),
-        Box::new(|r| r.head),
-    ));
+    for (k, h) in HEADS.iter().enumerate() {
+        named.push((h.name.into(), h.about.into(), Box::new(move |r| r.head[k])));
+    }
     named
         .iter()
         .map(|(name, about, f)| Ranking {
@@ -603,11 +673,16 @@ fn at_u_hlm_catch(rs: &Resampled, filters: &[Filter]) -> Vec<AtUhlmCatch> {
                 let base = rate_at_u_hlm_catch(rows, &curve).filter(|&u| u > 0.0)?;
                 rate(rows).map(|u| 1.0 - u / base)
             };
+            let catch = |rows: &[&Row]| {
+                let (up0, _) = rule_point(rows, &is_rejected, &u_hlm_rule);
+                catch_at_rate(&scored(rows, &f.score, &is_rejected), up0)
+            };
             AtUhlmCatch {
                 filter: f.name.clone(),
                 upload_rate: rs.estimate(&rate),
                 saving: rs.estimate(&saving),
                 saving_vs_curve: rs.estimate(&saving_vs_curve),
+                catch_at_u_hlm_rate: rs.estimate(&catch),
             }
         })
         .collect()
@@ -688,9 +763,11 @@ fn classes(traces: &[TaskTrace]) -> Vec<(String, usize, usize)> {
 /// The study of `traces`, with the catch-curve plots as SVG (by file name).
 pub fn study(traces: &[TaskTrace]) -> (Study, Vec<(String, String)>) {
     let mut all = rows(traces);
-    let head = cross_validated_head(&all, traces.len());
-    for (r, h) in all.iter_mut().zip(head) {
-        r.head = h;
+    for (k, kind) in HEADS.iter().enumerate() {
+        let head = cross_validated_head(&all, traces.len(), &kind.mask());
+        for (r, h) in all.iter_mut().zip(head) {
+            r.head[k] = h;
+        }
     }
     let code = all.iter().any(|r| r.harmful.is_some());
     let rs = Resampled::new(&all, traces.len());
@@ -798,15 +875,17 @@ pub fn markdown(s: &Study) -> String {
     out += "\n### Uploads needed to catch as many rejections as U-HLM (u > 0.07)\n\n\
             Savings against U-HLM at its default threshold, and against U-HLM's own curve (u at \
             the threshold that catches as many): the second is what a filter adds beyond \
-            retuning u_th.\n\n\
-            | filter | upload rate | saving vs U-HLM default | saving vs U-HLM's curve |\n|---|---|---|---|\n";
+            retuning u_th. The last column is the other view: the share of rejections caught \
+            uploading no more than U-HLM at its default.\n\n\
+            | filter | upload rate | saving vs U-HLM default | saving vs U-HLM's curve | caught at U-HLM's upload rate |\n|---|---|---|---|---|\n";
     for a in &s.at_u_hlm_catch {
         out += &format!(
-            "| {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} |\n",
             a.filter,
             fmt_est(&a.upload_rate, true),
             fmt_est(&a.saving, true),
-            fmt_est(&a.saving_vs_curve, true)
+            fmt_est(&a.saving_vs_curve, true),
+            fmt_est(&a.catch_at_u_hlm_rate, true)
         );
     }
     out += "\n### Rejections by token class\n\n| class | tokens | rejected | rate |\n|---|---|---|---|\n";
@@ -829,6 +908,8 @@ mod tests {
         assert_eq!(auc(&perfect), Some(1.0));
         assert_eq!(average_precision(&perfect), Some(1.0));
         assert_eq!(uploads_to_catch(&perfect, 1.0), Some(0.5));
+        assert_eq!(catch_at_rate(&perfect, 0.25), Some(0.5));
+        assert_eq!(catch_at_rate(&perfect, 0.1), Some(0.0));
         let ties = [(0.5, true), (0.5, false)];
         assert_eq!(auc(&ties), Some(0.5));
         let inverse = [(0.1, true), (0.9, false)];
@@ -838,6 +919,21 @@ mod tests {
         let curve = catch_curve(&perfect);
         assert_eq!(curve.first(), Some(&(0.0, 0.0)));
         assert_eq!(curve.last(), Some(&(1.0, 1.0)));
+    }
+
+    #[test]
+    fn heads_leave_out_what_they_say() {
+        let width = SIGNALS.len() + TokenClass::ALL.len() - 1;
+        for h in &HEADS {
+            let mask = h.mask();
+            assert_eq!(mask.len(), width);
+            for leave in h.leaves_out {
+                let i = SIGNALS.iter().position(|s| s.name == *leave).unwrap();
+                assert!(!mask[i], "{} reads {leave}", h.name);
+            }
+            let read = mask.iter().filter(|&&m| m).count();
+            assert_eq!(read, width - h.leaves_out.len());
+        }
     }
 
     #[test]
