@@ -5,6 +5,7 @@ export declare const VERSION: string;
 /** Filter modes: `always` = standard HLM, `uncertainty` = U-HLM, `uncertainty+importance` = ours, `never` = draft alone. */
 export type Mode = 'always' | 'uncertainty' | 'uncertainty+importance' | 'never';
 export declare const MODES: readonly Mode[];
+export declare const UNCERTAINTY: readonly ('sampled' | 'expected')[];
 
 /** How a token came to be: kept locally, uploaded and accepted, or uploaded and replaced by the verifier. */
 export type TokenKind = 'skipped' | 'uploaded-accepted' | 'uploaded-resampled';
@@ -139,6 +140,11 @@ export interface GenerateOptions {
   chat?: boolean;
   /** Importance rule: "sink-zscore" (default), "median-mad" or "fixed-uniform". */
   importanceRule?: string;
+  /**
+   * How the uncertainty u is computed: "sampled" (default; U-HLM's 20 perturbed draws) or
+   * "expected" (the probability those draws estimate, at the same cost, without their noise).
+   */
+  uncertainty?: 'sampled' | 'expected';
   /** Uploads gathered before a round goes to the verifier (default 1: token-by-token verification). */
   uploadsPerRound?: number;
   /** Total-variation bound of the compressed distribution uploaded under sampling (default 0.05). */

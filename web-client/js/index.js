@@ -10,6 +10,7 @@ export const VERSION = '0.1.0';
 
 const CREATE = Symbol('create'); // keeps the constructor private to HybridClient.create
 export const MODES = Object.freeze(['always', 'uncertainty', 'uncertainty+importance', 'never']);
+export const UNCERTAINTY = Object.freeze(['sampled', 'expected']);
 export const KINDS = Object.freeze(['skipped', 'uploaded-accepted', 'uploaded-resampled']);
 export const BACKENDS = Object.freeze(['auto', 'webgpu', 'wasm']);
 
@@ -92,6 +93,13 @@ function wasmOptions(o = {}) {
   set('seed', o.seed);
   set('chat', o.chat);
   set('importance_rule', o.importanceRule);
+  if (o.uncertainty !== undefined && !UNCERTAINTY.includes(o.uncertainty)) {
+    throw new HybridError(
+      `unknown uncertainty ${JSON.stringify(o.uncertainty)} (one of ${UNCERTAINTY.join(', ')})`,
+      'bad-option',
+    );
+  }
+  set('uncertainty', o.uncertainty);
   set('uploads_per_round', o.uploadsPerRound);
   set('tv_bound', o.tvBound);
   if (o.stop !== undefined && o.stop !== null) {

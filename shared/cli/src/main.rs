@@ -59,6 +59,10 @@ pub struct DecodeOptions {
     /// Importance rule: sink-zscore, median-mad, fixed-uniform.
     #[arg(long, default_value = "sink-zscore")]
     pub importance_rule: String,
+    /// How the uncertainty u is computed: sampled (U-HLM's 20 perturbed draws) or expected (the
+    /// probability those draws estimate, at the same cost, without their noise).
+    #[arg(long, default_value = "sampled")]
+    pub uncertainty: hlm_core::UncertaintyEstimate,
     /// Sampling temperature; 0 = greedy.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
@@ -92,6 +96,7 @@ impl DecodeOptions {
             uncertainty_threshold: self.uncertainty_threshold,
             importance_strictness: self.importance_strictness,
             importance_rule: self.importance_rule.clone(),
+            uncertainty: self.uncertainty,
             uploads_per_round: self.uploads_per_round,
             tv_bound: self.tv_bound,
             stop: self.stop.iter().map(|s| unescape(s)).collect(),

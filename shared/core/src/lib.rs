@@ -24,5 +24,8 @@ pub use compress::{compress, total_variation, CompressConfig};
 pub use filter::{decide, Decision, FilterKnobs, FilterMode};
 pub use importance::{importance_rule, Importance, ImportanceRule, IMPORTANCE_RULES};
 pub use sampling::{argmax, sample_index, sample_sparse, seeded_rng, softmax, Rng};
-pub use uncertainty::{expected_uncertainty, temperature_perturbation, UncertaintyConfig};
+pub use uncertainty::{
+    expected_uncertainty, temperature_perturbation, uncertainty, UncertaintyConfig,
+    UncertaintyEstimate,
+};
 pub use verify::{verify_greedy, verify_sampled, Outcome};

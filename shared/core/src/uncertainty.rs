@@ -14,12 +14,55 @@ use crate::sampling::{argmax, exp_neg, sum_exp_shifted, Rng};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
+/// How `u` is computed from the draft's logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UncertaintyEstimate {
+    /// U-HLM's: K perturbed draws ([`temperature_perturbation`]): random, in steps of `1/K`.
+    #[default]
+    Sampled,
+    /// The probability those draws estimate ([`expected_uncertainty`] with K temperatures, the
+    /// same cost): no sampling noise, no ties.
+    Expected,
+}
+
+impl UncertaintyEstimate {
+    pub const ALL: [UncertaintyEstimate; 2] =
+        [UncertaintyEstimate::Sampled, UncertaintyEstimate::Expected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UncertaintyEstimate::Sampled => "sampled",
+            UncertaintyEstimate::Expected => "expected",
+        }
+    }
+}
+
+impl std::fmt::Display for UncertaintyEstimate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for UncertaintyEstimate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| format!("unknown uncertainty estimate `{s}` (sampled, expected)"))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct UncertaintyConfig {
-    /// K, the number of perturbed draws.
+    /// K, the number of perturbed draws (or of temperatures, for the expected value).
     pub draws: usize,
     /// θ_max: temperatures are drawn uniformly from (0, θ_max).
     pub theta_max: f32,
+    #[serde(default)]
+    pub estimate: UncertaintyEstimate,
 }
 
 impl Default for UncertaintyConfig {
@@ -27,6 +70,18 @@ impl Default for UncertaintyConfig {
         Self {
             draws: 20,
             theta_max: 2.0,
+            estimate: UncertaintyEstimate::Sampled,
+        }
+    }
+}
+
+/// The uncertainty of drafting `token` from `logits`, as `cfg.estimate` says (the rng is only
+/// drawn from by the sampled estimate).
+pub fn uncertainty(logits: &[f32], token: u32, cfg: &UncertaintyConfig, rng: &mut Rng) -> f32 {
+    match cfg.estimate {
+        UncertaintyEstimate::Sampled => temperature_perturbation(logits, token, cfg, rng),
+        UncertaintyEstimate::Expected => {
+            expected_uncertainty(logits, token, cfg.theta_max, cfg.draws)
         }
     }
 }
@@ -132,10 +187,29 @@ mod tests {
         let cfg = UncertaintyConfig {
             draws: 40_000,
             theta_max: 2.0,
+            ..Default::default()
         };
         let sampled = temperature_perturbation(&l, x, &cfg, &mut seeded_rng(7));
         let exact = expected_uncertainty(&l, x, 2.0, 256);
         assert!((sampled - exact).abs() < 0.01, "{sampled} vs {exact}");
+        // Through the dispatcher, at the default K: the same value, and no random draw taken.
+        let expected = UncertaintyConfig {
+            estimate: UncertaintyEstimate::Expected,
+            ..Default::default()
+        };
+        let mut rng = seeded_rng(8);
+        let before = rng.clone();
+        let u = uncertainty(&l, x, &expected, &mut rng);
+        assert!(
+            (u - exact).abs() < 0.01,
+            "{u} vs {exact} (20 points vs 256)"
+        );
+        assert!(rng == before, "the expected value draws nothing");
+        assert_eq!(
+            "expected".parse::<UncertaintyEstimate>(),
+            Ok(UncertaintyEstimate::Expected)
+        );
+        assert!("exact".parse::<UncertaintyEstimate>().is_err());
         // A certain token has none; any token but a one-hot's argmax has all.
         let one_hot = logits_with_gap(100, 200.0);
         assert!(expected_uncertainty(&one_hot, 3, 2.0, 32) < 1e-6);
@@ -150,6 +224,7 @@ mod tests {
         let cfg = UncertaintyConfig {
             draws: 20_000,
             theta_max: 2.0,
+            ..Default::default()
         };
         let u = temperature_perturbation(&l, x, &cfg, &mut seeded_rng(3));
         let mut rng = seeded_rng(4);

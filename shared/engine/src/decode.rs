@@ -21,9 +21,9 @@ use crate::link::VerifierLink;
 pub use crate::stop::{StopConditions, StopHit, StopMatcher};
 use crate::{EngineError, Result};
 use hlm_core::{
-    compress, decide, importance_rule, sample_sparse, seeded_rng, softmax,
-    temperature_perturbation, CompressConfig, Decision, FilterKnobs, FilterMode, Importance, Rng,
-    UncertaintyConfig,
+    compress, decide, importance_rule, sample_sparse, seeded_rng, softmax, uncertainty,
+    CompressConfig, Decision, FilterKnobs, FilterMode, Importance, Rng, UncertaintyConfig,
+    UncertaintyEstimate,
 };
 use hlm_protocol::{
     decode_server, encode_client, BlockToken, ClientMsg, Round, Sampling, ServerMsg, VocabInfo,
@@ -92,6 +92,8 @@ pub struct GenerationOptions {
     pub uncertainty_threshold: f32,
     pub importance_strictness: f32,
     pub importance_rule: String,
+    /// How u is computed: `sampled` (U-HLM's K draws) or `expected` (their expected value).
+    pub uncertainty: UncertaintyEstimate,
     pub uploads_per_round: usize,
     pub tv_bound: f32,
     /// Stop strings: the generation ends when its text contains one (cut before it).
@@ -111,6 +113,7 @@ impl Default for GenerationOptions {
             uncertainty_threshold: c.knobs.uncertainty_threshold,
             importance_strictness: c.knobs.importance_strictness,
             importance_rule: c.importance_rule,
+            uncertainty: c.uncertainty.estimate,
             uploads_per_round: c.uploads_per_round,
             tv_bound: c.compress.tv_bound,
             stop: Vec::new(),
@@ -146,6 +149,7 @@ impl GenerationOptions {
             ..Default::default()
         };
         cfg.compress.tv_bound = self.tv_bound;
+        cfg.uncertainty.estimate = self.uncertainty;
         cfg
     }
 }
@@ -227,6 +231,8 @@ pub struct Summary {
     pub knobs: FilterKnobs,
     pub sampling: Sampling,
     pub importance_rule: String,
+    #[serde(default)]
+    pub uncertainty: UncertaintyEstimate,
     pub uploads_per_round: usize,
     pub prompt_tokens: usize,
     #[serde(flatten)]
@@ -574,7 +580,7 @@ impl<'a> Generation<'a> {
             // 2. signals: uncertainty now; importance once x has been fed (its own query's row).
             // When the filter needs importance, x is fed before deciding; otherwise it is fed
             // while the round is in flight, so the draft step overlaps the verifier's work.
-            let u = temperature_perturbation(&logits, x, &cfg.uncertainty, &mut self.signal_rng);
+            let u = uncertainty(&logits, x, &cfg.uncertainty, &mut self.signal_rng);
             self.totals.uncertainty_draws += 1;
             let is_eos = eos.contains(&x);
             let last = is_eos || self.generated + 1 == cfg.max_tokens;
@@ -663,6 +669,7 @@ impl<'a> Generation<'a> {
             knobs: cfg.knobs,
             sampling: cfg.sampling,
             importance_rule: cfg.importance_rule.clone(),
+            uncertainty: cfg.uncertainty.estimate,
             uploads_per_round: cfg.uploads_per_round,
             prompt_tokens: self.prompt_len,
             stop_reason: stop,

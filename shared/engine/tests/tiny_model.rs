@@ -1,7 +1,9 @@
 //! The model and the decoding loop on tiny random models (fast; real weights in real_models.rs).
 
-use hlm_core::FilterMode;
-use hlm_engine::decode::{GenerationConfig, HybridSession, StopConditions, StopReason, TokenKind};
+use hlm_core::{FilterMode, UncertaintyEstimate};
+use hlm_engine::decode::{
+    GenerationConfig, GenerationOptions, HybridSession, StopConditions, StopReason, TokenKind,
+};
 use hlm_engine::link::LocalLink;
 use hlm_engine::model::LogitRows;
 use hlm_engine::testing::*;
@@ -96,20 +98,23 @@ fn run_with_stop(
     uploads_per_round: usize,
     stop: StopConditions,
 ) -> Run {
-    let (_dd, mut drafter) = tiny_drafter(11);
-    let (_vd, verifier) = tiny_drafter(12);
-    let vocab = verifier.vocab_info();
-    let session = VerifierSession::new(verifier.model_arc(), vocab.clone(), "test", 512);
-    let link = LocalLink::new(session);
-    let prompt: Vec<u32> = vec![5, 6, 7, 8];
-    let cfg = GenerationConfig {
+    run_config(GenerationConfig {
         max_tokens: 40,
         mode,
         sampling,
         uploads_per_round,
         stop,
         ..Default::default()
-    };
+    })
+}
+
+fn run_config(cfg: GenerationConfig) -> Run {
+    let (_dd, mut drafter) = tiny_drafter(11);
+    let (_vd, verifier) = tiny_drafter(12);
+    let vocab = verifier.vocab_info();
+    let session = VerifierSession::new(verifier.model_arc(), vocab.clone(), "test", 512);
+    let link = LocalLink::new(session);
+    let prompt: Vec<u32> = vec![5, 6, 7, 8];
     let mut events = Vec::new();
     let summary = block_on(async {
         let mut s = HybridSession::connect(link, drafter.vocab_info(), "t")
@@ -248,6 +253,35 @@ fn filtered_modes_upload_a_subset_and_stay_consistent() {
         assert!(s.totals.tokens > 0);
         assert!(ev.iter().all(|e| (0.0..=1.0).contains(&e.uncertainty)));
     }
+}
+
+#[test]
+fn expected_uncertainty_is_chosen_by_an_option_and_takes_no_random_draws() {
+    let opts: GenerationOptions =
+        serde_json::from_str(r#"{"mode": "uncertainty", "uncertainty": "expected"}"#).unwrap();
+    assert!(serde_json::from_str::<GenerationOptions>(r#"{"uncertainty": "exact"}"#).is_err());
+    let cfg = GenerationConfig {
+        max_tokens: 40,
+        ..opts.config()
+    };
+    assert_eq!(cfg.uncertainty.estimate, UncertaintyEstimate::Expected);
+    let runs: Vec<Run> = [1u64, 2]
+        .into_iter()
+        .map(|seed| {
+            run_config(GenerationConfig {
+                seed,
+                ..cfg.clone()
+            })
+        })
+        .collect();
+    for (s, ev, _, _) in &runs {
+        check_totals(s, ev);
+        assert_eq!(s.uncertainty, UncertaintyEstimate::Expected);
+    }
+    // Deterministic: another seed gives the same uncertainties and decisions under greedy.
+    let u = |r: &Run| r.1.iter().map(|e| e.uncertainty).collect::<Vec<f32>>();
+    assert_eq!(u(&runs[0]), u(&runs[1]));
+    assert_eq!(runs[0].0.ids, runs[1].0.ids);
 }
 
 #[test]

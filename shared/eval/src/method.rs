@@ -5,13 +5,14 @@
 //!   token. Upload rate 1 by definition: every token is the LLM's.
 //! * `slm-only`: the draft alone (the loop in mode `never`: nothing is sent).
 //! * `standard-hlm`: every drafted token uploaded (mode `always`).
-//! * `u-hlm`: uploads chosen by uncertainty alone (mode `uncertainty`).
+//! * `u-hlm`: uploads chosen by uncertainty alone (mode `uncertainty`); `u-hlm:expected` with u
+//!   computed as the expected value of U-HLM's draws instead of sampled.
 //! * `ours`: uncertainty and attention importance (mode `uncertainty+importance`), with
 //!   `ours:<rule>` variants for the importance-rule ablation.
 //!
 //! Knobs set per row are written `@u=<u_th>` and `@l=<λ>` (e.g. `ours@u=0.2@l=1`).
 
-use hlm_core::FilterMode;
+use hlm_core::{FilterMode, UncertaintyEstimate};
 use hlm_engine::decode::{GenerationOptions, StopConditions};
 use serde::Serialize;
 
@@ -20,9 +21,11 @@ pub enum Method {
     LlmOnly,
     SlmOnly,
     StandardHlm,
-    /// U-HLM, at the run's `u_th` or at its own (a knob sweep's point).
+    /// U-HLM, at the run's `u_th` or at its own (a knob sweep's point); `u-hlm:expected`
+    /// computes u as the expected value of U-HLM's draws.
     UHlm {
         u_th: Option<f32>,
+        estimate: UncertaintyEstimate,
     },
     /// Ours with the named importance rule, at the run's knobs or at its own.
     Ours {
@@ -36,6 +39,14 @@ pub enum Method {
 pub const DEFAULT_RULE: &str = "sink-zscore";
 
 impl Method {
+    /// U-HLM as published (sampled u), at the run's `u_th` or at its own.
+    pub fn u_hlm(u_th: Option<f32>) -> Self {
+        Method::UHlm {
+            u_th,
+            estimate: UncertaintyEstimate::Sampled,
+        }
+    }
+
     /// `ours` with the default rule and the run's knobs.
     pub fn ours() -> Self {
         Method::Ours {
@@ -62,7 +73,11 @@ impl Method {
             Method::LlmOnly => "llm-only".into(),
             Method::SlmOnly => "slm-only".into(),
             Method::StandardHlm => "standard-hlm".into(),
-            Method::UHlm { u_th } => format!("u-hlm{}", knobs(u_th, &None)),
+            Method::UHlm {
+                u_th,
+                estimate: UncertaintyEstimate::Sampled,
+            } => format!("u-hlm{}", knobs(u_th, &None)),
+            Method::UHlm { u_th, estimate } => format!("u-hlm:{estimate}{}", knobs(u_th, &None)),
             Method::Ours { rule, u_th, lambda } if rule == DEFAULT_RULE => {
                 format!("ours{}", knobs(u_th, lambda))
             }
@@ -74,8 +89,8 @@ impl Method {
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
         let unknown = || {
             format!(
-                "unknown method `{s}` (llm-only, slm-only, standard-hlm, u-hlm, ours, ours:<{}>, \
-                 with @u=<u_th> / @l=<λ> for u-hlm and ours)",
+                "unknown method `{s}` (llm-only, slm-only, standard-hlm, u-hlm, u-hlm:expected, ours, \
+                 ours:<{}>, with @u=<u_th> / @l=<λ> for u-hlm and ours)",
                 hlm_core::IMPORTANCE_RULES.join("|")
             )
         };
@@ -106,8 +121,17 @@ impl Method {
             "llm-only" => knobless(Method::LlmOnly),
             "slm-only" => knobless(Method::SlmOnly),
             "standard-hlm" => knobless(Method::StandardHlm),
-            "u-hlm" if lambda.is_none() => Ok(Method::UHlm { u_th }),
-            "u-hlm" => Err(format!("`{s}`: u-hlm has no importance knob")),
+            "u-hlm" | "u-hlm:expected" if lambda.is_some() => {
+                Err(format!("`{s}`: u-hlm has no importance knob"))
+            }
+            "u-hlm" => Ok(Method::UHlm {
+                u_th,
+                estimate: UncertaintyEstimate::Sampled,
+            }),
+            "u-hlm:expected" => Ok(Method::UHlm {
+                u_th,
+                estimate: UncertaintyEstimate::Expected,
+            }),
             "ours" => Ok(Method::Ours {
                 rule: DEFAULT_RULE.into(),
                 u_th,
@@ -130,7 +154,7 @@ impl Method {
             Method::LlmOnly,
             Method::SlmOnly,
             Method::StandardHlm,
-            Method::UHlm { u_th: None },
+            Method::u_hlm(None),
             Method::ours(),
         ]
     }
@@ -140,7 +164,7 @@ impl Method {
     pub fn sweep(us: &[f32], lambdas: &[f32]) -> Vec<Method> {
         let mut v = Vec::new();
         for &u in us {
-            v.push(Method::UHlm { u_th: Some(u) });
+            v.push(Method::u_hlm(Some(u)));
             v.push(Method::Ours {
                 rule: DEFAULT_RULE.into(),
                 u_th: Some(u),
@@ -172,7 +196,13 @@ impl Method {
     /// with family `u-hlm` or `ours` (other rules and the baselines are not on knob curves).
     pub fn knobs(&self, run: (f32, f32)) -> Option<(&'static str, f32, f32)> {
         match self {
-            Method::UHlm { u_th } => Some(("u-hlm", u_th.unwrap_or(run.0), run.1)),
+            Method::UHlm { u_th, estimate } => {
+                let family = match estimate {
+                    UncertaintyEstimate::Sampled => "u-hlm",
+                    UncertaintyEstimate::Expected => "u-hlm:expected",
+                };
+                Some((family, u_th.unwrap_or(run.0), run.1))
+            }
             Method::Ours { rule, u_th, lambda } if rule == DEFAULT_RULE => {
                 Some(("ours", u_th.unwrap_or(run.0), lambda.unwrap_or(run.1)))
             }
@@ -182,7 +212,7 @@ impl Method {
 
     /// Whether the row sets its own knobs (a point of a knob sweep).
     pub fn is_sweep_point(&self) -> bool {
-        matches!(self, Method::UHlm { u_th: Some(_) })
+        matches!(self, Method::UHlm { u_th: Some(_), .. })
             || matches!(self, Method::Ours { u_th, lambda, .. } if u_th.is_some() || lambda.is_some())
     }
 
@@ -194,7 +224,7 @@ impl Method {
             Method::LlmOnly => return None,
             Method::SlmOnly => (FilterMode::Never, DEFAULT_RULE),
             Method::StandardHlm => (FilterMode::Always, DEFAULT_RULE),
-            Method::UHlm { u_th: u } => {
+            Method::UHlm { u_th: u, .. } => {
                 u_th = u.unwrap_or(u_th);
                 (FilterMode::Uncertainty, DEFAULT_RULE)
             }
@@ -208,6 +238,10 @@ impl Method {
                 (FilterMode::UncertaintyImportance, rule.as_str())
             }
         };
+        let uncertainty = match self {
+            Method::UHlm { estimate, .. } => *estimate,
+            _ => UncertaintyEstimate::Sampled,
+        };
         Some(GenerationOptions {
             max_tokens: run.max_tokens,
             seed: run.seed,
@@ -215,6 +249,7 @@ impl Method {
             uncertainty_threshold: u_th,
             importance_strictness: lambda,
             importance_rule: rule.into(),
+            uncertainty,
             stop: stop.strings.clone(),
             stop_at_code_block_end: stop.code_block_end,
             ..Default::default()
@@ -235,6 +270,7 @@ mod tests {
             u_th: Some(0.1),
             lambda: Some(3.0),
         });
+        all.push(Method::parse("u-hlm:expected@u=0.2").unwrap());
         for m in &all {
             assert_eq!(Method::parse(&m.name()).as_ref(), Ok(m), "{}", m.name());
         }
@@ -247,6 +283,8 @@ mod tests {
             ("gpt", "unknown method"),
             ("ours:nope", "unknown method"),
             ("u-hlm@l=1", "no importance knob"),
+            ("u-hlm:expected@l=1", "no importance knob"),
+            ("u-hlm:exact", "unknown method"),
             ("slm-only@u=0.1", "only u-hlm and ours"),
             ("ours@u=-1", "number ≥ 0"),
             ("ours@u=x", "number ≥ 0"),

@@ -169,7 +169,7 @@ fn pairs(methods: &[Method]) -> Vec<(String, String)> {
         } = m
         {
             if rule == crate::method::DEFAULT_RULE {
-                let u = Method::UHlm { u_th: *u_th };
+                let u = Method::u_hlm(*u_th);
                 if methods.contains(&u) {
                     out.push((m.name(), u.name()));
                 }
@@ -516,6 +516,10 @@ pub fn write_plots(dir: &Path, rows: &[Row], run: (f32, f32)) -> Result<()> {
                 let (f, u, _) = m.knobs(run)?;
                 (f == "u-hlm").then(|| (u, format!("u={u}")))
             }),
+            curve(rows, "U-HLM, expected u (u_th)".into(), x, y, &|m| {
+                let (f, u, _) = m.knobs(run)?;
+                (f == "u-hlm:expected").then(|| (u, format!("u={u}")))
+            }),
             curve(rows, format!("ours (u_th, λ={dl})"), x, y, &|m| {
                 let (f, u, l) = m.knobs(run)?;
                 (f == "ours" && l == dl).then(|| (u, format!("u={u}")))
@@ -612,7 +616,7 @@ mod tests {
         let methods = vec![
             Method::LlmOnly,
             Method::StandardHlm,
-            Method::UHlm { u_th: None },
+            Method::u_hlm(None),
             Method::ours(),
         ];
         let r = build(
