@@ -138,8 +138,8 @@ export interface GenerateOptions {
   seed?: number;
   /** Wrap the prompt in the model's ChatML template (default true). */
   chat?: boolean;
-  /** Importance rule: "sink-zscore" (default), "median-mad" or "fixed-uniform". */
-  importanceRule?: string;
+  /** Importance rule (default "sink-zscore"). */
+  importanceRule?: 'sink-zscore' | 'median-mad' | 'fixed-uniform';
   /**
    * How the uncertainty u is computed: "sampled" (default; U-HLM's 20 perturbed draws) or
    * "expected" (the probability those draws estimate, at the same cost, without their noise).

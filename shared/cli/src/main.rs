@@ -42,7 +42,7 @@ enum Cmd {
     /// Benchmark the models and the pipeline.
     Bench(bench::BenchArgs),
     /// Evaluate methods (LLM-only, SLM-only, standard HLM, U-HLM, ours) on a dataset.
-    Eval(eval::EvalArgs),
+    Eval(Box<eval::EvalArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -58,7 +58,7 @@ pub struct DecodeOptions {
     pub importance_strictness: f32,
     /// Importance rule: sink-zscore, median-mad, fixed-uniform.
     #[arg(long, default_value = "sink-zscore")]
-    pub importance_rule: String,
+    pub importance_rule: hlm_core::ImportanceRuleName,
     /// How the uncertainty u is computed: sampled (U-HLM's 20 perturbed draws) or expected (the
     /// probability those draws estimate, at the same cost, without their noise).
     #[arg(long, default_value = "sampled")]
@@ -95,7 +95,7 @@ impl DecodeOptions {
             mode: self.mode,
             uncertainty_threshold: self.uncertainty_threshold,
             importance_strictness: self.importance_strictness,
-            importance_rule: self.importance_rule.clone(),
+            importance_rule: self.importance_rule,
             uncertainty: self.uncertainty,
             uploads_per_round: self.uploads_per_round,
             tv_bound: self.tv_bound,
@@ -265,6 +265,6 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Generate(args) => rt.block_on(generate(args)),
         Cmd::Bench(args) => rt.block_on(bench::run(args)),
-        Cmd::Eval(args) => eval::run(args),
+        Cmd::Eval(args) => eval::run(*args),
     }
 }

@@ -129,14 +129,64 @@ impl ImportanceRule for FixedUniform {
     }
 }
 
-pub const IMPORTANCE_RULES: &[&str] = &["sink-zscore", "median-mad", "fixed-uniform"];
+/// The importance rules by name: the one place their names are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImportanceRuleName {
+    /// [`SinkExcludedZScore`], the default.
+    #[default]
+    SinkZscore,
+    /// [`MedianMad`].
+    MedianMad,
+    /// [`FixedUniform`], the non-adaptive ablation.
+    FixedUniform,
+}
 
-pub fn importance_rule(name: &str) -> Option<Box<dyn ImportanceRule>> {
-    match name {
-        "sink-zscore" => Some(Box::new(SinkExcludedZScore)),
-        "median-mad" => Some(Box::new(MedianMad)),
-        "fixed-uniform" => Some(Box::new(FixedUniform)),
-        _ => None,
+impl ImportanceRuleName {
+    pub const ALL: [ImportanceRuleName; 3] = [
+        ImportanceRuleName::SinkZscore,
+        ImportanceRuleName::MedianMad,
+        ImportanceRuleName::FixedUniform,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportanceRuleName::SinkZscore => "sink-zscore",
+            ImportanceRuleName::MedianMad => "median-mad",
+            ImportanceRuleName::FixedUniform => "fixed-uniform",
+        }
+    }
+
+    /// The rule this name stands for.
+    pub fn rule(self) -> &'static dyn ImportanceRule {
+        match self {
+            ImportanceRuleName::SinkZscore => &SinkExcludedZScore,
+            ImportanceRuleName::MedianMad => &MedianMad,
+            ImportanceRuleName::FixedUniform => &FixedUniform,
+        }
+    }
+}
+
+impl std::fmt::Display for ImportanceRuleName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ImportanceRuleName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|r| r.as_str()).collect();
+                format!(
+                    "unknown importance rule `{s}` (known: {})",
+                    known.join(", ")
+                )
+            })
     }
 }
 
@@ -162,8 +212,11 @@ mod tests {
     fn sink_dominated_step_still_marks_a_strongly_attended_token() {
         let strong = sink_row(0.03); // 0.03 against peers ~0.0036, all tiny next to the sink
         let typical = sink_row(0.0036);
-        for rule in ["sink-zscore", "median-mad"] {
-            let r = importance_rule(rule).unwrap();
+        for rule in [
+            ImportanceRuleName::SinkZscore,
+            ImportanceRuleName::MedianMad,
+        ] {
+            let r = rule.rule();
             assert!(r.assess(&strong, 1.0).important, "{rule}: strong token");
             assert!(!r.assess(&typical, 1.0).important, "{rule}: typical token");
         }
@@ -177,6 +230,13 @@ mod tests {
         let loose = SinkExcludedZScore.assess(&row, 0.0);
         let strict = SinkExcludedZScore.assess(&row, 3.0);
         assert!(strict.threshold > loose.threshold);
-        assert!(importance_rule("nope").is_none());
+        for name in ImportanceRuleName::ALL {
+            assert_eq!(name.to_string().parse(), Ok(name));
+            assert_eq!(name.rule().name(), name.as_str());
+            let json = serde_json::to_string(&name).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+        }
+        let e = "nope".parse::<ImportanceRuleName>().unwrap_err();
+        assert!(e.contains("sink-zscore, median-mad, fixed-uniform"), "{e}");
     }
 }

@@ -22,7 +22,7 @@ pub mod verify;
 
 pub use compress::{compress, total_variation, CompressConfig};
 pub use filter::{decide, Decision, FilterKnobs, FilterMode};
-pub use importance::{importance_rule, Importance, ImportanceRule, IMPORTANCE_RULES};
+pub use importance::{Importance, ImportanceRule, ImportanceRuleName};
 pub use sampling::{argmax, sample_index, sample_sparse, seeded_rng, softmax, Rng};
 pub use uncertainty::{
     expected_uncertainty, temperature_perturbation, uncertainty, UncertaintyConfig,

@@ -21,8 +21,8 @@ use crate::link::VerifierLink;
 pub use crate::stop::{StopConditions, StopHit, StopMatcher};
 use crate::{EngineError, Result};
 use hlm_core::{
-    compress, decide, importance_rule, sample_sparse, seeded_rng, softmax, uncertainty,
-    CompressConfig, Decision, FilterKnobs, FilterMode, Importance, Rng, UncertaintyConfig,
+    compress, decide, sample_sparse, seeded_rng, softmax, uncertainty, CompressConfig, Decision,
+    FilterKnobs, FilterMode, Importance, ImportanceRuleName, Rng, UncertaintyConfig,
     UncertaintyEstimate,
 };
 use hlm_protocol::{
@@ -42,8 +42,7 @@ pub struct GenerationConfig {
     pub mode: FilterMode,
     pub knobs: FilterKnobs,
     pub uncertainty: UncertaintyConfig,
-    /// Name of the importance rule ([`hlm_core::IMPORTANCE_RULES`]).
-    pub importance_rule: String,
+    pub importance_rule: ImportanceRuleName,
     /// The importance row is averaged over this many last layers of the draft model.
     pub attention_layers: usize,
     pub compress: CompressConfig,
@@ -67,7 +66,7 @@ impl Default for GenerationConfig {
             mode: FilterMode::default(),
             knobs: FilterKnobs::default(),
             uncertainty: UncertaintyConfig::default(),
-            importance_rule: "sink-zscore".into(),
+            importance_rule: ImportanceRuleName::default(),
             attention_layers: 4,
             compress: CompressConfig::default(),
             uploads_per_round: 1,
@@ -91,7 +90,7 @@ pub struct GenerationOptions {
     pub mode: FilterMode,
     pub uncertainty_threshold: f32,
     pub importance_strictness: f32,
-    pub importance_rule: String,
+    pub importance_rule: ImportanceRuleName,
     /// How u is computed: `sampled` (U-HLM's K draws) or `expected` (their expected value).
     pub uncertainty: UncertaintyEstimate,
     pub uploads_per_round: usize,
@@ -139,7 +138,7 @@ impl GenerationOptions {
                 uncertainty_threshold: self.uncertainty_threshold,
                 importance_strictness: self.importance_strictness,
             },
-            importance_rule: self.importance_rule.clone(),
+            importance_rule: self.importance_rule,
             uploads_per_round: self.uploads_per_round,
             seed: self.seed,
             stop: StopConditions {
@@ -230,7 +229,7 @@ pub struct Summary {
     pub mode: FilterMode,
     pub knobs: FilterKnobs,
     pub sampling: Sampling,
-    pub importance_rule: String,
+    pub importance_rule: ImportanceRuleName,
     #[serde(default)]
     pub uncertainty: UncertaintyEstimate,
     pub uploads_per_round: usize,
@@ -421,7 +420,7 @@ pub const MAX_RECONNECTS: usize = 8;
 struct Generation<'a> {
     drafter: &'a mut Drafter,
     cfg: &'a GenerationConfig,
-    rule: Box<dyn hlm_core::ImportanceRule>,
+    rule: &'static dyn hlm_core::ImportanceRule,
     prompt_len: usize,
     /// Committed tokens (prompt and generated) followed by the open round's tokens.
     seq: Vec<u32>,
@@ -460,13 +459,7 @@ impl<'a> Generation<'a> {
             return Err(EngineError::model("empty prompt"));
         }
         cfg.stop.validate().map_err(EngineError::model)?;
-        let rule = importance_rule(&cfg.importance_rule).ok_or_else(|| {
-            EngineError::model(format!(
-                "unknown importance rule `{}` (known: {})",
-                cfg.importance_rule,
-                hlm_core::IMPORTANCE_RULES.join(", ")
-            ))
-        })?;
+        let rule = cfg.importance_rule.rule();
         let sampling_seed = match cfg.sampling {
             Sampling::Temperature { seed, .. } => seed,
             Sampling::Greedy => 0,
@@ -668,7 +661,7 @@ impl<'a> Generation<'a> {
             mode: cfg.mode,
             knobs: cfg.knobs,
             sampling: cfg.sampling,
-            importance_rule: cfg.importance_rule.clone(),
+            importance_rule: cfg.importance_rule,
             uncertainty: cfg.uncertainty.estimate,
             uploads_per_round: cfg.uploads_per_round,
             prompt_tokens: self.prompt_len,

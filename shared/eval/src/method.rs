@@ -12,7 +12,7 @@
 //!
 //! Knobs set per row are written `@u=<u_th>` and `@l=<λ>` (e.g. `ours@u=0.2@l=1`).
 
-use hlm_core::{FilterMode, UncertaintyEstimate};
+use hlm_core::{FilterMode, ImportanceRuleName, UncertaintyEstimate};
 use hlm_engine::decode::{GenerationOptions, StopConditions};
 use serde::Serialize;
 
@@ -29,14 +29,14 @@ pub enum Method {
     },
     /// Ours with the named importance rule, at the run's knobs or at its own.
     Ours {
-        rule: String,
+        rule: ImportanceRuleName,
         u_th: Option<f32>,
         lambda: Option<f32>,
     },
 }
 
 /// The importance rule of `ours` without a `:<rule>` suffix.
-pub const DEFAULT_RULE: &str = "sink-zscore";
+pub const DEFAULT_RULE: ImportanceRuleName = ImportanceRuleName::SinkZscore;
 
 impl Method {
     /// U-HLM as published (sampled u), at the run's `u_th` or at its own.
@@ -50,7 +50,7 @@ impl Method {
     /// `ours` with the default rule and the run's knobs.
     pub fn ours() -> Self {
         Method::Ours {
-            rule: DEFAULT_RULE.into(),
+            rule: DEFAULT_RULE,
             u_th: None,
             lambda: None,
         }
@@ -78,7 +78,7 @@ impl Method {
                 estimate: UncertaintyEstimate::Sampled,
             } => format!("u-hlm{}", knobs(u_th, &None)),
             Method::UHlm { u_th, estimate } => format!("u-hlm:{estimate}{}", knobs(u_th, &None)),
-            Method::Ours { rule, u_th, lambda } if rule == DEFAULT_RULE => {
+            Method::Ours { rule, u_th, lambda } if *rule == DEFAULT_RULE => {
                 format!("ours{}", knobs(u_th, lambda))
             }
             Method::Ours { rule, u_th, lambda } => format!("ours:{rule}{}", knobs(u_th, lambda)),
@@ -91,7 +91,7 @@ impl Method {
             format!(
                 "unknown method `{s}` (llm-only, slm-only, standard-hlm, u-hlm, u-hlm:expected, ours, \
                  ours:<{}>, with @u=<u_th> / @l=<λ> for u-hlm and ours)",
-                hlm_core::IMPORTANCE_RULES.join("|")
+                ImportanceRuleName::ALL.map(|r| r.as_str()).join("|")
             )
         };
         let mut parts = s.split('@');
@@ -133,17 +133,16 @@ impl Method {
                 estimate: UncertaintyEstimate::Expected,
             }),
             "ours" => Ok(Method::Ours {
-                rule: DEFAULT_RULE.into(),
+                rule: DEFAULT_RULE,
                 u_th,
                 lambda,
             }),
             other => match other.strip_prefix("ours:") {
-                Some(rule) if hlm_core::IMPORTANCE_RULES.contains(&rule) => Ok(Method::Ours {
-                    rule: rule.into(),
-                    u_th,
-                    lambda,
-                }),
-                _ => Err(unknown()),
+                Some(rule) => match rule.parse() {
+                    Ok(rule) => Ok(Method::Ours { rule, u_th, lambda }),
+                    Err(_) => Err(unknown()),
+                },
+                None => Err(unknown()),
             },
         }
     }
@@ -166,14 +165,14 @@ impl Method {
         for &u in us {
             v.push(Method::u_hlm(Some(u)));
             v.push(Method::Ours {
-                rule: DEFAULT_RULE.into(),
+                rule: DEFAULT_RULE,
                 u_th: Some(u),
                 lambda: None,
             });
         }
         for &l in lambdas {
             v.push(Method::Ours {
-                rule: DEFAULT_RULE.into(),
+                rule: DEFAULT_RULE,
                 u_th: None,
                 lambda: Some(l),
             });
@@ -203,7 +202,7 @@ impl Method {
                 };
                 Some((family, u_th.unwrap_or(run.0), run.1))
             }
-            Method::Ours { rule, u_th, lambda } if rule == DEFAULT_RULE => {
+            Method::Ours { rule, u_th, lambda } if *rule == DEFAULT_RULE => {
                 Some(("ours", u_th.unwrap_or(run.0), lambda.unwrap_or(run.1)))
             }
             _ => None,
@@ -235,7 +234,7 @@ impl Method {
             } => {
                 u_th = u.unwrap_or(u_th);
                 lambda = l.unwrap_or(lambda);
-                (FilterMode::UncertaintyImportance, rule.as_str())
+                (FilterMode::UncertaintyImportance, *rule)
             }
         };
         let uncertainty = match self {
@@ -248,7 +247,7 @@ impl Method {
             mode,
             uncertainty_threshold: u_th,
             importance_strictness: lambda,
-            importance_rule: rule.into(),
+            importance_rule: rule,
             uncertainty,
             stop: stop.strings.clone(),
             stop_at_code_block_end: stop.code_block_end,
@@ -266,7 +265,7 @@ mod tests {
         let mut all = Method::all();
         all.extend(Method::sweep(&[0.0, 0.25], &[1.5]));
         all.push(Method::Ours {
-            rule: "median-mad".into(),
+            rule: ImportanceRuleName::MedianMad,
             u_th: Some(0.1),
             lambda: Some(3.0),
         });

@@ -168,7 +168,7 @@ fn pairs(methods: &[Method]) -> Vec<(String, String)> {
             lambda: None,
         } = m
         {
-            if rule == crate::method::DEFAULT_RULE {
+            if *rule == crate::method::DEFAULT_RULE {
                 let u = Method::u_hlm(*u_th);
                 if methods.contains(&u) {
                     out.push((m.name(), u.name()));
