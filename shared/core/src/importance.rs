@@ -41,6 +41,30 @@ pub struct MedianMad;
 /// uniform weight, sink included.
 pub struct FixedUniform;
 
+/// The sink-excluded weights `w'_j = row[j] / (1 − row[0])`, `j ≥ 1`, with their mean and
+/// standard deviation; `None` when the row is too short or all its mass is on the sink.
+fn sink_excluded(row: &[f32]) -> Option<(Vec<f64>, f64, f64)> {
+    let rest = 1.0 - *row.first()? as f64;
+    if row.len() < 3 || rest <= 1e-9 {
+        return None;
+    }
+    let w: Vec<f64> = row[1..].iter().map(|&x| x as f64 / rest).collect();
+    let n = w.len() as f64;
+    let mean = w.iter().sum::<f64>() / n;
+    let std = (w.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+    Some((w, mean, std))
+}
+
+/// The default rule's statistic: `z = (w'_t − mean w') / std w'`, so that the token is important
+/// at strictness λ iff `z ≥ λ`; `f32::MAX` where the rule marks every token important (a short
+/// row, all mass on the sink, or all weights equal).
+pub fn sink_excluded_z(row: &[f32]) -> f32 {
+    match sink_excluded(row) {
+        Some((w, mean, std)) if std > 0.0 => ((w[w.len() - 1] - mean) / std) as f32,
+        _ => f32::MAX,
+    }
+}
+
 fn degenerate(row: &[f32]) -> Option<Importance> {
     (row.len() < 3).then(|| Importance {
         score: row.last().copied().unwrap_or(1.0),
@@ -58,20 +82,15 @@ impl ImportanceRule for SinkExcludedZScore {
         if let Some(d) = degenerate(row) {
             return d;
         }
-        let rest = 1.0 - row[0] as f64;
-        if rest <= 1e-9 {
+        let Some((w, mean, std)) = sink_excluded(row) else {
             // Everything on the sink: nothing to tell tokens apart; be conservative.
             return Importance {
                 score: 0.0,
                 threshold: 0.0,
                 important: true,
             };
-        }
-        let w: Vec<f64> = row[1..].iter().map(|&x| x as f64 / rest).collect();
-        let n = w.len() as f64;
-        let mean = w.iter().sum::<f64>() / n;
-        let var = w.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-        let threshold = mean + strictness as f64 * var.sqrt();
+        };
+        let threshold = mean + strictness as f64 * std;
         let score = *w.last().unwrap_or(&0.0);
         Importance {
             score: score as f32,

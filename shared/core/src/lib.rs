@@ -17,6 +17,7 @@ pub mod energy;
 pub mod filter;
 pub mod importance;
 pub mod sampling;
+pub mod signals;
 pub mod uncertainty;
 pub mod verify;
 

@@ -22,6 +22,8 @@ use crate::humaneval;
 use crate::samples::{Record, Store};
 use crate::tasks::Task;
 use crate::Result;
+pub use hlm_core::signals::TokenClass;
+use hlm_core::signals::{attention_signals, distribution_signals};
 use hlm_core::{argmax, expected_uncertainty, seeded_rng, softmax, temperature_perturbation};
 use hlm_core::{Rng, UncertaintyConfig};
 use hlm_engine::chat::TextStream;
@@ -29,80 +31,6 @@ use hlm_engine::decode::{Drafter, StopMatcher};
 use hlm_engine::model::{KvCache, LogitRows, Model};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
-
-/// What kind of text a token is (from its decoded piece and the one before it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TokenClass {
-    /// Spaces, newlines, indentation.
-    Whitespace,
-    Punctuation,
-    Number,
-    /// A Python keyword or literal (`def`, `return`, `None` ...).
-    Keyword,
-    /// A word or identifier starting here.
-    Word,
-    /// The rest of a word the previous token began.
-    Continuation,
-    Other,
-}
-
-const KEYWORDS: &[&str] = &[
-    "False", "None", "True", "and", "as", "assert", "break", "class", "continue", "def", "del",
-    "elif", "else", "except", "finally", "for", "from", "if", "import", "in", "is", "lambda",
-    "not", "or", "pass", "raise", "return", "try", "while", "with", "yield",
-];
-
-impl TokenClass {
-    pub const ALL: [TokenClass; 7] = [
-        TokenClass::Whitespace,
-        TokenClass::Punctuation,
-        TokenClass::Number,
-        TokenClass::Keyword,
-        TokenClass::Word,
-        TokenClass::Continuation,
-        TokenClass::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenClass::Whitespace => "whitespace",
-            TokenClass::Punctuation => "punctuation",
-            TokenClass::Number => "number",
-            TokenClass::Keyword => "keyword",
-            TokenClass::Word => "word",
-            TokenClass::Continuation => "continuation",
-            TokenClass::Other => "other",
-        }
-    }
-
-    /// The class of the piece `text` following the piece `previous`.
-    pub fn of(text: &str, previous: &str) -> Self {
-        let word_char = |c: char| c.is_alphanumeric() || c == '_';
-        let core = text.trim();
-        if core.is_empty() {
-            TokenClass::Whitespace
-        } else if core.chars().any(|c| c.is_ascii_digit())
-            && core.chars().all(|c| c.is_ascii_digit() || c == '.')
-        {
-            TokenClass::Number
-        } else if core.chars().all(|c| c.is_ascii_punctuation()) {
-            TokenClass::Punctuation
-        } else if KEYWORDS.contains(&core) {
-            TokenClass::Keyword
-        } else if core.chars().all(word_char) {
-            let glued = !text.starts_with(char::is_whitespace)
-                && previous.chars().last().is_some_and(word_char);
-            if glued {
-                TokenClass::Continuation
-            } else {
-                TokenClass::Word
-            }
-        } else {
-            TokenClass::Other
-        }
-    }
-}
 
 /// The verifier continued from a rejected draft token as if it had been skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -324,7 +252,7 @@ fn draft_walk(
         let mut signals = draft_signals(&logits, x, cfg, rng);
         let out = model.forward(&mut cache, &[x], &LogitRows::Last, layers)?;
         let row = out.attention.clone().unwrap_or_default();
-        attention_signals(&row, &mut signals);
+        set_attention_signals(&row, &mut signals);
         if x == yt {
             logits = last_logits(out);
             own_lookahead.push(None);
@@ -399,19 +327,7 @@ fn last_logits(out: hlm_engine::model::ForwardOutput) -> Vec<f32> {
 
 /// Signals of the draft's distribution at a position where it proposes `x` (its argmax).
 fn draft_signals(logits: &[f32], x: u32, cfg: &TraceConfig, rng: &mut Rng) -> TokenTrace {
-    let p = softmax(logits, 1.0);
-    let p_x = p[x as usize];
-    let top2 = p
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| i != x as usize)
-        .map(|(_, &v)| v)
-        .fold(0.0f32, f32::max);
-    let entropy = -p
-        .iter()
-        .filter(|&&v| v > 0.0)
-        .map(|&v| v as f64 * (v as f64).ln())
-        .sum::<f64>();
+    let d = distribution_signals(logits, x);
     TokenTrace {
         position: 0,
         draft: x,
@@ -419,9 +335,9 @@ fn draft_signals(logits: &[f32], x: u32, cfg: &TraceConfig, rng: &mut Rng) -> To
         class: TokenClass::Other,
         u: temperature_perturbation(logits, x, &cfg.uncertainty, rng),
         u_exact: expected_uncertainty(logits, x, cfg.uncertainty.theta_max, cfg.exact_points),
-        top1: p_x,
-        top2,
-        entropy: entropy as f32,
+        top1: d.top1,
+        top2: d.top2,
+        entropy: d.entropy,
         self_weight: 0.0,
         sink: 0.0,
         attention_entropy: 0.0,
@@ -429,48 +345,19 @@ fn draft_signals(logits: &[f32], x: u32, cfg: &TraceConfig, rng: &mut Rng) -> To
         received: None,
         rejected: false,
         q_x: 0.0,
-        p_x,
+        p_x: d.top1,
         verifier: x,
         harm: None,
     }
 }
 
 /// The attention features of a drafted token's row (see [`TokenTrace`]).
-fn attention_signals(row: &[f32], s: &mut TokenTrace) {
-    let n = row.len();
-    if n == 0 {
-        return;
-    }
-    s.self_weight = row[n - 1];
-    s.sink = row[0];
-    let h: f64 = row
-        .iter()
-        .filter(|&&w| w > 0.0)
-        .map(|&w| -(w as f64) * (w as f64).ln())
-        .sum();
-    s.attention_entropy = if n > 1 {
-        (h / (n as f64).ln()) as f32
-    } else {
-        0.0
-    };
-    s.self_z = sink_excluded_z(row);
-}
-
-/// `(w'_t − mean w') / std w'` with `w'_j = row[j] / (1 − row[0])`, `j ≥ 1` (the default
-/// importance rule's statistic); `f32::MAX` where that rule marks every token important.
-fn sink_excluded_z(row: &[f32]) -> f32 {
-    let rest = 1.0 - row.first().copied().unwrap_or(1.0) as f64;
-    if row.len() < 3 || rest <= 1e-9 {
-        return f32::MAX;
-    }
-    let w: Vec<f64> = row[1..].iter().map(|&x| x as f64 / rest).collect();
-    let n = w.len() as f64;
-    let mean = w.iter().sum::<f64>() / n;
-    let std = (w.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
-    if std <= 0.0 {
-        return f32::MAX;
-    }
-    ((w[w.len() - 1] - mean) / std) as f32
+fn set_attention_signals(row: &[f32], s: &mut TokenTrace) {
+    let a = attention_signals(row);
+    s.self_weight = a.self_weight;
+    s.sink = a.sink;
+    s.attention_entropy = a.entropy;
+    s.self_z = a.self_z;
 }
 
 /// Step 3: at every answer position, the verifier's choice `argmax q_t` and `q_t(x_t)` for the
@@ -673,36 +560,6 @@ mod tests {
             // Gibberish either way: a rejection cannot flip a failing answer into a passing one.
             assert!(t.harm.is_none_or(|h| !h.pass_changed));
         }
-    }
-
-    #[test]
-    fn token_classes() {
-        let cases = [
-            ("    ", "", TokenClass::Whitespace),
-            ("\n", "x", TokenClass::Whitespace),
-            (" 42", "=", TokenClass::Number),
-            ("):", "x", TokenClass::Punctuation),
-            (" return", "", TokenClass::Keyword),
-            (" total", "", TokenClass::Word),
-            ("_sum", "total", TokenClass::Continuation),
-            ("ing", "walk", TokenClass::Continuation),
-            ("(x", "", TokenClass::Other),
-        ];
-        for (text, prev, want) in cases {
-            assert_eq!(TokenClass::of(text, prev), want, "{text:?} after {prev:?}");
-        }
-    }
-
-    #[test]
-    fn z_score_is_the_default_rules_statistic() {
-        use hlm_core::ImportanceRule;
-        let row = [0.6f32, 0.05, 0.1, 0.02, 0.03, 0.2];
-        let z = sink_excluded_z(&row);
-        for lambda in [0.0f32, 0.5, 1.0, 1.5, 2.0] {
-            let rule = hlm_core::importance::SinkExcludedZScore.assess(&row, lambda);
-            assert_eq!(rule.important, z >= lambda, "λ = {lambda}, z = {z}");
-        }
-        assert_eq!(sink_excluded_z(&[1.0, 0.0, 0.0]), f32::MAX);
     }
 
     #[test]
