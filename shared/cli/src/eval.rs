@@ -251,8 +251,18 @@ fn write_study(out: &Path) -> anyhow::Result<()> {
     for (name, svg) in plots {
         std::fs::write(out.join(name), svg)?;
     }
+    // The shipped head, fitted on every trace here (a development split's: never a test split's).
+    let about = match RunInfo::load(out)? {
+        Some(r) => format!("{} drafting for {}, {}", r.draft, r.verifier, r.dataset),
+        None => out.display().to_string(),
+    };
+    let head = hlm_eval::filter_study::fit_shipped_head(&traces, &about);
+    std::fs::write(out.join("head.json"), head.to_json())?;
     println!("{md}");
-    println!("written: {}/study.md, study.json and plots", out.display());
+    println!(
+        "written: {}/study.md, study.json, head.json and plots",
+        out.display()
+    );
     Ok(())
 }
 

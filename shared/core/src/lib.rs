@@ -15,6 +15,7 @@
 pub mod compress;
 pub mod energy;
 pub mod filter;
+pub mod head;
 pub mod importance;
 pub mod sampling;
 pub mod signals;

@@ -20,6 +20,8 @@
 use crate::plot::{scatter, Series};
 use crate::stats::{bootstrap, resamples, Estimate};
 use crate::trace::{TaskTrace, TokenClass, TokenTrace};
+use hlm_core::head::{FilterHead, HeadInput, TokenFeatures, HEAD_VERSION};
+use hlm_core::signals::AttentionSignals;
 use serde::Serialize;
 
 /// Resamples for the study's intervals (each re-sorts every token; fewer than the table's).
@@ -35,109 +37,124 @@ struct Row {
     task: usize,
     rejected: bool,
     harmful: Option<bool>,
-    features: Vec<f64>,
+    f: TokenFeatures,
     u: f64,
     u_exact: f64,
     important: bool,
-    /// The importance z-score, log-scaled, and the attention received from the next tokens.
-    z: f64,
-    received: f64,
     /// The learned heads' cross-validated scores, in [`HEADS`] order.
     head: [f64; 3],
 }
 
-/// A signal: its name, what it is, and its value (higher should mean more likely rejected).
+impl Row {
+    fn z(&self) -> f64 {
+        self.f.value(HeadInput::ImportanceZ)
+    }
+
+    fn received(&self) -> f64 {
+        self.f.value(HeadInput::Received)
+    }
+}
+
+/// A signal ranked on its own: its name, what it is, and which input of a head it is (higher
+/// should mean more likely rejected).
 struct Signal {
     name: &'static str,
     about: &'static str,
-    value: fn(&TokenTrace, f64) -> f64,
+    input: HeadInput,
 }
 
-fn z_log(z: f32) -> f64 {
-    let z = (z as f64).clamp(-1e3, 1e3);
-    z.signum() * z.abs().ln_1p()
+const fn signal(name: &'static str, about: &'static str, input: HeadInput) -> Signal {
+    Signal { name, about, input }
 }
 
 const SIGNALS: &[Signal] = &[
-    Signal {
-        name: "u",
-        about: "U-HLM's sampled uncertainty (K = 20)",
-        value: |t, _| t.u as f64,
-    },
-    Signal {
-        name: "u_exact",
-        about: "the probability u estimates, without sampling noise",
-        value: |t, _| t.u_exact as f64,
-    },
-    Signal {
-        name: "1 − top1",
-        about: "one minus the draft's probability of its token",
-        value: |t, _| 1.0 - t.top1 as f64,
-    },
-    Signal {
-        name: "entropy",
-        about: "entropy of the draft's distribution",
-        value: |t, _| t.entropy as f64,
-    },
-    Signal {
-        name: "−margin",
-        about: "minus the gap between the draft's top two probabilities",
-        value: |t, _| (t.top2 - t.top1) as f64,
-    },
-    Signal {
-        name: "recent u",
-        about: "mean u of the 4 tokens before",
-        value: |_, r| r,
-    },
-    Signal {
-        name: "self weight",
-        about: "the drafted token's attention to itself",
-        value: |t, _| t.self_weight as f64,
-    },
-    Signal {
-        name: "importance z",
-        about: "the default importance rule's z-score (log-scaled)",
-        value: |t, _| z_log(t.self_z),
-    },
-    Signal {
-        name: "sink share",
-        about: "attention on the first position",
-        value: |t, _| t.sink as f64,
-    },
-    Signal {
-        name: "attention entropy",
-        about: "entropy of the token's attention row, over ln(positions)",
-        value: |t, _| t.attention_entropy as f64,
-    },
-    Signal {
-        name: "received",
-        about: "attention the next 4 drafted tokens give it (× an even share)",
-        value: |t, _| t.received.unwrap_or(1.0) as f64,
-    },
-    Signal {
-        name: "position",
-        about: "index in the answer",
-        value: |t, _| t.position as f64,
-    },
+    signal("u", "U-HLM's sampled uncertainty (K = 20)", HeadInput::U),
+    signal(
+        "u_exact",
+        "the probability u estimates, without sampling noise",
+        HeadInput::UExpected,
+    ),
+    signal(
+        "1 − top1",
+        "one minus the draft's probability of its token",
+        HeadInput::OneMinusTop1,
+    ),
+    signal(
+        "entropy",
+        "entropy of the draft's distribution",
+        HeadInput::Entropy,
+    ),
+    signal(
+        "−margin",
+        "minus the gap between the draft's top two probabilities",
+        HeadInput::NegMargin,
+    ),
+    signal(
+        "recent u",
+        "mean u of the 4 tokens before",
+        HeadInput::RecentU,
+    ),
+    signal(
+        "self weight",
+        "the drafted token's attention to itself",
+        HeadInput::SelfWeight,
+    ),
+    signal(
+        "importance z",
+        "the default importance rule's z-score (log-scaled)",
+        HeadInput::ImportanceZ,
+    ),
+    signal(
+        "sink share",
+        "attention on the first position",
+        HeadInput::Sink,
+    ),
+    signal(
+        "attention entropy",
+        "entropy of the token's attention row, over ln(positions)",
+        HeadInput::AttentionEntropy,
+    ),
+    signal(
+        "received",
+        "attention the next 4 drafted tokens give it (× an even share)",
+        HeadInput::Received,
+    ),
+    signal("position", "index in the answer", HeadInput::Position),
 ];
 
-/// Flattens the traces into rows: every signal, then the token class as one-hot features.
+/// A trace token's features, as the loop would compute them (`recent_u` from the 4 before).
+pub fn token_features(tokens: &[TokenTrace], i: usize) -> TokenFeatures {
+    let t = &tokens[i];
+    let recent = &tokens[i.saturating_sub(4)..i];
+    let recent_u = if recent.is_empty() {
+        0.0
+    } else {
+        recent.iter().map(|r| r.u).sum::<f32>() / recent.len() as f32
+    };
+    TokenFeatures {
+        u: t.u,
+        u_expected: t.u_exact,
+        top1: t.top1,
+        top2: t.top2,
+        entropy: t.entropy,
+        recent_u,
+        position: t.position,
+        class: t.class,
+        attention: Some(AttentionSignals {
+            self_weight: t.self_weight,
+            sink: t.sink,
+            entropy: t.attention_entropy,
+            self_z: t.self_z,
+        }),
+        received: t.received,
+    }
+}
+
+/// Flattens the traces into rows.
 fn rows(traces: &[TaskTrace]) -> Vec<Row> {
     let mut out = Vec::new();
     for (task, tr) in traces.iter().enumerate() {
         for (i, t) in tr.tokens.iter().enumerate() {
-            let recent = &tr.tokens[i.saturating_sub(4)..i];
-            let recent_u = if recent.is_empty() {
-                0.0
-            } else {
-                recent.iter().map(|r| r.u as f64).sum::<f64>() / recent.len() as f64
-            };
-            let mut features: Vec<f64> = SIGNALS.iter().map(|s| (s.value)(t, recent_u)).collect();
-            features.extend(
-                TokenClass::ALL[..TokenClass::ALL.len() - 1]
-                    .iter()
-                    .map(|c| (t.class == *c) as u8 as f64),
-            );
             out.push(Row {
                 task,
                 rejected: t.rejected,
@@ -145,12 +162,10 @@ fn rows(traces: &[TaskTrace]) -> Vec<Row> {
                     .harm
                     .map(|h| h.pass_changed)
                     .or(tr.answer_passed.map(|_| false)),
-                features,
+                f: token_features(&tr.tokens, i),
                 u: t.u as f64,
                 u_exact: t.u_exact as f64,
                 important: t.self_z >= OURS_STRICTNESS,
-                z: z_log(t.self_z),
-                received: t.received.unwrap_or(1.0) as f64,
                 head: [0.0; 3],
             });
         }
@@ -380,15 +395,15 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
 pub struct HeadKind {
     pub name: &'static str,
     pub about: &'static str,
-    pub leaves_out: &'static [&'static str],
+    pub leaves_out: &'static [HeadInput],
 }
 
-const ATTENTION: &[&str] = &[
-    "self weight",
-    "importance z",
-    "sink share",
-    "attention entropy",
-    "received",
+const ATTENTION: &[HeadInput] = &[
+    HeadInput::SelfWeight,
+    HeadInput::ImportanceZ,
+    HeadInput::Sink,
+    HeadInput::AttentionEntropy,
+    HeadInput::Received,
 ];
 
 pub const HEADS: [HeadKind; 3] = [
@@ -401,7 +416,7 @@ pub const HEADS: [HeadKind; 3] = [
     HeadKind {
         name: "learned head, causal",
         about: "the same without the look-ahead: it decides at once, as the loop does",
-        leaves_out: &["received"],
+        leaves_out: &[HeadInput::Received],
     },
     HeadKind {
         name: "learned head, no attention",
@@ -410,45 +425,76 @@ pub const HEADS: [HeadKind; 3] = [
     },
 ];
 
+/// The head the study ships (`head.json`): the one the loop can compute without attention.
+pub const SHIPPED_HEAD: usize = 2;
+
 impl HeadKind {
-    /// Which of a row's features the head reads (the token class always).
-    fn mask(&self) -> Vec<bool> {
-        let signals = SIGNALS.iter().map(|s| !self.leaves_out.contains(&s.name));
-        signals
-            .chain(std::iter::repeat_n(true, TokenClass::ALL.len() - 1))
-            .collect()
+    /// The head's inputs: every ranked signal it does not leave out, then the token classes but
+    /// the last (which the others imply).
+    pub fn inputs(&self) -> Vec<HeadInput> {
+        let signals = SIGNALS
+            .iter()
+            .map(|s| s.input)
+            .filter(|i| !self.leaves_out.contains(i));
+        let classes = TokenClass::ALL[..TokenClass::ALL.len() - 1]
+            .iter()
+            .map(|&c| HeadInput::Class(c));
+        signals.chain(classes).collect()
     }
 }
 
-/// Each row's cross-validated score under the head reading `mask`: 5 folds over tasks.
-fn cross_validated_head(rows: &[Row], tasks: usize, mask: &[bool]) -> Vec<f64> {
+fn values(r: &Row, inputs: &[HeadInput]) -> Vec<f64> {
+    inputs.iter().map(|&i| r.f.value(i)).collect()
+}
+
+/// A head fitted on `rows`.
+fn fit(rows: &[&Row], inputs: &[HeadInput], fitted_on: String) -> FilterHead {
+    let xs_all: Vec<Vec<f64>> = rows.iter().map(|r| values(r, inputs)).collect();
+    let xs: Vec<&[f64]> = xs_all.iter().map(|x| x.as_slice()).collect();
+    let ys: Vec<bool> = rows.iter().map(|r| r.rejected).collect();
+    let h = LogisticHead::fit(&xs, &ys);
+    FilterHead {
+        version: HEAD_VERSION,
+        fitted_on,
+        inputs: inputs.to_vec(),
+        mean: h.mean,
+        scale: h.scale,
+        weights: h.weights,
+        bias: h.bias,
+    }
+}
+
+/// Each row's cross-validated score under a head reading `inputs`: 5 folds over tasks.
+fn cross_validated_head(rows: &[Row], tasks: usize, inputs: &[HeadInput]) -> Vec<f64> {
     const FOLDS: usize = 5;
-    let pick = |r: &Row| -> Vec<f64> {
-        r.features
-            .iter()
-            .zip(mask)
-            .filter(|(_, &m)| m)
-            .map(|(x, _)| *x)
-            .collect()
-    };
-    let xs_all: Vec<Vec<f64>> = rows.iter().map(pick).collect();
     let mut scores = vec![0.0; rows.len()];
     for fold in 0..FOLDS.min(tasks.max(1)) {
         let held = |r: &Row| r.task % FOLDS == fold;
-        let train: Vec<usize> = (0..rows.len()).filter(|&i| !held(&rows[i])).collect();
+        let train: Vec<&Row> = rows.iter().filter(|r| !held(r)).collect();
         if train.is_empty() {
             continue;
         }
-        let xs: Vec<&[f64]> = train.iter().map(|&i| xs_all[i].as_slice()).collect();
-        let ys: Vec<bool> = train.iter().map(|&i| rows[i].rejected).collect();
-        let head = LogisticHead::fit(&xs, &ys);
+        let head = fit(&train, inputs, String::new());
         for (i, r) in rows.iter().enumerate() {
             if held(r) {
-                scores[i] = head.score(&xs_all[i]);
+                scores[i] = head.probability(&r.f);
             }
         }
     }
     scores
+}
+
+/// The shipped head fitted on every token of `traces`, described by `fitted_on`.
+pub fn fit_shipped_head(traces: &[TaskTrace], fitted_on: &str) -> FilterHead {
+    let all = rows(traces);
+    let refs: Vec<&Row> = all.iter().collect();
+    let fitted_on = format!(
+        "{fitted_on}: {} tasks, {} drafted tokens, {} rejected",
+        traces.len(),
+        all.len(),
+        all.iter().filter(|r| r.rejected).count()
+    );
+    fit(&refs, &HEADS[SHIPPED_HEAD].inputs(), fitted_on)
 }
 
 /// One signal's ranking figures.
@@ -574,14 +620,14 @@ fn filters() -> Vec<Filter> {
         f.push(filter(
             format!("u_exact + α·tanh(z/3), α = {alpha}"),
             "combined score",
-            move |r| r.u_exact + alpha * (r.z / 3.0).tanh(),
+            move |r| r.u_exact + alpha * (r.z() / 3.0).tanh(),
         ));
     }
     for beta in [0.5, 1.0, 2.0] {
         f.push(filter(
             format!("deferred: u_exact · received^β, β = {beta}"),
             "deferred (look-ahead)",
-            move |r| r.u_exact * r.received.max(1e-6).powf(beta),
+            move |r| r.u_exact * r.received().max(1e-6).powf(beta),
         ));
     }
     f
@@ -630,7 +676,7 @@ fn rankings(rs: &Resampled, code: bool) -> Vec<Ranking> {
         named.push((
             s.name.into(),
             s.about.into(),
-            Box::new(move |r| r.features[i]),
+            Box::new(move |r| r.f.value(SIGNALS[i].input)),
         ));
     }
     for (k, h) in HEADS.iter().enumerate() {
@@ -764,7 +810,7 @@ fn classes(traces: &[TaskTrace]) -> Vec<(String, usize, usize)> {
 pub fn study(traces: &[TaskTrace]) -> (Study, Vec<(String, String)>) {
     let mut all = rows(traces);
     for (k, kind) in HEADS.iter().enumerate() {
-        let head = cross_validated_head(&all, traces.len(), &kind.mask());
+        let head = cross_validated_head(&all, traces.len(), &kind.inputs());
         for (r, h) in all.iter_mut().zip(head) {
             r.head[k] = h;
         }
@@ -923,17 +969,23 @@ mod tests {
 
     #[test]
     fn heads_leave_out_what_they_say() {
-        let width = SIGNALS.len() + TokenClass::ALL.len() - 1;
         for h in &HEADS {
-            let mask = h.mask();
-            assert_eq!(mask.len(), width);
-            for leave in h.leaves_out {
-                let i = SIGNALS.iter().position(|s| s.name == *leave).unwrap();
-                assert!(!mask[i], "{} reads {leave}", h.name);
-            }
-            let read = mask.iter().filter(|&&m| m).count();
-            assert_eq!(read, width - h.leaves_out.len());
+            let inputs = h.inputs();
+            assert_eq!(
+                inputs.len(),
+                SIGNALS.len() - h.leaves_out.len() + TokenClass::ALL.len() - 1
+            );
+            assert!(
+                h.leaves_out.iter().all(|l| !inputs.contains(l)),
+                "{}",
+                h.name
+            );
         }
+        // The shipped head needs no attention row: the loop can compute it as it drafts.
+        assert!(HEADS[SHIPPED_HEAD]
+            .inputs()
+            .iter()
+            .all(|i| !i.needs_attention()));
     }
 
     #[test]
