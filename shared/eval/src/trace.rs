@@ -122,7 +122,7 @@ impl TraceConfig {
             attention_layers: hlm_engine::decode::GenerationConfig::default().attention_layers,
             lookahead: 4,
             uncertainty: UncertaintyConfig::default(),
-            exact_points: 32,
+            exact_points: UncertaintyConfig::default().draws,
         }
     }
 }
