@@ -3,7 +3,7 @@
 export declare const VERSION: string;
 
 /** Filter modes: `always` = standard HLM, `uncertainty` = U-HLM, `uncertainty+importance` = ours, `never` = draft alone. */
-export type Mode = 'always' | 'uncertainty' | 'uncertainty+importance' | 'never';
+export type Mode = 'always' | 'uncertainty' | 'uncertainty+importance' | 'learned' | 'never';
 export declare const MODES: readonly Mode[];
 export declare const UNCERTAINTY: readonly ('sampled' | 'expected')[];
 
@@ -145,6 +145,12 @@ export interface GenerateOptions {
    * "expected" (the probability those draws estimate, at the same cost, without their noise).
    */
   uncertainty?: 'sampled' | 'expected';
+  /**
+   * Mode "learned": the filter head, the parsed `head.json` that `hlm eval --trace` writes on a
+   * development split. `uncertaintyThreshold` is then the threshold on its probability of a
+   * rejection.
+   */
+  filterHead?: FilterHead;
   /** Uploads gathered before a round goes to the verifier (default 1: token-by-token verification). */
   uploadsPerRound?: number;
   /** Total-variation bound of the compressed distribution uploaded under sampling (default 0.05). */
@@ -156,6 +162,17 @@ export interface GenerateOptions {
   stop?: string | string[];
   /** End once the first fenced code block (```) closes, fence kept (stopReason "code-block-end"). */
   stopAtCodeBlockEnd?: boolean;
+}
+
+/** A learned filter head (hlm-core's `FilterHead`): logistic regression over a token's signals. */
+export interface FilterHead {
+  version: number;
+  fitted_on: string;
+  inputs: (string | { class: string })[];
+  mean: number[];
+  scale: number[];
+  weights: number[];
+  bias: number;
 }
 
 /** What the verifier said when the session opened. */

@@ -9,7 +9,7 @@
 export const VERSION = '0.1.0';
 
 const CREATE = Symbol('create'); // keeps the constructor private to HybridClient.create
-export const MODES = Object.freeze(['always', 'uncertainty', 'uncertainty+importance', 'never']);
+export const MODES = Object.freeze(['always', 'uncertainty', 'uncertainty+importance', 'learned', 'never']);
 export const UNCERTAINTY = Object.freeze(['sampled', 'expected']);
 export const KINDS = Object.freeze(['skipped', 'uploaded-accepted', 'uploaded-resampled']);
 export const BACKENDS = Object.freeze(['auto', 'webgpu', 'wasm']);
@@ -100,6 +100,8 @@ function wasmOptions(o = {}) {
     );
   }
   set('uncertainty', o.uncertainty);
+  // Mode "learned": the filter head as its file holds it (the engine checks it).
+  set('head', o.filterHead);
   set('uploads_per_round', o.uploadsPerRound);
   set('tv_bound', o.tvBound);
   if (o.stop !== undefined && o.stop !== null) {

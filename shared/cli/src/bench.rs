@@ -151,7 +151,7 @@ async fn end_to_end(
     ] {
         let link = WsLink::connect(&server).await?;
         let mut session = HybridSession::connect(link, drafter.vocab_info(), "hlm-bench").await?;
-        let mut cfg = args.decode.config();
+        let mut cfg = args.decode.config()?;
         cfg.mode = mode;
         let s = session
             .generate(drafter, prompt, &cfg, &mut |_| true)

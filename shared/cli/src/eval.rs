@@ -97,6 +97,10 @@ pub struct EvalArgs {
     /// only rebuild them).
     #[arg(long)]
     trace: bool,
+    /// The filter head of the `learned` rows (`head.json`, written by `--trace` on a development
+    /// split).
+    #[arg(long, value_name = "FILE")]
+    filter_head: Option<PathBuf>,
 }
 
 /// HumanEval problems 0..20 are the development split; the rest the test split.
@@ -118,6 +122,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         return trace(&args);
     }
     let methods = methods(&args)?;
+    let cfg = eval_config(&args)?;
+    anyhow::ensure!(
+        cfg.knobs.head.is_some() || !methods.iter().any(|m| matches!(m, Method::Learned { .. })),
+        "the learned rows need --filter-head FILE (head.json from `hlm eval --trace` on a \
+         development split)"
+    );
     let (tasks, dataset) = load_tasks(&args)?;
     anyhow::ensure!(!tasks.is_empty(), "no tasks: check --limit");
     let scorer = scorer(&args)?;
@@ -142,6 +152,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         importance_strictness: args.importance_strictness,
         link: link_note,
         methods: methods.iter().map(Method::name).collect(),
+        filter_head: cfg.knobs.head.as_ref().map(|h| h.fitted_on.clone()),
     }
     .join(&args.out)?;
     eprintln!("{}", serde_json::to_string(&info)?);
@@ -153,7 +164,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             token: Some(l.token().to_string()),
             runtime: l.runtime(),
         }),
-        ..eval_config(&args)
+        ..cfg
     };
     let mut store = Store::open(&args.out, args.shard)?;
     let bar = progress_bar();
@@ -172,18 +183,23 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 }
 
 /// The run's knobs, in process.
-fn eval_config(args: &EvalArgs) -> EvalConfig {
-    EvalConfig {
+fn eval_config(args: &EvalArgs) -> anyhow::Result<EvalConfig> {
+    Ok(EvalConfig {
         knobs: RunKnobs {
             max_tokens: args.max_tokens,
             seed: args.seed,
             uncertainty_threshold: args.uncertainty_threshold,
             importance_strictness: args.importance_strictness,
+            head: args
+                .filter_head
+                .as_deref()
+                .map(crate::read_head)
+                .transpose()?,
         },
         sandbox: Default::default(),
         remote: None,
         shard: args.shard,
-    }
+    })
 }
 
 fn show(bar: &indicatif::ProgressBar, done: usize, total: usize, what: &str) {
@@ -219,10 +235,11 @@ fn trace(args: &EvalArgs) -> anyhow::Result<()> {
         importance_strictness: args.importance_strictness,
         link: "in process".into(),
         methods: vec!["trace".into()],
+        filter_head: None,
     }
     .join(&args.out)?;
     eprintln!("{}", serde_json::to_string(&info)?);
-    let cfg = TraceConfig::new(eval_config(args));
+    let cfg = TraceConfig::new(eval_config(args)?);
     let mut store: Store<TaskTrace> = Store::open(&args.out, args.shard)?;
     let bar = progress_bar();
     hlm_eval::trace::run(

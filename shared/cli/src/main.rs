@@ -47,7 +47,8 @@ enum Cmd {
 
 #[derive(Args, Clone)]
 pub struct DecodeOptions {
-    /// Filter mode: always (standard HLM), uncertainty (U-HLM), uncertainty+importance, never.
+    /// Filter mode: always (standard HLM), uncertainty (U-HLM), uncertainty+importance, learned
+    /// (with --filter-head), never.
     #[arg(long, default_value = "uncertainty+importance")]
     pub mode: FilterMode,
     /// Upload when the uncertainty u exceeds this (U-HLM's risk-averse threshold is ~0.07).
@@ -84,11 +85,23 @@ pub struct DecodeOptions {
     /// End the generation when the first fenced code block (```) closes.
     #[arg(long)]
     pub stop_at_code_block_end: bool,
+    /// Mode `learned`: the filter head file (`head.json`, written by `hlm eval --trace`); the
+    /// upload threshold is then on its probability of a rejection.
+    #[arg(long, value_name = "FILE")]
+    pub filter_head: Option<std::path::PathBuf>,
+}
+
+/// A filter head file, read and checked.
+pub fn read_head(path: &std::path::Path) -> anyhow::Result<hlm_core::head::FilterHead> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the filter head {}", path.display()))?;
+    hlm_core::head::FilterHead::from_json(&text).with_context(|| path.display().to_string())
 }
 
 impl DecodeOptions {
-    pub fn config(&self) -> GenerationConfig {
-        GenerationOptions {
+    pub fn config(&self) -> anyhow::Result<GenerationConfig> {
+        let head = self.filter_head.as_deref().map(read_head).transpose()?;
+        Ok(GenerationOptions {
             max_tokens: self.max_tokens,
             temperature: self.temperature,
             seed: self.seed,
@@ -101,8 +114,9 @@ impl DecodeOptions {
             tv_bound: self.tv_bound,
             stop: self.stop.iter().map(|s| unescape(s)).collect(),
             stop_at_code_block_end: self.stop_at_code_block_end,
+            head,
         }
-        .config()
+        .config())
     }
 }
 
@@ -210,7 +224,7 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         hlm_engine::chat::chatml(&args.prompt, None)
     };
     let prompt = drafter.encode(&text)?;
-    let cfg = args.decode.config();
+    let cfg = args.decode.config()?;
     let json = args.json_events;
     let mut out = std::io::stdout();
     let summary = session

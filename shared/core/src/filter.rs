@@ -17,16 +17,20 @@ pub enum FilterMode {
     #[default]
     #[serde(rename = "uncertainty+importance")]
     UncertaintyImportance,
+    /// A learned head ([`crate::head::FilterHead`]): upload iff its `P(reject) > u_th`.
+    #[serde(rename = "learned")]
+    Learned,
     /// The draft model alone.
     #[serde(rename = "never")]
     Never,
 }
 
 impl FilterMode {
-    pub const ALL: [FilterMode; 4] = [
+    pub const ALL: [FilterMode; 5] = [
         FilterMode::Always,
         FilterMode::Uncertainty,
         FilterMode::UncertaintyImportance,
+        FilterMode::Learned,
         FilterMode::Never,
     ];
 
@@ -35,6 +39,7 @@ impl FilterMode {
             FilterMode::Always => "always",
             FilterMode::Uncertainty => "uncertainty",
             FilterMode::UncertaintyImportance => "uncertainty+importance",
+            FilterMode::Learned => "learned",
             FilterMode::Never => "never",
         }
     }
@@ -54,7 +59,10 @@ impl FromStr for FilterMode {
             .into_iter()
             .find(|m| m.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown filter mode `{s}` (always, uncertainty, uncertainty+importance, never)")
+                format!(
+                    "unknown filter mode `{s}` (always, uncertainty, uncertainty+importance, \
+                     learned, never)"
+                )
             })
     }
 }
@@ -62,7 +70,8 @@ impl FromStr for FilterMode {
 /// The two knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FilterKnobs {
-    /// `u_th`: upload only when the uncertainty exceeds it (U-HLM's risk-averse value ≈ 0.07).
+    /// `u_th`: upload only when the uncertainty exceeds it (U-HLM's risk-averse value ≈ 0.07);
+    /// in mode `learned`, when the head's probability of a rejection exceeds it.
     pub uncertainty_threshold: f32,
     /// λ of the adaptive importance threshold: higher marks fewer tokens important.
     pub importance_strictness: f32,
@@ -85,8 +94,8 @@ pub enum Decision {
 
 /// `always` → upload; `never` → skip; `uncertainty` → upload iff `u > u_th`;
 /// `uncertainty+importance` → upload iff `u > u_th` and important (no importance known: treated
-/// as important, i.e. U-HLM). `force_upload` (e.g. an end-of-sequence token) uploads in every mode
-/// but `never`.
+/// as important, i.e. U-HLM); `learned` → upload iff `u > u_th` where `u` is the head's
+/// `P(reject)`. `force_upload` (e.g. an end-of-sequence token) uploads in every mode but `never`.
 pub fn decide(
     mode: FilterMode,
     knobs: &FilterKnobs,
@@ -97,7 +106,7 @@ pub fn decide(
     let upload = match mode {
         FilterMode::Never => return Decision::Skip,
         FilterMode::Always => true,
-        FilterMode::Uncertainty => u > knobs.uncertainty_threshold,
+        FilterMode::Uncertainty | FilterMode::Learned => u > knobs.uncertainty_threshold,
         FilterMode::UncertaintyImportance => {
             u > knobs.uncertainty_threshold && importance.is_none_or(|i| i.important)
         }
@@ -134,6 +143,8 @@ mod tests {
             (UncertaintyImportance, 0.01, Some(imp(true)), false, Skip),
             (UncertaintyImportance, 0.5, None, false, Upload),
             (UncertaintyImportance, 0.0, Some(imp(false)), true, Upload),
+            (Learned, 0.5, Some(imp(false)), false, Upload),
+            (Learned, 0.01, None, false, Skip),
         ];
         for (mode, u, i, force, want) in cases {
             assert_eq!(

@@ -20,10 +20,12 @@ pub use crate::drafter::{BackendFuture, DraftBackend, DraftStep, Drafter};
 use crate::link::VerifierLink;
 pub use crate::stop::{StopConditions, StopHit, StopMatcher};
 use crate::{EngineError, Result};
+use hlm_core::head::{FilterHead, TokenFeatures};
+use hlm_core::signals::{distribution_signals, TokenClass};
 use hlm_core::{
-    compress, decide, sample_sparse, seeded_rng, softmax, uncertainty, CompressConfig, Decision,
-    FilterKnobs, FilterMode, Importance, ImportanceRuleName, Rng, UncertaintyConfig,
-    UncertaintyEstimate,
+    compress, decide, expected_uncertainty, sample_sparse, seeded_rng, softmax, uncertainty,
+    CompressConfig, Decision, FilterKnobs, FilterMode, Importance, ImportanceRuleName, Rng,
+    UncertaintyConfig, UncertaintyEstimate,
 };
 use hlm_protocol::{
     decode_server, encode_client, BlockToken, ClientMsg, Round, Sampling, ServerMsg, VocabInfo,
@@ -56,6 +58,8 @@ pub struct GenerationConfig {
     pub seed: u64,
     /// Where the generation ends early (stop strings, the end of the first code block).
     pub stop: StopConditions,
+    /// Mode `learned`: the filter head (`head.json` of the filter study).
+    pub head: Option<FilterHead>,
 }
 
 impl Default for GenerationConfig {
@@ -73,6 +77,7 @@ impl Default for GenerationConfig {
             max_round_tokens: 64,
             seed: 0,
             stop: StopConditions::default(),
+            head: None,
         }
     }
 }
@@ -99,6 +104,8 @@ pub struct GenerationOptions {
     pub stop: Vec<String>,
     /// End when the first fenced code block closes (the closing fence is kept).
     pub stop_at_code_block_end: bool,
+    /// Mode `learned`: the filter head, as its file holds it.
+    pub head: Option<FilterHead>,
 }
 
 impl Default for GenerationOptions {
@@ -117,6 +124,7 @@ impl Default for GenerationOptions {
             tv_bound: c.compress.tv_bound,
             stop: Vec::new(),
             stop_at_code_block_end: false,
+            head: None,
         }
     }
 }
@@ -149,6 +157,7 @@ impl GenerationOptions {
         };
         cfg.compress.tv_bound = self.tv_bound;
         cfg.uncertainty.estimate = self.uncertainty;
+        cfg.head = self.head.clone();
         cfg
     }
 }
@@ -451,14 +460,68 @@ struct Generation<'a> {
     /// The current step is the generation's last: text held back for stop strings goes out
     /// with its last token.
     finishing: bool,
+    /// Each generated position's uncertainty (mode `learned` reads the last few).
+    u_history: Vec<f32>,
+}
+
+/// Mode `learned` needs a head the loop can compute (no attention inputs); other modes ignore it.
+fn check_head(cfg: &GenerationConfig) -> Result<()> {
+    if cfg.mode != FilterMode::Learned {
+        return Ok(());
+    }
+    let head = cfg.head.as_ref().ok_or_else(|| {
+        EngineError::model("mode `learned` needs a filter head (the filter study's head.json)")
+    })?;
+    match head.inputs.iter().find(|i| i.needs_attention()) {
+        Some(i) => Err(EngineError::model(format!(
+            "this filter head reads {i:?}, an attention signal; the loop computes heads over the \
+             draft's distribution, recent uncertainty, position and token class"
+        ))),
+        None => Ok(()),
+    }
 }
 
 impl<'a> Generation<'a> {
+    /// The learned head's probability that the verifier rejects `x`, from the same features the
+    /// filter study's traces hold ([`hlm_core::head::TokenFeatures`]): `u` is this position's
+    /// sampled uncertainty, already in `u_history`.
+    fn reject_probability(&self, head: &FilterHead, logits: &[f32], x: u32, u: f32) -> f32 {
+        let p = self.generated;
+        let before = &self.u_history[p.saturating_sub(4)..p];
+        let recent_u = if before.is_empty() {
+            0.0
+        } else {
+            before.iter().sum::<f32>() / before.len() as f32
+        };
+        let tok = self.drafter.tokenizer();
+        let piece = |id: u32| tok.decode(&[id], false).unwrap_or_default();
+        let previous = match self.seq.last() {
+            Some(&id) if p > 0 => piece(id),
+            _ => String::new(),
+        };
+        let d = distribution_signals(logits, x);
+        let u_cfg = &self.cfg.uncertainty;
+        let features = TokenFeatures {
+            u,
+            u_expected: expected_uncertainty(logits, x, u_cfg.theta_max, u_cfg.draws),
+            top1: d.top1,
+            top2: d.top2,
+            entropy: d.entropy,
+            recent_u,
+            position: p,
+            class: TokenClass::of(&piece(x), &previous),
+            attention: None,
+            received: None,
+        };
+        head.probability(&features) as f32
+    }
+
     fn new(drafter: &'a mut Drafter, prompt: &[u32], cfg: &'a GenerationConfig) -> Result<Self> {
         if prompt.is_empty() {
             return Err(EngineError::model("empty prompt"));
         }
         cfg.stop.validate().map_err(EngineError::model)?;
+        check_head(cfg)?;
         let rule = cfg.importance_rule.rule();
         let sampling_seed = match cfg.sampling {
             Sampling::Temperature { seed, .. } => seed,
@@ -497,6 +560,7 @@ impl<'a> Generation<'a> {
             draft_time: 0.0,
             wait_time: 0.0,
             started: Instant::now(),
+            u_history: Vec::new(),
             notices: Vec::new(),
             unreported_notice: None,
             stop: StopMatcher::new(&cfg.stop),
@@ -573,8 +637,15 @@ impl<'a> Generation<'a> {
             // 2. signals: uncertainty now; importance once x has been fed (its own query's row).
             // When the filter needs importance, x is fed before deciding; otherwise it is fed
             // while the round is in flight, so the draft step overlaps the verifier's work.
-            let u = uncertainty(&logits, x, &cfg.uncertainty, &mut self.signal_rng);
+            let mut u = uncertainty(&logits, x, &cfg.uncertainty, &mut self.signal_rng);
             self.totals.uncertainty_draws += 1;
+            self.u_history.truncate(self.generated);
+            self.u_history.push(u);
+            if let (FilterMode::Learned, Some(head)) = (cfg.mode, &cfg.head) {
+                // The filter's score is the head's P(reject); it is what the events report.
+                u = self.reject_probability(head, &logits, x, u);
+                self.totals.uncertainty_draws += 1;
+            }
             let is_eos = eos.contains(&x);
             let last = is_eos || self.generated + 1 == cfg.max_tokens;
             let feed_first = cfg.mode == FilterMode::UncertaintyImportance;

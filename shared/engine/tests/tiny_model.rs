@@ -1,6 +1,7 @@
 //! The model and the decoding loop on tiny random models (fast; real weights in real_models.rs).
 
-use hlm_core::{FilterMode, UncertaintyEstimate};
+use hlm_core::head::{FilterHead, HeadInput, HEAD_VERSION};
+use hlm_core::{FilterKnobs, FilterMode, UncertaintyEstimate};
 use hlm_engine::decode::{
     GenerationConfig, GenerationOptions, HybridSession, StopConditions, StopReason, TokenKind,
 };
@@ -282,6 +283,86 @@ fn expected_uncertainty_is_chosen_by_an_option_and_takes_no_random_draws() {
     let u = |r: &Run| r.1.iter().map(|e| e.uncertainty).collect::<Vec<f32>>();
     assert_eq!(u(&runs[0]), u(&runs[1]));
     assert_eq!(runs[0].0.ids, runs[1].0.ids);
+}
+
+/// A head over one input, `σ(w · (value − at))`: above one half exactly when `value > at`.
+fn step_head(input: HeadInput, at: f64) -> FilterHead {
+    FilterHead {
+        version: HEAD_VERSION,
+        fitted_on: "test".into(),
+        inputs: vec![input],
+        mean: vec![at],
+        scale: vec![1.0],
+        weights: vec![50.0],
+        bias: 0.0,
+    }
+}
+
+#[test]
+fn a_learned_head_decides_what_it_reads_and_u_hlm_is_its_special_case() {
+    let learned = |head: FilterHead| GenerationConfig {
+        max_tokens: 40,
+        mode: FilterMode::Learned,
+        knobs: FilterKnobs {
+            uncertainty_threshold: 0.5,
+            ..Default::default()
+        },
+        head: Some(head),
+        ..Default::default()
+    };
+    // A head on the position uploads exactly the tokens after the 10th.
+    let (s, ev, _, _) = run_config(learned(step_head(HeadInput::Position, 10.5)));
+    check_totals(&s, &ev);
+    assert!(s.totals.tokens > 12, "{}", s.totals.tokens);
+    for e in &ev {
+        let uploaded = e.kind != TokenKind::Skipped;
+        let eos = e.index + 1 == ev.len() && s.stop_reason == StopReason::EndOfSequence;
+        assert_eq!(
+            uploaded,
+            e.index > 10 || eos,
+            "token {}: {:?}",
+            e.index,
+            e.kind
+        );
+    }
+    // A head on u with its step at u_th decides as U-HLM does.
+    let (h, hev, _, _) = run_config(learned(step_head(HeadInput::U, 0.07)));
+    let (u, uev, _, _) = run_config(GenerationConfig {
+        max_tokens: 40,
+        mode: FilterMode::Uncertainty,
+        ..Default::default()
+    });
+    let kinds =
+        |ev: &[hlm_engine::decode::TokenEvent]| ev.iter().map(|e| e.kind).collect::<Vec<_>>();
+    assert_eq!((h.ids, kinds(&hev)), (u.ids, kinds(&uev)));
+}
+
+#[test]
+fn a_learned_mode_without_a_usable_head_is_refused() {
+    let (_dd, mut drafter) = tiny_drafter(11);
+    let (_vd, verifier) = tiny_drafter(12);
+    let session = VerifierSession::new(verifier.model_arc(), verifier.vocab_info(), "test", 512);
+    let mut s = block_on(HybridSession::connect(
+        LocalLink::new(session),
+        drafter.vocab_info(),
+        "t",
+    ))
+    .unwrap();
+    for (head, says) in [
+        (None, "needs a filter head"),
+        (
+            Some(step_head(HeadInput::SelfWeight, 0.1)),
+            "attention signal",
+        ),
+    ] {
+        let cfg = GenerationConfig {
+            mode: FilterMode::Learned,
+            head,
+            ..Default::default()
+        };
+        let e = block_on(s.generate(&mut drafter, &[5, 6], &cfg, &mut |_| true)).unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
 }
 
 #[test]

@@ -277,6 +277,9 @@ pub struct RunInfo {
     pub link: String,
     /// The methods (rows) of the run, in table order.
     pub methods: Vec<String>,
+    /// What the `learned` rows' filter head was fitted on (its `fitted_on`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_head: Option<String>,
 }
 
 fn f32_decimal<S: serde::Serializer>(v: &f32, s: S) -> std::result::Result<S::Ok, S::Error> {

@@ -7,11 +7,14 @@
 //! * `standard-hlm`: every drafted token uploaded (mode `always`).
 //! * `u-hlm`: uploads chosen by uncertainty alone (mode `uncertainty`); `u-hlm:expected` with u
 //!   computed as the expected value of U-HLM's draws instead of sampled.
+//! * `learned`: the run's filter head (`--filter-head head.json`, mode `learned`): upload iff its
+//!   probability of a rejection exceeds the threshold.
 //! * `ours`: uncertainty and attention importance (mode `uncertainty+importance`), with
 //!   `ours:<rule>` variants for the importance-rule ablation.
 //!
 //! Knobs set per row are written `@u=<u_th>` and `@l=<λ>` (e.g. `ours@u=0.2@l=1`).
 
+use hlm_core::head::FilterHead;
 use hlm_core::{FilterMode, ImportanceRuleName, UncertaintyEstimate};
 use hlm_engine::decode::{GenerationOptions, StopConditions};
 use serde::Serialize;
@@ -26,6 +29,11 @@ pub enum Method {
     UHlm {
         u_th: Option<f32>,
         estimate: UncertaintyEstimate,
+    },
+    /// The learned filter head of the run (`--filter-head`), at the run's threshold or its own
+    /// (`learned@u=0.3`: upload iff P(reject) > 0.3).
+    Learned {
+        u_th: Option<f32>,
     },
     /// Ours with the named importance rule, at the run's knobs or at its own.
     Ours {
@@ -78,6 +86,7 @@ impl Method {
                 estimate: UncertaintyEstimate::Sampled,
             } => format!("u-hlm{}", knobs(u_th, &None)),
             Method::UHlm { u_th, estimate } => format!("u-hlm:{estimate}{}", knobs(u_th, &None)),
+            Method::Learned { u_th } => format!("learned{}", knobs(u_th, &None)),
             Method::Ours { rule, u_th, lambda } if *rule == DEFAULT_RULE => {
                 format!("ours{}", knobs(u_th, lambda))
             }
@@ -89,8 +98,9 @@ impl Method {
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
         let unknown = || {
             format!(
-                "unknown method `{s}` (llm-only, slm-only, standard-hlm, u-hlm, u-hlm:expected, ours, \
-                 ours:<{}>, with @u=<u_th> / @l=<λ> for u-hlm and ours)",
+                "unknown method `{s}` (llm-only, slm-only, standard-hlm, u-hlm, u-hlm:expected, \
+                 learned, ours, ours:<{}>, with @u=<u_th> for u-hlm and learned, @u and @l=<λ> \
+                 for ours)",
                 ImportanceRuleName::ALL.map(|r| r.as_str()).join("|")
             )
         };
@@ -112,7 +122,7 @@ impl Method {
         }
         let knobless = |m: Method| {
             if u_th.is_some() || lambda.is_some() {
-                Err(format!("`{s}`: only u-hlm and ours take knobs"))
+                Err(format!("`{s}`: only u-hlm, learned and ours take knobs"))
             } else {
                 Ok(m)
             }
@@ -121,9 +131,10 @@ impl Method {
             "llm-only" => knobless(Method::LlmOnly),
             "slm-only" => knobless(Method::SlmOnly),
             "standard-hlm" => knobless(Method::StandardHlm),
-            "u-hlm" | "u-hlm:expected" if lambda.is_some() => {
-                Err(format!("`{s}`: u-hlm has no importance knob"))
+            "u-hlm" | "u-hlm:expected" | "learned" if lambda.is_some() => {
+                Err(format!("`{s}`: only ours has an importance knob"))
             }
+            "learned" => Ok(Method::Learned { u_th }),
             "u-hlm" => Ok(Method::UHlm {
                 u_th,
                 estimate: UncertaintyEstimate::Sampled,
@@ -188,6 +199,8 @@ pub struct RunKnobs {
     pub seed: u64,
     pub uncertainty_threshold: f32,
     pub importance_strictness: f32,
+    /// The filter head of `learned` rows.
+    pub head: Option<FilterHead>,
 }
 
 impl Method {
@@ -202,6 +215,7 @@ impl Method {
                 };
                 Some((family, u_th.unwrap_or(run.0), run.1))
             }
+            Method::Learned { u_th } => Some(("learned", u_th.unwrap_or(run.0), run.1)),
             Method::Ours { rule, u_th, lambda } if *rule == DEFAULT_RULE => {
                 Some(("ours", u_th.unwrap_or(run.0), lambda.unwrap_or(run.1)))
             }
@@ -211,8 +225,10 @@ impl Method {
 
     /// Whether the row sets its own knobs (a point of a knob sweep).
     pub fn is_sweep_point(&self) -> bool {
-        matches!(self, Method::UHlm { u_th: Some(_), .. })
-            || matches!(self, Method::Ours { u_th, lambda, .. } if u_th.is_some() || lambda.is_some())
+        matches!(
+            self,
+            Method::UHlm { u_th: Some(_), .. } | Method::Learned { u_th: Some(_) }
+        ) || matches!(self, Method::Ours { u_th, lambda, .. } if u_th.is_some() || lambda.is_some())
     }
 
     /// The decoding loop's options for this method (`None` for `llm-only`, which does not run
@@ -226,6 +242,10 @@ impl Method {
             Method::UHlm { u_th: u, .. } => {
                 u_th = u.unwrap_or(u_th);
                 (FilterMode::Uncertainty, DEFAULT_RULE)
+            }
+            Method::Learned { u_th: u } => {
+                u_th = u.unwrap_or(u_th);
+                (FilterMode::Learned, DEFAULT_RULE)
             }
             Method::Ours {
                 rule,
@@ -249,6 +269,9 @@ impl Method {
             importance_strictness: lambda,
             importance_rule: rule,
             uncertainty,
+            head: (mode == FilterMode::Learned)
+                .then(|| run.head.clone())
+                .flatten(),
             stop: stop.strings.clone(),
             stop_at_code_block_end: stop.code_block_end,
             ..Default::default()
@@ -270,6 +293,8 @@ mod tests {
             lambda: Some(3.0),
         });
         all.push(Method::parse("u-hlm:expected@u=0.2").unwrap());
+        all.push(Method::parse("learned@u=0.3").unwrap());
+        all.push(Method::Learned { u_th: None });
         for m in &all {
             assert_eq!(Method::parse(&m.name()).as_ref(), Ok(m), "{}", m.name());
         }
@@ -281,10 +306,11 @@ mod tests {
         for (bad, says) in [
             ("gpt", "unknown method"),
             ("ours:nope", "unknown method"),
-            ("u-hlm@l=1", "no importance knob"),
-            ("u-hlm:expected@l=1", "no importance knob"),
+            ("u-hlm@l=1", "only ours has an importance knob"),
+            ("u-hlm:expected@l=1", "only ours has an importance knob"),
+            ("learned@l=1", "only ours has an importance knob"),
             ("u-hlm:exact", "unknown method"),
-            ("slm-only@u=0.1", "only u-hlm and ours"),
+            ("slm-only@u=0.1", "only u-hlm, learned and ours"),
             ("ours@u=-1", "number ≥ 0"),
             ("ours@u=x", "number ≥ 0"),
             ("ours@z=1", "unknown method"),

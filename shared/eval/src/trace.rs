@@ -498,6 +498,7 @@ mod tests {
                 seed: 0,
                 uncertainty_threshold: 0.07,
                 importance_strictness: 2.0,
+                head: None,
             },
             sandbox: Default::default(),
             remote: None,
