@@ -127,6 +127,10 @@ pub struct FilterHead {
     pub scale: Vec<f64>,
     pub weights: Vec<f64>,
     pub bias: f64,
+    /// The threshold on `P(reject)` at which it caught as many rejections as U-HLM (`u > 0.07`)
+    /// on the split it was fitted on: a starting point for the upload knob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggested_threshold: Option<f64>,
 }
 
 impl FilterHead {
@@ -203,6 +207,7 @@ mod tests {
             scale: vec![0.2, 0.2],
             weights: vec![2.0, 1.0],
             bias: -3.0,
+            suggested_threshold: Some(0.05),
         }
     }
 

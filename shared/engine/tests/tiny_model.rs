@@ -295,6 +295,7 @@ fn step_head(input: HeadInput, at: f64) -> FilterHead {
         scale: vec![1.0],
         weights: vec![50.0],
         bias: 0.0,
+        suggested_threshold: None,
     }
 }
 

@@ -461,7 +461,33 @@ fn fit(rows: &[&Row], inputs: &[HeadInput], fitted_on: String) -> FilterHead {
         scale: h.scale,
         weights: h.weights,
         bias: h.bias,
+        suggested_threshold: None,
     }
+}
+
+/// The threshold on `head`'s probability that catches as many of `rows`' rejections as U-HLM's
+/// default: halfway between the last score uploaded and the next one down.
+fn threshold_at_u_hlm_catch(head: &FilterHead, rows: &[&Row]) -> Option<f64> {
+    let (_, catch) = rule_point(rows, &is_rejected, &u_hlm_rule);
+    let mut scored: Vec<(f64, bool)> = rows
+        .iter()
+        .map(|r| (head.probability(&r.f), r.rejected))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let total = scored.iter().filter(|s| s.1).count();
+    if total == 0 {
+        return None;
+    }
+    let mut caught = 0;
+    for (i, s) in scored.iter().enumerate() {
+        caught += s.1 as usize;
+        let tie_ends = scored.get(i + 1).is_none_or(|n| n.0 < s.0);
+        if tie_ends && caught as f64 / total as f64 >= catch - 1e-12 {
+            let next = scored.get(i + 1).map_or(0.0, |n| n.0);
+            return Some((s.0 + next) / 2.0);
+        }
+    }
+    None
 }
 
 /// Each row's cross-validated score under a head reading `inputs`: 5 folds over tasks.
@@ -494,7 +520,9 @@ pub fn fit_shipped_head(traces: &[TaskTrace], fitted_on: &str) -> FilterHead {
         all.len(),
         all.iter().filter(|r| r.rejected).count()
     );
-    fit(&refs, &HEADS[SHIPPED_HEAD].inputs(), fitted_on)
+    let mut head = fit(&refs, &HEADS[SHIPPED_HEAD].inputs(), fitted_on);
+    head.suggested_threshold = threshold_at_u_hlm_catch(&head, &refs);
+    head
 }
 
 /// One signal's ranking figures.
@@ -965,6 +993,53 @@ mod tests {
         let curve = catch_curve(&perfect);
         assert_eq!(curve.first(), Some(&(0.0, 0.0)));
         assert_eq!(curve.last(), Some(&(1.0, 1.0)));
+    }
+
+    #[test]
+    fn the_suggested_threshold_catches_what_u_hlm_catches() {
+        let row = |u: f32, rejected: bool| Row {
+            task: 0,
+            rejected,
+            harmful: None,
+            f: TokenFeatures {
+                u,
+                u_expected: u,
+                top1: 1.0 - u,
+                top2: u,
+                entropy: u,
+                recent_u: 0.0,
+                position: 0,
+                class: TokenClass::Word,
+                attention: None,
+                received: None,
+            },
+            u: u as f64,
+            u_exact: u as f64,
+            important: true,
+            head: [0.0; 3],
+        };
+        let rows = [
+            row(0.0, false),
+            row(0.05, false),
+            row(0.1, true),
+            row(0.3, false),
+            row(0.6, true),
+        ];
+        let refs: Vec<&Row> = rows.iter().collect();
+        let head = FilterHead {
+            version: HEAD_VERSION,
+            fitted_on: String::new(),
+            inputs: vec![HeadInput::U],
+            mean: vec![0.07],
+            scale: vec![1.0],
+            weights: vec![50.0],
+            bias: 0.0,
+            suggested_threshold: None,
+        };
+        let th = threshold_at_u_hlm_catch(&head, &refs).unwrap();
+        for r in &rows {
+            assert_eq!(head.probability(&r.f) > th, u_hlm_rule(r), "u = {}", r.u);
+        }
     }
 
     #[test]

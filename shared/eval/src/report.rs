@@ -520,10 +520,16 @@ pub fn write_plots(dir: &Path, rows: &[Row], run: (f32, f32)) -> Result<()> {
                 let (f, u, _) = m.knobs(run)?;
                 (f == "u-hlm:expected").then(|| (u, format!("u={u}")))
             }),
-            curve(rows, "learned head (P(reject) threshold)".into(), x, y, &|m| {
-                let (f, u, _) = m.knobs(run)?;
-                (f == "learned").then(|| (u, format!("p={u}")))
-            }),
+            curve(
+                rows,
+                "learned head (P(reject) threshold)".into(),
+                x,
+                y,
+                &|m| {
+                    let (f, u, _) = m.knobs(run)?;
+                    (f == "learned").then(|| (u, format!("p={u}")))
+                },
+            ),
             curve(rows, format!("ours (u_th, λ={dl})"), x, y, &|m| {
                 let (f, u, l) = m.knobs(run)?;
                 (f == "ours" && l == dl).then(|| (u, format!("u={u}")))
