@@ -135,24 +135,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let verifier = crate::load_drafter(&args.verifier)?.model_arc();
     // The real constrained link, when asked for; kept alive for the whole run.
     let (link, link_note) = link(&args, &constants)?;
-    let (cpu, cores) = RunInfo::machine();
     let info = RunInfo {
-        draft: args.draft.clone(),
-        verifier: args.verifier.clone(),
-        dataset,
-        tasks: tasks.len(),
-        max_tokens: args.max_tokens,
-        seed: args.seed,
-        cpu,
-        cores,
-        hlm_version: env!("CARGO_PKG_VERSION").into(),
-        network_isolation: humaneval::network_isolation_available(),
-        rapl: hlm_eval::energy::Rapl::open().is_some(),
-        uncertainty_threshold: args.uncertainty_threshold,
-        importance_strictness: args.importance_strictness,
         link: link_note,
         methods: methods.iter().map(Method::name).collect(),
         filter_head: cfg.knobs.head.as_ref().map(|h| h.fitted_on.clone()),
+        rapl: hlm_eval::energy::Rapl::open().is_some(),
+        ..run_info(&args, dataset, tasks.len())
     }
     .join(&args.out)?;
     eprintln!("{}", serde_json::to_string(&info)?);
@@ -212,18 +200,14 @@ fn show(bar: &indicatif::ProgressBar, done: usize, total: usize, what: &str) {
     }
 }
 
-/// `--trace`: the per-token traces of the filter study, then the study.
-fn trace(args: &EvalArgs) -> anyhow::Result<()> {
-    let (tasks, dataset) = load_tasks(args)?;
-    anyhow::ensure!(!tasks.is_empty(), "no tasks: check --limit");
-    let drafter = crate::load_drafter(&args.draft)?;
-    let verifier = crate::load_drafter(&args.verifier)?.model_arc();
+/// What a run in `args.out` is, in process and without the methods and head filled in.
+fn run_info(args: &EvalArgs, dataset: String, tasks: usize) -> RunInfo {
     let (cpu, cores) = RunInfo::machine();
-    let info = RunInfo {
+    RunInfo {
         draft: args.draft.clone(),
         verifier: args.verifier.clone(),
         dataset,
-        tasks: tasks.len(),
+        tasks,
         max_tokens: args.max_tokens,
         seed: args.seed,
         cpu,
@@ -234,8 +218,20 @@ fn trace(args: &EvalArgs) -> anyhow::Result<()> {
         uncertainty_threshold: args.uncertainty_threshold,
         importance_strictness: args.importance_strictness,
         link: "in process".into(),
-        methods: vec!["trace".into()],
+        methods: Vec::new(),
         filter_head: None,
+    }
+}
+
+/// `--trace`: the per-token traces of the filter study, then the study.
+fn trace(args: &EvalArgs) -> anyhow::Result<()> {
+    let (tasks, dataset) = load_tasks(args)?;
+    anyhow::ensure!(!tasks.is_empty(), "no tasks: check --limit");
+    let drafter = crate::load_drafter(&args.draft)?;
+    let verifier = crate::load_drafter(&args.verifier)?.model_arc();
+    let info = RunInfo {
+        methods: vec!["trace".into()],
+        ..run_info(args, dataset, tasks.len())
     }
     .join(&args.out)?;
     eprintln!("{}", serde_json::to_string(&info)?);
