@@ -173,6 +173,8 @@ export interface FilterHead {
   scale: number[];
   weights: number[];
   bias: number;
+  /** The P(reject) at which it caught as many rejections as U-HLM on its fitting split. */
+  suggested_threshold?: number;
 }
 
 /** What the verifier said when the session opened. */

@@ -138,7 +138,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let info = RunInfo {
         link: link_note,
         methods: methods.iter().map(Method::name).collect(),
-        filter_head: cfg.knobs.head.as_ref().map(|h| h.fitted_on.clone()),
+        filter_head: cfg.knobs.head.as_ref().map(|h| h.describe()),
         rapl: hlm_eval::energy::Rapl::open().is_some(),
         ..run_info(&args, dataset, tasks.len())
     }

@@ -138,27 +138,51 @@ impl FilterHead {
     pub fn from_json(text: &str) -> Result<Self, HeadError> {
         let head: FilterHead =
             serde_json::from_str(text).map_err(|e| HeadError::Parse(e.to_string()))?;
-        if head.version != HEAD_VERSION {
-            return Err(HeadError::Version { got: head.version });
+        head.validate()?;
+        Ok(head)
+    }
+
+    /// The checks every head passes before it is used, however it arrived (a file, the browser's
+    /// options): its version, one mean, scale and weight per input, finite numbers, positive
+    /// scales.
+    pub fn validate(&self) -> Result<(), HeadError> {
+        if self.version != HEAD_VERSION {
+            return Err(HeadError::Version { got: self.version });
         }
-        let n = head.inputs.len();
-        if head.mean.len() != n || head.scale.len() != n || head.weights.len() != n {
+        let n = self.inputs.len();
+        if self.mean.len() != n || self.scale.len() != n || self.weights.len() != n {
             return Err(HeadError::Invalid(format!(
                 "{n} inputs but {} means, {} scales and {} weights",
-                head.mean.len(),
-                head.scale.len(),
-                head.weights.len()
+                self.mean.len(),
+                self.scale.len(),
+                self.weights.len()
             )));
         }
-        let numbers = head.mean.iter().chain(&head.scale).chain(&head.weights);
-        if !numbers.chain([&head.bias]).all(|v| v.is_finite())
-            || head.scale.iter().any(|&s| s <= 0.0)
+        let numbers = self.mean.iter().chain(&self.scale).chain(&self.weights);
+        if !numbers.chain([&self.bias]).all(|v| v.is_finite())
+            || self.scale.iter().any(|&s| s <= 0.0)
         {
             return Err(HeadError::Invalid(
                 "every mean, weight and the bias must be finite, every scale positive".into(),
             ));
         }
-        Ok(head)
+        Ok(())
+    }
+
+    /// FNV-1a over the head's JSON: tells two heads apart in a run's record.
+    pub fn fingerprint(&self) -> u64 {
+        self.to_json().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    /// How a run names it: what it was fitted on, and its fingerprint.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (fingerprint {:016x})",
+            self.fitted_on,
+            self.fingerprint()
+        )
     }
 
     pub fn to_json(&self) -> String {

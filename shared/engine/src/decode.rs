@@ -23,9 +23,9 @@ use crate::{EngineError, Result};
 use hlm_core::head::{FilterHead, TokenFeatures};
 use hlm_core::signals::{distribution_signals, TokenClass};
 use hlm_core::{
-    compress, decide, expected_uncertainty, sample_sparse, seeded_rng, softmax, uncertainty,
-    CompressConfig, Decision, FilterKnobs, FilterMode, Importance, ImportanceRuleName, Rng,
-    UncertaintyConfig, UncertaintyEstimate,
+    compress, decide, expected_uncertainty, sample_sparse, seeded_rng, softmax,
+    temperature_perturbation, uncertainty, CompressConfig, Decision, FilterKnobs, FilterMode,
+    Importance, ImportanceRuleName, Rng, UncertaintyConfig, UncertaintyEstimate,
 };
 use hlm_protocol::{
     decode_server, encode_client, BlockToken, ClientMsg, Round, Sampling, ServerMsg, VocabInfo,
@@ -472,6 +472,8 @@ fn check_head(cfg: &GenerationConfig) -> Result<()> {
     let head = cfg.head.as_ref().ok_or_else(|| {
         EngineError::model("mode `learned` needs a filter head (the filter study's head.json)")
     })?;
+    head.validate()
+        .map_err(|e| EngineError::model(e.to_string()))?;
     match head.inputs.iter().find(|i| i.needs_attention()) {
         Some(i) => Err(EngineError::model(format!(
             "this filter head reads {i:?}, an attention signal; the loop computes heads over the \
@@ -637,7 +639,12 @@ impl<'a> Generation<'a> {
             // 2. signals: uncertainty now; importance once x has been fed (its own query's row).
             // When the filter needs importance, x is fed before deciding; otherwise it is fed
             // while the round is in flight, so the draft step overlaps the verifier's work.
-            let mut u = uncertainty(&logits, x, &cfg.uncertainty, &mut self.signal_rng);
+            // A head reads U-HLM's sampled u (as its traces held it), whatever `uncertainty` says.
+            let mut u = if cfg.mode == FilterMode::Learned {
+                temperature_perturbation(&logits, x, &cfg.uncertainty, &mut self.signal_rng)
+            } else {
+                uncertainty(&logits, x, &cfg.uncertainty, &mut self.signal_rng)
+            };
             self.totals.uncertainty_draws += 1;
             self.u_history.truncate(self.generated);
             self.u_history.push(u);

@@ -21,8 +21,10 @@ use serde::{Deserialize, Serialize};
 /// Bytes one more round frame costs besides its tokens (protocol version, tag, round and base
 /// varints, vector length): measured 6.0 B on the README's 64-token benchmark.
 pub const ROUND_FRAME_BYTES: usize = 6;
-/// Bytes of one verdict frame (≈ 8 B measured), when the run had no round to measure it from.
-pub const VERDICT_BYTES: usize = 8;
+/// Bytes of one verdict frame when the run had no round to measure it from: protocol 2's
+/// version header, tag, round, accepted, no correction, verified, forward positions (one byte
+/// each) and `compute_us` (a 3-byte varint for tens of milliseconds): 11 B.
+pub const VERDICT_BYTES: usize = 11;
 /// Bytes of one token entry in a round (id varint ≤ 3, verify flag, distribution tag).
 pub const TOKEN_ENTRY_BYTES: usize = 5;
 
@@ -99,6 +101,20 @@ fn standard_hlm_traffic(t: &Totals) -> (usize, usize, usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_typical_verdict_frame_is_verdict_bytes_long() {
+        use hlm_protocol::{encode_server, ServerMsg, Verdict};
+        let frame = encode_server(&ServerMsg::Verdict(Verdict {
+            round: 3,
+            accepted: 1,
+            correction: None,
+            verified: 1,
+            forward_tokens: 1,
+            compute_us: 30_000,
+        }));
+        assert_eq!(frame.len(), VERDICT_BYTES);
+    }
 
     #[test]
     fn standard_hlm_of_a_filtered_run_costs_more_and_of_itself_the_same() {

@@ -349,8 +349,11 @@ fn a_learned_mode_without_a_usable_head_is_refused() {
         "t",
     ))
     .unwrap();
+    let mut short = step_head(HeadInput::U, 0.07);
+    short.weights.clear();
     for (head, says) in [
         (None, "needs a filter head"),
+        (Some(short), "1 inputs but 1 means, 1 scales and 0 weights"),
         (
             Some(step_head(HeadInput::SelfWeight, 0.1)),
             "attention signal",

@@ -329,6 +329,12 @@ impl RunInfo {
                     before.importance_strictness != self.importance_strictness,
                 ),
                 ("link", before.link != self.link),
+                (
+                    "filter head",
+                    before.filter_head.is_some()
+                        && self.filter_head.is_some()
+                        && before.filter_head != self.filter_head,
+                ),
             ];
             let what: Vec<&str> = differs.iter().filter(|d| d.1).map(|d| d.0).collect();
             if !what.is_empty() {
@@ -347,6 +353,7 @@ impl RunInfo {
             }
             self.methods = methods;
             self.tasks = self.tasks.max(before.tasks);
+            self.filter_head = self.filter_head.or(before.filter_head);
         }
         std::fs::create_dir_all(dir)?;
         std::fs::write(
@@ -354,5 +361,53 @@ impl RunInfo {
             serde_json::to_string_pretty(&self).unwrap_or_default(),
         )?;
         Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(methods: &[&str], seed: u64, head: Option<&str>) -> RunInfo {
+        RunInfo {
+            draft: "d".into(),
+            verifier: "v".into(),
+            dataset: "humaneval (dev split)".into(),
+            tasks: 2,
+            max_tokens: 16,
+            seed,
+            cpu: "cpu".into(),
+            cores: 2,
+            hlm_version: "0".into(),
+            network_isolation: false,
+            rapl: false,
+            uncertainty_threshold: 0.07,
+            importance_strictness: 2.0,
+            link: "in process".into(),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            filter_head: head.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_run_resumes_only_with_its_settings_and_its_filter_head() {
+        let dir = tempfile::tempdir().unwrap();
+        info(&["u-hlm"], 0, Some("head A"))
+            .join(dir.path())
+            .unwrap();
+        // More methods, same settings: joined; the head is kept when not given again.
+        let joined = info(&["learned@u=0.02"], 0, None).join(dir.path()).unwrap();
+        assert_eq!(joined.methods, ["u-hlm", "learned@u=0.02"]);
+        assert_eq!(joined.filter_head.as_deref(), Some("head A"));
+        for (other, says) in [
+            (info(&["u-hlm"], 1, None), "seed"),
+            (info(&["u-hlm"], 0, Some("head B")), "filter head"),
+        ] {
+            let e = other.join(dir.path()).unwrap_err().to_string();
+            assert!(
+                e.contains(says) && e.contains("holds a run with another"),
+                "{e}"
+            );
+        }
     }
 }

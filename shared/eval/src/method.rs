@@ -215,7 +215,8 @@ impl Method {
                 };
                 Some((family, u_th.unwrap_or(run.0), run.1))
             }
-            Method::Learned { u_th } => Some(("learned", u_th.unwrap_or(run.0), run.1)),
+            // Without its own threshold it runs at its head's suggestion, not on the curve.
+            Method::Learned { u_th } => u_th.map(|u| ("learned", u, run.1)),
             Method::Ours { rule, u_th, lambda } if *rule == DEFAULT_RULE => {
                 Some(("ours", u_th.unwrap_or(run.0), lambda.unwrap_or(run.1)))
             }
@@ -244,7 +245,9 @@ impl Method {
                 (FilterMode::Uncertainty, DEFAULT_RULE)
             }
             Method::Learned { u_th: u } => {
-                u_th = u.unwrap_or(u_th);
+                // Without its own threshold, the head's suggested one (the run's u_th is on u).
+                let suggested = run.head.as_ref().and_then(|h| h.suggested_threshold);
+                u_th = u.or(suggested.map(|s| s as f32)).unwrap_or(u_th);
                 (FilterMode::Learned, DEFAULT_RULE)
             }
             Method::Ours {
