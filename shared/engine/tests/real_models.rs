@@ -2,6 +2,7 @@
 //! default Qwen2.5-Coder 0.5B / 1.5B pair for the hybrid loop. Comparisons are like with like:
 //! never a hard-coded model output.
 
+use hlm_core::head::FilterHead;
 use hlm_core::FilterMode;
 use hlm_engine::decode::{Drafter, GenerationConfig, HybridSession, Summary, TokenKind};
 use hlm_engine::link::LocalLink;
@@ -183,13 +184,23 @@ fn qwen_pair_every_mode_is_consistent() {
             None,
         ))
         .unwrap();
+    // Mode `learned` runs the head the filter study fitted for this pair (HumanEval dev).
+    let head_file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/eval/filter-study/humaneval-dev/head.json"
+    );
+    let head = FilterHead::from_json(&std::fs::read_to_string(head_file).unwrap()).unwrap();
     let mut rates = Vec::new();
     for mode in FilterMode::ALL {
-        let cfg = GenerationConfig {
+        let mut cfg = GenerationConfig {
             max_tokens: 32,
             mode,
             ..Default::default()
         };
+        if mode == FilterMode::Learned {
+            cfg.knobs.uncertainty_threshold = head.suggested_threshold.unwrap() as f32;
+            cfg.head = Some(head.clone());
+        }
         let (s, kinds) = hybrid(&mut d, VERIFIER, &prompt, &cfg);
         let t = &s.totals;
         assert_eq!(t.tokens, s.ids.len());
@@ -210,6 +221,7 @@ fn qwen_pair_every_mode_is_consistent() {
     assert_eq!(rate(FilterMode::Always), 1.0);
     assert!(rate(FilterMode::Uncertainty) < 1.0);
     assert!(rate(FilterMode::UncertaintyImportance) <= rate(FilterMode::Uncertainty));
+    assert!(rate(FilterMode::Learned) < 1.0);
 }
 
 #[test]
