@@ -2,7 +2,7 @@
 //! playwright-core runs `web-client/tests/browser.mjs` against the real `verifier-server`
 //! binary, which serves the demo page (`www/`), the WebAssembly package and the draft model.
 //! SmolLM2-135M is both draft and verifier here: the smallest real pair that exercises the whole
-//! path on 2 cores (the default Qwen pair runs the same code; see the README).
+//! path on 2 cores (the default Qwen pair runs the same code; see docs/browser.md).
 //!
 //! Needs `scripts/build-web.sh` (the package) and `npm ci` in `web-client/tests` (playwright-core);
 //! `.ci/run` does both. The script packs the npm package, installs the tarball into a fresh

@@ -1,4 +1,4 @@
-//! A short load run in CI (the long one is `hlm-loadtest`, figures in the README): 16 sessions
+//! A short load run in CI (the long one is `hlm-loadtest`, figures in docs/benchmarks.md): 16 sessions
 //! against the real binary and model for a few seconds, no errors, memory bounded.
 
 use std::time::Duration;
