@@ -13,11 +13,15 @@
 //! * [`engine`]: the `Engine` class JavaScript sees (`load`, `connect`, `generate`, `abort`).
 //! * [`link`]: [`hlm_engine::link::VerifierLink`] over `web_sys::WebSocket`, with reconnection and
 //!   the periodic yield that keeps the worker responsive.
+//! * [`head`]: `scoreWithHead`, a filter head's decisions on given token features (the parity
+//!   check between native and WebAssembly).
 //! * [`reader`]: reads the GGUF straight out of a JavaScript `Uint8Array`, so the file is never
 //!   copied whole into wasm memory (only the tensors are).
 
 #[cfg(target_arch = "wasm32")]
 pub mod engine;
+#[cfg(target_arch = "wasm32")]
+pub mod head;
 #[cfg(target_arch = "wasm32")]
 pub mod link;
 #[cfg(target_arch = "wasm32")]

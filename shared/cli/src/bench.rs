@@ -143,12 +143,19 @@ async fn end_to_end(
     let mut rows = vec![
         json!({"method": "verifier-alone", "tokens": alone, "wall_time_s": alone_s, "tokens_per_s": alone as f64 / alone_s}),
     ];
-    for mode in [
+    // Mode `learned` when a filter head is given (`--filter-head`).
+    let with_head = args.decode.config()?.head.is_some();
+    let modes = [
         FilterMode::Always,
         FilterMode::Uncertainty,
         FilterMode::UncertaintyImportance,
+        FilterMode::Learned,
         FilterMode::Never,
-    ] {
+    ];
+    for mode in modes
+        .into_iter()
+        .filter(|&m| with_head || m != FilterMode::Learned)
+    {
         let link = WsLink::connect(&server).await?;
         let mut session = HybridSession::connect(link, drafter.vocab_info(), "hlm-bench").await?;
         let mut cfg = args.decode.config()?;

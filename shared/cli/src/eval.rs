@@ -97,6 +97,11 @@ pub struct EvalArgs {
     /// only rebuild them).
     #[arg(long)]
     trace: bool,
+    /// With `--trace --rescore`: build the study, and fit the head, on the traces of these
+    /// folders (repeatable; e.g. two datasets' development splits for one head per model pair),
+    /// written into `--out`. Default: `--out`'s own traces.
+    #[arg(long, value_name = "DIR", requires = "rescore")]
+    trace_from: Vec<PathBuf>,
     /// The filter head of the `learned` rows (`head.json`, written by `--trace` on a development
     /// split).
     #[arg(long, value_name = "FILE")]
@@ -113,7 +118,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         None => Constants::default_constants(),
     };
     if args.trace && args.rescore {
-        return write_study(&args.out);
+        return write_study(&args.out, &args.trace_from);
     }
     if args.rescore {
         return rescore(&args.out, &constants);
@@ -247,13 +252,35 @@ fn trace(args: &EvalArgs) -> anyhow::Result<()> {
         &mut |done, total, what| show(&bar, done, total, what),
     )?;
     bar.finish_and_clear();
-    write_study(&args.out)
+    write_study(&args.out, &[])
 }
 
-/// `study.md`, `study.json` and the plots from every trace in `out`.
-fn write_study(out: &Path) -> anyhow::Result<()> {
-    let traces: Vec<TaskTrace> = hlm_eval::samples::read_records(out)?;
-    anyhow::ensure!(!traces.is_empty(), "{} holds no traces", out.display());
+/// `study.md`, `study.json`, the plots and `head.json` in `out`, from every trace in `sources`
+/// (`out` itself when none is given).
+fn write_study(out: &Path, sources: &[PathBuf]) -> anyhow::Result<()> {
+    let own = [out.to_path_buf()];
+    let sources = if sources.is_empty() {
+        &own[..]
+    } else {
+        sources
+    };
+    let mut traces: Vec<TaskTrace> = Vec::new();
+    let mut about = Vec::new();
+    for dir in sources {
+        let found: Vec<TaskTrace> = hlm_eval::samples::read_records(dir)
+            .with_context(|| format!("reading the traces in {}", dir.display()))?;
+        anyhow::ensure!(!found.is_empty(), "{} holds no traces", dir.display());
+        traces.extend(found);
+        // What the head is fitted on (a development split's traces: never a test split's).
+        about.push(match RunInfo::load(dir)? {
+            Some(r) => (
+                format!("{} drafting for {}", r.draft, r.verifier),
+                r.dataset,
+            ),
+            None => (String::new(), dir.display().to_string()),
+        });
+    }
+    std::fs::create_dir_all(out)?;
     let (study, plots) = hlm_eval::filter_study::study(&traces);
     let md = hlm_eval::filter_study::markdown(&study);
     std::fs::write(out.join("study.md"), &md)?;
@@ -264,12 +291,20 @@ fn write_study(out: &Path) -> anyhow::Result<()> {
     for (name, svg) in plots {
         std::fs::write(out.join(name), svg)?;
     }
-    // The shipped head, fitted on every trace here (a development split's: never a test split's).
-    let about = match RunInfo::load(out)? {
-        Some(r) => format!("{} drafting for {}, {}", r.draft, r.verifier, r.dataset),
-        None => out.display().to_string(),
-    };
-    let head = hlm_eval::filter_study::fit_shipped_head(&traces, &about);
+    let pairs: std::collections::BTreeSet<&str> = about.iter().map(|(p, _)| p.as_str()).collect();
+    anyhow::ensure!(
+        pairs.len() == 1,
+        "the traces come from different model pairs ({}): a head is fitted for one pair",
+        pairs.into_iter().collect::<Vec<_>>().join("; ")
+    );
+    let datasets: Vec<&str> = about.iter().map(|(_, d)| d.as_str()).collect();
+    let pair = &about[0].0;
+    let fitted_on = format!(
+        "{pair}{}{}",
+        if pair.is_empty() { "" } else { ", " },
+        datasets.join(" + ")
+    );
+    let head = hlm_eval::filter_study::fit_shipped_head(&traces, &fitted_on);
     std::fs::write(out.join("head.json"), head.to_json())?;
     println!("{md}");
     println!(

@@ -62,7 +62,7 @@ impl HeadInput {
 }
 
 /// What a head reads about one drafted token.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TokenFeatures {
     pub u: f32,
     pub u_expected: f32,
@@ -187,6 +187,19 @@ impl FilterHead {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The loop's decision for a token with features `f` at upload threshold `threshold`:
+    /// `P(reject)` (as the loop carries it, in `f32`) and whether it is uploaded (mode
+    /// `learned`; see [`crate::filter::decide`]).
+    pub fn decide(&self, f: &TokenFeatures, threshold: f32) -> (f32, bool) {
+        let p = self.probability(f) as f32;
+        let knobs = crate::filter::FilterKnobs {
+            uncertainty_threshold: threshold,
+            ..Default::default()
+        };
+        let d = crate::filter::decide(crate::filter::FilterMode::Learned, &knobs, p, None, false);
+        (p, d == crate::filter::Decision::Upload)
     }
 
     /// `P(reject)` for a token with features `f`.

@@ -39,7 +39,7 @@ pub fn distribution_signals(logits: &[f32], x: u32) -> DistributionSignals {
 /// A drafted token's attention row (its query over positions `0..=t`): the weight on itself, on
 /// the first position (the sink), the row's entropy over `ln(t + 1)`, and the default importance
 /// rule's statistic ([`sink_excluded_z`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AttentionSignals {
     pub self_weight: f32,
     pub sink: f32,

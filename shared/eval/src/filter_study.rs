@@ -341,17 +341,6 @@ impl LogisticHead {
             bias,
         }
     }
-
-    pub fn score(&self, x: &[f64]) -> f64 {
-        let s: f64 = x
-            .iter()
-            .zip(&self.mean)
-            .zip(&self.scale)
-            .zip(&self.weights)
-            .map(|(((x, m), s), w)| (x - m) / s * w)
-            .sum();
-        sigmoid(s + self.bias)
-    }
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -1071,10 +1060,36 @@ mod tests {
         let ys: Vec<bool> = xs.iter().map(|x| x[0] >= 8.0).collect();
         let refs: Vec<&[f64]> = xs.iter().map(|x| x.as_slice()).collect();
         let head = LogisticHead::fit(&refs, &ys);
-        let scored: Vec<(f64, bool)> = refs
+        // Scored as the loop scores: through the shipped head's type, the two columns as u and
+        // u-expected.
+        let shipped = FilterHead {
+            version: HEAD_VERSION,
+            fitted_on: String::new(),
+            inputs: vec![HeadInput::U, HeadInput::UExpected],
+            mean: head.mean.clone(),
+            scale: head.scale.clone(),
+            weights: head.weights.clone(),
+            bias: head.bias,
+            suggested_threshold: None,
+        };
+        let scored: Vec<(f64, bool)> = xs
             .iter()
             .zip(&ys)
-            .map(|(x, &y)| (head.score(x), y))
+            .map(|(x, &y)| {
+                let f = TokenFeatures {
+                    u: x[0] as f32,
+                    u_expected: x[1] as f32,
+                    top1: 1.0,
+                    top2: 0.0,
+                    entropy: 0.0,
+                    recent_u: 0.0,
+                    position: 0,
+                    class: TokenClass::Other,
+                    attention: None,
+                    received: None,
+                };
+                (shipped.probability(&f), y)
+            })
             .collect();
         assert!(auc(&scored).unwrap() > 0.99, "{head:?}");
         assert!(head.weights[0] > 0.0 && head.weights[0].abs() > 10.0 * head.weights[1].abs());

@@ -67,6 +67,8 @@ pub struct Comparison {
     pub tasks: usize,
     pub bert_f1_vs_llm: Option<PairedDifference>,
     pub upload_rate: Option<PairedDifference>,
+    /// `1 − first's upload rate / second's`: the share of the second's uploads the first saves.
+    pub upload_saving: Option<PairedDifference>,
     pub system_energy_per_token_j: Option<PairedDifference>,
     pub pass_at_1: Option<McNemar>,
 }
@@ -158,25 +160,30 @@ pub fn build(
     }
 }
 
-/// The pairs compared: ours against U-HLM at the run's knobs, and at each `u_th` both swept.
+/// The pairs compared with U-HLM at the run's knobs: `ours` with the default rule (at the run's
+/// λ; at each swept `u_th` against U-HLM at that `u_th`), every `learned` row, and U-HLM with the
+/// expected u.
 fn pairs(methods: &[Method]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for m in methods {
-        if let Method::Ours {
-            rule,
-            u_th,
-            lambda: None,
-        } = m
-        {
-            if *rule == crate::method::DEFAULT_RULE {
-                let u = Method::u_hlm(*u_th);
-                if methods.contains(&u) {
-                    out.push((m.name(), u.name()));
-                }
-            }
-        }
-    }
-    out
+    let baseline = |u_th: Option<f32>| Some(Method::u_hlm(u_th)).filter(|u| methods.contains(u));
+    methods
+        .iter()
+        .filter_map(|m| {
+            let against = match m {
+                Method::Ours {
+                    rule,
+                    u_th,
+                    lambda: None,
+                } if *rule == crate::method::DEFAULT_RULE => baseline(*u_th),
+                Method::Learned { .. } => baseline(None),
+                Method::UHlm {
+                    u_th: None,
+                    estimate: hlm_core::UncertaintyEstimate::Expected,
+                } => baseline(None),
+                _ => None,
+            }?;
+            Some((m.name(), against.name()))
+        })
+        .collect()
 }
 
 /// A per-task figure, by the task's index.
@@ -284,6 +291,11 @@ fn compare(a: &[&Sample], b: &[&Sample], costs: &Costs, c: &Constants) -> Option
         tasks: n,
         bert_f1_vs_llm: paired(&|idx, ss| mean(idx, &|i| ss[i].bert_vs_llm.map(|b| b.f1))),
         upload_rate: per_token(&|s| s.uploaded as f64),
+        upload_saving: stats::paired_bootstrap(n, &draws, &|idx| {
+            let rate =
+                |ss: &[&Sample]| ratio(idx, &|i| ss[i].uploaded as f64, &|i| ss[i].tokens as f64);
+            Some(1.0 - rate(&xs)? / rate(&ys)?.max(1e-12))
+        }),
         system_energy_per_token_j: per_token(&|s| energy[&(s.task.as_str(), s.method.as_str())]),
         pass_at_1: (!passes.is_empty()).then(|| stats::mcnemar(&passes)),
     })
@@ -353,8 +365,8 @@ pub fn markdown(report: &Report) -> String {
     if !report.comparisons.is_empty() {
         s += "\n**Paired comparisons** (first − second on the same tasks; paired bootstrap \
               interval and p-value; exact McNemar test for pass@1)\n\n\
-              | first − second | tasks | BERTScore F1 vs LLM | upload rate | system energy / token | pass@1: first only / second only, p |\n\
-              |---|---|---|---|---|---|\n";
+              | first − second | tasks | BERTScore F1 vs LLM | upload rate | uploads saved (1 − first / second) | system energy / token | pass@1: first only / second only, p |\n\
+              |---|---|---|---|---|---|---|\n";
         let d = |p: &Option<PairedDifference>, digits: usize, pct: bool| {
             p.as_ref().map_or("–".into(), |p| {
                 format!("{}, p = {:.3}", fmt(&p.difference, digits, pct), p.p_value)
@@ -362,12 +374,13 @@ pub fn markdown(report: &Report) -> String {
         };
         for c in &report.comparisons {
             s += &format!(
-                "| {} − {} | {} | {} | {} | {} J | {} |\n",
+                "| {} − {} | {} | {} | {} | {} | {} J | {} |\n",
                 c.first,
                 c.second,
                 c.tasks,
                 d(&c.bert_f1_vs_llm, 2, true),
                 d(&c.upload_rate, 4, false),
+                d(&c.upload_saving, 1, true),
                 d(&c.system_energy_per_token_j, 4, false),
                 c.pass_at_1.map_or("–".into(), |m| format!(
                     "{} / {}, p = {:.3}",
