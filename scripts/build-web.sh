@@ -29,6 +29,7 @@ ls -l target/npm/*.tgz
 
 # The demo page imports the package from /pkg/.
 rm -rf www/pkg && mkdir -p www/pkg
-cp -r web-client/js/index.js web-client/js/worker.js \
-  web-client/js/index.d.ts web-client/js/package.json web-client/js/wasm www/pkg/
+cp -r web-client/js/index.js web-client/js/worker.js web-client/js/index.d.ts \
+  web-client/js/types.generated.d.ts web-client/js/worker-messages.d.ts \
+  web-client/js/package.json web-client/js/wasm www/pkg/
 echo "built: web-client/js/wasm, target/npm/*.tgz, www/pkg"

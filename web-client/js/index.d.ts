@@ -1,93 +1,52 @@
-// Types of hybrid-llm-web (hand-written; keep in step with index.js, worker.js and the engine's JSON).
+// Types of hybrid-llm-web. What the engine reports (token events, the summary, model information,
+// error codes, the generation options) is generated from the Rust types into
+// types.generated.d.ts and re-exported here; this file declares the JavaScript API around them.
+
+import type {
+  Backend,
+  DraftBackend,
+  EnergyConstants,
+  ErrorCode,
+  FilterMode,
+  GenerationOptions,
+  ModelInfo,
+  Summary,
+  TokenEvent,
+  TokenKind,
+  UncertaintyEstimate,
+  VerifierWelcome,
+} from './types.generated';
+import type { LoadStage } from './worker-messages';
+
+export type * from './types.generated';
 
 export declare const VERSION: string;
 
-/** Filter modes: `always` = standard HLM, `uncertainty` = U-HLM, `uncertainty+importance` = ours, `never` = draft alone. */
-export type Mode = 'always' | 'uncertainty' | 'uncertainty+importance' | 'learned' | 'never';
+/** Filter modes: `always` = standard HLM, `uncertainty` = U-HLM, `uncertainty+importance` = ours, `learned` = a fitted head, `never` = draft alone. */
+export type Mode = FilterMode;
 export declare const MODES: readonly Mode[];
-export declare const UNCERTAINTY: readonly ('sampled' | 'expected')[];
-
-/** How a token came to be: kept locally, uploaded and accepted, or uploaded and replaced by the verifier. */
-export type TokenKind = 'skipped' | 'uploaded-accepted' | 'uploaded-resampled';
+export declare const UNCERTAINTY: readonly UncertaintyEstimate[];
 export declare const KINDS: readonly TokenKind[];
-
-export type StopReason = 'end-of-sequence' | 'max-tokens' | 'aborted' | 'stop-string' | 'code-block-end';
-
-export type ErrorCode =
-  | 'unreachable'
-  | 'wrong-token'
-  | 'model-mismatch'
-  | 'overloaded'
-  | 'origin-not-allowed'
-  | 'load-failed'
-  | 'worker-failed'
-  | 'busy'
-  | 'closed'
-  | 'bad-option'
-  | 'error';
+export declare const BACKENDS: readonly Backend[];
 
 export declare class HybridError extends Error {
   readonly name: 'HybridError';
+  /** What kind of failure: handle errors by it, not by their message. */
   readonly code: ErrorCode;
   /** The engine's own message, when it was reworded. */
   readonly raw?: string;
   constructor(message: string, code: ErrorCode, raw?: string);
 }
 
-/** Model information reported by the engine. */
-export interface ModelInfo {
-  name: string;
-  vocab_size: number;
-  layers: number;
-  weight_bytes: number;
-  /** Where the draft model runs. */
-  backend: 'webgpu' | 'wasm-simd';
-  /** The adapter (WebGPU) or "candle on WebAssembly SIMD". */
-  backend_description: string;
-  /** The self-check's figures on WebGPU, or why WebGPU is not used. */
-  backend_note: string;
-  /** What was asked for. */
-  backend_preference?: Backend;
-  /** The module's linear memory in bytes now. */
-  wasm_memory_bytes?: number;
-  /** The energy estimate's shipped constants. */
-  energy_constants: EnergyConstants;
-}
-
-/**
- * Where the draft model should run. 'auto': WebGPU when the browser has a hardware adapter that
- * passes a start-up self-check against the WASM path, else WASM SIMD. 'webgpu': WebGPU on any
- * adapter that passes the self-check (a software one too), else WASM SIMD with the reason in
- * `backendNote`. 'wasm': WASM SIMD.
- */
-export type Backend = 'auto' | 'webgpu' | 'wasm';
-export declare const BACKENDS: readonly Backend[];
-
 /** Reports passed to `onProgress` while the client starts. */
 export type ProgressReport =
-  | { type: 'status'; stage: 'downloading' | 'reading-cache' | 'caching' | 'initialising' | 'starting-backend' }
+  | { type: 'status'; stage: LoadStage }
   /** `total` is 0 when the server sent no Content-Length. */
   | { type: 'progress'; loaded: number; total: number; fromCache: boolean }
   | { type: 'cache'; hit: boolean }
   | { type: 'warning'; message: string }
   | { type: 'loaded'; info: ModelInfo; seconds: number; fromCache: boolean; bytes: number }
   | { type: 'connected'; url: string; verifier: VerifierWelcome | null };
-
-/**
- * Constants of the energy estimate: the evaluation's model and shipped constants
- * (hlm-core's energy.rs and constants.toml, each constant with its source there), computed in the
- * wasm module. `info.energy_constants` holds the shipped values; pass overrides in this shape.
- */
-export interface EnergyConstants {
-  device: { compute_power_w: number; idle_power_w: number };
-  radio: { tx_power_w: number; rx_power_w: number };
-  link: { bandwidth_hz: number; snr_db: number; rtt_s: number };
-  server: {
-    preset: 'cpu' | 'gpu';
-    cpu: { power_w: number; speedup: number };
-    gpu: { power_w: number; speedup: number };
-  };
-}
 
 /** Deep-partial overrides of {@link EnergyConstants}; an unknown field is an error. */
 export type EnergyConstantsOverrides = {
@@ -123,158 +82,19 @@ export interface CreateOptions {
   energyConstants?: EnergyConstantsOverrides;
 }
 
-export interface GenerateOptions {
-  /** Tokens to generate at most. */
-  maxTokens?: number;
-  /** 0 = greedy (default of the engine); > 0 samples, with compressed distributions uploaded. */
-  temperature?: number;
-  /** u_th in 0..1: tokens with uncertainty above it are candidates for upload (default 0.07). */
-  uncertaintyThreshold?: number;
-  /** λ: how far above the mean attention a token must be to count as important (default 2). */
-  importanceStrictness?: number;
-  /** Filter mode (default "uncertainty+importance"). */
-  mode?: Mode;
-  /** Seed of the uncertainty draws and sampling. */
-  seed?: number;
-  /** Wrap the prompt in the model's ChatML template (default true). */
-  chat?: boolean;
-  /** Importance rule (default "sink-zscore"). */
-  importanceRule?: 'sink-zscore' | 'median-mad' | 'fixed-uniform';
-  /**
-   * How the uncertainty u is computed: "sampled" (default; U-HLM's 20 perturbed draws) or
-   * "expected" (the probability those draws estimate, at the same cost, without their noise).
-   */
-  uncertainty?: 'sampled' | 'expected';
-  /**
-   * Mode "learned": the filter head, the parsed `head.json` that `hlm eval --trace` writes on a
-   * development split. `uncertaintyThreshold` is then the threshold on its probability of a
-   * rejection.
-   */
-  filterHead?: FilterHead;
-  /** Uploads gathered before a round goes to the verifier (default 1: token-by-token verification). */
-  uploadsPerRound?: number;
-  /** Total-variation bound of the compressed distribution uploaded under sampling (default 0.05). */
-  tvBound?: number;
+/**
+ * Options of a generation: the engine's `GenerationOptions` (see their documentation in
+ * types.generated.d.ts), every one optional, a single stop string allowed, and `chat`.
+ */
+export type GenerateOptions = Partial<Omit<GenerationOptions, 'stop'>> & {
   /**
    * Stop string(s): the generation ends once its final text contains one; the text is cut before
    * it (stopReason "stop-string"). Text that may begin a stop string is held back until it cannot.
    */
   stop?: string | string[];
-  /** End once the first fenced code block (```) closes, fence kept (stopReason "code-block-end"). */
-  stopAtCodeBlockEnd?: boolean;
-}
-
-/** A learned filter head (hlm-core's `FilterHead`): logistic regression over a token's signals. */
-export interface FilterHead {
-  version: number;
-  fitted_on: string;
-  inputs: (string | { class: string })[];
-  mean: number[];
-  scale: number[];
-  weights: number[];
-  bias: number;
-  /** The P(reject) at which it caught as many rejections as U-HLM on its fitting split. */
-  suggested_threshold?: number;
-}
-
-/** What the verifier said when the session opened. */
-export interface VerifierWelcome {
-  server?: string;
-  verifier_model?: string;
-  max_context?: number;
-  [key: string]: unknown;
-}
-
-export interface Importance {
-  score: number;
-  threshold: number;
-  important: boolean;
-}
-
-/** Running totals, with the energy estimate and what standard HLM would have cost. */
-export interface Totals {
-  tokens: number;
-  skipped: number;
-  uploaded: number;
-  accepted: number;
-  resampled: number;
-  /** Drafted tokens thrown away after a rejection earlier in their round. */
-  discarded: number;
-  rounds: number;
-  bytesUp: number;
-  bytesDown: number;
-  /** Bits of the compressed distributions alone. */
-  distBits: number;
-  /** Verifier forward passes. */
-  llmPasses: number;
-  llmForwardTokens: number;
-  /** Seconds the verifier's model spent on these rounds, as it reported them (no queue, no network). */
-  llmComputeS: number;
-  reconnects: number;
-  replayedTokens: number;
-  /** uploaded / tokens */
-  uploadRate: number;
-  /**
-   * Estimated device energy (J): drafting + radio + idle while waiting for verdicts. An analytic
-   * estimate from measured drafting and waiting times, bytes and rounds (see {@link EnergyConstants}).
-   */
-  energyJ: number;
-  draftEnergyJ: number;
-  radioEnergyJ: number;
-  idleEnergyJ: number;
-  /** The verifier's share: its power × (measured wait − one modelled round trip per round). */
-  serverEnergyJ: number;
-  /** Device + server. */
-  systemEnergyJ: number;
-  /** The same device estimate had every token been uploaded (standard HLM). */
-  standardHlmEnergyJ: number;
-  standardHlmSystemEnergyJ: number;
-  standardHlmBytesUp: number;
-  standardHlmBytesDown: number;
-  standardHlmLlmPasses: number;
-}
-
-export interface TokenEvent {
-  /** Index among the generated tokens. */
-  index: number;
-  /** Token id. */
-  id: number;
-  /** Text that became final with this token (may be empty mid-character). */
-  text: string;
-  kind: TokenKind;
-  /** The draft's token when the verifier replaced it. */
-  drafted: number | null;
-  /** u in 0..1. */
-  uncertainty: number;
-  importance: Importance | null;
-  totals: Totals;
-  /** Seconds spent drafting so far, and since the generation started. */
-  draftTimeS: number;
-  wallTimeS: number;
-  /** Set when WebGPU failed before this token and the draft model moved to WASM SIMD. */
-  notice: string | null;
-}
-
-export interface Summary extends Totals {
-  stopReason: StopReason;
-  wallTimeS: number;
-  draftTimeS: number;
-  /** Seconds waiting for verdicts (network and verifier). */
-  waitTimeS: number;
-  tokensPerS: number;
-  /** Draft tokens per second: tokens / draftTimeS. */
-  draftTokensPerS: number | null;
-  text: string;
-  ids: number[];
-  mode: Mode;
-  promptTokens: number;
-  /** Where the draft model ran at the end: "webgpu" or "wasm-simd". */
-  draftBackend: 'webgpu' | 'wasm-simd' | null;
-  /** What the run told the user (WebGPU failed, WASM SIMD took over). */
-  notices: string[];
-  /** The engine's summary as it reported it (snake_case). */
-  raw: Record<string, unknown>;
-}
+  /** Wrap the prompt in the model's ChatML template (default true). */
+  chat?: boolean;
+};
 
 export declare class HybridClient {
   /** Starts the worker, loads the model (from Cache Storage when cached) and connects (unless `connect: false`). */
@@ -282,7 +102,7 @@ export declare class HybridClient {
   private constructor();
   readonly info: ModelInfo | null;
   /** Where the draft model runs now: "webgpu" or "wasm-simd". */
-  readonly backend: 'webgpu' | 'wasm-simd' | null;
+  readonly backend: DraftBackend | null;
   /** The self-check's figures on WebGPU, or why WebGPU is not used. */
   readonly backendNote: string | null;
   /** true when the model came from Cache Storage. */
@@ -313,35 +133,3 @@ export declare class HybridClient {
 
 /** ws(s):// URL for a verifier URL given relative, as http(s), or not at all (this page's /ws). */
 export declare function resolveVerifierUrl(url?: string | null): string;
-
-export interface EnergyEstimate {
-  energyJ: number;
-  draftJ: number;
-  radioJ: number;
-  standardHlmEnergyJ: number;
-  standardHlmBytesUp: number;
-  standardHlmBytesDown: number;
-  standardHlmLlmPasses: number;
-}
-
-/** The energy estimate from the engine's snake_case totals and the seconds spent drafting. */
-export declare function estimateEnergy(
-  totals: Record<string, number>,
-  draftSeconds: number,
-  constants?: Partial<EnergyConstants>,
-): EnergyEstimate;
-
-/** What standard HLM would have sent for the same tokens (snake_case totals in). */
-export declare function standardHlm(
-  totals: Record<string, number>,
-  constants?: EnergyConstants,
-): { bytesUp: number; bytesDown: number; rounds: number; llmPasses: number };
-
-/** Joules for drafting seconds plus the given traffic (`messages` each way). */
-export declare function energyJoules(
-  draftSeconds: number,
-  bytesUp: number,
-  bytesDown: number,
-  messages: number,
-  constants?: EnergyConstants,
-): number;

@@ -3,68 +3,98 @@
 //
 //   const client = await HybridClient.create({ draftModelUrl, draftModelName, verifierUrl, token });
 //   for await (const ev of client.generate('Write a binary search in Rust')) out.append(ev.text);
+//
+// The events, the summary, the model information and the error codes are the engine's own
+// (types.generated.d.ts, generated from the Rust types); the messages to and from the worker are
+// declared in worker-messages.d.ts.
+//
+// @ts-check
 
-
+/** @typedef {import('./types.generated').Backend} Backend */
+/** @typedef {import('./types.generated').ErrorCode} ErrorCode */
+/** @typedef {import('./types.generated').FilterMode} FilterMode */
+/** @typedef {import('./types.generated').ModelInfo} ModelInfo */
+/** @typedef {import('./types.generated').Summary} Summary */
+/** @typedef {import('./types.generated').TokenEvent} TokenEvent */
+/** @typedef {import('./types.generated').TokenKind} TokenKind */
+/** @typedef {import('./types.generated').UncertaintyEstimate} UncertaintyEstimate */
+/** @typedef {import('./types.generated').VerifierWelcome} VerifierWelcome */
+/** @typedef {import('./worker-messages').EngineOptions} EngineOptions */
+/** @typedef {import('./worker-messages').Loaded} Loaded */
+/** @typedef {import('./worker-messages').WorkerReply} WorkerReply */
+/** @typedef {import('./worker-messages').WorkerRequest} WorkerRequest */
+/** @typedef {import('./worker-messages').Stage} Stage */
+/** @typedef {import('./index').CreateOptions} CreateOptions */
+/** @typedef {import('./index').GenerateOptions} GenerateOptions */
+/** @typedef {import('./index').ProgressReport} ProgressReport */
 
 export const VERSION = '0.1.0';
 
 const CREATE = Symbol('create'); // keeps the constructor private to HybridClient.create
+/** @type {readonly FilterMode[]} */
 export const MODES = Object.freeze(['always', 'uncertainty', 'uncertainty+importance', 'learned', 'never']);
+/** @type {readonly UncertaintyEstimate[]} */
 export const UNCERTAINTY = Object.freeze(['sampled', 'expected']);
+/** @type {readonly TokenKind[]} */
 export const KINDS = Object.freeze(['skipped', 'uploaded-accepted', 'uploaded-resampled']);
+/** @type {readonly Backend[]} */
 export const BACKENDS = Object.freeze(['auto', 'webgpu', 'wasm']);
 
+/**
+ * @param {unknown} b
+ * @returns {Backend}
+ */
 function checkBackend(b) {
   if (b === undefined || b === null) return 'auto';
-  if (!BACKENDS.includes(b)) {
+  if (!BACKENDS.includes(/** @type {Backend} */ (b))) {
     throw new HybridError(`backend must be one of ${BACKENDS.join(', ')}, not ${JSON.stringify(b)}`, 'bad-option');
   }
-  return b;
+  return /** @type {Backend} */ (b);
 }
 
 /** An error with a stable `code` next to its readable message. */
 export class HybridError extends Error {
+  /**
+   * @param {string} message
+   * @param {ErrorCode} code
+   * @param {string} [raw]
+   */
   constructor(message, code, raw) {
     super(message);
     this.name = 'HybridError';
-    /** 'unreachable' | 'wrong-token' | 'model-mismatch' | 'overloaded' | 'origin-not-allowed' |
-     *  'load-failed' | 'worker-failed' | 'busy' | 'closed' | 'bad-option' | 'error' */
+    /** What kind of failure (the engine's `ErrorCode`, generated from Rust). */
     this.code = code;
     /** The engine's own message, when it was reworded. */
     if (raw !== undefined) this.raw = raw;
   }
 }
 
-function errorFor(stage, raw, url) {
-  const msg = String(raw || 'unknown error');
-  const rest = (prefix) => {
-    const r = msg.slice(prefix.length).replace(/^[\s:,-]+/, '');
-    return r ? `: ${r}` : '';
-  };
-  if (/^verifier unreachable/i.test(msg)) {
-    const text = url && !msg.includes(url) ? `verifier unreachable at ${url}${rest('verifier unreachable')}` : msg;
-    return new HybridError(text, 'unreachable', msg);
+/**
+ * The worker's error reply as a HybridError: its code as the engine gave it, the message with
+ * what the page knows added (the verifier's URL, the origin to allow).
+ * @param {Extract<WorkerReply, { type: 'error' }>} reply
+ * @param {string | null} [url]
+ */
+function errorFor(reply, url) {
+  const { code, message } = reply;
+  switch (code) {
+    case 'unreachable':
+      return new HybridError(url && !message.includes(url) ? `${message} (${url})` : message, code, message);
+    case 'origin-not-allowed': {
+      const origin = globalThis.location ? globalThis.location.origin : 'this page';
+      return new HybridError(`${message} (start the verifier with --allowed-origin ${origin})`, code, message);
+    }
+    case 'load-failed':
+      return new HybridError(`could not load the draft model: ${message}`, code, message);
+    default:
+      return new HybridError(message, code, message);
   }
-  if (/^wrong token/i.test(msg)) {
-    const text = msg.length > 'wrong token'.length ? msg : `wrong token: the verifier${url ? ` at ${url}` : ''} refused the access token`;
-    return new HybridError(text, 'wrong-token', msg);
-  }
-  if (/^model mismatch/i.test(msg)) return new HybridError(msg, 'model-mismatch', msg);
-  if (/^overloaded/i.test(msg)) return new HybridError(msg, 'overloaded', msg);
-  if (/^origin not allowed/i.test(msg)) {
-    const origin = globalThis.location ? globalThis.location.origin : 'this page';
-    return new HybridError(`${msg} (start the verifier with --allowed-origin ${origin})`, 'origin-not-allowed', msg);
-  }
-  if (stage === 'load') return new HybridError(`could not load the draft model: ${msg}`, 'load-failed', msg);
-  return new HybridError(msg, 'error', msg);
 }
 
-function n(x) {
-  if (typeof x === 'bigint') return Number(x);
-  return typeof x === 'number' ? x : 0;
-}
-
-/** `ws(s)://…` for a verifier URL given relative, as http(s), or not at all (this page's /ws). */
+/**
+ * `ws(s)://…` for a verifier URL given relative, as http(s), or not at all (this page's /ws).
+ * @param {string | null} [url]
+ */
 export function resolveVerifierUrl(url) {
   const base = globalThis.location ? globalThis.location.href : undefined;
   if (!url && !base) throw new HybridError('verifierUrl is required outside a web page', 'bad-option');
@@ -77,158 +107,100 @@ export function resolveVerifierUrl(url) {
   return u.href;
 }
 
-function wasmOptions(o = {}) {
-  const out = {};
-  const set = (k, v) => {
-    if (v !== undefined && v !== null) out[k] = v;
-  };
-  if (o.mode !== undefined && !MODES.includes(o.mode)) {
-    throw new HybridError(`unknown mode ${JSON.stringify(o.mode)} (one of ${MODES.join(', ')})`, 'bad-option');
-  }
-  set('max_tokens', o.maxTokens);
-  set('temperature', o.temperature);
-  set('uncertainty_threshold', o.uncertaintyThreshold);
-  set('importance_strictness', o.importanceStrictness);
-  set('mode', o.mode);
-  set('seed', o.seed);
-  set('chat', o.chat);
-  set('importance_rule', o.importanceRule);
-  if (o.uncertainty !== undefined && !UNCERTAINTY.includes(o.uncertainty)) {
-    throw new HybridError(
-      `unknown uncertainty ${JSON.stringify(o.uncertainty)} (one of ${UNCERTAINTY.join(', ')})`,
-      'bad-option',
-    );
-  }
-  set('uncertainty', o.uncertainty);
-  // Mode "learned": the filter head as its file holds it (the engine checks it).
-  set('head', o.filterHead);
-  set('uploads_per_round', o.uploadsPerRound);
-  set('tv_bound', o.tvBound);
-  if (o.stop !== undefined && o.stop !== null) {
-    const stop = typeof o.stop === 'string' ? [o.stop] : o.stop;
-    if (!Array.isArray(stop) || !stop.every((x) => typeof x === 'string' && x.length > 0)) {
+/**
+ * The engine's options: the same names (the engine's `GenerationOptions` are camelCase); a
+ * single stop string becomes a list. The engine checks every name and value.
+ * @param {GenerateOptions} o
+ * @returns {EngineOptions}
+ */
+function engineOptions(o) {
+  const { stop, ...rest } = o;
+  /** @type {EngineOptions} */
+  const out = { ...rest };
+  if (stop !== undefined && stop !== null) {
+    const list = typeof stop === 'string' ? [stop] : stop;
+    if (!Array.isArray(list) || !list.every((x) => typeof x === 'string' && x.length > 0)) {
       throw new HybridError('stop must be a non-empty string or an array of them', 'bad-option');
     }
-    out.stop = stop;
+    out.stop = list;
   }
-  set('stop_at_code_block_end', o.stopAtCodeBlockEnd);
   return out;
 }
 
-// `e`: the engine's live energy estimate (hlm-engine's energy.rs, computed in the wasm module
-// with the same model as the evaluation): { energy, standard_hlm, standard_hlm_bytes_up, ... }.
-function camelTotals(t, e = {}) {
-  const tokens = n(t.tokens);
-  const uploaded = n(t.uploaded);
-  const en = e.energy || {};
-  const std = e.standard_hlm || {};
-  return {
-    tokens,
-    skipped: n(t.skipped),
-    uploaded,
-    accepted: n(t.accepted),
-    resampled: n(t.resampled),
-    discarded: n(t.discarded),
-    rounds: n(t.rounds),
-    bytesUp: n(t.bytes_up),
-    bytesDown: n(t.bytes_down),
-    distBits: n(t.dist_bits),
-    llmPasses: n(t.llm_forward_passes),
-    llmForwardTokens: n(t.llm_forward_tokens),
-    llmComputeS: n(t.llm_compute_us) / 1e6,
-    reconnects: n(t.reconnects),
-    replayedTokens: n(t.replayed_tokens),
-    uploadRate: tokens > 0 ? uploaded / tokens : 0,
-    energyJ: n(en.device_j),
-    draftEnergyJ: n(en.compute_j),
-    radioEnergyJ: n(en.tx_j) + n(en.rx_j),
-    idleEnergyJ: n(en.idle_j),
-    serverEnergyJ: n(en.server_j),
-    systemEnergyJ: n(en.total_j),
-    standardHlmEnergyJ: n(std.device_j),
-    standardHlmSystemEnergyJ: n(std.total_j),
-    standardHlmBytesUp: n(e.standard_hlm_bytes_up),
-    standardHlmBytesDown: n(e.standard_hlm_bytes_down),
-    standardHlmLlmPasses: n(e.standard_hlm_llm_passes),
-  };
-}
+/**
+ * A running generation: the events not yet taken, and how it ended.
+ * @typedef {object} Generation
+ * @property {number} id
+ * @property {TokenEvent[]} queue
+ * @property {Summary | null} summary
+ * @property {HybridError | null} error
+ * @property {(() => void) | null} wakeFn
+ * @property {() => void} wake
+ * @property {() => void} settle
+ * @property {Promise<void>} settled
+ */
 
-function camelEvent(ev) {
-  return {
-    index: ev.index,
-    id: ev.id,
-    text: ev.text,
-    kind: ev.kind,
-    drafted: ev.drafted ?? null,
-    uncertainty: ev.uncertainty,
-    importance: ev.importance ?? null,
-    totals: camelTotals(ev.totals || {}, ev.energy),
-    draftTimeS: n(ev.draft_time_s),
-    wallTimeS: n(ev.wall_time_s),
-    notice: ev.notice ?? null,
-  };
-}
+/**
+ * A request waiting for the worker's reply.
+ * @typedef {object} Pending
+ * @property {(reply: WorkerReply) => void} resolve
+ * @property {(e: HybridError) => void} reject
+ * @property {string | undefined} url
+ */
 
-function camelSummary(s, draftTokensPerS) {
-  return {
-    ...camelTotals(s, s.energy),
-    stopReason: s.stop_reason,
-    wallTimeS: n(s.wall_time_s),
-    draftTimeS: n(s.draft_time_s),
-    waitTimeS: n(s.wait_time_s),
-    tokensPerS: n(s.tokens_per_s),
-    uploadRate: n(s.upload_rate),
-    draftTokensPerS: draftTokensPerS ?? null,
-    text: s.text,
-    ids: s.ids,
-    mode: s.mode,
-    promptTokens: n(s.prompt_tokens),
-    draftBackend: s.draft_backend || null,
-    notices: s.notices || [],
-    raw: s,
-  };
-}
+/** Distributes `Omit<T, 'id'>` over a union, so each request keeps its own fields. */
+/** @template T @typedef {T extends unknown ? Omit<T, 'id'> : never} WithoutId */
 
 export class HybridClient {
-  #worker;
+  /** @type {Worker | null} */
+  #worker = null;
+  /** @type {Map<number, Pending>} */
   #pending = new Map();
   #nextId = 1;
+  /** @type {Generation | null} */
   #gen = null;
   #closed = false;
+  /** @type {CreateOptions & { cacheName: string, backend: Backend }} */
   #opts;
 
-  /** Use `HybridClient.create`. */
+  /**
+   * Use `HybridClient.create`.
+   * @param {CreateOptions & { cacheName: string, backend: Backend }} opts
+   * @param {symbol} secret
+   */
   constructor(opts, secret) {
     if (secret !== CREATE) throw new TypeError('use `await HybridClient.create(options)`');
     this.#opts = opts;
-    /** Model info from the engine: { name, vocab_size, layers, weight_bytes, backend, ... }. */
+    /** @type {ModelInfo | null} Model info from the engine: { name, vocab_size, layers, weight_bytes, backend, ... }. */
     this.info = null;
-    /** Where the draft model runs: "webgpu" or "wasm-simd". */
+    /** @type {ModelInfo['backend'] | null} Where the draft model runs: "webgpu" or "wasm-simd". */
     this.backend = null;
-    /** Why: the self-check's figures on WebGPU, or why WebGPU is not used. */
+    /** @type {string | null} Why: the self-check's figures on WebGPU, or why WebGPU is not used. */
     this.backendNote = null;
-    /** true when the model came from Cache Storage, false when downloaded. */
+    /** @type {boolean | null} true when the model came from Cache Storage, false when downloaded. */
     this.cacheHit = null;
-    /** Seconds the model took to load (download or cache read, and initialisation). */
+    /** @type {number | null} Seconds the model took to load (download or cache read, and initialisation). */
     this.loadSeconds = null;
+    /** @type {string | null} */
     this.verifierUrl = null;
-    /** What the verifier said when connecting: { server, verifier_model, max_context }. */
+    /** @type {VerifierWelcome | null} What the verifier said when connecting. */
     this.verifier = null;
     this.connected = false;
-    /** The last generation's summary (also the generator's return value). */
+    /** @type {Summary | null} The last generation's summary (also the generator's return value). */
     this.lastSummary = null;
-    /** Draft tokens per second of the last generation (tokens / seconds spent drafting). */
+    /** @type {number | null} Draft tokens per second of the last generation (tokens / seconds spent drafting). */
     this.draftTokensPerS = null;
-    /** Warnings from the worker (e.g. the model could not be cached). */
+    /** @type {string[]} Warnings from the worker (e.g. the model could not be cached). */
     this.warnings = [];
   }
 
   /**
    * Starts the worker, loads the draft model (from Cache Storage when it is there) and, unless
    * `connect: false`, connects to the verifier.
+   * @param {CreateOptions} opts
    */
-  static async create(opts = {}) {
-    if (!opts.draftModelUrl) throw new HybridError('draftModelUrl is required', 'bad-option');
+  static async create(opts) {
+    if (!opts || !opts.draftModelUrl) throw new HybridError('draftModelUrl is required', 'bad-option');
     const backend = checkBackend(opts.backend);
     const client = new HybridClient({ cacheName: 'hybrid-llm-models', ...opts, backend }, CREATE);
     try {
@@ -244,11 +216,12 @@ export class HybridClient {
 
   #start() {
     const { workerUrl } = this.#opts;
-    this.#worker = workerUrl
+    const worker = workerUrl
       ? new Worker(workerUrl, { type: 'module' })
       : new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-    this.#worker.onmessage = (e) => this.#onMessage(e.data);
-    this.#worker.onerror = (e) => {
+    this.#worker = worker;
+    worker.onmessage = (e) => this.#onMessage(e.data);
+    worker.onerror = (e) => {
       e.preventDefault?.();
       const detail = e.message || 'the script or its WebAssembly module could not be loaded';
       this.#fail(
@@ -259,11 +232,12 @@ export class HybridClient {
         ),
       );
     };
-    this.#worker.onmessageerror = () => {
+    worker.onmessageerror = () => {
       this.#fail(new HybridError('a message from the draft-model worker could not be read', 'worker-failed'));
     };
   }
 
+  /** @param {ProgressReport} msg */
   #report(msg) {
     const cb = this.#opts.onProgress;
     if (cb) {
@@ -275,15 +249,27 @@ export class HybridClient {
     }
   }
 
-  #request(msg, stage) {
+  /** @param {WorkerRequest} msg */
+  #post(msg) {
+    if (!this.#worker) throw new HybridError('the client is closed', 'closed');
+    this.#worker.postMessage(msg);
+  }
+
+  /**
+   * Sends a request and resolves with the worker's reply to it.
+   * @param {WithoutId<Exclude<WorkerRequest, { type: 'abort' | 'generate' }>>} msg
+   * @returns {Promise<WorkerReply>}
+   */
+  #request(msg) {
     if (this.#closed) return Promise.reject(new HybridError('the client is closed', 'closed'));
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject, stage, url: msg.url });
-      this.#worker.postMessage({ ...msg, id });
+      this.#pending.set(id, { resolve, reject, url: 'url' in msg ? msg.url : undefined });
+      this.#post(/** @type {WorkerRequest} */ ({ ...msg, id }));
     });
   }
 
+  /** @param {WorkerReply} msg */
   #onMessage(msg) {
     switch (msg.type) {
       case 'progress':
@@ -303,7 +289,7 @@ export class HybridClient {
       case 'token': {
         const g = this.#gen;
         if (g && g.id === msg.id) {
-          g.queue.push(camelEvent(msg.ev));
+          g.queue.push(msg.ev);
           g.wake();
         }
         return;
@@ -311,9 +297,9 @@ export class HybridClient {
       case 'done': {
         const g = this.#gen;
         if (g && g.id === msg.id) {
-          this.draftTokensPerS = msg.draftTokensPerS ?? null;
-          if (msg.info) this.#setInfo(msg.info);
-          g.summary = camelSummary(msg.summary, msg.draftTokensPerS);
+          this.draftTokensPerS = msg.summary.draftTokensPerS;
+          this.#setInfo(msg.info);
+          g.summary = msg.summary;
           this.lastSummary = g.summary;
           g.settle();
           g.wake();
@@ -325,18 +311,19 @@ export class HybridClient {
     }
     const g = this.#gen;
     if (msg.type === 'error' && g && g.id === msg.id) {
-      g.error = errorFor('generate', msg.message, this.verifierUrl);
+      g.error = errorFor(msg, this.verifierUrl);
       g.settle();
       g.wake();
       return;
     }
-    const p = this.#pending.get(msg.id);
-    if (!p) return;
+    const p = msg.id === undefined ? undefined : this.#pending.get(msg.id);
+    if (!p || msg.id === undefined) return;
     this.#pending.delete(msg.id);
-    if (msg.type === 'error') p.reject(errorFor(p.stage, msg.message, p.url));
+    if (msg.type === 'error') p.reject(errorFor(msg, p.url));
     else p.resolve(msg);
   }
 
+  /** @param {HybridError} err */
   #fail(err) {
     for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();
@@ -351,26 +338,28 @@ export class HybridClient {
   async #load() {
     const { draftModelUrl, draftModelName, cacheName, backend } = this.#opts;
     const modelUrl = new URL(draftModelUrl, globalThis.location ? globalThis.location.href : undefined).href;
-    const r = await this.#request({ type: 'load', modelUrl, modelName: draftModelName || '', cacheName, backend }, 'load');
+    const r = expect(await this.#request({ type: 'load', modelUrl, modelName: draftModelName || '', cacheName, backend }), 'loaded');
     this.#setInfo(r.info);
     this.cacheHit = r.fromCache;
     this.loadSeconds = r.seconds;
     this.#report({ type: 'loaded', info: r.info, seconds: r.seconds, fromCache: r.fromCache, bytes: r.bytes });
   }
 
+  /** @param {ModelInfo} info */
   #setInfo(info) {
     this.info = info;
-    this.backend = (info && info.backend) || null;
-    this.backendNote = (info && info.backend_note) || null;
+    this.backend = info.backend;
+    this.backendNote = info.backend_note;
   }
 
   /**
    * Moves the draft model to another backend ('auto' | 'webgpu' | 'wasm'; see `CreateOptions.backend`)
    * between generations. Resolves with the new `info`; `backend` and `backendNote` say what runs.
+   * @param {Backend} backend
    */
   async setBackend(backend) {
     if (this.#gen) throw new HybridError('a generation is running on this client', 'busy');
-    const r = await this.#request({ type: 'backend', backend: checkBackend(backend) }, 'backend');
+    const r = expect(await this.#request({ type: 'backend', backend: checkBackend(backend) }), 'backend');
     this.#setInfo(r.info);
     return r.info;
   }
@@ -378,6 +367,8 @@ export class HybridClient {
   /**
    * Connects (or reconnects) to the verifier. Defaults: the URL and token given to `create`;
    * without a URL, ws(s)://<this page's host>/ws.
+   * @param {string} [verifierUrl]
+   * @param {string} [token]
    */
   async connect(verifierUrl, token) {
     if (verifierUrl !== undefined) this.#opts.verifierUrl = verifierUrl;
@@ -386,10 +377,9 @@ export class HybridClient {
     this.verifierUrl = url;
     this.connected = false;
     this.verifier = null;
-    const msg = { type: 'connect', url, token: this.#opts.token || undefined };
-    if (this.#opts.clientName) msg.clientName = this.#opts.clientName;
-    const r = await this.#request(msg, 'connect');
-    this.verifier = r.welcome || null;
+    const { clientName } = this.#opts;
+    const r = expect(await this.#request({ type: 'connect', url, token: this.#opts.token || undefined, clientName }), 'connected');
+    this.verifier = r.welcome;
     this.connected = true;
     this.#report({ type: 'connected', url, verifier: this.verifier });
   }
@@ -398,18 +388,29 @@ export class HybridClient {
    * Generates a completion of `prompt`, yielding each token once it is final. The generator's
    * return value is the summary (also kept in `client.lastSummary`). Stopping the iteration early
    * (break) aborts the generation.
+   * @param {string} prompt
+   * @param {GenerateOptions} [options]
+   * @returns {AsyncGenerator<TokenEvent, Summary, undefined>}
    */
   async *generate(prompt, options = {}) {
     if (this.#closed) throw new HybridError('the client is closed', 'closed');
     if (this.#gen) throw new HybridError('a generation is already running on this client', 'busy');
-    const opts = wasmOptions(options);
-    if (this.#opts.energyConstants) opts.energy_constants = this.#opts.energyConstants;
-    const request = { type: 'generate', prompt: String(prompt), options: opts };
-    const g = { id: this.#nextId++, queue: [], summary: null, error: null, wakeFn: null };
-    g.wake = () => {
-      const w = g.wakeFn;
-      g.wakeFn = null;
-      if (w) w();
+    const opts = engineOptions(options);
+    if (this.#opts.energyConstants) opts.energyConstants = this.#opts.energyConstants;
+    /** @type {Generation} */
+    const g = {
+      id: this.#nextId++,
+      queue: [],
+      summary: null,
+      error: null,
+      wakeFn: null,
+      wake: () => {
+        const w = g.wakeFn;
+        g.wakeFn = null;
+        if (w) w();
+      },
+      settle: () => {},
+      settled: Promise.resolve(),
     };
     g.settled = new Promise((resolve) => {
       g.settle = resolve;
@@ -417,20 +418,24 @@ export class HybridClient {
     this.#gen = g;
     let posted = false;
     try {
-      this.#worker.postMessage({ ...request, id: g.id });
+      this.#post({ type: 'generate', id: g.id, prompt: String(prompt), options: opts });
       posted = true;
       for (;;) {
-        while (g.queue.length) yield g.queue.shift();
+        const ev = g.queue.shift();
+        if (ev) {
+          yield ev;
+          continue;
+        }
         if (g.error) throw g.error;
         if (g.summary) return g.summary;
         await new Promise((resolve) => {
-          g.wakeFn = resolve;
+          g.wakeFn = () => resolve(undefined);
         });
       }
     } finally {
       if (posted && !g.summary && !g.error && !this.#closed) {
         // The consumer stopped early: stop the engine and wait until it has.
-        this.#worker.postMessage({ type: 'abort', id: g.id });
+        this.#post({ type: 'abort', id: g.id });
         await g.settled;
       }
       if (this.#gen === g) this.#gen = null;
@@ -444,19 +449,19 @@ export class HybridClient {
    * model is not on WebGPU.
    */
   async simulateGpuLoss() {
-    const r = await this.#request({ type: 'simulate-gpu-loss' }, 'backend');
+    const r = expect(await this.#request({ type: 'simulate-gpu-loss' }), 'gpu-loss');
     return r.lost === true;
   }
 
   /** Stops the running generation soon; it then ends with stopReason "aborted". */
   abort() {
-    if (this.#gen && !this.#closed) this.#worker.postMessage({ type: 'abort', id: this.#gen.id });
+    if (this.#gen && !this.#closed) this.#post({ type: 'abort', id: this.#gen.id });
   }
 
   /** Closes the verifier connection (the model stays loaded; `connect()` again to go on). */
   async disconnect() {
     if (this.#closed) return;
-    await this.#request({ type: 'disconnect' }, 'disconnect');
+    await this.#request({ type: 'disconnect' });
     this.connected = false;
   }
 
@@ -468,4 +473,19 @@ export class HybridClient {
     this.connected = false;
     this.#worker?.terminate();
   }
+}
+
+/**
+ * The reply of the type a request expects (the worker answers each request with its own type,
+ * or an error, which rejects the request instead).
+ * @template {WorkerReply['type']} K
+ * @param {WorkerReply} reply
+ * @param {K} type
+ * @returns {Extract<WorkerReply, { type: K }>}
+ */
+function expect(reply, type) {
+  if (reply.type !== type) {
+    throw new HybridError(`the worker answered ${reply.type} where ${type} was expected`, 'error');
+  }
+  return /** @type {Extract<WorkerReply, { type: K }>} */ (reply);
 }

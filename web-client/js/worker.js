@@ -1,24 +1,20 @@
 // Module Web Worker running the draft model (WebAssembly) off the page's main thread.
 //
-// Protocol (main thread -> worker):
-//   {type:"load", id?, modelUrl, modelName, cacheName}   modelUrl absolute (resolve it on the page)
-//   {type:"connect", id?, url, token?, clientName?}
-//   {type:"generate", id, prompt, options}                options in the engine's snake_case form
-//   {type:"abort", id?}                                   stops generation `id` (running or still queued);
-//                                                         without id, the running one
-//   {type:"disconnect", id?}
-// Worker -> main thread:
-//   {type:"progress", loaded, total, fromCache}           total is 0 when the size is unknown
-//   {type:"cache", hit}                                   hit: the model came from Cache Storage
-//   {type:"warning", message}                             e.g. cache unavailable or over quota
-//   {type:"status", stage}                                "downloading" | "reading-cache" | "caching" | "initialising"
-//   {type:"loaded", id, info, seconds, downloadSeconds, initSeconds, bytes, fromCache}
-//   {type:"connected", id, url, welcome}                  welcome: {server, verifier_model, max_context} from the engine
-//   {type:"disconnected", id}
-//   {type:"token", id, ev}                                one per final token, in order
-//   {type:"done", id, summary, draftTokensPerS}
-//   {type:"error", id, stage, message}                    stage: "load" | "connect" | "generate" | "disconnect" | "protocol"
-// `id` echoes the request's id (absent if the request had none).
+// The messages it takes and sends (WorkerRequest, WorkerReply) are declared in
+// worker-messages.d.ts; what the engine reports in them (token events, the summary, model
+// information, error codes) is generated from the Rust types (types.generated.d.ts).
+// `id` echoes the request's id.
+//
+// @ts-check
+
+/** @typedef {import('./worker-messages').WorkerRequest} WorkerRequest */
+/** @typedef {import('./worker-messages').WorkerReply} WorkerReply */
+/** @typedef {import('./worker-messages').Loaded} Loaded */
+/** @typedef {import('./types.generated').ErrorCode} ErrorCode */
+/** @typedef {import('./types.generated').ModelInfo} ModelInfo */
+/** @typedef {import('./types.generated').Summary} Summary */
+/** @typedef {import('./types.generated').TokenEvent} TokenEvent */
+/** @typedef {import('./types.generated').VerifierWelcome} VerifierWelcome */
 
 import init, { Engine } from './wasm/hlm_web_client.js';
 
@@ -26,44 +22,52 @@ const CLIENT_NAME = 'hybrid-llm-web/0.1.0';
 const PROGRESS_INTERVAL_MS = 100;
 const CACHE_CHUNK = 1 << 20; // bytes per chunk handed to the Cache API when storing the model
 
+/** @type {Promise<unknown> | null} */
 let wasmReady = null;
+/** @type {Engine | null} */
 let engine = null;
-let current = null; // id of the running generation
-const queued = new Set(); // ids of generations waiting their turn
-const abortAtStart = new Set(); // queued ids aborted before they started
+/** @type {number | null} id of the running generation */
+let current = null;
+/** @type {Set<number>} ids of generations waiting their turn */
+const queued = new Set();
+/** @type {Set<number>} queued ids aborted before they started */
+const abortAtStart = new Set();
 
+/** @param {WorkerReply} msg */
 function post(msg) {
   self.postMessage(msg);
 }
 
+/**
+ * An Error carrying its code, as the engine's are.
+ * @param {string} message
+ * @param {ErrorCode} code
+ */
+function codedError(message, code) {
+  return Object.assign(new Error(message), { code });
+}
+
+/**
+ * The code an error carries (the engine's rejections and `codedError`), else `fallback`.
+ * @param {unknown} e
+ * @param {ErrorCode} fallback
+ * @returns {ErrorCode}
+ */
+function codeOf(e, fallback) {
+  const code = e && typeof e === 'object' && 'code' in e ? e.code : undefined;
+  return typeof code === 'string' ? /** @type {ErrorCode} */ (code) : fallback;
+}
+
+/** @param {unknown} e */
 function messageOf(e) {
   if (e instanceof Error) return e.message;
   if (typeof e === 'string') return e;
-  if (e && typeof e.message === 'string') return e.message;
+  if (e && typeof e === 'object' && 'message' in e && typeof e.message === 'string') return e.message;
   try {
     return JSON.stringify(e);
   } catch {
     return String(e);
   }
-}
-
-// Engine results as plain objects and numbers whatever the Rust side's serializer produced
-// (serde-wasm-bindgen turns maps, and structs with #[serde(flatten)], into ES Maps, and may give
-// 64-bit integers as BigInt).
-function plain(v) {
-  if (v instanceof Map) {
-    const o = {};
-    for (const [k, x] of v) o[k] = plain(x);
-    return o;
-  }
-  if (typeof v === 'bigint') return Number(v);
-  if (Array.isArray(v)) return v.map(plain);
-  if (v && typeof v === 'object' && !ArrayBuffer.isView(v)) {
-    const o = {};
-    for (const k of Object.keys(v)) o[k] = plain(v[k]);
-    return o;
-  }
-  return v;
 }
 
 function initWasm() {
@@ -79,15 +83,23 @@ function initWasm() {
  * it as they arrive; without one (or if the body turns out longer, e.g. a compressed transfer)
  * the chunks are kept and concatenated once at the end.
  */
+/**
+ * @param {Response} response
+ * @param {boolean} fromCache
+ * @returns {Promise<Uint8Array>}
+ */
 async function readBody(response, fromCache) {
   const declared = Number(response.headers.get('content-length')) || 0;
   const encoded = (response.headers.get('content-encoding') || 'identity') !== 'identity';
   // With a content-encoding, Content-Length counts the encoded bytes, not what the stream yields.
   const total = encoded ? 0 : declared;
+  /** @type {Uint8Array | null} */
   let buf = total > 0 ? new Uint8Array(total) : null;
-  let chunks = buf ? null : [];
+  /** @type {Uint8Array[]} */
+  let chunks = [];
   let loaded = 0;
   let lastPost = 0;
+  /** @param {boolean} force */
   const progress = (force) => {
     const now = Date.now();
     if (force || now - lastPost >= PROGRESS_INTERVAL_MS) {
@@ -135,6 +147,7 @@ async function readBody(response, fromCache) {
  * second copy when the cache writes slower than the network delivers.) The Cache API copies one
  * chunk at a time into its storage, so the file is held once, plus a chunk.
  */
+/** @param {Uint8Array} bytes */
 function responseOver(bytes) {
   let off = 0;
   const body = new ReadableStream({
@@ -156,7 +169,10 @@ function responseOver(bytes) {
   });
 }
 
-/** Opens the cache, or returns null (with a warning) when Cache Storage is unavailable. */
+/**
+ * Opens the cache, or returns null (with a warning) when Cache Storage is unavailable.
+ * @param {string | undefined} cacheName
+ */
 async function openCache(cacheName) {
   if (!cacheName) return null;
   if (typeof caches === 'undefined') {
@@ -176,7 +192,11 @@ async function openCache(cacheName) {
   }
 }
 
-/** The model file's bytes: from Cache Storage when present, else downloaded and stored. */
+/**
+ * The model file's bytes: from Cache Storage when present, else downloaded and stored.
+ * @param {string} modelUrl
+ * @param {string | undefined} cacheName
+ */
 async function fetchModel(modelUrl, cacheName) {
   const cache = await openCache(cacheName);
   if (cache) {
@@ -204,16 +224,22 @@ async function fetchModel(modelUrl, cacheName) {
     // When Cache Storage keeps the file, keep it out of the HTTP cache (no second copy on disk).
     response = await fetch(modelUrl, cache ? { cache: 'no-store' } : {});
   } catch (e) {
-    throw new Error(`model download failed: ${modelUrl}: ${messageOf(e)}`);
+    throw codedError(`model download failed: ${modelUrl}: ${messageOf(e)}`, 'load-failed');
   }
   if (!response.ok) {
-    throw new Error(`model download failed: ${modelUrl}: HTTP ${response.status} ${response.statusText}`.trim());
+    const status = `HTTP ${response.status} ${response.statusText}`.trim();
+    throw codedError(`model download failed: ${modelUrl}: ${status}`, 'load-failed');
   }
   const bytes = await readBody(response, false);
   if (cache) await storeModel(cache, modelUrl, bytes);
   return { bytes, fromCache: false };
 }
 
+/**
+ * @param {Cache} cache
+ * @param {string} modelUrl
+ * @param {Uint8Array} bytes
+ */
 async function storeModel(cache, modelUrl, bytes) {
   try {
     if (self.navigator && navigator.storage && navigator.storage.estimate) {
@@ -231,7 +257,7 @@ async function storeModel(cache, modelUrl, bytes) {
     post({ type: 'status', stage: 'caching' });
     await cache.put(modelUrl, responseOver(bytes));
   } catch (e) {
-    const quota = e && (e.name === 'QuotaExceededError' || /quota/i.test(messageOf(e)));
+    const quota = (e instanceof DOMException && e.name === 'QuotaExceededError') || /quota/i.test(messageOf(e));
     post({
       type: 'warning',
       message: `${quota ? 'storage quota exceeded' : 'could not store the model in Cache Storage'} ` +
@@ -245,10 +271,21 @@ async function storeModel(cache, modelUrl, bytes) {
   }
 }
 
+/**
+ * @param {Extract<WorkerRequest, { type: 'load' }>} msg
+ * @returns {Promise<Loaded>}
+ */
 async function load(msg) {
   const t0 = performance.now();
-  await initWasm();
-  let { bytes, fromCache } = await fetchModel(msg.modelUrl, msg.cacheName);
+  try {
+    await initWasm();
+  } catch (e) {
+    throw codedError(`the WebAssembly module could not be loaded: ${messageOf(e)}`, 'load-failed');
+  }
+  const fetched = await fetchModel(msg.modelUrl, msg.cacheName);
+  const fromCache = fetched.fromCache;
+  /** @type {Uint8Array | null} */
+  let bytes = fetched.bytes;
   const t1 = performance.now();
   post({ type: 'status', stage: 'initialising' });
   const size = bytes.byteLength;
@@ -260,13 +297,14 @@ async function load(msg) {
     old.free();
   }
   try {
-    engine = Engine.load(bytes, msg.modelName || '');
+    engine = Engine.load(/** @type {Uint8Array<ArrayBuffer>} */ (bytes), msg.modelName || '');
   } finally {
     bytes = null; // the engine has read what it needs (in place); let the file's array go
   }
   const t2 = performance.now();
   post({ type: 'status', stage: 'starting-backend' });
-  const info = plain(await engine.use_backend(msg.backend || 'auto'));
+  /** @type {ModelInfo} */
+  const info = await engine.use_backend(msg.backend || 'auto');
   const t3 = performance.now();
   return {
     info,
@@ -279,21 +317,24 @@ async function load(msg) {
   };
 }
 
-async function generate(msg) {
+/**
+ * @param {Engine} engine
+ * @param {Extract<WorkerRequest, { type: 'generate' }>} msg
+ */
+async function generate(engine, msg) {
   current = msg.id;
   // Aborted while queued: stop at the first token (the engine checks its flag as it delivers one).
   const early = abortAtStart.delete(msg.id);
   try {
-    const summary = plain(
-      await engine.generate(msg.prompt, msg.options || {}, (ev) => {
-        const e = plain(ev);
-        if (e.notice) post({ type: 'warning', message: e.notice });
-        post({ type: 'token', id: msg.id, ev: e });
-        if (early) engine.abort();
-      }),
-    );
-    const draftTokensPerS = summary.draft_time_s > 0 ? summary.tokens / summary.draft_time_s : null;
-    post({ type: 'done', id: msg.id, summary, draftTokensPerS, info: plain(engine.info()) });
+    /** @param {TokenEvent} ev */
+    const onToken = (ev) => {
+      if (ev.notice) post({ type: 'warning', message: ev.notice });
+      post({ type: 'token', id: msg.id, ev });
+      if (early) engine.abort();
+    };
+    /** @type {Summary} */
+    const summary = await engine.generate(msg.prompt, msg.options || {}, onToken);
+    post({ type: 'done', id: msg.id, summary, info: engine.info() });
   } finally {
     current = null;
   }
@@ -304,22 +345,33 @@ async function generate(msg) {
 // for a generation that has already ended is ignored, so it cannot stop the next one.
 let queue = Promise.resolve();
 
+/** @param {MessageEvent<WorkerRequest>} event */
 self.onmessage = (event) => {
-  const msg = event.data || {};
+  const msg = event.data;
   if (msg.type === 'simulate-gpu-loss') {
     // At once, like abort: it is meant to hit a running generation.
     post({ type: 'gpu-loss', id: msg.id, lost: engine ? engine.simulate_gpu_loss() : false });
     return;
   }
   if (msg.type === 'abort') {
-    if (current !== null && (msg.id === undefined || msg.id === current)) engine.abort();
-    else if (queued.has(msg.id)) abortAtStart.add(msg.id);
+    if (current !== null && (msg.id === undefined || msg.id === current)) engine?.abort();
+    else if (msg.id !== undefined && queued.has(msg.id)) abortAtStart.add(msg.id);
     return;
   }
   if (msg.type === 'generate') queued.add(msg.id);
   queue = queue.then(() => handle(msg));
 };
 
+/** The loaded engine, or an error saying there is none. */
+function loaded() {
+  if (!engine) throw codedError('no model loaded', 'error');
+  return engine;
+}
+
+/**
+ * Runs one request and posts its reply (an `error` reply with the failure's code).
+ * @param {Exclude<WorkerRequest, { type: 'abort' | 'simulate-gpu-loss' }>} msg
+ */
 async function handle(msg) {
   const stage = msg.type;
   try {
@@ -330,23 +382,21 @@ async function handle(msg) {
         break;
       }
       case 'connect': {
-        if (!engine) throw new Error('no model loaded');
-        const welcome = await engine.connect(msg.url, msg.token || undefined, msg.clientName || CLIENT_NAME);
-        post({ type: 'connected', id: msg.id, url: msg.url, welcome: plain(welcome ?? null) });
+        const e = loaded();
+        /** @type {VerifierWelcome} */
+        const welcome = await e.connect(msg.url, msg.token || undefined, msg.clientName || CLIENT_NAME);
+        post({ type: 'connected', id: msg.id, url: msg.url, welcome });
         break;
       }
       case 'generate': {
         queued.delete(msg.id);
-        if (!engine) {
-          abortAtStart.delete(msg.id);
-          throw new Error('no model loaded');
-        }
-        await generate(msg);
+        if (!engine) abortAtStart.delete(msg.id);
+        await generate(loaded(), msg);
         break;
       }
       case 'backend': {
-        if (!engine) throw new Error('no model loaded');
-        const info = plain(await engine.use_backend(msg.backend || 'auto'));
+        /** @type {ModelInfo} */
+        const info = await loaded().use_backend(msg.backend || 'auto');
         post({ type: 'backend', id: msg.id, info });
         break;
       }
@@ -355,10 +405,15 @@ async function handle(msg) {
         post({ type: 'disconnected', id: msg.id });
         break;
       }
-      default:
-        post({ type: 'error', id: msg.id, stage: 'protocol', message: `unknown message type ${JSON.stringify(msg.type)}` });
+      default: {
+        /** @type {{ type: unknown, id?: number }} */
+        const unknown = msg;
+        const message = `unknown message type ${JSON.stringify(unknown.type)}`;
+        post({ type: 'error', id: unknown.id, stage: 'protocol', code: 'error', message });
+      }
     }
   } catch (e) {
-    post({ type: 'error', id: msg.id, stage, message: messageOf(e) });
+    const code = codeOf(e, stage === 'load' ? 'load-failed' : 'error');
+    post({ type: 'error', id: msg.id, stage, code, message: messageOf(e) });
   }
 }

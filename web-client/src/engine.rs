@@ -8,16 +8,20 @@
 //! engine.abort(); // from a message handler while generate runs
 //! ```
 //!
-//! Events and the summary are the native client's JSON (`hlm generate --json-events`), as objects.
+//! Events, the summary, the model information and the welcome are [`crate::api`]'s types, as
+//! objects; a rejection is an `Error` whose `code` is an [`ErrorCode`].
 
+use crate::api::{
+    json_name, Backend, DraftBackend, ErrorCode, LoadMemory, ModelInfo, PageError, Summary,
+    TokenEvent, VerifierWelcome,
+};
 use crate::link::{js_text, BrowserLink};
 use crate::reader::JsReader;
 use candle_core::quantized::gguf_file;
 use hlm_core::energy::Constants;
-use hlm_engine::decode::{Drafter, GenerationOptions, HybridSession, Totals};
+use hlm_engine::decode::{Drafter, GenerationOptions, HybridSession};
 use hlm_engine::model::LoadOptions;
 use hlm_engine::EngineError;
-use hlm_protocol::ErrorCode;
 use js_sys::{Function, Promise, Uint8Array};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -34,7 +38,7 @@ struct Inner {
     drafter: RefCell<Option<Drafter>>,
     session: RefCell<Option<HybridSession<BrowserLink>>>,
     abort: Cell<bool>,
-    info: RefCell<serde_json::Value>,
+    info: RefCell<ModelInfo>,
     /// The WebGPU device while the draft model runs there ([`Engine::simulate_gpu_loss`]).
     gpu_device: RefCell<Option<hlm_gpu::wgpu::Device>>,
 }
@@ -44,70 +48,56 @@ impl Inner {
     /// kind `kind` ([`Drafter::backend_kind`]; `description` is used for a GPU).
     fn set_backend_info(&self, kind: &str, description: &str, note: &str) {
         let mut info = self.info.borrow_mut();
-        info["backend"] = shown_backend(kind).into();
-        info["backend_description"] = if kind == "cpu" {
+        info.backend = DraftBackend::of_kind(kind);
+        info.backend_description = if kind == "cpu" {
             WASM_DESCRIPTION.into()
         } else {
             description.into()
         };
-        info["backend_note"] = note.into();
+        info.backend_note = note.into();
+    }
+
+    /// [`Engine::info`] as an object, with the linear memory now.
+    fn info_js(&self) -> JsValue {
+        let mut info = self.info.borrow_mut();
+        info.wasm_memory_bytes = wasm_memory_bytes();
+        to_js(&*info)
+    }
+
+    /// The draft model, taken out for a generation or a change of backend.
+    fn take_drafter(&self) -> Result<Drafter, JsValue> {
+        self.drafter.borrow_mut().take().ok_or_else(busy)
     }
 }
 
 /// [`Engine::info`]'s `backend_description` on the CPU path.
 const WASM_DESCRIPTION: &str = "candle on WebAssembly SIMD";
 
-/// The page's name for where the draft model runs: the GPU backend's kind (`"webgpu"`), or
-/// `"wasm-simd"` for candle on the CPU.
-fn shown_backend(kind: &str) -> &str {
-    if kind == "cpu" {
-        "wasm-simd"
-    } else {
-        kind
-    }
+/// A JavaScript `Error` with the message, and the code under `code`.
+fn js_error(e: PageError) -> JsValue {
+    let err = js_sys::Error::new(&e.message);
+    let code = JsValue::from_str(&json_name(e.code));
+    let _ = js_sys::Reflect::set(&err, &JsValue::from_str("code"), &code);
+    err.into()
 }
 
-/// A readable message for the page, with the kinds the API documents first.
-fn user_error(e: &EngineError) -> String {
-    match e {
-        EngineError::Remote { code, message } => {
-            let kind = match code {
-                ErrorCode::Unauthorized => "wrong token",
-                ErrorCode::VocabMismatch => "model mismatch",
-                ErrorCode::Overloaded => "overloaded",
-                ErrorCode::ForbiddenOrigin => "origin not allowed",
-                _ => return format!("verifier error ({code:?}): {message}"),
-            };
-            if message.starts_with(kind) {
-                message.clone()
-            } else {
-                format!("{kind}: {message}")
-            }
-        }
-        // Its own text already starts with "model mismatch".
-        EngineError::Protocol(p @ hlm_protocol::ProtocolError::VocabMismatch { .. }) => {
-            p.to_string()
-        }
-        EngineError::Link(m) => m.clone(),
-        other => other.to_string(),
-    }
+fn busy() -> JsValue {
+    js_error(PageError::new(
+        ErrorCode::Busy,
+        "busy: a generation is running",
+    ))
 }
 
-fn js_error(msg: impl AsRef<str>) -> JsValue {
-    js_sys::Error::new(msg.as_ref()).into()
+fn engine_error(e: EngineError) -> JsValue {
+    js_error(PageError::from_engine(&e))
 }
 
-/// `v` as JSON with its live energy estimate ([`hlm_engine::energy::estimate`]) under `energy`.
-fn with_energy(
-    v: &impl serde::Serialize,
-    totals: &Totals,
-    draft_time_s: f64,
-    constants: &Constants,
-) -> JsValue {
-    let mut json = serde_json::to_value(v).unwrap_or_default();
-    let e = hlm_engine::energy::estimate(totals, draft_time_s, constants);
-    json["energy"] = serde_json::to_value(e).unwrap_or_default();
-    to_js(&json)
+fn load_failed(msg: String) -> JsValue {
+    js_error(PageError::new(ErrorCode::LoadFailed, msg))
+}
+
+fn bad_option(msg: String) -> JsValue {
+    js_error(PageError::new(ErrorCode::BadOption, msg))
 }
 
 fn to_js(v: &impl serde::Serialize) -> JsValue {
@@ -126,10 +116,10 @@ impl Engine {
         let mut reader = std::io::BufReader::with_capacity(1 << 16, JsReader::new(bytes));
         let at_start = wasm_memory_bytes();
         let mut content = gguf_file::Content::read(&mut reader)
-            .map_err(|e| js_error(format!("{name}: not a valid GGUF file: {e}")))?;
+            .map_err(|e| load_failed(format!("{name}: not a valid GGUF file: {e}")))?;
         let after_metadata = wasm_memory_bytes();
         let tokenizer = hlm_engine::tokenizer::tokenizer_from_gguf(&content)
-            .map_err(|e| js_error(format!("{name}: tokenizer: {e}")))?;
+            .map_err(|e| load_failed(format!("{name}: tokenizer: {e}")))?;
         // The model needs the token strings (to find end tokens) but not the merges or the token
         // types: freed here,
         // their memory is reused by the weights (wasm memory never shrinks).
@@ -142,27 +132,28 @@ impl Engine {
             &name,
             &LoadOptions::default(),
         )
-        .map_err(|e| js_error(format!("{name}: {e}")))?;
+        .map_err(|e| load_failed(format!("{name}: {e}")))?;
         drop(content);
         let cfg = model.config();
-        let info = serde_json::json!({
-            "name": name,
-            "vocab_size": cfg.vocab_size,
-            "layers": cfg.layers,
-            "weight_bytes": model.weight_bytes(),
-            "backend": "wasm-simd",
-            "backend_description": WASM_DESCRIPTION,
-            "backend_note": "",
-            // The energy estimate's shipped constants (what `energy_constants` overrides).
-            "energy_constants": Constants::default_constants(),
+        let info = ModelInfo {
+            vocab_size: cfg.vocab_size,
+            layers: cfg.layers,
+            weight_bytes: model.weight_bytes(),
+            backend: DraftBackend::WasmSimd,
+            backend_description: WASM_DESCRIPTION.into(),
+            backend_note: String::new(),
+            backend_preference: None,
+            wasm_memory_bytes: wasm_memory_bytes(),
+            energy_constants: Constants::default_constants(),
             // Linear memory at each loading stage (it only grows): where the bytes went.
-            "load_memory": {
-                "at_start": at_start,
-                "after_metadata": after_metadata,
-                "after_tokenizer": after_tokenizer,
-                "after_model": wasm_memory_bytes(),
+            load_memory: LoadMemory {
+                at_start,
+                after_metadata,
+                after_tokenizer,
+                after_model: wasm_memory_bytes(),
             },
-        });
+            name,
+        };
         Ok(Engine {
             inner: Rc::new(Inner {
                 drafter: RefCell::new(Some(Drafter::new(std::sync::Arc::new(model), tokenizer))),
@@ -177,9 +168,7 @@ impl Engine {
     /// `{ name, vocab_size, layers, weight_bytes, backend, wasm_memory_bytes }` (the module's
     /// linear memory now: it only grows).
     pub fn info(&self) -> JsValue {
-        let mut info = self.inner.info.borrow().clone();
-        info["wasm_memory_bytes"] = wasm_memory_bytes().into();
-        to_js(&info)
+        self.inner.info_js()
     }
 
     /// Chooses where the draft model runs and resolves with [`Engine::info`], whose `backend`
@@ -195,12 +184,14 @@ impl Engine {
     pub fn use_backend(&self, preference: String) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let pref: hlm_gpu::Preference = preference.parse().map_err(js_error)?;
-            let mut drafter = inner
-                .drafter
-                .borrow_mut()
-                .take()
-                .ok_or_else(|| js_error("busy: a generation is running"))?;
+            let asked: Backend = serde_json::from_value(preference.into())
+                .map_err(|e| bad_option(format!("backend: {e}")))?;
+            let pref = match asked {
+                Backend::Auto => hlm_gpu::Preference::Auto,
+                Backend::Webgpu => hlm_gpu::Preference::Gpu,
+                Backend::Wasm => hlm_gpu::Preference::Cpu,
+            };
+            let mut drafter = inner.take_drafter()?;
             let opts = hlm_gpu::GpuOptions::default();
             let choice = match hlm_gpu::choose(&mut drafter, pref, opts).await {
                 Ok(c) => Ok(c),
@@ -214,13 +205,12 @@ impl Engine {
                 }
             };
             *inner.drafter.borrow_mut() = Some(drafter);
-            let choice = choice.map_err(|e| js_error(e.to_string()))?;
+            let choice =
+                choice.map_err(|e| js_error(PageError::new(ErrorCode::Error, e.to_string())))?;
             *inner.gpu_device.borrow_mut() = choice.device.clone();
             inner.set_backend_info(choice.kind, &choice.description, &choice.note);
-            inner.info.borrow_mut()["backend_preference"] = preference.into();
-            let mut info = inner.info.borrow().clone();
-            info["wasm_memory_bytes"] = wasm_memory_bytes().into();
-            Ok(to_js(&info))
+            inner.info.borrow_mut().backend_preference = Some(asked);
+            Ok(inner.info_js())
         })
     }
 
@@ -239,7 +229,8 @@ impl Engine {
     }
 
     /// Opens a session with the verifier at `url` (handshake and vocabulary check). Rejects
-    /// with "verifier unreachable at …", "wrong token: …", "model mismatch: …", "overloaded: …".
+    /// with code `unreachable`, `wrong-token`, `model-mismatch`, `overloaded` or
+    /// `origin-not-allowed` ("verifier unreachable at …", "wrong token: …", …).
     pub fn connect(&self, url: String, token: Option<String>, client: String) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
@@ -248,41 +239,37 @@ impl Engine {
                 .borrow()
                 .as_ref()
                 .map(|d| d.vocab_info())
-                .ok_or_else(|| js_error("busy: a generation is running"))?;
+                .ok_or_else(busy)?;
             let token = token.filter(|t| !t.is_empty());
             let link = BrowserLink::connect(&url, token.as_deref())
                 .await
-                .map_err(|e| js_error(user_error(&e)))?;
+                .map_err(engine_error)?;
             let session = HybridSession::connect(link, vocab, &client)
                 .await
-                .map_err(|e| js_error(user_error(&e)))?;
-            let welcome = serde_json::json!({
-                "server": session.server,
-                "verifier_model": session.verifier_model,
-                "max_context": session.max_context,
-            });
+                .map_err(engine_error)?;
+            let welcome = VerifierWelcome {
+                server: session.server.clone(),
+                verifier_model: session.verifier_model.clone(),
+                max_context: session.max_context,
+            };
             *inner.session.borrow_mut() = Some(session);
             Ok(to_js(&welcome))
         })
     }
 
-    /// Generates after `prompt`; `on_event` is called with each final token's event. Resolves
-    /// with the summary. `options`: `GenerationOptions` fields (snake_case, all optional),
-    /// `chat` (default true: wrap the prompt in the ChatML template) and `energy_constants`
-    /// (overrides of the shipped energy constants, shaped like them). Events and the summary
-    /// carry the live energy estimate under `energy`.
+    /// Generates after `prompt`; `on_event` is called with each final token's
+    /// [`TokenEvent`]. Resolves with the [`Summary`]. `options`: `GenerationOptions` fields
+    /// (camelCase, all optional), `chat` (default true: wrap the prompt in the ChatML template)
+    /// and `energyConstants` (overrides of the shipped energy constants, shaped like them).
     pub fn generate(&self, prompt: String, options: JsValue, on_event: Function) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let (opts, chat, constants) = parse_options(&options).map_err(js_error)?;
-            let mut drafter = inner
-                .drafter
-                .borrow_mut()
-                .take()
-                .ok_or_else(|| js_error("busy: a generation is running"))?;
+            let (opts, chat, constants) = parse_options(&options).map_err(bad_option)?;
+            let mut drafter = inner.take_drafter()?;
             let Some(mut session) = inner.session.borrow_mut().take() else {
                 *inner.drafter.borrow_mut() = Some(drafter);
-                return Err(js_error("not connected to a verifier: call connect first"));
+                let msg = "not connected to a verifier: call connect first";
+                return Err(js_error(PageError::new(ErrorCode::NotConnected, msg)));
             };
             inner.abort.set(false);
             let text = if chat {
@@ -296,7 +283,7 @@ impl Engine {
                     let abort = &inner.abort;
                     session
                         .generate(&mut drafter, &ids, &cfg, &mut |ev| {
-                            let js = with_energy(ev, &ev.totals, ev.draft_time_s, &constants);
+                            let js = to_js(&TokenEvent::new(ev, &constants));
                             let _ = on_event.call1(&JsValue::NULL, &js);
                             !abort.get()
                         })
@@ -306,20 +293,17 @@ impl Engine {
             };
             let (backend_kind, description) =
                 (drafter.backend_kind(), drafter.backend_description());
-            let backend = shown_backend(backend_kind).to_string();
             *inner.drafter.borrow_mut() = Some(drafter);
             *inner.session.borrow_mut() = Some(session);
-            result
-                .map(|mut s| {
-                    if let Some(n) = s.notices.last() {
-                        // The backend failed and is gone: nothing left to simulate a loss on.
-                        inner.gpu_device.borrow_mut().take();
-                        inner.set_backend_info(backend_kind, &description, n);
-                    }
-                    s.draft_backend = backend;
-                    with_energy(&s, &s.totals, s.draft_time_s, &constants)
-                })
-                .map_err(|e| js_error(user_error(&e)))
+            let mut s = result.map_err(engine_error)?;
+            if let Some(n) = s.notices.last() {
+                // The backend failed and is gone: nothing left to simulate a loss on.
+                inner.gpu_device.borrow_mut().take();
+                inner.set_backend_info(backend_kind, &description, n);
+            }
+            let backend = DraftBackend::of_kind(backend_kind);
+            s.draft_backend = json_name(backend);
+            Ok(to_js(&Summary::new(s, backend, &constants)))
         })
     }
 
@@ -351,7 +335,7 @@ pub fn wasm_memory_bytes() -> f64 {
 }
 
 /// Options object → `GenerationOptions` (unknown fields are an error naming them), `chat`, and
-/// the energy constants (the shipped ones with the `energy_constants` overrides).
+/// the energy constants (the shipped ones with the `energyConstants` overrides).
 fn parse_options(options: &JsValue) -> Result<(GenerationOptions, bool, Constants), String> {
     if options.is_undefined() || options.is_null() {
         return Ok((
@@ -374,7 +358,7 @@ fn parse_options(options: &JsValue) -> Result<(GenerationOptions, bool, Constant
         .remove("chat")
         .map(|c| c.as_bool().unwrap_or(true))
         .unwrap_or(true);
-    let constants = match obj.remove("energy_constants") {
+    let constants = match obj.remove("energyConstants") {
         Some(over) => Constants::with_overrides(&over)?,
         None => Constants::default_constants(),
     };

@@ -10,6 +10,8 @@
 //!                                       └─ BrowserLink: the browser's WebSocket ══► verifier-server
 //! ```
 //!
+//! * [`api`]: what crosses the boundary (token events, the summary, model info, error codes),
+//!   compiled natively too: the npm package's TypeScript declarations are generated from it.
 //! * [`engine`]: the `Engine` class JavaScript sees (`load`, `connect`, `generate`, `abort`).
 //! * [`link`]: [`hlm_engine::link::VerifierLink`] over `web_sys::WebSocket`, with reconnection and
 //!   the periodic yield that keeps the worker responsive.
@@ -18,6 +20,7 @@
 //! * [`reader`]: reads the GGUF straight out of a JavaScript `Uint8Array`, so the file is never
 //!   copied whole into wasm memory (only the tensors are).
 
+pub mod api;
 #[cfg(target_arch = "wasm32")]
 pub mod engine;
 #[cfg(target_arch = "wasm32")]

@@ -253,6 +253,11 @@ async function waitErrorText(page, timeoutS, what) {
   return page.$eval('#error', (el) => el.textContent.trim());
 }
 
+/** The code of the error the demo page shows (HybridError.code). */
+async function errorCode(page) {
+  return page.evaluate(() => window.hlmDemo.errorCode);
+}
+
 /** Picks `value` in the demo's backend menu and waits until the page runs on `kind`. */
 async function chooseBackend(page, value, kind, timeoutS) {
   await page.selectOption('#backend-choice', value);
@@ -526,6 +531,7 @@ async function main() {
       await page.goto(urlOf(args.base, '', { token: 'wrong' }), { waitUntil: 'domcontentloaded' });
       const text = await waitErrorText(page, args.loadTimeout, 'wrong token');
       check(/wrong token/i.test(text), `wrong token: #error reads "${text}"`);
+      check((await errorCode(page)) === 'wrong-token', `wrong token: error code ${await errorCode(page)}, expected wrong-token`);
       emit({ test: 'wrong-token', error: text });
       await page.close();
       page = null;
@@ -538,6 +544,7 @@ async function main() {
     await page.goto(urlOf(args.base, '', { token, verifier: 'ws://127.0.0.1:9/ws' }), { waitUntil: 'domcontentloaded' });
     const downText = await waitErrorText(page, args.loadTimeout, 'verifier down');
     check(/unreachable/i.test(downText), `verifier down: #error reads "${downText}"`);
+    check((await errorCode(page)) === 'unreachable', `verifier down: error code ${await errorCode(page)}, expected unreachable`);
     emit({ test: 'verifier-down', error: downText });
     await page.close();
     page = null;
@@ -549,6 +556,7 @@ async function main() {
       await page.goto(urlOf(args.base, '', { token, verifier: args.mismatchVerifier }), { waitUntil: 'domcontentloaded' });
       const text = await waitErrorText(page, args.loadTimeout, 'model mismatch');
       check(/model mismatch/i.test(text), `model mismatch: #error reads "${text}"`);
+      check((await errorCode(page)) === 'model-mismatch', `model mismatch: error code ${await errorCode(page)}, expected model-mismatch`);
       emit({ test: 'model-mismatch', error: text });
       await page.close();
       page = null;

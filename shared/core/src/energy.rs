@@ -31,18 +31,33 @@ use serde::{Deserialize, Serialize};
 /// The constants file shipped with the crate.
 pub const DEFAULT_CONSTANTS: &str = include_str!("../constants.toml");
 
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    derive(ts_rs::TS),
+    ts(rename = "EnergyDevice")
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Device {
     pub compute_power_w: f64,
     pub idle_power_w: f64,
 }
 
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    derive(ts_rs::TS),
+    ts(rename = "EnergyRadio")
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Radio {
     pub tx_power_w: f64,
     pub rx_power_w: f64,
 }
 
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    derive(ts_rs::TS),
+    ts(rename = "EnergyLink")
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Link {
     pub bandwidth_hz: f64,
@@ -58,6 +73,11 @@ impl Link {
 }
 
 /// Which kind of machine the verifier's energy is charged for.
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    derive(ts_rs::TS),
+    ts(rename = "EnergyServerKind")
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServerKind {
@@ -67,12 +87,22 @@ pub enum ServerKind {
 
 /// A verifier machine: its power while computing, and how much faster than the CPU this run's
 /// costs were measured on it computes the same forward passes.
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    derive(ts_rs::TS),
+    ts(rename = "EnergyServerPreset")
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ServerPreset {
     pub power_w: f64,
     pub speedup: f64,
 }
 
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    derive(ts_rs::TS),
+    ts(rename = "EnergyServer")
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Server {
     pub preset: ServerKind,
@@ -89,6 +119,11 @@ impl Server {
     }
 }
 
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    derive(ts_rs::TS),
+    ts(rename = "EnergyConstants")
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Constants {
     pub device: Device,

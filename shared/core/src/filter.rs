@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum FilterMode {
     /// Standard HLM: upload every token.
@@ -68,6 +69,7 @@ impl FromStr for FilterMode {
 }
 
 /// The two knobs.
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FilterKnobs {
     /// `u_th`: upload only when the uncertainty exceeds it (U-HLM's risk-averse value ≈ 0.07);

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub const HEAD_VERSION: u32 = 1;
 
 /// A signal a head may read (see [`TokenFeatures`]).
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HeadInput {
@@ -116,6 +117,7 @@ pub enum HeadError {
 }
 
 /// See the module documentation.
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterHead {

@@ -16,6 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Importance {
     pub score: f32,
@@ -149,6 +150,7 @@ impl ImportanceRule for FixedUniform {
 }
 
 /// The importance rules by name: the one place their names are written.
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ImportanceRuleName {

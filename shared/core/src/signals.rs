@@ -67,6 +67,7 @@ pub fn attention_signals(row: &[f32]) -> AttentionSignals {
 }
 
 /// What kind of text a token is (from its decoded piece and the one before it).
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TokenClass {

@@ -15,6 +15,7 @@ use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
 /// How `u` is computed from the draft's logits.
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UncertaintyEstimate {

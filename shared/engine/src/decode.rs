@@ -83,28 +83,44 @@ impl Default for GenerationConfig {
 }
 
 /// The knobs a user sets, flat (CLI flags, the browser API's options); every field optional in
-/// JSON. [`GenerationOptions::config`] turns them into a [`GenerationConfig`].
+/// JSON, whose names are the browser API's (camelCase: `maxTokens`, `filterHead`).
+/// [`GenerationOptions::config`] turns them into a [`GenerationConfig`].
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS), ts(optional_fields))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct GenerationOptions {
+    /// Tokens to generate at most (default 128).
     pub max_tokens: usize,
-    /// 0 = greedy.
+    /// 0 = greedy (the default); > 0 samples, with compressed distributions uploaded.
     pub temperature: f32,
     /// Seed of sampling and of the uncertainty draws.
     pub seed: u64,
+    /// The filter: `always` = standard HLM, `uncertainty` = U-HLM, `uncertainty+importance`
+    /// (the default), `learned` (a fitted head, `filterHead`), `never` = the draft model alone.
     pub mode: FilterMode,
+    /// `u_th` in 0..1: tokens with uncertainty above it are candidates for upload (default
+    /// 0.07); in mode `learned`, the threshold on the head's probability of a rejection.
     pub uncertainty_threshold: f32,
+    /// λ: how far above the mean attention a token must be to count as important (default 2).
     pub importance_strictness: f32,
     pub importance_rule: ImportanceRuleName,
-    /// How u is computed: `sampled` (U-HLM's K draws) or `expected` (their expected value).
+    /// How u is computed: `sampled` (U-HLM's K draws) or `expected` (their expected value, at the
+    /// same cost, without their noise).
     pub uncertainty: UncertaintyEstimate,
+    /// Uploads gathered before a round goes to the verifier (default 1: token-by-token
+    /// verification).
     pub uploads_per_round: usize,
+    /// Total-variation bound of the compressed distribution uploaded under sampling (default
+    /// 0.05).
     pub tv_bound: f32,
-    /// Stop strings: the generation ends when its text contains one (cut before it).
+    /// Stop strings: the generation ends when its text contains one (cut before it; text that
+    /// may begin one is held back until it cannot).
     pub stop: Vec<String>,
     /// End when the first fenced code block closes (the closing fence is kept).
     pub stop_at_code_block_end: bool,
-    /// Mode `learned`: the filter head, as its file holds it.
+    /// Mode `learned`: the filter head, as its file (`head.json`, written by
+    /// `hlm eval --trace`) holds it.
+    #[serde(rename = "filterHead")]
     pub head: Option<FilterHead>,
 }
 
@@ -163,6 +179,7 @@ impl GenerationOptions {
 }
 
 /// How a generated token came to be.
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TokenKind {
@@ -175,6 +192,7 @@ pub enum TokenKind {
 }
 
 /// Running totals of a generation.
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Totals {
     pub tokens: usize,
@@ -233,6 +251,11 @@ pub struct TokenEvent {
     pub notice: Option<String>,
 }
 
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    derive(ts_rs::TS),
+    ts(rename = "EngineSummary")
+)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub mode: FilterMode,
@@ -263,6 +286,7 @@ pub struct Summary {
     pub notices: Vec<String>,
 }
 
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StopReason {

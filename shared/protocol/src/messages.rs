@@ -46,6 +46,7 @@ impl VocabInfo {
 }
 
 /// How tokens are chosen; verification follows the same rule.
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Sampling {
     /// Argmax; verification accepts iff the verifier's argmax equals the draft token.
