@@ -27,7 +27,7 @@ use axum::routing::get;
 use axum::Router;
 use hlm_engine::model::Model;
 use hlm_engine::verifier::VerifierSession;
-use hlm_protocol::{encode_server, ServerMsg};
+use hlm_protocol::{close, encode_server, ServerMsg};
 use hlm_protocol::{ErrorCode, VocabInfo, MAX_MESSAGE_BYTES};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -295,19 +295,29 @@ async fn ws_handler(
     ws.protocols([auth::PROTOCOL])
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |mut socket| {
             async move {
                 match admitted {
                     Ok(slot) => run_session(socket, state, slot).await,
                     Err(Refusal::Origin) => {
                         telemetry::refused("origin");
                         warn!("refused: origin not allowed");
-                        refuse(socket, ErrorCode::ForbiddenOrigin, "origin not allowed").await
+                        refuse(
+                            &mut socket,
+                            ErrorCode::ForbiddenOrigin,
+                            "origin not allowed",
+                        )
+                        .await
                     }
                     Err(Refusal::Unauthorized) => {
                         telemetry::refused("unauthorized");
                         warn!("refused: missing or wrong token");
-                        refuse(socket, ErrorCode::Unauthorized, "missing or wrong token").await
+                        refuse(
+                            &mut socket,
+                            ErrorCode::Unauthorized,
+                            "missing or wrong token",
+                        )
+                        .await
                     }
                     Err(Refusal::Overloaded) => {
                         telemetry::refused("overloaded");
@@ -315,7 +325,12 @@ async fn ws_handler(
                             "refused: all {} session slots busy",
                             state.config.max_sessions
                         );
-                        refuse(socket, ErrorCode::Overloaded, "overloaded, retry later").await
+                        refuse(
+                            &mut socket,
+                            ErrorCode::Overloaded,
+                            "overloaded, retry later",
+                        )
+                        .await
                     }
                 }
             }
@@ -337,77 +352,135 @@ async fn shutdown_requested(rx: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 /// Tells the client why, then closes with the error's code.
-async fn refuse(mut socket: WebSocket, code: ErrorCode, why: &str) {
+async fn refuse(socket: &mut WebSocket, code: ErrorCode, why: &str) {
     let msg = encode_server(&ServerMsg::Error {
         code,
         message: why.to_string(),
     });
     let _ = socket.send(Message::Binary(msg.into())).await;
-    close(&mut socket, code.close_code(), why).await;
+    send_close(socket, code.close_code(), why).await;
 }
 
 async fn run_session(socket: WebSocket, state: Arc<AppState>, _slot: OwnedSemaphorePermit) {
     info!("connected");
-    metrics::counter!("hlm_sessions_total").increment(1);
-    metrics::gauge!("hlm_sessions_active").increment(1.0);
+    telemetry::session(true);
     serve_session(socket, state).await;
-    metrics::gauge!("hlm_sessions_active").decrement(1.0);
+    telemetry::session(false);
 }
 
-async fn serve_session(mut socket: WebSocket, state: Arc<AppState>) {
-    let mut session = Some(VerifierSession::new(
+/// What the session loop waits for next.
+enum Incoming {
+    /// A message, or the socket's error.
+    Message(Result<Message, axum::Error>),
+    /// The client went away without a close frame.
+    Gone,
+    /// Nothing arrived within the idle timeout.
+    Idle,
+    /// The server shuts down.
+    Shutdown,
+}
+
+/// One client's connection: the socket, its verifier session and the server's state. Each kind
+/// of event has its step; a step says whether the loop goes on.
+struct Connection {
+    socket: WebSocket,
+    /// `None` only while a frame is verified on the blocking pool (or after that task failed).
+    session: Option<VerifierSession>,
+    state: Arc<AppState>,
+}
+
+async fn serve_session(socket: WebSocket, state: Arc<AppState>) {
+    let session = VerifierSession::new(
         state.model.clone(),
         state.vocab.clone(),
         &state.server_name,
         state.config.max_context,
-    ));
+    );
     let mut shutdown = state.shutdown.subscribe();
-    loop {
-        // Frames are answered whole: shutdown and idleness are only noticed between them.
-        let next = tokio::select! {
-            r = tokio::time::timeout(state.config.idle_timeout, socket.recv()) => r,
-            _ = shutdown_requested(&mut shutdown) => {
-                info!("server shutting down: closing");
-                close(&mut socket, 1001, "server shutting down").await;
-                return;
-            }
+    let mut conn = Connection {
+        socket,
+        session: Some(session),
+        state,
+    };
+    // Frames are answered whole: shutdown and idleness are only noticed between them.
+    while conn.next(&mut shutdown).await.is_continue() {}
+    if let Some(s) = conn.session {
+        info!(stats = ?s.stats, "disconnected");
+    }
+}
+
+impl Connection {
+    /// Waits for the next event and takes its step.
+    async fn next(&mut self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Flow {
+        let idle = self.state.config.idle_timeout;
+        let incoming = tokio::select! {
+            r = tokio::time::timeout(idle, self.socket.recv()) => match r {
+                Ok(Some(msg)) => Incoming::Message(msg),
+                Ok(None) => Incoming::Gone,
+                Err(_) => Incoming::Idle,
+            },
+            _ = shutdown_requested(shutdown) => Incoming::Shutdown,
         };
-        let msg = match next {
-            Ok(Some(msg)) => msg,
-            Ok(None) => break,
-            Err(_) => {
-                telemetry::refused("idle");
-                info!("idle for {:?}: closing", state.config.idle_timeout);
-                refuse(socket, ErrorCode::Idle, "idle timeout").await;
-                return;
+        match incoming {
+            Incoming::Message(Ok(msg)) => self.on_message(msg).await,
+            Incoming::Message(Err(e)) => self.on_socket_error(e).await,
+            Incoming::Gone => Flow::Break(()),
+            Incoming::Idle => self.on_idle().await,
+            Incoming::Shutdown => self.on_shutdown().await,
+        }
+    }
+
+    async fn on_message(&mut self, msg: Message) -> Flow {
+        match msg {
+            Message::Binary(frame) => self.on_frame(frame).await,
+            Message::Close(_) => Flow::Break(()),
+            Message::Ping(_) | Message::Pong(_) => Flow::Continue(()),
+            Message::Text(_) => {
+                send_close(
+                    &mut self.socket,
+                    close::UNSUPPORTED_DATA,
+                    "binary frames only",
+                )
+                .await;
+                Flow::Break(())
             }
-        };
-        let frame = match msg {
-            Ok(Message::Binary(b)) => b,
-            Ok(Message::Close(_)) => break,
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-            Ok(Message::Text(_)) => {
-                close(&mut socket, 1003, "binary frames only").await;
-                return;
-            }
-            Err(e) => {
-                let why = e.to_string();
-                info!("connection ended: {why}");
-                if why.contains("Space limit") || why.contains("too long") {
-                    let limit = format!("message larger than {MAX_MESSAGE_BYTES} bytes");
-                    close(&mut socket, ErrorCode::TooLarge.close_code(), &limit).await;
-                }
-                return;
-            }
-        };
-        metrics::counter!("hlm_bytes_in_total").increment(frame.len() as u64);
+        }
+    }
+
+    /// The socket failed; a message over the size limit is told so.
+    async fn on_socket_error(&mut self, e: axum::Error) -> Flow {
+        let why = e.to_string();
+        info!("connection ended: {why}");
+        if why.contains("Space limit") || why.contains("too long") {
+            let limit = format!("message larger than {MAX_MESSAGE_BYTES} bytes");
+            send_close(&mut self.socket, ErrorCode::TooLarge.close_code(), &limit).await;
+        }
+        Flow::Break(())
+    }
+
+    async fn on_idle(&mut self) -> Flow {
+        telemetry::refused("idle");
+        info!("idle for {:?}: closing", self.state.config.idle_timeout);
+        refuse(&mut self.socket, ErrorCode::Idle, "idle timeout").await;
+        Flow::Break(())
+    }
+
+    async fn on_shutdown(&mut self) -> Flow {
+        info!("server shutting down: closing");
+        send_close(&mut self.socket, close::GOING_AWAY, "server shutting down").await;
+        Flow::Break(())
+    }
+
+    /// A protocol frame: verified on the blocking pool (one at a time per compute slot), the
+    /// reply sent, the connection closed after a protocol error.
+    async fn on_frame(&mut self, frame: axum::body::Bytes) -> Flow {
+        telemetry::bytes_in(frame.len());
         let started = std::time::Instant::now();
-        let permit = match state.compute.acquire().await {
-            Ok(p) => p,
-            Err(_) => return,
+        let Ok(permit) = self.state.compute.acquire().await else {
+            return Flow::Break(());
         };
-        let Some(mut s) = session.take() else {
-            return;
+        let Some(mut s) = self.session.take() else {
+            return Flow::Break(());
         };
         let before = s.stats.clone();
         let joined = tokio::task::spawn_blocking(move || {
@@ -420,42 +493,40 @@ async fn serve_session(mut socket: WebSocket, state: Arc<AppState>) {
             Ok(x) => x,
             Err(e) => {
                 warn!("verification task failed: {e}");
-                close(&mut socket, 1011, "internal error").await;
-                return;
+                send_close(&mut self.socket, close::INTERNAL_ERROR, "internal error").await;
+                return Flow::Break(());
             }
         };
         if s.stats.rounds > before.rounds {
-            state.forward_succeeded();
-            metrics::histogram!("hlm_round_seconds").record(started.elapsed().as_secs_f64());
-            metrics::counter!("hlm_rounds_total").increment(s.stats.rounds - before.rounds);
-            metrics::counter!("hlm_tokens_verified_total")
-                .increment(s.stats.verified - before.verified);
-            metrics::counter!("hlm_tokens_rejected_total")
-                .increment(s.stats.rejected - before.rejected);
-            metrics::counter!("hlm_forward_tokens_total")
-                .increment(s.stats.forward_tokens - before.forward_tokens);
+            self.state.forward_succeeded();
+            telemetry::rounds(&before, &s.stats, started.elapsed());
         }
-        session = Some(s);
+        self.session = Some(s);
+        self.send_reply(reply).await
+    }
+
+    async fn send_reply(&mut self, reply: hlm_engine::verifier::Reply) -> Flow {
         if let Some(f) = reply.frame {
-            metrics::counter!("hlm_bytes_out_total").increment(f.len() as u64);
-            if socket.send(Message::Binary(f.into())).await.is_err() {
-                return;
+            telemetry::bytes_out(f.len());
+            if self.socket.send(Message::Binary(f.into())).await.is_err() {
+                return Flow::Break(());
             }
         }
         if let Some((code, why)) = reply.close {
-            metrics::counter!("hlm_protocol_errors_total", "code" => format!("{code:?}"))
-                .increment(1);
+            telemetry::protocol_error(code);
             warn!("protocol error {code:?}: {why}");
-            close(&mut socket, code.close_code(), &why).await;
-            return;
+            send_close(&mut self.socket, code.close_code(), &why).await;
+            return Flow::Break(());
         }
-    }
-    if let Some(s) = session {
-        info!(stats = ?s.stats, "disconnected");
+        Flow::Continue(())
     }
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+/// Whether the session loop goes on after a step.
+type Flow = std::ops::ControlFlow<()>;
+
+/// Sends a close frame with `code` and `reason` (cut to the 123 bytes a close reason may hold).
+async fn send_close(socket: &mut WebSocket, code: u16, reason: &str) {
     // A close reason may hold at most 123 bytes.
     let mut reason = reason.to_string();
     while reason.len() > 123 {

@@ -1,4 +1,6 @@
 //! Prometheus metrics, served at `/metrics` (the `metrics` facade with its Prometheus exporter).
+//! Their names are written once, in [`names`]; the server records them through the functions
+//! here.
 //!
 //! | metric | kind | meaning |
 //! |---|---|---|
@@ -12,8 +14,26 @@
 //! | `hlm_bytes_in_total` / `hlm_bytes_out_total` | counter | frame bytes |
 //! | `hlm_round_seconds` | histogram | time to answer a round, queueing for the model included |
 
+use hlm_engine::verifier::SessionStats;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The metrics' names (the table above).
+pub mod names {
+    pub const SESSIONS_ACTIVE: &str = "hlm_sessions_active";
+    pub const SESSIONS_TOTAL: &str = "hlm_sessions_total";
+    pub const CONNECTIONS_REFUSED_TOTAL: &str = "hlm_connections_refused_total";
+    pub const PROTOCOL_ERRORS_TOTAL: &str = "hlm_protocol_errors_total";
+    pub const ROUNDS_TOTAL: &str = "hlm_rounds_total";
+    pub const TOKENS_VERIFIED_TOTAL: &str = "hlm_tokens_verified_total";
+    pub const TOKENS_REJECTED_TOTAL: &str = "hlm_tokens_rejected_total";
+    pub const FORWARD_TOKENS_TOTAL: &str = "hlm_forward_tokens_total";
+    pub const BYTES_IN_TOTAL: &str = "hlm_bytes_in_total";
+    pub const BYTES_OUT_TOTAL: &str = "hlm_bytes_out_total";
+    /// A histogram: Prometheus shows it as `_bucket`, `_sum` and `_count` series.
+    pub const ROUND_SECONDS: &str = "hlm_round_seconds";
+}
 
 /// The process-wide recorder (installed once; every server state in the process shares it).
 pub fn handle() -> &'static PrometheusHandle {
@@ -33,6 +53,41 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// A connection turned away (`unauthorized`, `origin`, `overloaded`) or closed for idleness.
 pub fn refused(reason: &'static str) {
-    metrics::counter!("hlm_connections_refused_total", "reason" => reason).increment(1);
+    metrics::counter!(names::CONNECTIONS_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// A session admitted (`open`) or ended.
+pub fn session(open: bool) {
+    if open {
+        metrics::counter!(names::SESSIONS_TOTAL).increment(1);
+        metrics::gauge!(names::SESSIONS_ACTIVE).increment(1.0);
+    } else {
+        metrics::gauge!(names::SESSIONS_ACTIVE).decrement(1.0);
+    }
+}
+
+pub fn bytes_in(n: usize) {
+    metrics::counter!(names::BYTES_IN_TOTAL).increment(n as u64);
+}
+
+pub fn bytes_out(n: usize) {
+    metrics::counter!(names::BYTES_OUT_TOTAL).increment(n as u64);
+}
+
+/// The rounds one frame verified: the session's counts before and after it, and the time it took
+/// (queueing for the model included).
+pub fn rounds(before: &SessionStats, after: &SessionStats, took: Duration) {
+    metrics::histogram!(names::ROUND_SECONDS).record(took.as_secs_f64());
+    metrics::counter!(names::ROUNDS_TOTAL).increment(after.rounds - before.rounds);
+    metrics::counter!(names::TOKENS_VERIFIED_TOTAL).increment(after.verified - before.verified);
+    metrics::counter!(names::TOKENS_REJECTED_TOTAL).increment(after.rejected - before.rejected);
+    metrics::counter!(names::FORWARD_TOKENS_TOTAL)
+        .increment(after.forward_tokens - before.forward_tokens);
+}
+
+/// A session ended by a protocol error with this code.
+pub fn protocol_error(code: hlm_protocol::ErrorCode) {
+    metrics::counter!(names::PROTOCOL_ERRORS_TOTAL, "code" => format!("{code:?}")).increment(1);
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 use common::{http_get, metric};
+use verifier_server::telemetry::names;
 
 const MODEL: &str = "smollm2-135m-instruct-q4_1";
 const TOKEN: &str = "browser-test-token";
@@ -191,12 +192,12 @@ async fn demo_page_and_npm_package_in_chromium() {
             .sum()
     };
     assert_eq!(
-        metric(&metrics, "hlm_rounds_total"),
+        metric(&metrics, names::ROUNDS_TOTAL),
         sum("rounds"),
         "rounds: page vs server\n{metrics}"
     );
     assert_eq!(
-        metric(&metrics, "hlm_forward_tokens_total"),
+        metric(&metrics, names::FORWARD_TOKENS_TOTAL),
         sum("llm_forward_tokens"),
         "positions through the verifier: page vs server"
     );

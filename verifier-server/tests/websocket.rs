@@ -561,14 +561,16 @@ async fn health_and_metrics_endpoints() {
     generate(&server.url, &mut drafter, FilterMode::Always).await;
     let after = http_get(&server.url, "/metrics").await;
     assert!(after.starts_with("HTTP/1.1 200"), "{after}");
+    use verifier_server::telemetry::names;
+    let round_seconds_count = format!("{}_count", names::ROUND_SECONDS);
     for name in [
-        "hlm_rounds_total",
-        "hlm_tokens_verified_total",
-        "hlm_forward_tokens_total",
-        "hlm_bytes_in_total",
-        "hlm_bytes_out_total",
-        "hlm_sessions_total",
-        "hlm_round_seconds_count",
+        names::ROUNDS_TOTAL,
+        names::TOKENS_VERIFIED_TOTAL,
+        names::FORWARD_TOKENS_TOTAL,
+        names::BYTES_IN_TOTAL,
+        names::BYTES_OUT_TOTAL,
+        names::SESSIONS_TOTAL,
+        &round_seconds_count,
     ] {
         assert!(
             metric(&after, name) > metric(&before, name),

@@ -192,7 +192,7 @@ impl VerifierLink for BrowserLink {
     }
 
     async fn close(&mut self) -> Result<()> {
-        let _ = self.socket.ws.close_with_code(1000);
+        let _ = self.socket.ws.close_with_code(hlm_protocol::close::NORMAL);
         Ok(())
     }
 

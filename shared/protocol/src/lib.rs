@@ -25,7 +25,7 @@ mod messages;
 
 pub use codec::{decode_client, decode_server, encode_client, encode_server};
 pub use dist::{DraftDist, QuantizedDist, SparseDist};
-pub use error::{ErrorCode, ProtocolError};
+pub use error::{close, ErrorCode, ProtocolError};
 pub use messages::{BlockToken, ClientMsg, Round, Sampling, ServerMsg, Verdict, VocabInfo};
 
 /// Version spoken by this build; a frame with another version is refused.
