@@ -449,9 +449,8 @@ impl Connection {
 
     /// The socket failed; a message over the size limit is told so.
     async fn on_socket_error(&mut self, e: axum::Error) -> Flow {
-        let why = e.to_string();
-        info!("connection ended: {why}");
-        if why.contains("Space limit") || why.contains("too long") {
+        info!("connection ended: {e}");
+        if is_too_large(&e) {
             let limit = format!("message larger than {MAX_MESSAGE_BYTES} bytes");
             send_close(&mut self.socket, ErrorCode::TooLarge.close_code(), &limit).await;
         }
@@ -522,6 +521,16 @@ impl Connection {
     }
 }
 
+/// Whether a socket error is a message (or frame) over the size limit set in [`ws_handler`]:
+/// axum wraps the error of the tungstenite it uses, which reports that as a capacity error (the
+/// other capacity error, too many headers, only happens during the handshake).
+fn is_too_large(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    e.source()
+        .and_then(|inner| inner.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|t| matches!(t, tungstenite::Error::Capacity(_)))
+}
+
 /// Whether the session loop goes on after a step.
 type Flow = std::ops::ControlFlow<()>;
 
@@ -538,4 +547,27 @@ async fn send_close(socket: &mut WebSocket, code: u16, reason: &str) {
             reason: reason.into(),
         })))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::error::CapacityError;
+
+    #[test]
+    fn too_large_is_recognised_by_type() {
+        let too_long = CapacityError::MessageTooLong {
+            size: MAX_MESSAGE_BYTES + 1,
+            max_size: MAX_MESSAGE_BYTES,
+        };
+        assert!(is_too_large(&axum::Error::new(
+            tungstenite::Error::Capacity(too_long)
+        )));
+        // Other socket errors are not, even when their text says so.
+        assert!(!is_too_large(&axum::Error::new(
+            tungstenite::Error::ConnectionClosed
+        )));
+        let text = std::io::Error::other("Space limit exceeded: Message too long: 5 > 4");
+        assert!(!is_too_large(&axum::Error::new(text)));
+    }
 }
