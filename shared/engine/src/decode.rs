@@ -28,8 +28,8 @@ use hlm_core::{
     Importance, ImportanceRuleName, Rng, UncertaintyConfig, UncertaintyEstimate,
 };
 use hlm_protocol::{
-    decode_server, encode_client, BlockToken, ClientMsg, Round, Sampling, ServerMsg, VocabInfo,
-    PROTOCOL_VERSION,
+    decode_server, encode_client, BlockToken, ClientMsg, DraftDist, Round, Sampling, ServerMsg,
+    Verdict, VocabInfo, PROTOCOL_VERSION,
 };
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
@@ -330,8 +330,17 @@ struct Pending {
     drafted: Option<u32>,
     uncertainty: f32,
     importance: Option<Importance>,
-    dist: Option<hlm_protocol::DraftDist>,
+    dist: Option<DraftDist>,
     reported: bool,
+}
+
+/// A token just drafted, before the filter's decision.
+struct Drafted {
+    id: u32,
+    /// The compressed distribution it was drawn from (sampling only), uploaded with it.
+    dist: Option<DraftDist>,
+    /// The filter's score: the sampled uncertainty, or the learned head's P(reject).
+    score: f32,
 }
 
 impl Pending {
@@ -454,6 +463,10 @@ struct Generation<'a> {
     drafter: &'a mut Drafter,
     cfg: &'a GenerationConfig,
     rule: &'static dyn hlm_core::ImportanceRule,
+    /// The draft model's end-of-sequence ids.
+    eos: Vec<u32>,
+    /// The draft model's logits for the next position.
+    logits: Vec<f32>,
     prompt_len: usize,
     /// Committed tokens (prompt and generated) followed by the open round's tokens.
     seq: Vec<u32>,
@@ -511,7 +524,8 @@ impl<'a> Generation<'a> {
     /// The learned head's probability that the verifier rejects `x`, from the same features the
     /// filter study's traces hold ([`hlm_core::head::TokenFeatures`]): `u` is this position's
     /// sampled uncertainty, already in `u_history`.
-    fn reject_probability(&self, head: &FilterHead, logits: &[f32], x: u32, u: f32) -> f32 {
+    fn reject_probability(&self, head: &FilterHead, x: u32, u: f32) -> f32 {
+        let logits = &self.logits;
         let p = self.generated;
         let before = &self.u_history[p.saturating_sub(4)..p];
         let recent_u = if before.is_empty() {
@@ -566,10 +580,13 @@ impl<'a> Generation<'a> {
                 reported: true,
             })
             .collect();
+        let eos = drafter.model().config().eos_ids.clone();
         Ok(Self {
             drafter,
             cfg,
             rule,
+            eos,
+            logits: Vec::new(),
             prompt_len: prompt.len(),
             seq: prompt.to_vec(),
             round,
@@ -622,6 +639,8 @@ impl<'a> Generation<'a> {
         self.seq.truncate(self.prompt_len + self.totals.tokens);
     }
 
+    /// The loop: opens the verifier's session and feeds the prompt ([`Self::begin`]), then takes
+    /// one [`Self::step`] per generated position until a stop condition or `max_tokens`.
     async fn run<L: VerifierLink>(
         mut self,
         link: &mut L,
@@ -629,137 +648,234 @@ impl<'a> Generation<'a> {
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Summary> {
         let start = Instant::now();
-        let cfg = self.cfg;
-        let uses_verifier = cfg.mode != FilterMode::Never;
-        let eos = self.drafter.model().config().eos_ids.clone();
-        if uses_verifier {
-            let reset = encode_client(&ClientMsg::Reset {
-                sampling: cfg.sampling,
-            });
-            self.totals.bytes_up += reset.len();
+        self.begin(link).await?;
+        let mut stop = StopReason::MaxTokens;
+        while self.generated < self.cfg.max_tokens {
+            link.yield_now().await;
+            if let Some(reason) = self.step(link, resync, on_token).await? {
+                stop = reason;
+                break;
+            }
+        }
+        Ok(self.summary(stop, start.elapsed().as_secs_f64()))
+    }
+
+    /// Whether the verifier takes part (in mode `never` the draft model works alone).
+    fn uses_verifier(&self) -> bool {
+        self.cfg.mode != FilterMode::Never
+    }
+
+    /// Starts the verifier's session afresh (`Reset`) and feeds the prompt to the draft model.
+    async fn begin<L: VerifierLink>(&mut self, link: &mut L) -> Result<()> {
+        if self.uses_verifier() {
+            let reset = self.reset_frame();
             let sent = link.send(reset).await;
             self.note_link(sent)?;
         }
         let t = Instant::now();
         self.drafter.clear();
         let prompt = self.seq.clone();
-        let (mut logits, _) = self.draft_feed(&prompt, 0).await?;
+        let (logits, _) = self.draft_feed(&prompt, 0).await?;
+        self.logits = logits;
         self.draft_time += t.elapsed().as_secs_f64();
-        let mut stop = StopReason::MaxTokens;
+        Ok(())
+    }
 
-        while self.generated < cfg.max_tokens {
-            link.yield_now().await;
-            let t = Instant::now();
-            // 1. draft x
-            let (x, dist) = match cfg.sampling {
-                Sampling::Greedy => (hlm_core::argmax(&logits), None),
-                Sampling::Temperature { temperature, .. } => {
-                    let p = softmax(&logits, temperature);
-                    let d = compress(&p, &cfg.compress);
-                    let p_hat = d.reconstruct()?;
-                    (sample_sparse(&p_hat, &mut self.draft_rng), Some(d))
-                }
-            };
-            // 2. signals: uncertainty now; importance once x has been fed (its own query's row).
-            // When the filter needs importance, x is fed before deciding; otherwise it is fed
-            // while the round is in flight, so the draft step overlaps the verifier's work.
-            // A head reads U-HLM's sampled u (as its traces held it), whatever `uncertainty` says.
-            let mut u = if cfg.mode == FilterMode::Learned {
-                temperature_perturbation(&logits, x, &cfg.uncertainty, &mut self.signal_rng)
-            } else {
-                uncertainty(&logits, x, &cfg.uncertainty, &mut self.signal_rng)
-            };
-            self.totals.uncertainty_draws += 1;
-            self.u_history.truncate(self.generated);
-            self.u_history.push(u);
-            if let (FilterMode::Learned, Some(head)) = (cfg.mode, &cfg.head) {
-                // The filter's score is the head's P(reject); it is what the events report.
-                u = self.reject_probability(head, &logits, x, u);
-                self.totals.uncertainty_draws += 1;
-            }
-            let is_eos = eos.contains(&x);
-            let last = is_eos || self.generated + 1 == cfg.max_tokens;
-            let feed_first = cfg.mode == FilterMode::UncertaintyImportance;
-            let mut importance = None;
-            if feed_first {
-                let (next, row) = self.draft_feed(&[x], cfg.attention_layers).await?;
-                logits = next;
-                importance = row.map(|r| self.rule.assess(&r, cfg.knobs.importance_strictness));
-            }
-            // 3. filter
-            let upload = uses_verifier
-                && decide(cfg.mode, &cfg.knobs, u, importance.as_ref(), is_eos) == Decision::Upload;
-            self.seq.push(x);
-            self.round.push(Pending {
-                id: x,
-                kind: (!upload).then_some(TokenKind::Skipped),
-                verify: upload,
-                drafted: None,
-                uncertainty: u,
-                importance,
-                dist: if upload { dist } else { None },
-                reported: false,
-            });
-            self.generated += 1;
-            if upload {
-                self.totals.uploaded += 1;
-            } else {
-                self.totals.skipped += 1;
-            }
-            // 4. send the round when it is due
-            let uploads = self.round.iter().filter(|p| p.uploaded()).count();
-            let flush = uses_verifier
-                && (uploads >= cfg.uploads_per_round.max(1)
-                    || self.round.len() >= cfg.max_round_tokens.max(1)
-                    || (last && uploads > 0));
-            if flush {
-                self.send_round(link).await?;
-            }
-            if !feed_first && !last {
-                let (next, row) = self.draft_feed(&[x], cfg.attention_layers).await?;
-                logits = next;
-                // Reported with the token, not used by these modes' decisions.
-                let imp = row.map(|r| self.rule.assess(&r, cfg.knobs.importance_strictness));
-                if let Some(p) = self.round.last_mut() {
-                    p.importance = imp;
-                }
-            }
-            self.draft_time += t.elapsed().as_secs_f64();
-            let mut ended = last;
-            if flush {
-                let t = Instant::now();
-                let correction = self.receive_verdict(link, resync).await?;
-                self.wait_time += t.elapsed().as_secs_f64();
-                // 5. on a rejection, roll the draft back and feed the verifier's token
-                if let Some(y) = correction {
-                    let t = Instant::now();
-                    let (next, _) = self.draft_feed(&[y], 0).await?;
-                    logits = next;
-                    self.draft_time += t.elapsed().as_secs_f64();
-                    ended = eos.contains(&y) || self.generated >= cfg.max_tokens;
-                }
-            }
-            self.finishing = ended;
-            self.report_final();
-            if !self.deliver(on_token) {
-                stop = StopReason::Aborted;
-                break;
-            }
-            if let Some(hit) = self.stop.hit() {
-                stop = hit.into();
-                self.drop_after_stop();
-                break;
-            }
-            if ended {
-                if self.seq.last().is_some_and(|id| eos.contains(id)) {
-                    stop = StopReason::EndOfSequence;
-                }
-                break;
+    /// A `Reset` for this generation's sampling, counted as sent.
+    fn reset_frame(&mut self) -> Vec<u8> {
+        let reset = encode_client(&ClientMsg::Reset {
+            sampling: self.cfg.sampling,
+        });
+        self.totals.bytes_up += reset.len();
+        reset
+    }
+
+    /// One generated position: draft a token, let the filter decide, add it to the open round,
+    /// send the round when it is due and apply its verdict, then report what became final.
+    /// Returns why the generation stops, if it stops here.
+    async fn step<L: VerifierLink>(
+        &mut self,
+        link: &mut L,
+        resync: &Resync,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Option<StopReason>> {
+        let t = Instant::now();
+        let drafted = self.draft_token()?;
+        let x = drafted.id;
+        let is_eos = self.eos.contains(&x);
+        let last = is_eos || self.generated + 1 == self.cfg.max_tokens;
+        // When the filter needs importance, x is fed before deciding; otherwise it is fed
+        // while the round is in flight, so the draft step overlaps the verifier's work.
+        let feed_first = self.cfg.mode == FilterMode::UncertaintyImportance;
+        let importance = if feed_first {
+            self.feed_drafted(x).await?
+        } else {
+            None
+        };
+        let upload = self.decide_upload(drafted.score, importance.as_ref(), is_eos);
+        self.push_drafted(drafted, upload, importance);
+        let due = self.round_due(last);
+        if due {
+            self.send_round(link).await?;
+        }
+        if !feed_first && !last {
+            // Reported with the token, not used by these modes' decisions.
+            let importance = self.feed_drafted(x).await?;
+            if let Some(p) = self.round.last_mut() {
+                p.importance = importance;
             }
         }
-        let wall = start.elapsed().as_secs_f64();
+        self.draft_time += t.elapsed().as_secs_f64();
+        let mut ended = last;
+        if due {
+            if let Some(y) = self.settle_round(link, resync).await? {
+                ended = self.eos.contains(&y) || self.generated >= self.cfg.max_tokens;
+            }
+        }
+        self.finishing = ended;
+        self.report_final();
+        Ok(self.stop_after(ended, on_token))
+    }
+
+    /// Drafts the next token from the current logits (greedy: their argmax; sampling: a draw
+    /// from the compressed distribution that would be uploaded, so verification is exact with
+    /// respect to what is sent) and scores it for the filter.
+    fn draft_token(&mut self) -> Result<Drafted> {
+        let (id, dist) = match self.cfg.sampling {
+            Sampling::Greedy => (hlm_core::argmax(&self.logits), None),
+            Sampling::Temperature { temperature, .. } => {
+                let p = softmax(&self.logits, temperature);
+                let d = compress(&p, &self.cfg.compress);
+                let p_hat = d.reconstruct()?;
+                (sample_sparse(&p_hat, &mut self.draft_rng), Some(d))
+            }
+        };
+        let score = self.filter_score(id);
+        Ok(Drafted { id, dist, score })
+    }
+
+    /// The score of `x` the filter compares with its threshold and the events report: its
+    /// sampled uncertainty, or in mode `learned` the head's P(reject). Records the sampled
+    /// uncertainty in `u_history`. (Importance comes later, once `x` has been fed.)
+    fn filter_score(&mut self, x: u32) -> f32 {
+        let cfg = self.cfg;
+        // A head reads U-HLM's sampled u (as its traces held it), whatever `uncertainty` says.
+        let u = if cfg.mode == FilterMode::Learned {
+            temperature_perturbation(&self.logits, x, &cfg.uncertainty, &mut self.signal_rng)
+        } else {
+            uncertainty(&self.logits, x, &cfg.uncertainty, &mut self.signal_rng)
+        };
+        self.totals.uncertainty_draws += 1;
+        self.u_history.truncate(self.generated);
+        self.u_history.push(u);
+        match (cfg.mode, &cfg.head) {
+            (FilterMode::Learned, Some(head)) => {
+                self.totals.uncertainty_draws += 1;
+                self.reject_probability(head, x, u)
+            }
+            _ => u,
+        }
+    }
+
+    /// Feeds the drafted `x` to the draft model: the logits move on to the next position, and
+    /// `x`'s importance comes from the attention row of its own query (when there is one).
+    async fn feed_drafted(&mut self, x: u32) -> Result<Option<Importance>> {
+        let cfg = self.cfg;
+        let (next, row) = self.draft_feed(&[x], cfg.attention_layers).await?;
+        self.logits = next;
+        Ok(row.map(|r| self.rule.assess(&r, cfg.knobs.importance_strictness)))
+    }
+
+    /// The filter's decision for a token with `score` (an end of sequence is always uploaded);
+    /// nothing is uploaded without a verifier.
+    fn decide_upload(&self, score: f32, importance: Option<&Importance>, is_eos: bool) -> bool {
+        let cfg = self.cfg;
+        self.uses_verifier()
+            && decide(cfg.mode, &cfg.knobs, score, importance, is_eos) == Decision::Upload
+    }
+
+    /// Appends the drafted token to the sequence and the open round, counted as uploaded (its
+    /// distribution goes with it) or skipped (final at once).
+    fn push_drafted(&mut self, d: Drafted, upload: bool, importance: Option<Importance>) {
+        self.seq.push(d.id);
+        self.round.push(Pending {
+            id: d.id,
+            kind: (!upload).then_some(TokenKind::Skipped),
+            verify: upload,
+            drafted: None,
+            uncertainty: d.score,
+            importance,
+            dist: if upload { d.dist } else { None },
+            reported: false,
+        });
+        self.generated += 1;
+        if upload {
+            self.totals.uploaded += 1;
+        } else {
+            self.totals.skipped += 1;
+        }
+    }
+
+    /// Whether the open round goes to the verifier now: it holds `uploads_per_round` uploads or
+    /// `max_round_tokens` tokens, or the generation's `last` token is in and an upload waits.
+    fn round_due(&self, last: bool) -> bool {
+        let cfg = self.cfg;
+        let uploads = self.round.iter().filter(|p| p.uploaded()).count();
+        self.uses_verifier()
+            && (uploads >= cfg.uploads_per_round.max(1)
+                || self.round.len() >= cfg.max_round_tokens.max(1)
+                || (last && uploads > 0))
+    }
+
+    /// Waits for the verdict on the round just sent and applies it; on a rejection the draft
+    /// model, rolled back, is fed the verifier's token instead. Returns that token.
+    async fn settle_round<L: VerifierLink>(
+        &mut self,
+        link: &mut L,
+        resync: &Resync,
+    ) -> Result<Option<u32>> {
+        let t = Instant::now();
+        let correction = self.receive_verdict(link, resync).await?;
+        self.wait_time += t.elapsed().as_secs_f64();
+        if let Some(y) = correction {
+            let t = Instant::now();
+            let (next, _) = self.draft_feed(&[y], 0).await?;
+            self.logits = next;
+            self.draft_time += t.elapsed().as_secs_f64();
+        }
+        Ok(correction)
+    }
+
+    /// Hands the reported tokens to `on_token`, then checks the stop conditions in order: the
+    /// caller's abort, a stop string or token (what was drafted past it is dropped), the end of
+    /// the generation (`ended`: an end of sequence or `max_tokens`).
+    fn stop_after(
+        &mut self,
+        ended: bool,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Option<StopReason> {
+        if !self.deliver(on_token) {
+            return Some(StopReason::Aborted);
+        }
+        if let Some(hit) = self.stop.hit() {
+            self.drop_after_stop();
+            return Some(hit.into());
+        }
+        if !ended {
+            return None;
+        }
+        if self.seq.last().is_some_and(|id| self.eos.contains(id)) {
+            Some(StopReason::EndOfSequence)
+        } else {
+            Some(StopReason::MaxTokens)
+        }
+    }
+
+    /// What the generation did, once it has stopped for `stop` after `wall` seconds.
+    fn summary(self, stop: StopReason, wall: f64) -> Summary {
+        let cfg = self.cfg;
         let ids = self.seq[self.prompt_len..].to_vec();
-        Ok(Summary {
+        Summary {
             mode: cfg.mode,
             knobs: cfg.knobs,
             sampling: cfg.sampling,
@@ -781,7 +897,7 @@ impl<'a> Generation<'a> {
             totals: self.totals,
             draft_backend: self.drafter.backend_kind().to_string(),
             notices: self.notices,
-        })
+        }
     }
 
     /// Queues an event for every token of the open round that is final and not yet reported,
@@ -939,10 +1055,7 @@ impl<'a> Generation<'a> {
         let (_, up, down) = resync.handshake(link).await?;
         self.totals.bytes_up += up;
         self.totals.bytes_down += down;
-        let reset = encode_client(&ClientMsg::Reset {
-            sampling: self.cfg.sampling,
-        });
-        self.totals.bytes_up += reset.len();
+        let reset = self.reset_frame();
         link.send(reset).await?;
         let committed = &self.seq[..self.round_base];
         let mut tokens: Vec<BlockToken> = committed
@@ -976,29 +1089,56 @@ impl<'a> Generation<'a> {
         link: &mut L,
         resync: &Resync,
     ) -> Result<Option<u32>> {
+        let verdict = self.take_verdict(link, resync).await?;
+        self.check_verdict(&verdict)?;
+        self.count_verdict(&verdict);
+        self.report_final();
+        if self.stop.hit().is_some() {
+            // The text ended within this round: nothing after the stop counts, not even a
+            // rejection (the verifier's correction would come after the end).
+            self.drop_after_stop();
+            return Ok(None);
+        }
+        let Some(y) = verdict.correction else {
+            self.round_base += self.round.len();
+            self.round.clear();
+            return Ok(None);
+        };
+        self.roll_back(verdict.accepted as usize, y);
+        Ok(Some(y))
+    }
+
+    /// The reply to the round in flight, as a verdict on that round alone: a replayed prefix
+    /// (verified along with it after a reconnection) is taken off its count. An `Error` or any
+    /// other message fails the generation.
+    async fn take_verdict<L: VerifierLink>(
+        &mut self,
+        link: &mut L,
+        resync: &Resync,
+    ) -> Result<Verdict> {
         let (reply, bytes, replayed) = self.await_reply(link, resync).await?;
         self.in_flight = None;
         self.totals.bytes_down += bytes;
-        let verdict = match reply {
+        match reply {
             ServerMsg::Verdict(mut v) => {
-                // A replayed prefix was verified along with the round: count from the round.
                 if (v.accepted as usize) < replayed || v.forward_tokens as usize <= replayed {
                     return Err(EngineError::Link(format!(
                         "verdict {v:?} rejects part of the {replayed} replayed tokens"
                     )));
                 }
                 v.accepted -= replayed as u32;
-                v
+                Ok(v)
             }
-            ServerMsg::Error { code, message } => {
-                return Err(EngineError::Remote { code, message })
-            }
-            other => {
-                return Err(EngineError::Link(format!(
-                    "expected a verdict, got {other:?}"
-                )))
-            }
-        };
+            ServerMsg::Error { code, message } => Err(EngineError::Remote { code, message }),
+            other => Err(EngineError::Link(format!(
+                "expected a verdict, got {other:?}"
+            ))),
+        }
+    }
+
+    /// A verdict must answer the open round: its number, and either all of its tokens accepted
+    /// or a prefix followed by a correction of an uploaded token, with an id in the vocabulary.
+    fn check_verdict(&self, verdict: &Verdict) -> Result<()> {
         let n = self.round.len();
         let a = verdict.accepted as usize;
         let consistent = verdict.round == self.round_no
@@ -1010,36 +1150,37 @@ impl<'a> Generation<'a> {
                         && (y as usize) < self.drafter.model().config().vocab_size
                 }
             };
-        if !consistent {
-            return Err(EngineError::Link(format!(
+        if consistent {
+            Ok(())
+        } else {
+            Err(EngineError::Link(format!(
                 "verdict {verdict:?} does not fit round {} of {n} tokens",
                 self.round_no
-            )));
+            )))
         }
+    }
+
+    /// Counts the verifier's round (its forward pass and compute time) and marks the uploads
+    /// in the accepted prefix as accepted: they are final now.
+    fn count_verdict(&mut self, verdict: &Verdict) {
         self.round_no += 1;
         self.totals.rounds += 1;
         self.totals.llm_forward_passes += 1;
         self.totals.llm_forward_tokens += verdict.forward_tokens as usize;
         self.totals.llm_compute_us += u64::from(verdict.compute_us);
-        for p in &mut self.round[..a] {
+        for p in &mut self.round[..verdict.accepted as usize] {
             if p.kind.is_none() {
                 p.kind = Some(TokenKind::UploadedAccepted);
                 self.totals.accepted += 1;
             }
         }
-        self.report_final();
-        if self.stop.hit().is_some() {
-            // The text ended within this round: nothing after the stop counts, not even a
-            // rejection (the verifier's correction would come after the end).
-            self.drop_after_stop();
-            return Ok(None);
-        }
-        let Some(y) = verdict.correction else {
-            self.round_base += n;
-            self.round.clear();
-            return Ok(None);
-        };
-        // Tokens before the rejection stand; the rejected one and all after it are dropped.
+    }
+
+    /// A rejection at position `a` of the open round: the tokens before it stand; the rejected
+    /// one and all after it leave the sequence, the draft model's KV cache and the counts (those
+    /// after it as discarded drafts). The verifier's `y` is final and opens the next round (the
+    /// verifier expects it there).
+    fn roll_back(&mut self, a: usize, y: u32) {
         let rejected = &self.round[a];
         let (drafted, uncertainty, importance) =
             (rejected.id, rejected.uncertainty, rejected.importance);
@@ -1057,7 +1198,6 @@ impl<'a> Generation<'a> {
         self.round_base += a;
         self.seq.truncate(self.round_base);
         self.drafter.truncate(self.round_base);
-        // The correction is final and opens the next round (the verifier expects it there).
         self.round.clear();
         self.seq.push(y);
         self.generated += 1;
@@ -1071,6 +1211,5 @@ impl<'a> Generation<'a> {
             dist: None,
             reported: false,
         });
-        Ok(Some(y))
     }
 }
