@@ -275,184 +275,353 @@ fn vector(ctx: &GpuContext, name: &str, v: &[f32]) -> Result<wgpu::Buffer> {
     ctx.storage_from_f32(name, v)
 }
 
-impl GpuModel {
-    /// Uploads `model`'s weights and prebinds every kernel.
-    pub fn new(ctx: GpuContext, model: &Model, opts: GpuOptions) -> Result<Self> {
-        let cfg = model.config().clone();
-        let max_context = opts.max_context.min(cfg.max_context).max(1);
-        let mode = opts.activations;
-        let k = Kernels::new(&ctx);
-        let (d, hd, nh, nkv, f) = (cfg.hidden, cfg.head_dim, cfg.heads, cfg.kv_heads, cfg.ffn);
-        let kvw = nkv * hd;
-        let qkv_len = (nh + 2 * nkv) * hd;
+/// The sizes [`GpuModel::new`] builds with.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    /// Hidden size, head dimension, query heads, key/value heads, feed-forward size.
+    d: usize,
+    hd: usize,
+    nh: usize,
+    nkv: usize,
+    f: usize,
+    /// One position's keys (or values): `nkv × hd`.
+    kvw: usize,
+    /// One position's queries, keys and values: `(nh + 2 nkv) × hd`.
+    qkv_len: usize,
+    /// Positions the cache holds.
+    max_context: usize,
+    mode: Activations,
+}
+
+impl Dims {
+    /// The model's sizes with the options' context and activations; fails on a head dimension
+    /// the attention kernel cannot take.
+    fn new(cfg: &ModelConfig, opts: &GpuOptions) -> Result<Self> {
+        let (hd, nh, nkv) = (cfg.head_dim, cfg.heads, cfg.kv_heads);
         if hd > kernels::MAX_HEAD_DIM {
             return Err(GpuError::Model(format!(
                 "head dimension {hd} over {}",
                 kernels::MAX_HEAD_DIM
             )));
         }
-        let x = ctx.storage_zeroed("x", d)?;
-        let h = Act::new(&ctx, "h", d, mode)?;
-        let qkv = ctx.storage_zeroed("qkv", qkv_len)?;
-        let attn = Act::new(&ctx, "attn", nh * hd, mode)?;
-        let gate = Act::new(&ctx, "gate", f, mode)?;
-        let up = ctx.storage_zeroed("up", f)?;
-        let probs = ctx.storage_zeroed("probs", nh * max_context)?;
-        let attn_row = ctx.storage_zeroed("attn_row", max_context)?;
-        let logits = ctx.storage_zeroed("logits", cfg.vocab_size)?;
-        let best = ctx.storage_zeroed("argmax", 2)?;
-        let step = ctx.uniform("step", &Step::at(0));
-        let table = vector(
-            &ctx,
-            "rope",
-            &kernels::rope_table(hd, cfg.rope_theta, max_context),
-        )?;
-        let style = match cfg.rope_style {
+        Ok(Self {
+            d: cfg.hidden,
+            hd,
+            nh,
+            nkv,
+            f: cfg.ffn,
+            kvw: nkv * hd,
+            qkv_len: (nh + 2 * nkv) * hd,
+            max_context: opts.max_context.min(cfg.max_context).max(1),
+            mode: opts.activations,
+        })
+    }
+}
+
+/// The buffers every layer shares: the residual stream `x`, the normed input `h`, queries, keys
+/// and values, the attention output, the feed-forward's `gate` and `up`, the attention
+/// probabilities and their row, the logits and their argmax, the position uniform and the RoPE
+/// table.
+struct Scratch {
+    x: wgpu::Buffer,
+    h: Act,
+    qkv: wgpu::Buffer,
+    attn: Act,
+    gate: Act,
+    up: wgpu::Buffer,
+    probs: wgpu::Buffer,
+    attn_row: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    best: wgpu::Buffer,
+    step: wgpu::Buffer,
+    rope: wgpu::Buffer,
+}
+
+impl Scratch {
+    fn new(ctx: &GpuContext, cfg: &ModelConfig, n: &Dims) -> Result<Self> {
+        let (mode, max_context) = (n.mode, n.max_context);
+        Ok(Self {
+            x: ctx.storage_zeroed("x", n.d)?,
+            h: Act::new(ctx, "h", n.d, mode)?,
+            qkv: ctx.storage_zeroed("qkv", n.qkv_len)?,
+            attn: Act::new(ctx, "attn", n.nh * n.hd, mode)?,
+            gate: Act::new(ctx, "gate", n.f, mode)?,
+            up: ctx.storage_zeroed("up", n.f)?,
+            probs: ctx.storage_zeroed("probs", n.nh * max_context)?,
+            attn_row: ctx.storage_zeroed("attn_row", max_context)?,
+            logits: ctx.storage_zeroed("logits", cfg.vocab_size)?,
+            best: ctx.storage_zeroed("argmax", 2)?,
+            step: ctx.uniform("step", &Step::at(0)),
+            rope: vector(
+                ctx,
+                "rope",
+                &kernels::rope_table(n.hd, cfg.rope_theta, max_context),
+            )?,
+        })
+    }
+}
+
+/// One layer's weights on the GPU, their shapes checked.
+struct LayerWeights {
+    wq: QMatrix,
+    wk: QMatrix,
+    wv: QMatrix,
+    wo: QMatrix,
+    wg: QMatrix,
+    wu: QMatrix,
+    wd: QMatrix,
+    attn_norm: wgpu::Buffer,
+    ffn_norm: wgpu::Buffer,
+    /// The q, k and v biases as one vector (zeros for a missing one), if the model has any.
+    qkv_bias: Option<wgpu::Buffer>,
+}
+
+impl LayerWeights {
+    fn upload(ctx: &GpuContext, model: &Model, li: usize, n: &Dims) -> Result<Self> {
+        let lw = model
+            .layer_weights(li)
+            .ok_or_else(|| GpuError::Model(format!("layer {li} missing")))?;
+        let name = |w: &str| format!("blk.{li}.{w}");
+        let matrix = |w: &str, m| QMatrix::upload(ctx, &name(w), m);
+        let (d, f, q, kvw) = (n.d, n.f, n.nh * n.hd, n.kvw);
+        let w = Self {
+            wq: matrix("attn_q", lw.wq)?,
+            wk: matrix("attn_k", lw.wk)?,
+            wv: matrix("attn_v", lw.wv)?,
+            wo: matrix("attn_output", lw.wo)?,
+            wg: matrix("ffn_gate", lw.w_gate)?,
+            wu: matrix("ffn_up", lw.w_up)?,
+            wd: matrix("ffn_down", lw.w_down)?,
+            attn_norm: vector(ctx, &name("attn_norm"), lw.attn_norm)?,
+            ffn_norm: vector(ctx, &name("ffn_norm"), lw.ffn_norm)?,
+            qkv_bias: None,
+        };
+        let shapes = [
+            (&w.wq, (q, d)),
+            (&w.wk, (kvw, d)),
+            (&w.wv, (kvw, d)),
+            (&w.wo, (d, q)),
+            (&w.wg, (f, d)),
+            (&w.wu, (f, d)),
+            (&w.wd, (d, f)),
+        ];
+        for (m, want) in shapes {
+            if (m.rows, m.cols) != want {
+                return Err(GpuError::Model(format!(
+                    "layer {li}: matrix {}x{}, expected {want:?}",
+                    m.rows, m.cols
+                )));
+            }
+        }
+        let qkv_bias = if lw.bq.is_some() || lw.bk.is_some() || lw.bv.is_some() {
+            let mut b = Vec::with_capacity(n.qkv_len);
+            b.extend_from_slice(lw.bq.unwrap_or(&vec![0.0; q]));
+            b.extend_from_slice(lw.bk.unwrap_or(&vec![0.0; kvw]));
+            b.extend_from_slice(lw.bv.unwrap_or(&vec![0.0; kvw]));
+            Some(vector(ctx, &name("qkv_bias"), &b)?)
+        } else {
+            None
+        };
+        Ok(Self { qkv_bias, ..w })
+    }
+}
+
+/// The output head: final norm and projection to the logits, and their argmax.
+struct Head {
+    dispatches: Vec<Dispatch>,
+    argmax: Dispatch,
+    out_norm: wgpu::Buffer,
+    lm_head: QMatrix,
+}
+
+/// Binds the kernels to the shared buffers and one layer's (or the head's) weights: the steps
+/// of [`GpuModel::new`] after the shared buffers exist.
+struct Binder<'a> {
+    ctx: &'a GpuContext,
+    k: &'a Kernels,
+    cfg: &'a ModelConfig,
+    n: Dims,
+    s: &'a Scratch,
+}
+
+impl Binder<'_> {
+    /// RMS norm of `xb` with gains `g` into `y`.
+    fn norm(&self, xb: &wgpu::Buffer, g: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<Dispatch> {
+        let p = RmsNormParams {
+            n: self.n.d as u32,
+            eps: self.cfg.rms_eps,
+            ..Default::default()
+        };
+        self.k.rms_norm(self.ctx, xb, g, y, p, 1)
+    }
+
+    /// Layer `li`: its weights uploaded, its KV cache allocated, its kernels bound.
+    fn layer(&self, model: &Model, li: usize) -> Result<GpuLayer> {
+        let w = LayerWeights::upload(self.ctx, model, li, &self.n)?;
+        let pre = self.bind_qkv(&w)?;
+        let cache_len = self.n.max_context * self.n.kvw;
+        let k_cache = self
+            .ctx
+            .storage_zeroed(&format!("blk.{li}.k_cache"), cache_len)?;
+        let v_cache = self
+            .ctx
+            .storage_zeroed(&format!("blk.{li}.v_cache"), cache_len)?;
+        let (attention, mean) = self.bind_attention(&k_cache, &v_cache)?;
+        let post = self.bind_feed_forward(&w)?;
+        let LayerWeights {
+            wq,
+            wk,
+            wv,
+            wo,
+            wg,
+            wu,
+            wd,
+            attn_norm,
+            ffn_norm,
+            qkv_bias,
+        } = w;
+        let mut vectors: Vec<wgpu::Buffer> = qkv_bias.into_iter().collect();
+        vectors.extend([attn_norm, ffn_norm]);
+        Ok(GpuLayer {
+            pre,
+            attention,
+            mean,
+            post,
+            k_cache,
+            v_cache,
+            _weights: vec![wq, wk, wv, wo, wg, wu, wd],
+            _vectors: vectors,
+        })
+    }
+
+    /// Before the cache: norm, q, k and v (+ bias), RoPE on q and k.
+    fn bind_qkv(&self, w: &LayerWeights) -> Result<Vec<Dispatch>> {
+        let (ctx, k, s, n) = (self.ctx, self.k, self.s, &self.n);
+        let (mode, q) = (n.mode, n.nh * n.hd);
+        let mut pre = vec![self.norm(&s.x, &w.attn_norm, &s.h.x)?];
+        s.h.quantize_for(ctx, k, mode, &[&w.wq, &w.wk, &w.wv], &mut pre)?;
+        w.wq.dispatches(ctx, k, mode, &s.h, &s.qkv, 0, false, &mut pre)?;
+        w.wk.dispatches(ctx, k, mode, &s.h, &s.qkv, q, false, &mut pre)?;
+        w.wv.dispatches(ctx, k, mode, &s.h, &s.qkv, q + n.kvw, false, &mut pre)?;
+        if let Some(bias) = &w.qkv_bias {
+            pre.push(k.add(ctx, &s.qkv, 0, bias, 0, n.qkv_len)?);
+        }
+        let style = match self.cfg.rope_style {
             RopeStyle::Halves => 0,
             RopeStyle::Interleaved => 1,
         };
-        let norm = |xb: &wgpu::Buffer, g: &wgpu::Buffer, y: &wgpu::Buffer| {
-            k.rms_norm(
-                &ctx,
-                xb,
-                g,
-                y,
-                RmsNormParams {
-                    n: d as u32,
-                    eps: cfg.rms_eps,
-                    ..Default::default()
-                },
-                1,
-            )
+        let rope = RopeParams {
+            heads: (n.nh + n.nkv) as u32,
+            head_dim: n.hd as u32,
+            off: 0,
+            style,
+            max_pos: n.max_context as u32,
+            _pad: [0; 3],
         };
+        pre.push(k.rope(ctx, &s.step, &s.rope, &s.qkv, rope)?);
+        Ok(pre)
+    }
 
-        let mut layers = Vec::with_capacity(cfg.layers);
-        for li in 0..cfg.layers {
-            let lw = model
-                .layer_weights(li)
-                .ok_or_else(|| GpuError::Model(format!("layer {li} missing")))?;
-            let name = |w: &str| format!("blk.{li}.{w}");
-            let wq = QMatrix::upload(&ctx, &name("attn_q"), lw.wq)?;
-            let wk = QMatrix::upload(&ctx, &name("attn_k"), lw.wk)?;
-            let wv = QMatrix::upload(&ctx, &name("attn_v"), lw.wv)?;
-            let wo = QMatrix::upload(&ctx, &name("attn_output"), lw.wo)?;
-            let wg = QMatrix::upload(&ctx, &name("ffn_gate"), lw.w_gate)?;
-            let wu = QMatrix::upload(&ctx, &name("ffn_up"), lw.w_up)?;
-            let wd = QMatrix::upload(&ctx, &name("ffn_down"), lw.w_down)?;
-            for (m, want) in [
-                (&wq, (nh * hd, d)),
-                (&wk, (kvw, d)),
-                (&wv, (kvw, d)),
-                (&wo, (d, nh * hd)),
-                (&wg, (f, d)),
-                (&wu, (f, d)),
-                (&wd, (d, f)),
-            ] {
-                if (m.rows, m.cols) != want {
-                    return Err(GpuError::Model(format!(
-                        "layer {li}: matrix {}x{}, expected {want:?}",
-                        m.rows, m.cols
-                    )));
-                }
-            }
-            let attn_norm = vector(&ctx, &name("attn_norm"), lw.attn_norm)?;
-            let ffn_norm = vector(&ctx, &name("ffn_norm"), lw.ffn_norm)?;
-            let mut vectors = vec![];
-            let mut pre = vec![norm(&x, &attn_norm, &h.x)?];
-            h.quantize_for(&ctx, &k, mode, &[&wq, &wk, &wv], &mut pre)?;
-            wq.dispatches(&ctx, &k, mode, &h, &qkv, 0, false, &mut pre)?;
-            wk.dispatches(&ctx, &k, mode, &h, &qkv, nh * hd, false, &mut pre)?;
-            wv.dispatches(&ctx, &k, mode, &h, &qkv, nh * hd + kvw, false, &mut pre)?;
-            if lw.bq.is_some() || lw.bk.is_some() || lw.bv.is_some() {
-                let mut b = Vec::with_capacity(qkv_len);
-                b.extend_from_slice(lw.bq.unwrap_or(&vec![0.0; nh * hd]));
-                b.extend_from_slice(lw.bk.unwrap_or(&vec![0.0; kvw]));
-                b.extend_from_slice(lw.bv.unwrap_or(&vec![0.0; kvw]));
-                let bb = vector(&ctx, &name("qkv_bias"), &b)?;
-                pre.push(k.add(&ctx, &qkv, 0, &bb, 0, qkv_len)?);
-                vectors.push(bb);
-            }
-            pre.push(k.rope(
-                &ctx,
-                &step,
-                &table,
-                &qkv,
-                RopeParams {
-                    heads: (nh + nkv) as u32,
-                    head_dim: hd as u32,
-                    off: 0,
-                    style,
-                    max_pos: max_context as u32,
-                    _pad: [0; 3],
-                },
-            )?);
-            let k_cache = ctx.storage_zeroed(&name("k_cache"), max_context * kvw)?;
-            let v_cache = ctx.storage_zeroed(&name("v_cache"), max_context * kvw)?;
-            let attention = k.attention(
-                &ctx,
-                &step,
-                &qkv,
-                &k_cache,
-                &v_cache,
-                &probs,
-                &attn.x,
-                AttentionParams {
-                    heads: nh as u32,
-                    kv_heads: nkv as u32,
-                    head_dim: hd as u32,
-                    stride: max_context as u32,
-                    q_off: 0,
-                    k_off: 0,
-                    v_off: 0,
-                    out_off: 0,
-                },
-            )?;
-            let mean = k.attn_mean(
-                &ctx,
-                &step,
-                &probs,
-                &attn_row,
-                AttnMeanParams {
-                    heads: nh as u32,
-                    stride: max_context as u32,
-                    scale: 1.0 / nh as f32,
-                    accumulate: 1,
-                },
-            )?;
-            let mut post = vec![];
-            attn.quantize_for(&ctx, &k, mode, &[&wo], &mut post)?;
-            wo.dispatches(&ctx, &k, mode, &attn, &x, 0, true, &mut post)?;
-            post.push(norm(&x, &ffn_norm, &h.x)?);
-            h.quantize_for(&ctx, &k, mode, &[&wg, &wu], &mut post)?;
-            wg.dispatches(&ctx, &k, mode, &h, &gate.x, 0, false, &mut post)?;
-            wu.dispatches(&ctx, &k, mode, &h, &up, 0, false, &mut post)?;
-            post.push(k.swiglu(&ctx, &gate.x, 0, &up, 0, f)?);
-            gate.quantize_for(&ctx, &k, mode, &[&wd], &mut post)?;
-            wd.dispatches(&ctx, &k, mode, &gate, &x, 0, true, &mut post)?;
-            vectors.extend([attn_norm, ffn_norm]);
-            layers.push(GpuLayer {
-                pre,
-                attention,
-                mean,
-                post,
-                k_cache,
-                v_cache,
-                _weights: vec![wq, wk, wv, wo, wg, wu, wd],
-                _vectors: vectors,
-            });
-        }
+    /// Attention over the cache (probabilities kept), and the head mean of those probabilities
+    /// added to the attention row (recorded only for the layers whose attention is captured).
+    fn bind_attention(
+        &self,
+        k_cache: &wgpu::Buffer,
+        v_cache: &wgpu::Buffer,
+    ) -> Result<(Dispatch, Dispatch)> {
+        let (ctx, s, n) = (self.ctx, self.s, &self.n);
+        let p = AttentionParams {
+            heads: n.nh as u32,
+            kv_heads: n.nkv as u32,
+            head_dim: n.hd as u32,
+            stride: n.max_context as u32,
+            q_off: 0,
+            k_off: 0,
+            v_off: 0,
+            out_off: 0,
+        };
+        let attention = self.k.attention(
+            ctx, &s.step, &s.qkv, k_cache, v_cache, &s.probs, &s.attn.x, p,
+        )?;
+        let p = AttnMeanParams {
+            heads: n.nh as u32,
+            stride: n.max_context as u32,
+            scale: 1.0 / n.nh as f32,
+            accumulate: 1,
+        };
+        let mean = self.k.attn_mean(ctx, &s.step, &s.probs, &s.attn_row, p)?;
+        Ok((attention, mean))
+    }
 
-        let out_norm = vector(&ctx, "output_norm", model.output_norm())?;
-        let lm_head = QMatrix::upload(&ctx, "output", model.lm_head_weights())?;
-        if (lm_head.rows, lm_head.cols) != (cfg.vocab_size, d) {
+    /// After attention: wo (+ residual), norm, gate, up, swiglu, down (+ residual).
+    fn bind_feed_forward(&self, w: &LayerWeights) -> Result<Vec<Dispatch>> {
+        let (ctx, k, s, mode) = (self.ctx, self.k, self.s, self.n.mode);
+        let mut post = vec![];
+        s.attn.quantize_for(ctx, k, mode, &[&w.wo], &mut post)?;
+        w.wo.dispatches(ctx, k, mode, &s.attn, &s.x, 0, true, &mut post)?;
+        post.push(self.norm(&s.x, &w.ffn_norm, &s.h.x)?);
+        s.h.quantize_for(ctx, k, mode, &[&w.wg, &w.wu], &mut post)?;
+        w.wg.dispatches(ctx, k, mode, &s.h, &s.gate.x, 0, false, &mut post)?;
+        w.wu.dispatches(ctx, k, mode, &s.h, &s.up, 0, false, &mut post)?;
+        post.push(k.swiglu(ctx, &s.gate.x, 0, &s.up, 0, self.n.f)?);
+        s.gate.quantize_for(ctx, k, mode, &[&w.wd], &mut post)?;
+        w.wd.dispatches(ctx, k, mode, &s.gate, &s.x, 0, true, &mut post)?;
+        Ok(post)
+    }
+
+    /// The output head: its weights uploaded, final norm and projection bound, and the argmax.
+    fn head(&self, model: &Model) -> Result<Head> {
+        let (ctx, k, s, mode) = (self.ctx, self.k, self.s, self.n.mode);
+        let vocab = self.cfg.vocab_size;
+        let out_norm = vector(ctx, "output_norm", model.output_norm())?;
+        let lm_head = QMatrix::upload(ctx, "output", model.lm_head_weights())?;
+        if (lm_head.rows, lm_head.cols) != (vocab, self.n.d) {
             return Err(GpuError::Model(
                 "output projection of the wrong shape".into(),
             ));
         }
-        let mut head = vec![norm(&x, &out_norm, &h.x)?];
-        h.quantize_for(&ctx, &k, mode, &[&lm_head], &mut head)?;
-        lm_head.dispatches(&ctx, &k, mode, &h, &logits, 0, false, &mut head)?;
-        let argmax = k.argmax(&ctx, &logits, &best, cfg.vocab_size)?;
+        let mut dispatches = vec![self.norm(&s.x, &out_norm, &s.h.x)?];
+        s.h.quantize_for(ctx, k, mode, &[&lm_head], &mut dispatches)?;
+        lm_head.dispatches(ctx, k, mode, &s.h, &s.logits, 0, false, &mut dispatches)?;
+        let argmax = k.argmax(ctx, &s.logits, &s.best, vocab)?;
+        Ok(Head {
+            dispatches,
+            argmax,
+            out_norm,
+            lm_head,
+        })
+    }
+}
+
+/// One item of a token's forward pass, in order ([`GpuModel::passes`]): what
+/// [`GpuModel::record`] puts into one encoder and [`GpuModel::profile_blocking`] submits one
+/// kernel at a time.
+enum Pass<'a> {
+    /// Kernels recorded into one compute pass.
+    Kernels(Vec<&'a Dispatch>),
+    /// This layer's key and value copied from `qkv` into its cache at the position.
+    KvCopy(&'a GpuLayer),
+}
+
+impl GpuModel {
+    /// Uploads `model`'s weights and prebinds every kernel: the sizes, the shared buffers, then
+    /// each layer (weights, KV cache, kernels), the output head and the embedding.
+    pub fn new(ctx: GpuContext, model: &Model, opts: GpuOptions) -> Result<Self> {
+        let cfg = model.config().clone();
+        let n = Dims::new(&cfg, &opts)?;
+        let k = Kernels::new(&ctx);
+        let s = Scratch::new(&ctx, &cfg, &n)?;
+        let binder = Binder {
+            ctx: &ctx,
+            k: &k,
+            cfg: &cfg,
+            n,
+            s: &s,
+        };
+        let layers = (0..cfg.layers)
+            .map(|li| binder.layer(model, li))
+            .collect::<Result<Vec<_>>>()?;
+        let head = binder.head(model)?;
         let embedding = match model.embedding_weights() {
             WeightMatrix::Quantized(q) => Embedding::Quantized(q.clone()),
             WeightMatrix::Dense(t) => Embedding::Dense(t.clone()),
@@ -462,19 +631,19 @@ impl GpuModel {
             cfg,
             embedding,
             layers,
-            head,
-            argmax,
-            x,
-            qkv,
-            logits,
-            attn_row,
-            best,
-            step,
-            max_context,
+            head: head.dispatches,
+            argmax: head.argmax,
+            x: s.x,
+            qkv: s.qkv,
+            logits: s.logits,
+            attn_row: s.attn_row,
+            best: s.best,
+            step: s.step,
+            max_context: n.max_context,
             pos: 0,
-            _keep: vec![up, probs, table, out_norm],
-            _acts: vec![h, attn, gate],
-            _lm_head: lm_head,
+            _keep: vec![s.up, s.probs, s.rope, head.out_norm],
+            _acts: vec![s.h, s.attn, s.gate],
+            _lm_head: head.lm_head,
         })
     }
 
@@ -553,27 +722,46 @@ impl GpuModel {
         if capture_attention > 0 {
             enc.clear_buffer(&self.attn_row, 0, None);
         }
-        let (nh, nkv, hd) = (self.cfg.heads, self.cfg.kv_heads, self.cfg.head_dim);
-        let kvw = (nkv * hd) as u64 * 4;
+        for pass in self.passes(capture_attention, greedy) {
+            match pass {
+                Pass::Kernels(ds) => kernels::record(&mut enc, &ds),
+                Pass::KvCopy(l) => self.copy_kv(&mut enc, l),
+            }
+        }
+        Ok(enc)
+    }
+
+    /// A token's forward pass in order: per layer the kernels before the cache, the key and
+    /// value copied into it, attention (and its head mean for the last `capture_attention`
+    /// layers) and the rest of the layer; then the head (and the argmax when `greedy`).
+    fn passes(&self, capture_attention: usize, greedy: bool) -> Vec<Pass<'_>> {
         let capture_from = self.cfg.layers.saturating_sub(capture_attention);
+        let mut passes = Vec::with_capacity(3 * self.layers.len() + 1);
         for (li, l) in self.layers.iter().enumerate() {
-            kernels::record(&mut enc, &l.pre.iter().collect::<Vec<_>>());
-            let at = self.pos as u64 * kvw;
-            enc.copy_buffer_to_buffer(&self.qkv, (nh * hd) as u64 * 4, &l.k_cache, at, kvw);
-            enc.copy_buffer_to_buffer(&self.qkv, ((nh + nkv) * hd) as u64 * 4, &l.v_cache, at, kvw);
+            passes.push(Pass::Kernels(l.pre.iter().collect()));
+            passes.push(Pass::KvCopy(l));
             let mut ds = vec![&l.attention];
             if capture_attention > 0 && li >= capture_from {
                 ds.push(&l.mean);
             }
             ds.extend(l.post.iter());
-            kernels::record(&mut enc, &ds);
+            passes.push(Pass::Kernels(ds));
         }
         let mut ds: Vec<&Dispatch> = self.head.iter().collect();
         if greedy {
             ds.push(&self.argmax);
         }
-        kernels::record(&mut enc, &ds);
-        Ok(enc)
+        passes.push(Pass::Kernels(ds));
+        passes
+    }
+
+    /// Copies layer `l`'s key and value for this position from `qkv` into its cache.
+    fn copy_kv(&self, enc: &mut wgpu::CommandEncoder, l: &GpuLayer) {
+        let (nh, nkv, hd) = (self.cfg.heads, self.cfg.kv_heads, self.cfg.head_dim);
+        let kvw = (nkv * hd) as u64 * 4;
+        let at = self.pos as u64 * kvw;
+        enc.copy_buffer_to_buffer(&self.qkv, (nh * hd) as u64 * 4, &l.k_cache, at, kvw);
+        enc.copy_buffer_to_buffer(&self.qkv, ((nh + nkv) * hd) as u64 * 4, &l.v_cache, at, kvw);
     }
 
     /// Runs `token` at the next position, appends its key and value to the cache, and returns its
@@ -659,64 +847,53 @@ impl GpuModel {
     pub fn profile_blocking(&mut self, token: u32) -> Result<Vec<(String, f64, usize)>> {
         let enc = self.record(token, 0, false)?;
         drop(enc); // inputs written; the dispatches are replayed one by one below
-        let (nh, nkv, hd) = (self.cfg.heads, self.cfg.kv_heads, self.cfg.head_dim);
-        let kvw = (nkv * hd) as u64 * 4;
         let mut times: Vec<(String, f64, usize)> = Vec::new();
-        let mut run = |label: &str, f: &dyn Fn(&mut wgpu::CommandEncoder)| -> Result<()> {
-            let mut enc = self
-                .ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-            f(&mut enc);
-            let t0 = web_time_now();
-            self.ctx.queue.submit([enc.finish()]);
-            self.ctx
-                .device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| GpuError::Readback(e.to_string()))?;
-            let dt = t0.elapsed().as_secs_f64();
-            match times.iter_mut().find(|(n, _, _)| n == label) {
-                Some(e) => {
-                    e.1 += dt;
-                    e.2 += 1;
+        for pass in self.passes(4, false) {
+            match pass {
+                Pass::Kernels(ds) => {
+                    for d in ds {
+                        self.time_one(&mut times, d.label(), |enc| kernels::record(enc, &[d]))?;
+                    }
                 }
-                None => times.push((label.to_string(), dt, 1)),
+                Pass::KvCopy(l) => {
+                    self.time_one(&mut times, "kv copy", |enc| self.copy_kv(enc, l))?
+                }
             }
-            Ok(())
-        };
-        fn one(d: &Dispatch) -> impl Fn(&mut wgpu::CommandEncoder) + '_ {
-            move |enc| kernels::record(enc, &[d])
-        }
-        let capture_from = self.cfg.layers.saturating_sub(4);
-        for (li, l) in self.layers.iter().enumerate() {
-            for d in &l.pre {
-                run(d.label(), &one(d))?;
-            }
-            let at = self.pos as u64 * kvw;
-            run("kv copy", &|enc: &mut wgpu::CommandEncoder| {
-                enc.copy_buffer_to_buffer(&self.qkv, (nh * hd) as u64 * 4, &l.k_cache, at, kvw);
-                enc.copy_buffer_to_buffer(
-                    &self.qkv,
-                    ((nh + nkv) * hd) as u64 * 4,
-                    &l.v_cache,
-                    at,
-                    kvw,
-                );
-            })?;
-            run(l.attention.label(), &one(&l.attention))?;
-            if li >= capture_from {
-                run(l.mean.label(), &one(&l.mean))?;
-            }
-            for d in &l.post {
-                run(d.label(), &one(d))?;
-            }
-        }
-        for d in &self.head {
-            run(d.label(), &one(d))?;
         }
         self.pos += 1;
         times.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(times)
+    }
+
+    /// Submits what `f` records on its own, waits for it, and adds its wall time to `label`'s
+    /// entry in `times` (`(name, seconds, launches)`).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn time_one(
+        &self,
+        times: &mut Vec<(String, f64, usize)>,
+        label: &str,
+        f: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) -> Result<()> {
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        f(&mut enc);
+        let t0 = web_time_now();
+        self.ctx.queue.submit([enc.finish()]);
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let dt = t0.elapsed().as_secs_f64();
+        match times.iter_mut().find(|(n, _, _)| n == label) {
+            Some(e) => {
+                e.1 += dt;
+                e.2 += 1;
+            }
+            None => times.push((label.to_string(), dt, 1)),
+        }
+        Ok(())
     }
 
     /// [`GpuModel::forward`], blocking (native only).

@@ -252,3 +252,24 @@ fn a_lost_device_is_reported() {
     // And it stays refused.
     assert!(g.forward_greedy_blocking(3).is_err());
 }
+
+/// Profiling runs the same forward as `forward`, one kernel at a time: every layer's key and
+/// value reach the cache (the next token's logits agree with an unprofiled model's), each layer
+/// copies once, and the last four layers add their attention mean.
+#[test]
+fn profiling_replays_the_whole_forward() {
+    let (m, _) = small();
+    let mut profiled = gpu_model(m, 8, Activations::F32);
+    let mut plain = gpu_model(m, 8, Activations::F32);
+    let times = profiled.profile_blocking(1).unwrap();
+    plain.forward_blocking(1, 0).unwrap();
+    let launches = |name: &str| times.iter().find(|t| t.0 == name).map_or(0, |t| t.2);
+    let layers = m.config().layers;
+    assert_eq!(launches("kv copy"), layers);
+    assert_eq!(launches("attention"), layers);
+    assert_eq!(launches("attn_mean"), layers.min(4));
+    assert_eq!(launches("argmax"), 0);
+    let a = profiled.forward_blocking(2, 0).unwrap().logits;
+    let b = plain.forward_blocking(2, 0).unwrap().logits;
+    assert!(max_dev32(&a, &b) < 1e-4, "{}", max_dev32(&a, &b));
+}
