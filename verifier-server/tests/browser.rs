@@ -123,10 +123,16 @@ async fn demo_page_and_npm_package_in_chromium() {
         native.energy.device_j > 0.0 && native.energy.server_j > 0.0,
         "{demo}"
     );
-    // The server is charged for the compute it reported, which fits inside the page's wait.
+    // The server is charged for the compute it reported. That fits inside the time the page spent
+    // waiting plus drafting, not inside the wait alone: a round goes out before the page feeds the
+    // drafted token, so the verifier works while the page drafts (under load the two overlap
+    // more, and compute alone came within 1 % of the wait).
     let compute_s = summary["llm_compute_us"].as_f64().unwrap() / 1e6;
+    let secs = |k: &str| summary[k].as_f64().unwrap();
     assert!(
-        compute_s > 0.0 && compute_s <= summary["wait_time_s"].as_f64().unwrap(),
+        compute_s > 0.0
+            && compute_s <= secs("wait_time_s") + secs("draft_time_s")
+            && compute_s <= secs("wall_time_s"),
         "{demo}"
     );
     let reload = find("reload");
