@@ -26,6 +26,9 @@ fn require(path: &Path, how: &str) {
     assert!(path.exists(), "{} is missing: {how}", path.display());
 }
 
+/// One long scenario on purpose: starting Chromium, the two servers and the model download once
+/// and checking every step against them keeps the test inside CI's time; the steps run in
+/// `browser.mjs`, and this function only starts, collects and checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_page_and_npm_package_in_chromium() {
     let repo = repo();

@@ -157,6 +157,8 @@ fn tok(id: u32, verify: bool, dist: Option<DraftDist>) -> BlockToken {
     BlockToken { id, verify, dist }
 }
 
+/// A table of bad inputs run against one server with a bystander session open: long because the
+/// table is, each entry a few lines (the frame, the expected code and close code).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_are_named_and_do_not_disturb_other_sessions() {
     let server = start().await;

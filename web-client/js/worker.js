@@ -257,7 +257,8 @@ async function storeModel(cache, modelUrl, bytes) {
     post({ type: 'status', stage: 'caching' });
     await cache.put(modelUrl, responseOver(bytes));
   } catch (e) {
-    const quota = (e instanceof DOMException && e.name === 'QuotaExceededError') || /quota/i.test(messageOf(e));
+    // The kind from the exception's name (the DOM standard's), never from its message text.
+    const quota = e instanceof DOMException && e.name === 'QuotaExceededError';
     post({
       type: 'warning',
       message: `${quota ? 'storage quota exceeded' : 'could not store the model in Cache Storage'} ` +
