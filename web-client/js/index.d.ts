@@ -22,7 +22,7 @@ export type * from './types.generated';
 
 export declare const VERSION: string;
 
-/** Filter modes: `always` = standard HLM, `uncertainty` = U-HLM, `uncertainty+importance` = ours, `learned` = a fitted head, `never` = draft alone. */
+/** Filter modes: `auto` (default) = the learned head shipped for the pair, else U-HLM; `learned` = a fitted head; `uncertainty` = U-HLM; `uncertainty+importance` = the seed's attention rule; `always` = standard HLM; `never` = draft alone. */
 export type Mode = FilterMode;
 export declare const MODES: readonly Mode[];
 export declare const UNCERTAINTY: readonly UncertaintyEstimate[];
@@ -58,7 +58,7 @@ export type EnergyConstantsOverrides = {
 export interface CreateOptions {
   /** URL of the draft model's GGUF file (relative URLs resolve against the page). */
   draftModelUrl: string;
-  /** The draft model's name (reported by `info.name`). */
+  /** The draft model's name, its file name without `.gguf` (reported by `info.name`): mode `auto` finds the filter head shipped for the draft and verifier pair by it. */
   draftModelName?: string;
   /** ws://, wss://, http(s):// or relative URL of the verifier's /ws; default: ws(s)://<page host>/ws. */
   verifierUrl?: string | null;

@@ -32,7 +32,7 @@ export const VERSION = '0.1.0';
 
 const CREATE = Symbol('create'); // keeps the constructor private to HybridClient.create
 /** @type {readonly FilterMode[]} */
-export const MODES = Object.freeze(['always', 'uncertainty', 'uncertainty+importance', 'learned', 'never']);
+export const MODES = Object.freeze(['auto', 'always', 'uncertainty', 'uncertainty+importance', 'learned', 'never']);
 /** @type {readonly UncertaintyEstimate[]} */
 export const UNCERTAINTY = Object.freeze(['sampled', 'expected']);
 /** @type {readonly TokenKind[]} */

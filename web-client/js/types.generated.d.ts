@@ -36,7 +36,15 @@ export type EnergyServerKind = "cpu" | "gpu";
  */
 export type EnergyServerPreset = { power_w: number, speedup: number, };
 
-export type EngineSummary = { mode: FilterMode, knobs: FilterKnobs, sampling: Sampling, importance_rule: ImportanceRuleName, uncertainty: UncertaintyEstimate, uploads_per_round: number, prompt_tokens: number, stop_reason: StopReason, wall_time_s: number,
+export type EngineSummary = {
+/**
+ * The filter that ran (`auto` settled into `learned` or `uncertainty`).
+ */
+mode: FilterMode, knobs: FilterKnobs,
+/**
+ * Mode `learned`: what its head was fitted on, and its fingerprint.
+ */
+filter_head?: string, sampling: Sampling, importance_rule: ImportanceRuleName, uncertainty: UncertaintyEstimate, uploads_per_round: number, prompt_tokens: number, stop_reason: StopReason, wall_time_s: number,
 /**
  * Time spent in the draft model and the filter.
  */
@@ -92,6 +100,23 @@ replayed_tokens: number, };
 export type ErrorCode = "unreachable" | "wrong-token" | "model-mismatch" | "overloaded" | "origin-not-allowed" | "load-failed" | "worker-failed" | "busy" | "not-connected" | "closed" | "bad-option" | "error";
 
 /**
+ * The filter a generation runs with, once settled: what a page shows before it generates.
+ */
+export type FilterChoice = {
+/**
+ * Never `auto`.
+ */
+mode: FilterMode,
+/**
+ * The upload threshold: on `u` (0..1), or in mode `learned` on the head's `P(reject)`.
+ */
+uncertainty_threshold: number,
+/**
+ * Mode `learned`: what its head was fitted on, and its fingerprint.
+ */
+head: string | null, };
+
+/**
  * See the module documentation.
  */
 export type FilterHead = { version: number,
@@ -119,7 +144,7 @@ uncertainty_threshold: number,
  */
 importance_strictness: number, };
 
-export type FilterMode = "always" | "uncertainty" | "uncertainty+importance" | "learned" | "never";
+export type FilterMode = "auto" | "always" | "uncertainty" | "uncertainty+importance" | "learned" | "never";
 
 /**
  * The knobs a user sets, flat (CLI flags, the browser API's options); every field optional in
@@ -140,15 +165,19 @@ temperature: number,
  */
 seed: number,
 /**
- * The filter: `always` = standard HLM, `uncertainty` = U-HLM, `uncertainty+importance`
- * (the default), `learned` (a fitted head, `filterHead`), `never` = the draft model alone.
+ * The filter: `auto` (the default: the learned head shipped for this draft and verifier
+ * pair, else U-HLM), `always` = standard HLM, `uncertainty` = U-HLM,
+ * `uncertainty+importance` (the seed's attention rule), `learned` (a fitted head:
+ * `filterHead`, or the pair's), `never` = the draft model alone.
  */
 mode: FilterMode,
 /**
- * `u_th` in 0..1: tokens with uncertainty above it are candidates for upload (default
- * 0.07); in mode `learned`, the threshold on the head's probability of a rejection.
+ * The upload knob. On `u` (0..1, modes `uncertainty` and `uncertainty+importance`: tokens
+ * with uncertainty above it are candidates for upload; default 0.07), or in mode `learned`
+ * on the head's probability of a rejection (default: the head's suggested threshold).
+ * Higher uploads fewer.
  */
-uncertaintyThreshold: number,
+uncertaintyThreshold?: number,
 /**
  * λ: how far above the mean attention a token must be to count as important (default 2).
  */
@@ -251,7 +280,15 @@ waitTimeS: number, tokensPerS: number,
 /**
  * Draft tokens per second: tokens / draftTimeS.
  */
-draftTokensPerS: number | null, text: string, ids: Array<number>, mode: FilterMode, promptTokens: number,
+draftTokensPerS: number | null, text: string, ids: Array<number>,
+/**
+ * The filter that ran (`auto` settled into `learned` or `uncertainty`).
+ */
+mode: FilterMode,
+/**
+ * Mode `learned`: what its head was fitted on, and its fingerprint.
+ */
+filterHead: string | null, promptTokens: number,
 /**
  * Where the draft model ran at the end.
  */
@@ -330,7 +367,7 @@ text: string, kind: TokenKind,
  */
 drafted: number | null,
 /**
- * u in 0..1.
+ * The filter's score: u in 0..1, or in mode `learned` the head's P(reject).
  */
 uncertainty: number, importance: Importance | null, totals: Totals,
 /**
@@ -403,4 +440,9 @@ export type UncertaintyEstimate = "sampled" | "expected";
 /**
  * What the verifier said when the session opened.
  */
-export type VerifierWelcome = { server: string, verifier_model: string, max_context: number, };
+export type VerifierWelcome = { server: string, verifier_model: string, max_context: number,
+/**
+ * What mode `auto` with its default threshold runs for this draft model and this verifier:
+ * the learned head shipped for the pair, else U-HLM.
+ */
+default_filter: FilterChoice, };

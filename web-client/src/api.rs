@@ -12,6 +12,7 @@ use hlm_core::{FilterMode, Importance};
 use hlm_engine::decode::{StopReason, Totals as EngineTotals};
 use hlm_engine::decode::{Summary as EngineSummary, TokenEvent as EngineTokenEvent, TokenKind};
 use hlm_engine::energy::EnergyEstimate;
+use hlm_engine::heads::FilterChoice;
 use hlm_engine::EngineError;
 use hlm_protocol::ErrorCode as WireCode;
 use serde::{Deserialize, Serialize};
@@ -83,7 +84,7 @@ pub struct TokenEvent {
     pub kind: TokenKind,
     /// The draft's token when the verifier replaced it.
     pub drafted: Option<u32>,
-    /// u in 0..1.
+    /// The filter's score: u in 0..1, or in mode `learned` the head's P(reject).
     pub uncertainty: f32,
     pub importance: Option<Importance>,
     pub totals: Totals,
@@ -111,7 +112,10 @@ pub struct Summary {
     pub draft_tokens_per_s: Option<f64>,
     pub text: String,
     pub ids: Vec<u32>,
+    /// The filter that ran (`auto` settled into `learned` or `uncertainty`).
     pub mode: FilterMode,
+    /// Mode `learned`: what its head was fitted on, and its fingerprint.
+    pub filter_head: Option<String>,
     pub prompt_tokens: usize,
     /// Where the draft model ran at the end.
     pub draft_backend: DraftBackend,
@@ -180,6 +184,9 @@ pub struct VerifierWelcome {
     pub server: String,
     pub verifier_model: String,
     pub max_context: u32,
+    /// What mode `auto` with its default threshold runs for this draft model and this verifier:
+    /// the learned head shipped for the pair, else U-HLM.
+    pub default_filter: FilterChoice,
 }
 
 /// What kind of failure an error reports: the `code` of the package's `HybridError` (and of the
@@ -336,6 +343,7 @@ impl Summary {
             text: s.text.clone(),
             ids: s.ids.clone(),
             mode: s.mode,
+            filter_head: s.filter_head.clone(),
             prompt_tokens: s.prompt_tokens,
             draft_backend,
             notices: s.notices.clone(),

@@ -234,11 +234,11 @@ impl Engine {
     pub fn connect(&self, url: String, token: Option<String>, client: String) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let vocab = inner
+            let (vocab, draft_name) = inner
                 .drafter
                 .borrow()
                 .as_ref()
-                .map(|d| d.vocab_info())
+                .map(|d| (d.vocab_info(), d.model().name().to_string()))
                 .ok_or_else(busy)?;
             let token = token.filter(|t| !t.is_empty());
             let link = BrowserLink::connect(&url, token.as_deref())
@@ -251,6 +251,10 @@ impl Engine {
                 server: session.server.clone(),
                 verifier_model: session.verifier_model.clone(),
                 max_context: session.max_context,
+                default_filter: hlm_engine::heads::default_filter(
+                    &draft_name,
+                    &session.verifier_model,
+                ),
             };
             *inner.session.borrow_mut() = Some(session);
             Ok(to_js(&welcome))

@@ -478,7 +478,15 @@ async function main() {
     // 2. abort: a long generation stopped after a few tokens
     if (args.abort) {
       step = 'abort';
-      const ab = await demoGenerate(page, { mode: 'uncertainty+importance', maxTokens: 512, stopAfter: 3 }, args.genTimeout, 'abort');
+      // Mode auto (the page's default): no head ships for this pair, so it settles into U-HLM,
+      // and the page says so.
+      const ab = await demoGenerate(page, { mode: 'auto', maxTokens: 512, stopAfter: 3 }, args.genTimeout, 'abort');
+      check(ab.summary.mode === 'uncertainty', `abort: mode auto ran as ${ab.summary.mode}, expected uncertainty (no head ships for this pair)`);
+      const note = await page.textContent('#filter-note');
+      check(/auto = U-HLM/.test(note || ''), `abort: the page's filter note says "${note}"`);
+      const choice = await page.evaluate(() => window.hlmDemo.filter);
+      check(choice && choice.mode === 'uncertainty' && choice.head === null && Math.abs(choice.uncertainty_threshold - 0.07) < 1e-6,
+        `abort: the welcome's default filter is ${JSON.stringify(choice)}`);
       if (ab.stoppedAt === null) {
         log('note: the generation ended before Stop could be pressed; abort not exercised');
         emit({ test: 'abort', exercised: false, stop_reason: ab.summary.stopReason, tokens: ab.summary.tokens, summary: engineSummary(ab.summary) });

@@ -21,3 +21,27 @@ fn generated_declarations_are_current() {
         path.display()
     );
 }
+
+/// The package's run-time lists of names (`MODES` ...) in `index.js`, as the Rust enums name their
+/// variants: a variant added in Rust fails here until the list has it too.
+#[test]
+fn the_packages_name_lists_are_the_rust_enums() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js/index.js");
+    let js = std::fs::read_to_string(&path).unwrap();
+    let list = |name: &str| -> Vec<String> {
+        let start = format!("export const {name} = Object.freeze([");
+        let from = js
+            .find(&start)
+            .unwrap_or_else(|| panic!("{name} not in index.js"))
+            + start.len();
+        let body = &js[from..from + js[from..].find("])").unwrap()];
+        body.split(',')
+            .map(|s| s.trim().trim_matches('\'').to_string())
+            .collect()
+    };
+    let modes: Vec<String> = hlm_core::FilterMode::ALL
+        .iter()
+        .map(|m| m.as_str().to_string())
+        .collect();
+    assert_eq!(list("MODES"), modes);
+}

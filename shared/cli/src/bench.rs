@@ -143,16 +143,10 @@ async fn end_to_end(
     let mut rows = vec![
         json!({"method": "verifier-alone", "tokens": alone, "wall_time_s": alone_s, "tokens_per_s": alone as f64 / alone_s}),
     ];
-    // Mode `learned` when a filter head is given (`--filter-head`).
-    let with_head = args.decode.config()?.head.is_some();
-    let modes = [
-        FilterMode::Always,
-        FilterMode::Uncertainty,
-        FilterMode::UncertaintyImportance,
-        FilterMode::Learned,
-        FilterMode::Never,
-    ];
-    for mode in modes
+    // Mode `learned` when a filter head is given (`--filter-head`) or ships for the pair.
+    let with_head = args.decode.config()?.head.is_some()
+        || hlm_engine::heads::shipped_head(drafter.model().name(), vmodel.name()).is_some();
+    for mode in FilterMode::ALL
         .into_iter()
         .filter(|&m| with_head || m != FilterMode::Learned)
     {
@@ -165,9 +159,13 @@ async fn end_to_end(
             .await
             .with_context(|| format!("hybrid decoding, mode {mode}"))?;
         let _ = session.close().await;
+        let mode = match mode {
+            FilterMode::Auto => format!("auto ({})", s.mode),
+            m => m.to_string(),
+        };
         eprintln!(
             "{:24} {:4} tokens {:6.1} tok/s  upload rate {:.2}  LLM passes {:3}  up {:6} B  down {:5} B",
-            mode.to_string(),
+            mode,
             s.totals.tokens,
             s.tokens_per_s,
             s.upload_rate,

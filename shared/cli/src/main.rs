@@ -47,13 +47,16 @@ enum Cmd {
 
 #[derive(Args, Clone)]
 pub struct DecodeOptions {
-    /// Filter mode: always (standard HLM), uncertainty (U-HLM), uncertainty+importance, learned
-    /// (with --filter-head), never.
-    #[arg(long, default_value = "uncertainty+importance")]
+    /// Filter mode: auto (the learned head shipped for this draft and verifier pair, else
+    /// U-HLM), always (standard HLM), uncertainty (U-HLM), uncertainty+importance (the seed's
+    /// attention rule), learned (the pair's head or --filter-head), never (the draft alone).
+    #[arg(long, default_value = "auto")]
     pub mode: FilterMode,
-    /// Upload when the uncertainty u exceeds this (U-HLM's risk-averse threshold is ~0.07).
-    #[arg(long, default_value_t = FilterKnobs::default().uncertainty_threshold)]
-    pub uncertainty_threshold: f32,
+    /// The upload knob (higher uploads fewer): on the uncertainty u, default 0.07 (U-HLM's
+    /// risk-averse threshold); in mode learned on the head's probability of a rejection,
+    /// default the head's suggested threshold.
+    #[arg(long)]
+    pub uncertainty_threshold: Option<f32>,
     /// lambda of the adaptive importance threshold (mean + lambda * std): higher uploads fewer.
     #[arg(long, default_value_t = FilterKnobs::default().importance_strictness)]
     pub importance_strictness: f32,
@@ -225,6 +228,9 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let prompt = drafter.encode(&text)?;
     let cfg = args.decode.config()?;
+    let choice = hlm_engine::heads::settle(&cfg, drafter.model().name(), &session.verifier_model)
+        .map(|c| hlm_engine::heads::FilterChoice::of(&c))?;
+    eprintln!("{}", choice.describe());
     let json = args.json_events;
     let mut out = std::io::stdout();
     let summary = session

@@ -8,14 +8,20 @@ use std::str::FromStr;
 #[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum FilterMode {
+    /// The default: the learned head shipped for the draft and verifier pair when there is one
+    /// (mode `learned`, at the head's suggested threshold), else U-HLM (mode `uncertainty`).
+    /// The decoding loop settles it when it knows both models' names
+    /// (`hlm_engine::heads::default_filter`); [`decide`] never sees it.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
     /// Standard HLM: upload every token.
     #[serde(rename = "always")]
     Always,
     /// U-HLM: upload iff `u > u_th`.
     #[serde(rename = "uncertainty")]
     Uncertainty,
-    /// Ours: upload iff `u > u_th` and the token is important.
-    #[default]
+    /// The seed's rule: upload iff `u > u_th` and the token is important by attention.
     #[serde(rename = "uncertainty+importance")]
     UncertaintyImportance,
     /// A learned head ([`crate::head::FilterHead`]): upload iff its `P(reject) > u_th`.
@@ -27,7 +33,8 @@ pub enum FilterMode {
 }
 
 impl FilterMode {
-    pub const ALL: [FilterMode; 5] = [
+    pub const ALL: [FilterMode; 6] = [
+        FilterMode::Auto,
         FilterMode::Always,
         FilterMode::Uncertainty,
         FilterMode::UncertaintyImportance,
@@ -37,6 +44,7 @@ impl FilterMode {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            FilterMode::Auto => "auto",
             FilterMode::Always => "always",
             FilterMode::Uncertainty => "uncertainty",
             FilterMode::UncertaintyImportance => "uncertainty+importance",
@@ -61,8 +69,8 @@ impl FromStr for FilterMode {
             .find(|m| m.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown filter mode `{s}` (always, uncertainty, uncertainty+importance, \
-                     learned, never)"
+                    "unknown filter mode `{s}` (auto, always, uncertainty, \
+                     uncertainty+importance, learned, never)"
                 )
             })
     }
@@ -97,7 +105,8 @@ pub enum Decision {
 /// `always` → upload; `never` → skip; `uncertainty` → upload iff `u > u_th`;
 /// `uncertainty+importance` → upload iff `u > u_th` and important (no importance known: treated
 /// as important, i.e. U-HLM); `learned` → upload iff `u > u_th` where `u` is the head's
-/// `P(reject)`. `force_upload` (e.g. an end-of-sequence token) uploads in every mode but `never`.
+/// `P(reject)`; `auto`, settled before the loop runs, decides as `uncertainty` if it ever
+/// arrives here. `force_upload` (e.g. an end-of-sequence token) uploads in every mode but `never`.
 pub fn decide(
     mode: FilterMode,
     knobs: &FilterKnobs,
@@ -108,7 +117,9 @@ pub fn decide(
     let upload = match mode {
         FilterMode::Never => return Decision::Skip,
         FilterMode::Always => true,
-        FilterMode::Uncertainty | FilterMode::Learned => u > knobs.uncertainty_threshold,
+        FilterMode::Auto | FilterMode::Uncertainty | FilterMode::Learned => {
+            u > knobs.uncertainty_threshold
+        }
         FilterMode::UncertaintyImportance => {
             u > knobs.uncertainty_threshold && importance.is_none_or(|i| i.important)
         }

@@ -41,8 +41,12 @@ use web_time::Instant;
 pub struct GenerationConfig {
     pub max_tokens: usize,
     pub sampling: Sampling,
+    /// `auto` is settled when the loop starts ([`crate::heads::settle`]).
     pub mode: FilterMode,
     pub knobs: FilterKnobs,
+    /// The user set `knobs.uncertainty_threshold`; otherwise mode `learned` (`auto` too, when
+    /// it settles there) runs at its head's suggested threshold.
+    pub threshold_set: bool,
     pub uncertainty: UncertaintyConfig,
     pub importance_rule: ImportanceRuleName,
     /// The importance row is averaged over this many last layers of the draft model.
@@ -58,7 +62,8 @@ pub struct GenerationConfig {
     pub seed: u64,
     /// Where the generation ends early (stop strings, the end of the first code block).
     pub stop: StopConditions,
-    /// Mode `learned`: the filter head (`head.json` of the filter study).
+    /// Mode `learned` (or `auto`): the filter head (`head.json` of the filter study); without
+    /// one, the head shipped for the pair ([`crate::heads`]).
     pub head: Option<FilterHead>,
 }
 
@@ -69,6 +74,7 @@ impl Default for GenerationConfig {
             sampling: Sampling::Greedy,
             mode: FilterMode::default(),
             knobs: FilterKnobs::default(),
+            threshold_set: false,
             uncertainty: UncertaintyConfig::default(),
             importance_rule: ImportanceRuleName::default(),
             attention_layers: 4,
@@ -95,12 +101,16 @@ pub struct GenerationOptions {
     pub temperature: f32,
     /// Seed of sampling and of the uncertainty draws.
     pub seed: u64,
-    /// The filter: `always` = standard HLM, `uncertainty` = U-HLM, `uncertainty+importance`
-    /// (the default), `learned` (a fitted head, `filterHead`), `never` = the draft model alone.
+    /// The filter: `auto` (the default: the learned head shipped for this draft and verifier
+    /// pair, else U-HLM), `always` = standard HLM, `uncertainty` = U-HLM,
+    /// `uncertainty+importance` (the seed's attention rule), `learned` (a fitted head:
+    /// `filterHead`, or the pair's), `never` = the draft model alone.
     pub mode: FilterMode,
-    /// `u_th` in 0..1: tokens with uncertainty above it are candidates for upload (default
-    /// 0.07); in mode `learned`, the threshold on the head's probability of a rejection.
-    pub uncertainty_threshold: f32,
+    /// The upload knob. On `u` (0..1, modes `uncertainty` and `uncertainty+importance`: tokens
+    /// with uncertainty above it are candidates for upload; default 0.07), or in mode `learned`
+    /// on the head's probability of a rejection (default: the head's suggested threshold).
+    /// Higher uploads fewer.
+    pub uncertainty_threshold: Option<f32>,
     /// λ: how far above the mean attention a token must be to count as important (default 2).
     pub importance_strictness: f32,
     pub importance_rule: ImportanceRuleName,
@@ -132,7 +142,7 @@ impl Default for GenerationOptions {
             temperature: 0.0,
             seed: 0,
             mode: c.mode,
-            uncertainty_threshold: c.knobs.uncertainty_threshold,
+            uncertainty_threshold: None,
             importance_strictness: c.knobs.importance_strictness,
             importance_rule: c.importance_rule,
             uncertainty: c.uncertainty.estimate,
@@ -159,9 +169,12 @@ impl GenerationOptions {
             },
             mode: self.mode,
             knobs: FilterKnobs {
-                uncertainty_threshold: self.uncertainty_threshold,
+                uncertainty_threshold: self
+                    .uncertainty_threshold
+                    .unwrap_or(FilterKnobs::default().uncertainty_threshold),
                 importance_strictness: self.importance_strictness,
             },
+            threshold_set: self.uncertainty_threshold.is_some(),
             importance_rule: self.importance_rule,
             uploads_per_round: self.uploads_per_round,
             seed: self.seed,
@@ -239,6 +252,7 @@ pub struct TokenEvent {
     pub kind: TokenKind,
     /// The draft's token when the verifier replaced it.
     pub drafted: Option<u32>,
+    /// The filter's score: the uncertainty u, or in mode `learned` the head's P(reject).
     pub uncertainty: f32,
     pub importance: Option<Importance>,
     pub totals: Totals,
@@ -258,8 +272,13 @@ pub struct TokenEvent {
 )]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
+    /// The filter that ran (`auto` settled into `learned` or `uncertainty`).
     pub mode: FilterMode,
     pub knobs: FilterKnobs,
+    /// Mode `learned`: what its head was fitted on, and its fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(not(target_arch = "wasm32"), ts(optional))]
+    pub filter_head: Option<String>,
     pub sampling: Sampling,
     pub importance_rule: ImportanceRuleName,
     #[serde(default)]
@@ -449,7 +468,8 @@ impl<L: VerifierLink> HybridSession<L> {
         cfg: &GenerationConfig,
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Summary> {
-        Generation::new(drafter, prompt, cfg)?
+        let cfg = crate::heads::settle(cfg, drafter.model().name(), &self.verifier_model)?;
+        Generation::new(drafter, prompt, &cfg)?
             .run(&mut self.link, &self.resync, on_token)
             .await
     }
@@ -878,6 +898,7 @@ impl<'a> Generation<'a> {
         Summary {
             mode: cfg.mode,
             knobs: cfg.knobs,
+            filter_head: cfg.head.as_ref().map(|h| h.describe()),
             sampling: cfg.sampling,
             importance_rule: cfg.importance_rule,
             uncertainty: cfg.uncertainty.estimate,

@@ -23,6 +23,7 @@
 //! * [`decode`]: **the** decoding loop (draft → filter → upload → verdict), used by the native CLI, the
 //!   browser client and the evaluation harness alike.
 //! * [`verifier`]: the verifier's per-session state machine (what the server runs per WebSocket).
+//! * [`heads`]: the filter heads shipped per model pair, and what mode `auto` becomes.
 //! * [`link`]: the transport between the loop and a verifier ([`link::VerifierLink`]), with an
 //!   in-process implementation for tests and evaluation.
 
@@ -33,6 +34,7 @@ pub mod energy;
 pub mod error;
 #[cfg(feature = "testing")]
 pub mod fuzzing;
+pub mod heads;
 pub mod link;
 pub mod model;
 pub mod stop;

@@ -2,7 +2,6 @@
 //! default Qwen2.5-Coder 0.5B / 1.5B pair for the hybrid loop. Comparisons are like with like:
 //! never a hard-coded model output.
 
-use hlm_core::head::FilterHead;
 use hlm_core::FilterMode;
 use hlm_engine::decode::{Drafter, GenerationConfig, HybridSession, Summary, TokenKind};
 use hlm_engine::link::LocalLink;
@@ -184,24 +183,24 @@ fn qwen_pair_every_mode_is_consistent() {
             None,
         ))
         .unwrap();
-    // Mode `learned` runs the head the filter study fitted for this pair (HumanEval dev).
-    let head_file = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/eval/filter-study/humaneval-dev/head.json"
-    );
-    let head = FilterHead::from_json(&std::fs::read_to_string(head_file).unwrap()).unwrap();
+    // Modes `learned` and `auto` run the head shipped for this pair, at its threshold.
     let mut rates = Vec::new();
+    let mut texts = Vec::new();
     for mode in FilterMode::ALL {
-        let mut cfg = GenerationConfig {
+        let cfg = GenerationConfig {
             max_tokens: 32,
             mode,
             ..Default::default()
         };
-        if mode == FilterMode::Learned {
-            cfg.knobs.uncertainty_threshold = head.suggested_threshold.unwrap() as f32;
-            cfg.head = Some(head.clone());
-        }
         let (s, kinds) = hybrid(&mut d, VERIFIER, &prompt, &cfg);
+        if matches!(mode, FilterMode::Auto | FilterMode::Learned) {
+            let head = hlm_engine::heads::shipped_head(DRAFT, VERIFIER).unwrap();
+            assert_eq!(s.mode, FilterMode::Learned, "{mode}");
+            assert_eq!(s.filter_head, Some(head.describe()));
+            let threshold = head.suggested_threshold.unwrap() as f32;
+            assert_eq!(s.knobs.uncertainty_threshold, threshold);
+        }
+        texts.push((mode, s.ids.clone(), s.totals.uploaded));
         let t = &s.totals;
         assert_eq!(t.tokens, s.ids.len());
         assert_eq!(t.tokens, t.skipped + t.accepted + t.resampled, "{mode}");
@@ -222,6 +221,9 @@ fn qwen_pair_every_mode_is_consistent() {
     assert!(rate(FilterMode::Uncertainty) < 1.0);
     assert!(rate(FilterMode::UncertaintyImportance) <= rate(FilterMode::Uncertainty));
     assert!(rate(FilterMode::Learned) < 1.0);
+    let run = |m| texts.iter().find(|r| r.0 == m).unwrap();
+    assert_eq!(run(FilterMode::Auto).1, run(FilterMode::Learned).1);
+    assert_eq!(run(FilterMode::Auto).2, run(FilterMode::Learned).2);
 }
 
 #[test]

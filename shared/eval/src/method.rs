@@ -268,7 +268,7 @@ impl Method {
             max_tokens: run.max_tokens,
             seed: run.seed,
             mode,
-            uncertainty_threshold: u_th,
+            uncertainty_threshold: Some(u_th),
             importance_strictness: lambda,
             importance_rule: rule,
             uncertainty,
