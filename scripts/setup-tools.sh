@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks for the demo and the tests: Debian's nodejs/npm, curl,
-# chromium (+ driver), the pinned playwright-core (which never downloads a browser), rustfmt and
+# nginx, chromium (+ driver), the pinned playwright-core (which never downloads a browser), rustfmt and
 # clippy, and the wasm32 target. Used by scripts/quickstart.sh and .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,8 @@ command -v curl >/dev/null || need+=(curl)
 [ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
 # ip and tc: the evaluation's real constrained link (network namespace, veth, tbf).
 { command -v ip && command -v tc; } >/dev/null || need+=(iproute2)
+# nginx: the load balancer in front of several verifiers (scripts/cluster.sh, the failover test).
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)
 # A software Vulkan device (lavapipe) for the wgpu backend's tests on a machine without a GPU.
 compgen -G "/usr/share/vulkan/icd.d/lvp_icd.*.json" >/dev/null || need+=(mesa-vulkan-drivers)
 if [ ${#need[@]} -gt 0 ]; then

@@ -159,6 +159,9 @@ impl AppState {
     /// Ready when the model has answered a forward pass in the last [`HEALTH_FRESHNESS`];
     /// otherwise runs a one-token forward now (in its turn with the sessions' work).
     pub async fn readiness(&self) -> Result<(), String> {
+        if self.draining() {
+            return Err("draining: sessions are moving to other replicas".into());
+        }
         let fresh = self
             .last_forward_ok
             .lock()
@@ -192,6 +195,12 @@ impl AppState {
     }
 
     /// Sessions in progress.
+    /// Shutting down: new sessions are refused (HTTP 503 before the upgrade, so a balancer
+    /// tries another replica) and `/health` answers 503.
+    pub fn draining(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     pub fn active_sessions(&self) -> usize {
         self.config.max_sessions - self.sessions.available_permits()
     }
@@ -276,7 +285,14 @@ async fn ws_handler(
     ws: WebSocketUpgrade,
     headers: axum::http::HeaderMap,
     State(state): State<Arc<AppState>>,
-) -> impl IntoResponse {
+) -> axum::response::Response {
+    if state.draining() {
+        // Before the upgrade: a balancer (nginx's `proxy_next_upstream http_503`) sends the
+        // client on to another replica, and a direct client's reconnect backs off and retries.
+        telemetry::refused("draining");
+        let why = "draining: connect again to reach another replica";
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    }
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
     let admitted = if !auth::origin_allowed(&headers, &state.config.allowed_origins) {
         Err(Refusal::Origin)
@@ -336,6 +352,7 @@ async fn ws_handler(
             }
             .instrument(tracing::info_span!("session", id))
         })
+        .into_response()
 }
 
 /// Resolves once the server's shutdown flag is set (never, if the sender is gone).

@@ -468,6 +468,17 @@ async fn shutdown_closes_every_session_with_1001() {
     }
     drop((a, b));
     assert_eq!(drain.await.unwrap(), 0, "sessions left after the drain");
+    // Draining: a new session is refused before the upgrade (HTTP 503, which a balancer such as
+    // nginx passes on to another replica), and /health says so.
+    match tokio_tungstenite::connect_async(server.url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected HTTP 503 while draining, got {other:?}"),
+    }
+    let health = http_get(&server.url, "/health").await;
+    assert!(
+        health.starts_with("HTTP/1.1 503") && health.contains("draining"),
+        "{health}"
+    );
 }
 
 /// The real binary: SIGTERM closes open sessions with 1001 and the process exits cleanly.
