@@ -174,7 +174,7 @@ struct GenerateArgs {
     /// Send the prompt as is, without the chat template.
     #[arg(long)]
     raw: bool,
-    /// Verifier WebSocket URL.
+    /// Verifier WebSocket URL: ws://… or wss://… (TLS, e.g. behind a reverse proxy).
     #[arg(long, env = "HLM_SERVER", default_value = "ws://127.0.0.1:8080/ws")]
     server: String,
     /// Draft model: a known name, a GGUF path, or a safetensors directory.
@@ -187,6 +187,10 @@ struct GenerateArgs {
     /// Token for a verifier that requires one.
     #[arg(long, env = "HLM_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM file of CA certificates to trust for a wss:// verifier, besides the public roots
+    /// (a private CA, a self-signed test certificate).
+    #[arg(long, env = "HLM_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Seconds to keep trying (with backoff) when the verifier connection is lost mid-generation;
     /// the session is then re-established by replaying the accepted tokens. 0 = give up at once.
     #[arg(long, default_value_t = 60)]
@@ -214,9 +218,11 @@ pub fn load_drafter(name: &str) -> anyhow::Result<Drafter> {
 async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let mut drafter = load_drafter(&args.draft)?;
     args.backend.apply(&mut drafter)?;
-    let mut link =
-        hlm_engine::ws_link::WsLink::connect_with_token(&args.server, args.token.as_deref())
-            .await?;
+    let options = hlm_engine::ws_link::LinkOptions {
+        token: args.token.as_deref(),
+        ca_cert: args.ca_cert.as_deref(),
+    };
+    let mut link = hlm_engine::ws_link::WsLink::connect_with(&args.server, &options).await?;
     link.reconnect_patience = std::time::Duration::from_secs(args.reconnect_secs);
     let mut session = HybridSession::connect(link, drafter.vocab_info(), "hlm-cli")
         .await

@@ -30,7 +30,13 @@ fn hlm(args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hlm_generate_over_websocket_in_every_mode() {
     let url = start_server("qwen2.5-coder-1.5b-instruct-q4_k_m").await;
-    for mode in ["always", "uncertainty", "uncertainty+importance", "never"] {
+    for mode in [
+        "auto",
+        "always",
+        "uncertainty",
+        "uncertainty+importance",
+        "never",
+    ] {
         let url = url.clone();
         let out = tokio::task::spawn_blocking(move || {
             hlm(&[
@@ -55,7 +61,11 @@ async fn hlm_generate_over_websocket_in_every_mode() {
         );
         let summary: serde_json::Value =
             serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
-        assert_eq!(summary["mode"], mode);
+        // `auto` runs the learned head shipped for this pair, and says so first.
+        let ran = if mode == "auto" { "learned" } else { mode };
+        assert_eq!(summary["mode"], ran);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("filter: {ran}")), "{stderr}");
         let n = |k: &str| summary[k].as_u64().unwrap();
         assert_eq!(n("tokens"), 16, "{summary}");
         assert_eq!(n("tokens"), n("skipped") + n("accepted") + n("resampled"));
@@ -167,4 +177,142 @@ async fn model_mismatch_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model mismatch"), "{err}");
+}
+
+/// nginx terminating TLS in front of a verifier, stopped (SIGTERM: workers too) on drop.
+struct TlsProxy {
+    dir: tempfile::TempDir,
+    port: u16,
+    nginx: std::process::Child,
+}
+
+impl TlsProxy {
+    /// A CA and a server certificate for `localhost` / 127.0.0.1 made with openssl, and nginx
+    /// listening with it, passing WebSockets to `upstream` (`ws://host:port/ws`).
+    async fn start(upstream: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let d = dir.path();
+        let sh = |script: &str| {
+            let ok = Command::new("sh")
+                .args(["-ec", script])
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(
+                ok.status.success(),
+                "{}",
+                String::from_utf8_lossy(&ok.stderr)
+            );
+        };
+        sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+              -keyout ca.key -out ca.pem -days 2 -subj /CN=hlm-test-ca
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+              -keyout server.key -out server.csr -subj /CN=localhost
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > ext.cnf
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+              -out server.pem -days 2 -extfile ext.cnf");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let up = upstream.trim_start_matches("ws://").trim_end_matches("/ws");
+        let p = d.display();
+        let conf = format!(
+            "daemon off; worker_processes 1; pid {p}/nginx.pid;
+             events {{}}
+             http {{
+               access_log off;
+               client_body_temp_path {p}/cb; proxy_temp_path {p}/px; fastcgi_temp_path {p}/fc;
+               uwsgi_temp_path {p}/uw; scgi_temp_path {p}/sc;
+               server {{
+                 listen 127.0.0.1:{port} ssl;
+                 ssl_certificate {p}/server.pem;
+                 ssl_certificate_key {p}/server.key;
+                 location / {{
+                   proxy_pass http://{up};
+                   proxy_http_version 1.1;
+                   proxy_set_header Upgrade $http_upgrade;
+                   proxy_set_header Connection upgrade;
+                   proxy_read_timeout 600s;
+                 }}
+               }}
+             }}"
+        );
+        std::fs::write(d.join("nginx.conf"), conf).unwrap();
+        let mut nginx = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(d)
+            .arg("-c")
+            .arg(d.join("nginx.conf"))
+            .arg("-e")
+            .arg(d.join("error.log"))
+            .spawn()
+            .expect("nginx (apt-get install nginx-light; scripts/setup-tools.sh does)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { dir, port, nginx };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = nginx.kill();
+        let _ = nginx.wait();
+        panic!("nginx did not listen on {port}");
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.nginx.id().to_string()])
+            .status();
+        let _ = self.nginx.wait();
+    }
+}
+
+/// `hlm generate --server wss://…` through a TLS-terminating nginx whose certificate comes from a
+/// private CA: works with `--ca-cert`, and without it fails with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hlm_generate_over_wss_through_a_tls_proxy() {
+    let url = start_server("qwen2.5-coder-1.5b-instruct-q4_k_m").await;
+    let proxy = TlsProxy::start(&url).await;
+    let wss = format!("wss://localhost:{}/ws", proxy.port);
+    let ca = proxy.dir.path().join("ca.pem").display().to_string();
+    let run = |extra: Vec<String>| {
+        let wss = wss.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["generate", "--server", &wss, "--max-tokens", "4"];
+            args.extend(["--prompt", "Say hi."]);
+            args.extend(extra.iter().map(String::as_str));
+            hlm(&args)
+        })
+    };
+    let out = run(vec!["--ca-cert".into(), ca]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(summary["tokens"], 4, "{summary}");
+
+    let out = run(Vec::new()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("unreachable") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+    let missing = run(vec!["--ca-cert".into(), "/nonexistent/ca.pem".into()])
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("CA certificate /nonexistent/ca.pem"),
+        "{stderr}"
+    );
 }
