@@ -160,28 +160,41 @@ pub fn build(
     }
 }
 
-/// The pairs compared with U-HLM at the run's knobs: `ours` with the default rule (at the run's
-/// λ; at each swept `u_th` against U-HLM at that `u_th`), every `learned` row, and U-HLM with the
-/// expected u.
+/// The pairs compared with U-HLM: `ours` with the default rule (at the run's λ; at each swept
+/// `u_th` against U-HLM at that `u_th`) and U-HLM with the expected u, against U-HLM at the same
+/// `u_th`; every `learned` row against every U-HLM row (the run's and each sweep point), so a
+/// head's point can be read against U-HLM at a similar upload rate as well as at the run's knob.
 fn pairs(methods: &[Method]) -> Vec<(String, String)> {
     let baseline = |u_th: Option<f32>| Some(Method::u_hlm(u_th)).filter(|u| methods.contains(u));
+    let sampled_u_hlm: Vec<&Method> = methods
+        .iter()
+        .filter(|m| {
+            matches!(
+                m,
+                Method::UHlm {
+                    estimate: hlm_core::UncertaintyEstimate::Sampled,
+                    ..
+                }
+            )
+        })
+        .collect();
     methods
         .iter()
-        .filter_map(|m| {
-            let against = match m {
+        .flat_map(|m| {
+            let against: Vec<Method> = match m {
                 Method::Ours {
                     rule,
                     u_th,
                     lambda: None,
-                } if *rule == crate::method::DEFAULT_RULE => baseline(*u_th),
-                Method::Learned { .. } => baseline(None),
+                } if *rule == crate::method::DEFAULT_RULE => baseline(*u_th).into_iter().collect(),
+                Method::Learned { .. } => sampled_u_hlm.iter().map(|&u| u.clone()).collect(),
                 Method::UHlm {
                     u_th: None,
                     estimate: hlm_core::UncertaintyEstimate::Expected,
-                } => baseline(None),
-                _ => None,
-            }?;
-            Some((m.name(), against.name()))
+                } => baseline(None).into_iter().collect(),
+                _ => Vec::new(),
+            };
+            against.into_iter().map(|a| (m.name(), a.name()))
         })
         .collect()
 }
@@ -492,6 +505,15 @@ fn curve(
     }
 }
 
+/// The series with its points in the order of their x.
+fn along_x(mut s: Series) -> Series {
+    let mut order: Vec<usize> = (0..s.points.len()).collect();
+    order.sort_by(|&a, &b| s.points[a].0.total_cmp(&s.points[b].0));
+    s.points = order.iter().map(|&i| s.points[i].clone()).collect();
+    s.errors = order.iter().map(|&i| s.errors[i]).collect();
+    s
+}
+
 /// The Pareto plots: upload rate against pass@1, against BERTScore vs the LLM, and system energy
 /// against BERTScore vs the LLM. Each method family is one curve over its knob (U-HLM's `u_th`;
 /// ours' `u_th` at the run's λ; ours' λ at the run's `u_th`), the baselines single points, every
@@ -533,16 +555,21 @@ pub fn write_plots(dir: &Path, rows: &[Row], run: (f32, f32)) -> Result<()> {
                 let (f, u, _) = m.knobs(run)?;
                 (f == "u-hlm:expected").then(|| (u, format!("u={u}")))
             }),
-            curve(
+            // The head's own threshold (a `learned` row without one) is not in the run's
+            // record, so this curve runs along the upload rate instead of the knob.
+            along_x(curve(
                 rows,
                 "learned head (P(reject) threshold)".into(),
                 x,
                 y,
-                &|m| {
-                    let (f, u, _) = m.knobs(run)?;
-                    (f == "learned").then(|| (u, format!("p={u}")))
+                &|m| match m {
+                    Method::Learned { u_th: None } => Some((0.0, "head's p".into())),
+                    _ => {
+                        let (f, u, _) = m.knobs(run)?;
+                        (f == "learned").then(|| (u, format!("p={u}")))
+                    }
                 },
-            ),
+            )),
             curve(rows, format!("ours (u_th, λ={dl})"), x, y, &|m| {
                 let (f, u, l) = m.knobs(run)?;
                 (f == "ours" && l == dl).then(|| (u, format!("u={u}")))
@@ -581,6 +608,37 @@ mod tests {
     use crate::bertscore::Score;
     use crate::costs::ForwardCost;
     use crate::samples::tests::sample;
+
+    #[test]
+    fn learned_rows_meet_every_u_hlm_row_and_ours_meets_its_own_u_th() {
+        let methods: Vec<Method> = [
+            "u-hlm",
+            "u-hlm@u=0.15",
+            "u-hlm:expected",
+            "ours",
+            "ours@u=0.15",
+            "learned",
+            "learned@u=0.05",
+            "standard-hlm",
+        ]
+        .iter()
+        .map(|m| Method::parse(m).unwrap())
+        .collect();
+        let got: Vec<String> = pairs(&methods)
+            .into_iter()
+            .map(|(a, b)| format!("{a} − {b}"))
+            .collect();
+        let want = [
+            "u-hlm:expected − u-hlm",
+            "ours − u-hlm",
+            "ours@u=0.15 − u-hlm@u=0.15",
+            "learned − u-hlm",
+            "learned − u-hlm@u=0.15",
+            "learned@u=0.05 − u-hlm",
+            "learned@u=0.05 − u-hlm@u=0.15",
+        ];
+        assert_eq!(got, want);
+    }
 
     fn costs() -> Costs {
         Costs {
