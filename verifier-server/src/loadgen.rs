@@ -107,6 +107,74 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// Debian's nginx run in the foreground from a configuration in a folder of the caller's (the
+/// load balancer and TLS terminator of the failover and `wss://` tests); stopped with SIGTERM,
+/// which takes its workers down too, when dropped.
+pub struct Nginx {
+    child: std::process::Child,
+}
+
+/// Where Debian's package installs nginx.
+pub const NGINX: &str = "/usr/sbin/nginx";
+
+impl Nginx {
+    /// Writes `conf` to `dir/nginx.conf` (nginx writes its temp files and logs in `dir`, which
+    /// its workers, user nobody under root, must be able to enter), starts nginx and waits up to
+    /// 5 s for it to listen on `port`.
+    pub fn start(dir: &std::path::Path, conf: &str, port: u16) -> std::io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::write(dir.join("nginx.conf"), conf)?;
+        let child = std::process::Command::new(NGINX)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::other(format!("{NGINX}: {e} (apt-get install nginx-light)"))
+            })?;
+        let nginx = Self { child };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(nginx);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(std::io::Error::other(format!(
+            "nginx did not listen on {port} in 5 s"
+        )))
+    }
+
+    /// Reloads `dir/nginx.conf` (SIGHUP to the master process).
+    pub fn reload(&self) -> std::io::Result<()> {
+        signal(self.child.id(), "HUP")
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = signal(self.child.id(), "TERM");
+        let _ = self.child.wait();
+    }
+}
+
+/// `kill -SIG pid`.
+pub fn signal(pid: u32, sig: &str) -> std::io::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "kill -{sig} {pid}: {status}"
+        )))
+    }
+}
+
 /// Resident memory of `pid` in MiB (Linux `/proc`).
 pub fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

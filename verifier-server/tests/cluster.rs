@@ -15,7 +15,7 @@ use hlm_engine::decode::{Drafter, GenerationConfig, HybridSession};
 use hlm_engine::model::{LoadOptions, Model};
 use hlm_engine::ws_link::WsLink;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,11 +23,10 @@ use tokenizers::Tokenizer;
 
 mod common;
 use common::{http_get, metric};
-use verifier_server::loadgen::{free_port, spawn_server};
+use verifier_server::loadgen::{free_port, signal, spawn_server, Nginx, NGINX};
 use verifier_server::telemetry::names;
 
 const MODEL: &str = "smollm2-135m-instruct-q4_1";
-const NGINX: &str = "/usr/sbin/nginx";
 const SESSIONS: usize = 24;
 const TOKENS: usize = 24;
 const PROMPTS: [&str; 4] = [
@@ -62,7 +61,7 @@ fn nginx_config(prefix: &Path, listen: u16, replicas: &[u16]) -> String {
 struct Cluster {
     dir: tempfile::TempDir,
     port: u16,
-    nginx: Child,
+    nginx: Nginx,
     /// Port and process of every replica ever started (`None` once stopped).
     replicas: Vec<(u16, Option<Child>)>,
 }
@@ -70,33 +69,20 @@ struct Cluster {
 impl Cluster {
     async fn start(n: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        // nginx's workers (user nobody under root) write their temp files in this folder.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut replicas = Vec::new();
         for _ in 0..n {
             replicas.push(start_replica().await);
         }
         let port = free_port().unwrap();
-        let mut c = Cluster {
+        let ports: Vec<u16> = replicas.iter().map(|r| r.0).collect();
+        let conf = nginx_config(dir.path(), port, &ports);
+        let nginx = Nginx::start(dir.path(), &conf, port).expect("start nginx");
+        Cluster {
             dir,
             port,
-            nginx: Command::new("true").spawn().unwrap(),
+            nginx,
             replicas,
-        };
-        c.write_config();
-        let prefix = c.dir.path();
-        c.nginx = Command::new(NGINX)
-            .arg("-p")
-            .arg(prefix)
-            .arg("-c")
-            .arg(prefix.join("nginx.conf"))
-            .arg("-e")
-            .arg(prefix.join("error.log"))
-            .spawn()
-            .expect("start nginx");
-        wait_for_port(port).await;
-        c
+        }
     }
 
     fn url(&self) -> String {
@@ -115,7 +101,7 @@ impl Cluster {
         let port = r.0;
         self.replicas.push(r);
         self.write_config();
-        signal(self.nginx.id(), "HUP");
+        self.nginx.reload().unwrap();
         port
     }
 
@@ -147,7 +133,7 @@ impl Cluster {
     /// SIGTERM: the replica closes its sessions with 1001 after their current round and exits.
     async fn drain(&mut self, i: usize) {
         let mut child = self.replicas[i].1.take().unwrap();
-        signal(child.id(), "TERM");
+        signal(child.id(), "TERM").unwrap();
         for _ in 0..300 {
             if child.try_wait().unwrap().is_some() {
                 return;
@@ -160,11 +146,6 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // SIGTERM (fast shutdown) takes nginx's workers down with it; SIGKILL would orphan them.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.nginx.id().to_string()])
-            .status();
-        let _ = self.nginx.wait();
         for (_, c) in &mut self.replicas {
             if let Some(c) = c {
                 let _ = c.kill();
@@ -174,15 +155,6 @@ impl Drop for Cluster {
     }
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
 async fn start_replica() -> (u16, Option<Child>) {
     let bin = Path::new(env!("CARGO_BIN_EXE_verifier-server"));
     let port = free_port().unwrap();
@@ -190,19 +162,6 @@ async fn start_replica() -> (u16, Option<Child>) {
         .await
         .expect("start verifier-server");
     (port, Some(child))
-}
-
-async fn wait_for_port(port: u16) {
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nginx did not listen on {port} within 5 s");
 }
 
 async fn replica_metrics(port: u16) -> String {
@@ -431,7 +390,11 @@ async fn replicas_behind_nginx_fail_over_and_scale_out_with_nothing_lost() {
     doomed.patience = Duration::from_secs(3);
     doomed.at_token = Some((
         5,
-        Box::new(move || pids.iter().for_each(|p| signal(*p, "KILL"))),
+        Box::new(move || {
+            for p in pids {
+                signal(p, "KILL").unwrap();
+            }
+        }),
     ));
     let t = Instant::now();
     let err = join_all(vec![doomed.spawn(&model)], 60)

@@ -179,45 +179,39 @@ async fn model_mismatch_is_a_clear_error() {
     assert!(err.contains("model mismatch"), "{err}");
 }
 
-/// nginx terminating TLS in front of a verifier, stopped (SIGTERM: workers too) on drop.
+/// nginx terminating TLS in front of a verifier, with a CA and a server certificate for
+/// `localhost` / 127.0.0.1 made with openssl.
 struct TlsProxy {
     dir: tempfile::TempDir,
     port: u16,
-    nginx: std::process::Child,
+    _nginx: verifier_server::loadgen::Nginx,
 }
 
 impl TlsProxy {
-    /// A CA and a server certificate for `localhost` / 127.0.0.1 made with openssl, and nginx
-    /// listening with it, passing WebSockets to `upstream` (`ws://host:port/ws`).
+    /// Passes WebSockets to `upstream` (`ws://host:port/ws`).
     async fn start(upstream: &str) -> Self {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let d = dir.path();
-        let sh = |script: &str| {
-            let ok = Command::new("sh")
-                .args(["-ec", script])
-                .current_dir(d)
-                .output()
-                .unwrap();
-            assert!(
-                ok.status.success(),
-                "{}",
-                String::from_utf8_lossy(&ok.stderr)
-            );
-        };
-        sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-              -keyout ca.key -out ca.pem -days 2 -subj /CN=hlm-test-ca
-            openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-              -keyout server.key -out server.csr -subj /CN=localhost
-            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > ext.cnf
-            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-              -out server.pem -days 2 -extfile ext.cnf");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let made = Command::new("sh")
+            .args([
+                "-ec",
+                "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                   -keyout ca.key -out ca.pem -days 2 -subj /CN=hlm-test-ca
+                 openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                   -keyout server.key -out server.csr -subj /CN=localhost
+                 printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > ext.cnf
+                 openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                   -out server.pem -days 2 -extfile ext.cnf",
+            ])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let port = verifier_server::loadgen::free_port().unwrap();
         let up = upstream.trim_start_matches("ws://").trim_end_matches("/ws");
         let p = d.display();
         let conf = format!(
@@ -241,34 +235,12 @@ impl TlsProxy {
                }}
              }}"
         );
-        std::fs::write(d.join("nginx.conf"), conf).unwrap();
-        let mut nginx = Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(d)
-            .arg("-c")
-            .arg(d.join("nginx.conf"))
-            .arg("-e")
-            .arg(d.join("error.log"))
-            .spawn()
-            .expect("nginx (apt-get install nginx-light; scripts/setup-tools.sh does)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { dir, port, nginx };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let nginx = verifier_server::loadgen::Nginx::start(d, &conf, port).expect("nginx");
+        Self {
+            dir,
+            port,
+            _nginx: nginx,
         }
-        let _ = nginx.kill();
-        let _ = nginx.wait();
-        panic!("nginx did not listen on {port}");
-    }
-}
-
-impl Drop for TlsProxy {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.nginx.id().to_string()])
-            .status();
-        let _ = self.nginx.wait();
     }
 }
 
