@@ -12,6 +12,8 @@ command -v curl >/dev/null || need+=(curl)
 { command -v ip && command -v tc; } >/dev/null || need+=(iproute2)
 # nginx: the load balancer in front of several verifiers (scripts/cluster.sh, the failover test).
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+# openssl: the wss:// test makes its own CA and server certificate.
+command -v openssl >/dev/null || need+=(openssl)
 # A software Vulkan device (lavapipe) for the wgpu backend's tests on a machine without a GPU.
 compgen -G "/usr/share/vulkan/icd.d/lvp_icd.*.json" >/dev/null || need+=(mesa-vulkan-drivers)
 if [ ${#need[@]} -gt 0 ]; then
