@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Only the draft backends comparison (needs --draft-backends).
     #[arg(long)]
     backends_only: bool,
+    /// Also measure the machine's memory read bandwidth (all cores reading 1 GiB), the ceiling of
+    /// a decode step's bytes per second.
+    #[arg(long)]
+    bandwidth: bool,
     #[command(flatten)]
     decode: DecodeOptions,
 }
@@ -49,6 +53,33 @@ fn decode_speed(model: &Model, prompt: &[u32], n: usize) -> anyhow::Result<f64> 
         next = hlm_core::argmax(out.last_logits().unwrap_or_default());
     }
     Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Bytes per second all cores read from a 1 GiB buffer (best of 5), in GB/s.
+fn read_bandwidth_gbs() -> f64 {
+    let words = (1usize << 30) / 8;
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = words.div_ceil(threads);
+    let mut best = f64::INFINITY;
+    let mut check = 0u64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let sum: u64 = std::thread::scope(|s| {
+            let parts: Vec<_> = buf
+                .chunks(chunk)
+                .map(|c| s.spawn(move || c.iter().fold(0u64, |a, &v| a.wrapping_add(v))))
+                .collect();
+            parts
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0, u64::wrapping_add)
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+        check = check.wrapping_add(std::hint::black_box(sum));
+    }
+    std::hint::black_box(check);
+    (words * 8) as f64 / best / 1e9
 }
 
 /// Median time of one forward over `k` new tokens on a cache holding `prompt`, logits for the
@@ -86,15 +117,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let verifier_drafter = load_drafter(&args.verifier)?;
 
+    let kernels = match hlm_engine::model::kernel_backend() {
+        hlm_kernels::Backend::Avx512Vnni => "hlm-kernels avx512-vnni",
+        hlm_kernels::Backend::Portable => "candle",
+    };
+    eprintln!("quantised products: {kernels}");
+    report.insert("kernels".into(), json!(kernels));
+    if args.bandwidth {
+        let gbs = read_bandwidth_gbs();
+        eprintln!("memory read bandwidth {gbs:5.1} GB/s");
+        report.insert("read_bandwidth_gbs".into(), json!(gbs));
+    }
     let d = decode_speed(drafter.model(), &prompt, args.tokens)?;
     let v = decode_speed(verifier_drafter.model(), &prompt, args.tokens)?;
-    eprintln!("draft decode    {d:6.1} tok/s ({})", drafter.model().name());
-    eprintln!(
-        "verifier decode {v:6.1} tok/s ({})",
-        verifier_drafter.model().name()
-    );
-    report.insert("draft_tok_s".into(), json!(d));
-    report.insert("verifier_tok_s".into(), json!(v));
+    for (label, key, tok_s, model) in [
+        ("draft", "draft", d, drafter.model()),
+        ("verifier", "verifier", v, verifier_drafter.model()),
+    ] {
+        let gbs = tok_s * model.bytes_per_token() as f64 / 1e9;
+        eprintln!(
+            "{label:8} decode {tok_s:6.1} tok/s, weights read at {gbs:4.1} GB/s ({})",
+            model.name()
+        );
+        report.insert(format!("{key}_tok_s"), json!(tok_s));
+        report.insert(format!("{key}_weights_gbs"), json!(gbs));
+    }
 
     let mut costs = serde_json::Map::new();
     let one = forward_cost(verifier_drafter.model(), &prompt, 1, 7)?;

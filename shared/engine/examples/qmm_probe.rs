@@ -1,5 +1,9 @@
-//! Probe: m=1 products over every layer's tensor of one kind (DRAM-bound, like a decode step):
-//! candle's QMatMul (repacked tiles on x86) against k_quants::matmul (vec_dot on the raw blocks).
+//! Probe: products of m rows over every layer's tensor of one kind (for m = 1, bound by memory
+//! reads, like a decode step): candle's QMatMul (repacked tiles on x86), candle's k_quants::matmul
+//! (vec_dot on the raw blocks) and our kernels (hlm-kernels, on the raw blocks), all on candle's
+//! worker threads.
+//!
+//! `cargo run --release -p hlm-engine --example qmm_probe -- FILE.gguf [KIND] [M]`
 use candle_core::quantized::{gguf_file, k_quants, GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
 use std::time::Instant;
@@ -8,6 +12,24 @@ fn raw<T>(d: &[u8]) -> &[T] {
     unsafe {
         std::slice::from_raw_parts(d.as_ptr() as *const T, d.len() / std::mem::size_of::<T>())
     }
+}
+
+struct CandlePool;
+
+impl hlm_kernels::Parallel for CandlePool {
+    fn for_ranges(&self, n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+        candle_core::utils::barrier_pool().execute_chunked(n, f)
+    }
+}
+
+fn ours(dt: GgmlDType) -> Option<hlm_kernels::Format> {
+    Some(match dt {
+        GgmlDType::Q8_0 => hlm_kernels::Format::Q8_0,
+        GgmlDType::Q4_1 => hlm_kernels::Format::Q4_1,
+        GgmlDType::Q4K => hlm_kernels::Format::Q4K,
+        GgmlDType::Q6K => hlm_kernels::Format::Q6K,
+        _ => return None,
+    })
 }
 
 fn main() {
@@ -68,8 +90,20 @@ fn main() {
             }
         }
         let b = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let backend = hlm_kernels::Backend::best();
+        for (dt, (n, k), data, _) in &ts {
+            let mut dst = vec![0f32; m * n];
+            let w = hlm_kernels::Weights::new(ours(*dt).unwrap(), data, *n, *k).unwrap();
+            hlm_kernels::matmul(backend, &w, &xs, m, &mut dst, &CandlePool).unwrap();
+        }
+        let c = t.elapsed().as_secs_f64();
         if round > 0 {
-            println!("{kind} x{} ({n}x{k}, {} MB) m={m}: QMatMul {:.2} ms ({:.1} GB/s)  vec_dot {:.2} ms ({:.1} GB/s)", ts.len(), bytes / 1_000_000, a * 1e3, bytes as f64 / a / 1e9, b * 1e3, bytes as f64 / b / 1e9);
+            let gbs = |s: f64| bytes as f64 / s / 1e9;
+            println!(
+                "{kind} x{} ({n}x{k}, {} MB) m={m}: QMatMul {:.2} ms ({:.1} GB/s)  vec_dot {:.2} ms ({:.1} GB/s)  ours ({backend:?}) {:.2} ms ({:.1} GB/s)",
+                ts.len(), bytes / 1_000_000, a * 1e3, gbs(a), b * 1e3, gbs(b), c * 1e3, gbs(c)
+            );
         }
     }
 }

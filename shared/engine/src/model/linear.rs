@@ -8,12 +8,18 @@ use std::sync::Arc;
 /// `y = x Wᵀ` for `x` of `m` rows: candle's `QMatMul` over a GGUF block format, or a dense `f32`
 /// matrix (safetensors).
 ///
-/// One row (a decode step) goes straight to candle's `k_quants::matmul` on the file's blocks:
-/// on x86 `QMatMul` runs everything through weights repacked into 16-row tiles, which pays off
-/// from two rows on (each weight is read once for all rows) but, with scales widened to f32, reads
-/// a third more bytes than the blocks themselves — and a decode step is bound by memory reads.
-/// Measured here over the 1.5B model's 28 `ffn_gate` matrices: 11 GB/s through the tiles, 22 GB/s
-/// on the blocks (`cargo run --release -p hlm-engine --example qmm_probe`).
+/// Which kernel runs a product, on the CPU:
+/// - our own kernels (`hlm-kernels`) when the CPU has a SIMD backend for them (AVX-512 VNNI) and
+///   the format is one they cover (`Q8_0`, `Q4_1`, `Q4_K`, `Q6_K`), for any number of rows: they
+///   read the file's blocks as stored, once for all rows, and give a row the same integer sums
+///   whether it comes alone or with others;
+/// - otherwise one row (a decode step) goes to candle's `k_quants::matmul` on the file's blocks,
+///   and several rows to `QMatMul`, which on x86 repacks the weights into 16-row tiles (each weight
+///   read once for all rows, but with scales widened to f32 a third more bytes than the blocks:
+///   a loss for one row, which is bound by memory reads).
+///
+/// `cargo run --release -p hlm-engine --example qmm_probe -- FILE.gguf ffn_gate 1` compares the
+/// three on one kind of matrix.
 ///
 /// On another device (CUDA, feature `cuda`) every product goes through `QMatMul` there; the
 /// activations travel to the device and back per product.
@@ -21,6 +27,8 @@ pub struct Linear {
     mm: QMatMul,
     device: Device,
     blocks: Option<Arc<QTensor>>,
+    /// The blocks' format, when our kernels cover it and this CPU accelerates them.
+    kernel: Option<hlm_kernels::Format>,
     in_dim: usize,
     out_dim: usize,
     bytes: usize,
@@ -31,10 +39,12 @@ impl Linear {
         let (out_dim, in_dim) = qt.shape().dims2()?;
         let bytes = qt.storage_size_in_bytes();
         let blocks = single_row_kernel(qt.dtype()).then(|| qt.clone());
+        let kernel = kernel_format(qt.dtype()).filter(|_| kernel_backend().is_accelerated());
         Ok(Self {
             mm: QMatMul::from_arc(qt)?,
             device: Device::Cpu,
             blocks,
+            kernel,
             in_dim,
             out_dim,
             bytes,
@@ -48,6 +58,7 @@ impl Linear {
             mm: QMatMul::Tensor(w),
             device: Device::Cpu,
             blocks: None,
+            kernel: None,
             in_dim,
             out_dim,
         })
@@ -67,6 +78,7 @@ impl Linear {
             mm,
             device: device.clone(),
             blocks: None,
+            kernel: None,
             in_dim: self.in_dim,
             out_dim: self.out_dim,
             bytes: self.bytes,
@@ -74,6 +86,9 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        if let (Some(format), Some(qt)) = (self.kernel, &self.blocks) {
+            return kernel_matmul(format, qt, x, m, self.in_dim, self.out_dim);
+        }
         if let (1, Some(qt)) = (m, &self.blocks) {
             return matvec(qt, x, self.in_dim, self.out_dim);
         }
@@ -140,6 +155,56 @@ impl Embedding {
             Embedding::Dense(w) => w.dims2()?,
         })
     }
+}
+
+/// The backend our kernels run on here (`Portable` means: not faster than candle's own, which
+/// then runs). `HLM_KERNELS=candle` in the environment turns our kernels off, to compare.
+pub fn kernel_backend() -> hlm_kernels::Backend {
+    static CHOICE: std::sync::OnceLock<hlm_kernels::Backend> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| match std::env::var("HLM_KERNELS").as_deref() {
+        Ok("candle") => hlm_kernels::Backend::Portable,
+        _ => hlm_kernels::Backend::best(),
+    })
+}
+
+fn kernel_format(dtype: GgmlDType) -> Option<hlm_kernels::Format> {
+    use hlm_kernels::Format;
+    match dtype {
+        GgmlDType::Q8_0 => Some(Format::Q8_0),
+        GgmlDType::Q4_1 => Some(Format::Q4_1),
+        GgmlDType::Q4K => Some(Format::Q4K),
+        GgmlDType::Q6K => Some(Format::Q6K),
+        _ => None,
+    }
+}
+
+/// candle's CPU worker pool (the threads its own kernels use) as our kernels' [`Parallel`].
+///
+/// [`Parallel`]: hlm_kernels::Parallel
+struct CandlePool;
+
+impl hlm_kernels::Parallel for CandlePool {
+    fn for_ranges(&self, n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+        candle_core::utils::barrier_pool().execute_chunked(n, f)
+    }
+}
+
+/// `y = x Wᵀ` through our kernels, on the blocks as stored.
+fn kernel_matmul(
+    format: hlm_kernels::Format,
+    qt: &QTensor,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<Vec<f32>> {
+    let data = qt.data()?;
+    let err =
+        |e: hlm_kernels::KernelError| crate::EngineError::model(format!("quantised product: {e}"));
+    let w = hlm_kernels::Weights::new(format, &data, n, k).map_err(err)?;
+    let mut y = vec![0f32; m * n];
+    hlm_kernels::matmul(kernel_backend(), &w, x, m, &mut y, &CandlePool).map_err(err)?;
+    Ok(y)
 }
 
 fn single_row_kernel(dtype: GgmlDType) -> bool {

@@ -28,6 +28,7 @@ mod ops;
 
 pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use kv_cache::KvCache;
+pub use linear::kernel_backend;
 pub use loader::{LoadOptions, ModelFormat};
 
 use crate::{EngineError, Result};
@@ -133,6 +134,22 @@ impl Model {
     /// Bytes of weights held in memory.
     pub fn weight_bytes(&self) -> usize {
         self.weight_bytes
+    }
+
+    /// Bytes of weights one decode step reads: every layer's matrices and the output projection
+    /// (of the embedding table, only one row).
+    pub fn bytes_per_token(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                    .iter()
+                    .map(|w| w.bytes())
+                    .sum::<usize>()
+            })
+            .sum();
+        layers + self.lm_head.bytes()
     }
 
     /// Layer `i`'s weights, for another backend to upload (`None` past the last layer).

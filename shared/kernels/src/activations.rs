@@ -1,0 +1,266 @@
+//! Activations quantised to 8 bits per block, the way llama.cpp (and candle) quantise the
+//! left-hand side of a quantised product: a block of `B` values becomes `q = round(x / d)` in i8
+//! with one f32 scale `d`, so a block's contribution is `d_w · d_x · Σ q_w q_x`, all integers
+//! inside the sum.
+//!
+//! - For `Q8_0`/`Q4_1` weights, `B = 32` and `d = amax / 127` rounded to f16 (ggml's `Q8_0`).
+//! - For `Q4_K`/`Q6_K` weights, `B = 256` and `d = −max / 127` with `max` the value of largest
+//!   magnitude (ggml's `Q8_K`).
+//!
+//! Besides `q` and `d`, the sums the kernels need are kept: `Σ q` per 16 values (the offset 32 of
+//! `Q6_K`) and per 32 (the mins of `Q4_K` and `Q4_1`), and for `Q8_0` the `−128 Σ q` per 4
+//! values that undo the unsigned offset of VNNI's `u8 × i8` product.
+//!
+//! For `Q4_K`, each block's 32-value sub-blocks are stored in the order its nibbles unpack from
+//! 64 weight bytes (sub-blocks 0, 2, 1, 3, 4, 6, 5, 7: low nibbles, then high, of two 32-byte
+//! runs), so that a SIMD kernel reads both operands contiguously; [`q4k_slot`] maps them.
+
+use crate::{Format, KernelError};
+
+/// `rows` activation rows of `cols` values, quantised for products with `format` weights.
+pub struct Activations {
+    pub(crate) format: Format,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    /// `cols` rounded up to 64 values (one 512-bit register); the padding is zero.
+    pub(crate) padded: usize,
+    /// `rows × padded` quantised values.
+    pub(crate) qs: Vec<i8>,
+    /// `rows × blocks`: the scale of each block.
+    pub(crate) d: Vec<f32>,
+    /// `rows × padded / 16`: `Σ q` over each 16 values (in the values' own order).
+    pub(crate) sums16: Vec<i16>,
+    /// `rows × padded / 32`: `Σ q` over each 32 values (in the values' own order).
+    pub(crate) sums32: Vec<i16>,
+    /// `Q8_0`, `rows × padded / 4`: `−128 · Σ q` over each 4 values.
+    pub(crate) offset4: Vec<i32>,
+    /// The same rows interleaved for the multi-row kernels (when `rows ≥ 2`): groups of
+    /// [`GROUP_ROWS`] rows (the last one completed with zero rows), and in each group 8 values of
+    /// each row in turn, so that one 512-bit register holds the same 8 positions of 8 rows:
+    /// `il_qs[((g · cols/8 + c) · 8 + t) · 8 + i]` is value `8c + i` of row `8g + t`, in the
+    /// values' own order (for `Q4_K` too).
+    pub(crate) il_qs: Vec<i8>,
+    /// Per group and block, 16 lanes: lanes `2t` and `2t + 1` hold the block scale of row `8g + t`.
+    pub(crate) il_d: Vec<f32>,
+    /// Per group and span of [`Activations::il_span`] values, 16 i32 lanes: lane `2t` holds `Σ q`
+    /// of row `8g + t` over the span, lane `2t + 1` zero.
+    pub(crate) il_sums: Vec<i32>,
+    /// `Q4_K`, per group and block: each row's 8 sub-block sums `Σ q` as i16 (row `8g + t` at
+    /// `8t .. 8t + 8`), for `vpdpwssd` against the block's 8 mins.
+    pub(crate) il_sub_sums: Vec<i16>,
+    /// `Q4_K`, per group and block, 32 lanes: the block scale of row `8g + t` at `4t .. 4t + 4`.
+    pub(crate) il_d4: Vec<f32>,
+}
+
+/// Rows per group of the interleaved layout.
+pub(crate) const GROUP_ROWS: usize = 8;
+
+impl Activations {
+    /// Quantises `x` (`rows × cols`, row-major) for a product with `format` weights.
+    pub fn quantize(
+        format: Format,
+        x: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, KernelError> {
+        let block = format.block_values();
+        if cols == 0 || !cols.is_multiple_of(block) {
+            return Err(KernelError::RaggedRow {
+                format,
+                cols,
+                block,
+            });
+        }
+        if x.len() != rows * cols {
+            return Err(KernelError::ActivationShape {
+                rows,
+                cols,
+                got: x.len(),
+            });
+        }
+        let padded = cols.next_multiple_of(64);
+        let blocks = cols / block;
+        let mut a = Activations {
+            format,
+            rows,
+            cols,
+            padded,
+            qs: vec![0; rows * padded],
+            d: vec![0.0; rows * blocks],
+            sums16: vec![0; rows * padded / 16],
+            sums32: vec![0; rows * padded / 32],
+            offset4: Vec::new(),
+            il_qs: Vec::new(),
+            il_d: Vec::new(),
+            il_sums: Vec::new(),
+            il_sub_sums: Vec::new(),
+            il_d4: Vec::new(),
+        };
+        for r in 0..rows {
+            let xr = &x[r * cols..(r + 1) * cols];
+            let qr = &mut a.qs[r * padded..r * padded + cols];
+            let dr = &mut a.d[r * blocks..(r + 1) * blocks];
+            for ((xb, qb), d) in xr
+                .chunks_exact(block)
+                .zip(qr.chunks_exact_mut(block))
+                .zip(dr)
+            {
+                *d = if block == 32 {
+                    quantize_q8_0(xb, qb)
+                } else {
+                    quantize_q8_k(xb, qb)
+                };
+            }
+        }
+        for (s, q) in a.sums16.iter_mut().zip(a.qs.chunks_exact(16)) {
+            *s = q.iter().map(|&v| v as i16).sum();
+        }
+        for (s, q) in a.sums32.iter_mut().zip(a.sums16.chunks_exact(2)) {
+            *s = q[0] + q[1];
+        }
+        if rows >= 2 {
+            a.interleave();
+        }
+        if format == Format::Q4K {
+            for block in a.qs.chunks_exact_mut(256) {
+                // Slots 1 and 2 (and 5 and 6) trade places: sub-blocks 0 2 1 3 4 6 5 7.
+                for base in [0, 128] {
+                    let (first, second) = block[base + 32..base + 96].split_at_mut(32);
+                    first.swap_with_slice(second);
+                }
+            }
+        }
+        if format == Format::Q8_0 {
+            a.offset4 =
+                a.qs.chunks_exact(4)
+                    .map(|q| -128 * q.iter().map(|&v| v as i32).sum::<i32>())
+                    .collect();
+        }
+        Ok(a)
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// `(rows, cols)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// Values per entry of `il_sums`: `Q6_K`'s scale groups of 16, else 32.
+    pub(crate) fn il_span(&self) -> usize {
+        if self.format == Format::Q6K {
+            16
+        } else {
+            32
+        }
+    }
+
+    /// Groups of [`GROUP_ROWS`] in the interleaved layout.
+    pub(crate) fn groups(&self) -> usize {
+        self.rows.div_ceil(GROUP_ROWS)
+    }
+
+    /// Builds `il_qs`, `il_d` and `il_sums` from `qs` and `d` (before `Q4_K`'s reordering).
+    fn interleave(&mut self) {
+        let (groups, blocks, span) = (self.groups(), self.blocks(), self.il_span());
+        let (chunks, spans) = (self.cols / 8, self.cols / span);
+        self.il_qs = vec![0; groups * chunks * 64];
+        self.il_d = vec![0.0; groups * blocks * 16];
+        self.il_sums = vec![0; groups * spans * 16];
+        for r in 0..self.rows {
+            let (g, t) = (r / GROUP_ROWS, r % GROUP_ROWS);
+            let qs = &self.qs[r * self.padded..r * self.padded + self.cols];
+            for (c, vals) in qs.chunks_exact(8).enumerate() {
+                let at = ((g * chunks + c) * 8 + t) * 8;
+                self.il_qs[at..at + 8].copy_from_slice(vals);
+            }
+            for b in 0..blocks {
+                let at = (g * blocks + b) * 16 + 2 * t;
+                let d = self.d[r * blocks + b];
+                self.il_d[at..at + 2].copy_from_slice(&[d, d]);
+            }
+            for (sp, vals) in qs.chunks_exact(span).enumerate() {
+                self.il_sums[(g * spans + sp) * 16 + 2 * t] = vals.iter().map(|&v| v as i32).sum();
+            }
+        }
+        if self.format == Format::Q4K {
+            self.il_sub_sums = vec![0; groups * blocks * 64];
+            self.il_d4 = vec![0.0; groups * blocks * 32];
+            for r in 0..self.rows {
+                let (g, t) = (r / GROUP_ROWS, r % GROUP_ROWS);
+                for b in 0..blocks {
+                    let at = (g * blocks + b) * 64 + 8 * t;
+                    let sums = &self.sums32[r * self.padded / 32 + 8 * b..][..8];
+                    self.il_sub_sums[at..at + 8].copy_from_slice(sums);
+                    let at = (g * blocks + b) * 32 + 4 * t;
+                    self.il_d4[at..at + 4].fill(self.d[r * blocks + b]);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn blocks(&self) -> usize {
+        self.cols / self.format.block_values()
+    }
+
+    /// Row `r`'s quantised values (padded).
+    pub(crate) fn row_qs(&self, r: usize) -> &[i8] {
+        &self.qs[r * self.padded..(r + 1) * self.padded]
+    }
+
+    pub(crate) fn row_d(&self, r: usize) -> &[f32] {
+        let b = self.blocks();
+        &self.d[r * b..(r + 1) * b]
+    }
+
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the SIMD kernels
+    pub(crate) fn row_sums16(&self, r: usize) -> &[i16] {
+        let n = self.padded / 16;
+        &self.sums16[r * n..(r + 1) * n]
+    }
+
+    pub(crate) fn row_sums32(&self, r: usize) -> &[i16] {
+        let n = self.padded / 32;
+        &self.sums32[r * n..(r + 1) * n]
+    }
+}
+
+/// Where `Q4_K` sub-block `sb` (0..8) of a block sits in [`Activations`]: 32-value slot
+/// `q4k_slot(sb)` (the map is its own inverse).
+pub(crate) const fn q4k_slot(sb: usize) -> usize {
+    [0, 2, 1, 3, 4, 6, 5, 7][sb]
+}
+
+/// ggml's `Q8_0`: `d = amax / 127`, `q = round(x / d)`, `d` kept as f16. Returns `d`.
+fn quantize_q8_0(x: &[f32], q: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (v * id).round() as i8;
+    }
+    half::f16::from_f32(d).to_f32()
+}
+
+/// ggml's `Q8_K`: `d = −max / 127` with `max` the value of largest magnitude, `q = round(x / d)`
+/// (so the largest-magnitude value becomes −127). Returns `d`.
+fn quantize_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    let iscale = -127.0 / max;
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (iscale * v).round().clamp(-128.0, 127.0) as i8;
+    }
+    1.0 / iscale
+}

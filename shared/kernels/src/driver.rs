@@ -1,0 +1,133 @@
+//! Splitting a product over threads, and choosing the kernel.
+
+use crate::{portable, Activations, Backend, KernelError, Weights};
+use std::ops::Range;
+
+/// Runs work over the weight rows on the caller's threads. `for_ranges(n, f)` must call `f` on
+/// ranges that cover `0..n` exactly once between them, and return when all calls have.
+pub trait Parallel: Sync {
+    fn for_ranges(&self, n: usize, f: &(dyn Fn(Range<usize>) + Sync));
+}
+
+/// Everything on the calling thread.
+pub struct Serial;
+
+impl Parallel for Serial {
+    fn for_ranges(&self, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+        if n > 0 {
+            f(0..n)
+        }
+    }
+}
+
+/// `y = x Wᵀ`: `x` is `m × cols` (row-major), `y` is `m × rows`. The activations are quantised
+/// first (see [`Activations`]).
+pub fn matmul(
+    backend: Backend,
+    w: &Weights,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+    par: &dyn Parallel,
+) -> Result<(), KernelError> {
+    let a = Activations::quantize(w.format(), x, m, w.dims().1)?;
+    matmul_quantized(backend, w, &a, y, par)
+}
+
+/// [`matmul`] with activations quantised beforehand (several matrices that read the same
+/// input, such as the query, key and value projections, share one quantisation).
+pub fn matmul_quantized(
+    backend: Backend,
+    w: &Weights,
+    a: &Activations,
+    y: &mut [f32],
+    par: &dyn Parallel,
+) -> Result<(), KernelError> {
+    let (n, k) = w.dims();
+    let m = a.rows;
+    if a.format != w.format() {
+        return Err(KernelError::ActivationFormat {
+            quantised: a.format,
+            format: w.format(),
+        });
+    }
+    if a.cols != k {
+        return Err(KernelError::ActivationShape {
+            rows: m,
+            cols: k,
+            got: m * a.cols,
+        });
+    }
+    if y.len() != m * n {
+        return Err(KernelError::OutputShape {
+            expected: m * n,
+            got: y.len(),
+        });
+    }
+    if !backend.is_supported() {
+        return Err(KernelError::Unsupported(backend));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    // Rows of W are the unit of work; each writes its `m` outputs contiguously (`out_t` is
+    // `n × m`), transposed into `y` at the end when `m > 1`.
+    let mut transposed = if m == 1 {
+        Vec::new()
+    } else {
+        vec![0f32; n * m]
+    };
+    let out_t: &mut [f32] = if m == 1 { y } else { &mut transposed };
+    let out = SharedOut(out_t.as_mut_ptr(), out_t.len());
+    par.for_ranges(n, &|rows: Range<usize>| {
+        // SAFETY: the ranges are disjoint (the `Parallel` contract), so each call writes its own
+        // part of `out_t`, which outlives `for_ranges`.
+        let dst = unsafe { out.slice(rows.start * m..rows.end * m) };
+        run_rows(backend, w, rows, a, dst);
+    });
+    if m > 1 {
+        for (j, outs) in transposed.chunks_exact(m).enumerate() {
+            for (r, &v) in outs.iter().enumerate() {
+                y[r * n + j] = v;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rows `rows` of `w` against every activation row: `dst[(j − rows.start) · m + r]`.
+fn run_rows(backend: Backend, w: &Weights, rows: Range<usize>, a: &Activations, dst: &mut [f32]) {
+    let data = w.rows_data(rows.clone());
+    match backend {
+        Backend::Portable => {
+            let rb = w.row_bytes();
+            for (row, outs) in data.chunks_exact(rb).zip(dst.chunks_exact_mut(a.rows)) {
+                for (r, o) in outs.iter_mut().enumerate() {
+                    *o = portable::dot(w.format(), row, a, r);
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `matmul_quantized` checked `backend.is_supported()`.
+        Backend::Avx512Vnni => unsafe {
+            crate::avx512::rows(w.format(), data, w.row_bytes(), a, dst)
+        },
+        #[cfg(not(target_arch = "x86_64"))]
+        Backend::Avx512Vnni => unreachable!("checked by is_supported"),
+    }
+}
+
+/// The output buffer, written from several threads at disjoint ranges.
+struct SharedOut(*mut f32, usize);
+
+// SAFETY: only disjoint ranges are handed out (see `matmul_quantized`).
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// SAFETY: no two live slices may overlap.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, r: Range<usize>) -> &mut [f32] {
+        assert!(r.start <= r.end && r.end <= self.1);
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(r.start), r.end - r.start) }
+    }
+}

@@ -1,0 +1,128 @@
+//! The block layouts (ggml's, byte for byte) and their plain dequantisation.
+
+use crate::KernelError;
+
+/// A GGUF block format these kernels multiply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    Q8_0,
+    Q4_1,
+    Q4K,
+    Q6K,
+}
+
+impl Format {
+    pub const ALL: [Format; 4] = [Format::Q8_0, Format::Q4_1, Format::Q4K, Format::Q6K];
+
+    /// Values per block.
+    pub const fn block_values(self) -> usize {
+        match self {
+            Format::Q8_0 | Format::Q4_1 => 32,
+            Format::Q4K | Format::Q6K => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            Format::Q8_0 => 34,
+            Format::Q4_1 => 20,
+            Format::Q4K => 144,
+            Format::Q6K => 210,
+        }
+    }
+
+    /// Bytes of one row of `cols` values (a whole number of blocks).
+    pub const fn row_bytes(self, cols: usize) -> usize {
+        cols / self.block_values() * self.block_bytes()
+    }
+}
+
+/// The f16 at `b[i..i + 2]` (little-endian), as f32.
+#[inline(always)]
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
+}
+
+/// `Q4_K`'s eight 6-bit scales and eight 6-bit mins, packed in 12 bytes (ggml's
+/// `get_scale_min_k4`): sub-blocks 0-3 keep the low 6 bits of bytes 0-3 (scales) and 4-7 (mins);
+/// sub-blocks 4-7 take a nibble of bytes 8-11 and the top 2 bits of bytes 0-7.
+pub(crate) fn q4k_scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut mn = [0u8; 8];
+    for j in 0..8 {
+        if j < 4 {
+            sc[j] = s[j] & 63;
+            mn[j] = s[j + 4] & 63;
+        } else {
+            sc[j] = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+            mn[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        }
+    }
+    (sc, mn)
+}
+
+/// `Q6_K`'s 6-bit value `i` (0..256) of a block, before the `− 32`: the low nibble from `ql`, the
+/// top two bits from `qh`.
+#[inline(always)]
+pub(crate) fn q6k_value(blk: &[u8], i: usize) -> i32 {
+    let (half, r) = (i / 128, i % 128);
+    let (quarter, l) = (r / 32, r % 32);
+    let ql = &blk[64 * half..64 * half + 64];
+    let qh = blk[128 + 32 * half + l];
+    let low = match quarter {
+        0 => ql[l] & 0xF,
+        1 => ql[l + 32] & 0xF,
+        2 => ql[l] >> 4,
+        _ => ql[l + 32] >> 4,
+    };
+    (low | (((qh >> (2 * quarter)) & 3) << 4)) as i32
+}
+
+/// One row of `format` blocks as f32 (the reference the tests compare against).
+pub fn dequantize_row(format: Format, row: &[u8]) -> Result<Vec<f32>, KernelError> {
+    let (bv, bb) = (format.block_values(), format.block_bytes());
+    if !row.len().is_multiple_of(bb) {
+        return Err(KernelError::WrongSize {
+            format,
+            rows: 1,
+            cols: row.len() / bb * bv,
+            expected: row.len() / bb * bb,
+            got: row.len(),
+        });
+    }
+    let mut out = Vec::with_capacity(row.len() / bb * bv);
+    for blk in row.chunks_exact(bb) {
+        match format {
+            Format::Q8_0 => {
+                let d = f16_at(blk, 0);
+                out.extend(blk[2..34].iter().map(|&q| d * (q as i8) as f32));
+            }
+            Format::Q4_1 => {
+                let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
+                let qs = &blk[4..20];
+                out.extend(qs.iter().map(|&q| d * (q & 0xF) as f32 + m));
+                out.extend(qs.iter().map(|&q| d * (q >> 4) as f32 + m));
+            }
+            Format::Q4K => {
+                let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+                let (sc, mn) = q4k_scales_mins(&blk[4..16]);
+                let qs = &blk[16..144];
+                for sb in 0..8 {
+                    let bytes = &qs[32 * (sb / 2)..32 * (sb / 2) + 32];
+                    let shift = 4 * (sb % 2);
+                    let (s, n) = (d * sc[sb] as f32, dmin * mn[sb] as f32);
+                    out.extend(bytes.iter().map(|&q| s * ((q >> shift) & 0xF) as f32 - n));
+                }
+            }
+            Format::Q6K => {
+                let d = f16_at(blk, 208);
+                for i in 0..256 {
+                    let s = blk[192 + i / 16] as i8 as f32;
+                    out.push(d * s * (q6k_value(blk, i) - 32) as f32);
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,179 @@
+//! Quantised matrix products `y = x Wᵀ` over the weight blocks of a GGUF file, for the few
+//! activation rows a decode step (one row) or a verification round (a handful) brings.
+//!
+//! Decoding is bound by reading the weights, so the kernels here do three things:
+//! - they read each weight block once for all activation rows (`m` rows share every load);
+//! - they multiply 8-bit integers (the activations quantised per block, as llama.cpp does) with
+//!   AVX-512 instructions where the CPU has them (`vpmaddubsw`/`vpmaddwd`, VNNI `vpdpbusd`);
+//! - they split the weight rows across the caller's threads ([`Parallel`]).
+//!
+//! [`Backend::Portable`] is the plain reference every SIMD kernel is tested against, and runs
+//! anywhere. [`Backend::best`] picks the fastest one this CPU supports.
+//!
+//! The formats (ggml's block layouts; `d`, `dmin`, `m` are f16 on disk):
+//! - `Q8_0`: 32 values per 34-byte block, `w = d · q`, `q` in i8.
+//! - `Q4_1`: 32 values per 20-byte block, `w = d · q + m`, `q` in 0..15.
+//! - `Q4_K`: 256 values per 144-byte block, eight sub-blocks of 32 with 6-bit scale `s` and
+//!   min `n`: `w = d · s · q − dmin · n`, `q` in 0..15.
+//! - `Q6_K`: 256 values per 210-byte block, sixteen groups of 16 with an i8 scale `s`:
+//!   `w = d · s · (q − 32)`, `q` in 0..63.
+
+mod activations;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod driver;
+mod formats;
+mod portable;
+
+pub use activations::Activations;
+pub use driver::{matmul, matmul_quantized, Parallel, Serial};
+pub use formats::{dequantize_row, Format};
+
+/// What a kernel cannot do with its arguments.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KernelError {
+    #[error("{format:?} rows of {cols} values: not a whole number of {block}-value blocks")]
+    RaggedRow {
+        format: Format,
+        cols: usize,
+        block: usize,
+    },
+    #[error("{format:?} matrix of {rows}×{cols} needs {expected} bytes, got {got}")]
+    WrongSize {
+        format: Format,
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("activations of {got} values are not {rows} rows of {cols}")]
+    ActivationShape {
+        rows: usize,
+        cols: usize,
+        got: usize,
+    },
+    #[error("output of {got} values, expected {expected}")]
+    OutputShape { expected: usize, got: usize },
+    #[error("activations quantised for {quantised:?} used with {format:?} weights")]
+    ActivationFormat { quantised: Format, format: Format },
+    #[error("the {0:?} kernels need CPU features this machine lacks")]
+    Unsupported(Backend),
+}
+
+/// Which implementation runs the products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Plain Rust, one value at a time: the reference, and the fallback anywhere.
+    Portable,
+    /// x86-64 with AVX-512 F/BW/VL and VNNI (Intel Ice Lake and later, AMD Zen 4 and later).
+    Avx512Vnni,
+}
+
+impl Backend {
+    /// The fastest backend this CPU supports (checked once, at run time).
+    pub fn best() -> Backend {
+        if Backend::Avx512Vnni.is_supported() {
+            Backend::Avx512Vnni
+        } else {
+            Backend::Portable
+        }
+    }
+
+    /// Whether this CPU can run the backend.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Backend::Portable => true,
+            Backend::Avx512Vnni => avx512_supported(),
+        }
+    }
+
+    /// Whether the backend is faster than a compiler-vectorised fallback (the portable one is
+    /// not: callers with a SIMD path of their own should keep it).
+    pub fn is_accelerated(self) -> bool {
+        self != Backend::Portable
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512_supported() -> bool {
+    use std::sync::OnceLock;
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512_supported() -> bool {
+    false
+}
+
+/// A quantised weight matrix of `rows` output rows of `cols` values each, borrowed from its
+/// blocks (row-major: row `j`'s blocks are contiguous).
+#[derive(Clone, Copy, Debug)]
+pub struct Weights<'a> {
+    format: Format,
+    data: &'a [u8],
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a> Weights<'a> {
+    /// Checks that `data` holds exactly `rows × cols` values of `format`.
+    pub fn new(
+        format: Format,
+        data: &'a [u8],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, KernelError> {
+        let block = format.block_values();
+        if cols == 0 || !cols.is_multiple_of(block) {
+            return Err(KernelError::RaggedRow {
+                format,
+                cols,
+                block,
+            });
+        }
+        let expected = rows * format.row_bytes(cols);
+        if data.len() != expected {
+            return Err(KernelError::WrongSize {
+                format,
+                rows,
+                cols,
+                expected,
+                got: data.len(),
+            });
+        }
+        Ok(Self {
+            format,
+            data,
+            rows,
+            cols,
+        })
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// `(rows, cols)`: outputs, inputs.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.format.row_bytes(self.cols)
+    }
+
+    /// The blocks of rows `range`.
+    fn rows_data(&self, range: std::ops::Range<usize>) -> &'a [u8] {
+        let rb = self.row_bytes();
+        &self.data[range.start * rb..range.end * rb]
+    }
+}

@@ -1,0 +1,250 @@
+//! Every kernel against the plain references, on random blocks of every format, with sizes that
+//! do not fill registers evenly (odd block counts, 1-17 rows, 1-17 activation rows).
+
+use hlm_kernels::{
+    dequantize_row, matmul, Activations, Backend, Format, KernelError, Parallel, Serial, Weights,
+};
+use std::ops::Range;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+    /// Uniform in (-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn f16(&mut self, scale: f32) -> [u8; 2] {
+        half::f16::from_f32(self.unit() * scale)
+            .to_bits()
+            .to_le_bytes()
+    }
+}
+
+/// Distance in units in the last place (0: the same f32).
+fn ulps(a: f32, b: f32) -> u32 {
+    let key = |v: f32| {
+        let i = v.to_bits() as i32;
+        if i < 0 {
+            i32::MIN - i
+        } else {
+            i
+        }
+    };
+    key(a).abs_diff(key(b))
+}
+
+/// `rows` random rows of `cols` values: random quants, scales of realistic size.
+fn random_weights(rng: &mut Rng, format: Format, rows: usize, cols: usize) -> Vec<u8> {
+    let blocks = rows * cols / format.block_values();
+    let mut data = Vec::with_capacity(blocks * format.block_bytes());
+    for _ in 0..blocks {
+        let mut blk: Vec<u8> = (0..format.block_bytes()).map(|_| rng.byte()).collect();
+        match format {
+            Format::Q8_0 => blk[0..2].copy_from_slice(&rng.f16(0.01)),
+            Format::Q4_1 => {
+                blk[0..2].copy_from_slice(&rng.f16(0.01));
+                blk[2..4].copy_from_slice(&rng.f16(0.05));
+            }
+            Format::Q4K => {
+                blk[0..2].copy_from_slice(&rng.f16(0.002));
+                blk[2..4].copy_from_slice(&rng.f16(0.002));
+            }
+            Format::Q6K => blk[208..210].copy_from_slice(&rng.f16(0.002)),
+        }
+        data.extend(blk);
+    }
+    data
+}
+
+fn random_x(rng: &mut Rng, n: usize) -> Vec<f32> {
+    // A few outliers, as real activations have.
+    (0..n)
+        .map(|i| rng.unit() * if i % 97 == 5 { 20.0 } else { 1.0 })
+        .collect()
+}
+
+/// Splits the rows unevenly over real threads.
+struct Threads;
+
+impl Parallel for Threads {
+    fn for_ranges(&self, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+        let cuts = [0, n / 3, n / 3 + 1.min(n), n].map(|c: usize| c.min(n));
+        std::thread::scope(|s| {
+            for w in cuts.windows(2) {
+                let r = w[0]..w[1];
+                if !r.is_empty() {
+                    s.spawn(move || f(r));
+                }
+            }
+        });
+    }
+}
+
+fn shapes(format: Format) -> Vec<(usize, usize, usize)> {
+    let b = format.block_values();
+    let mut cols = vec![b, 3 * b, 7 * b];
+    if b == 32 {
+        cols.push(29 * b);
+    }
+    let mut out = vec![];
+    for &k in &cols {
+        for (n, m) in [(1, 1), (3, 2), (17, 1), (5, 8), (4, 9), (2, 17)] {
+            out.push((n, k, m));
+        }
+    }
+    out
+}
+
+#[test]
+fn portable_kernels_match_the_f32_product_within_the_quantisation_error() {
+    let mut rng = Rng(0x9E3779B97F4A7C15);
+    for format in Format::ALL {
+        for (n, k, m) in shapes(format) {
+            let data = random_weights(&mut rng, format, n, k);
+            let x = random_x(&mut rng, m * k);
+            let w = Weights::new(format, &data, n, k).unwrap();
+            let mut y = vec![0f32; m * n];
+            matmul(Backend::Portable, &w, &x, m, &mut y, &Serial).unwrap();
+            let rb = format.row_bytes(k);
+            for j in 0..n {
+                let wf = dequantize_row(format, &data[j * rb..(j + 1) * rb]).unwrap();
+                for r in 0..m {
+                    let xr = &x[r * k..(r + 1) * k];
+                    let exact: f64 = wf.iter().zip(xr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    // Each x is off by at most half its block's step (amax / 127 / 2), and Q8_0's
+                    // step is rounded to f16 (relative 2⁻¹¹).
+                    let bound: f64 = xr
+                        .chunks(format.block_values())
+                        .zip(wf.chunks(format.block_values()))
+                        .map(|(xb, wb)| {
+                            let step = xb.iter().fold(0f32, |a, v| a.max(v.abs())) as f64 / 127.0;
+                            wb.iter()
+                                .zip(xb)
+                                .map(|(&w, &x)| {
+                                    w.abs() as f64 * (step * 0.5 + x.abs() as f64 * 1e-3)
+                                })
+                                .sum::<f64>()
+                        })
+                        .sum();
+                    let got = y[r * n + j] as f64;
+                    assert!(
+                        (got - exact).abs() <= bound * 1.01 + 1e-5,
+                        "{format:?} n={n} k={k} m={m} row {j} x-row {r}: {got} vs {exact} (bound {bound})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn simd_kernels_match_the_portable_ones() {
+    let backend = Backend::best();
+    if !backend.is_accelerated() {
+        eprintln!("no SIMD backend on this CPU ({backend:?}): nothing to compare");
+        return;
+    }
+    let mut rng = Rng(0xD1B54A32D192ED03);
+    for format in Format::ALL {
+        for (n, k, m) in shapes(format) {
+            let data = random_weights(&mut rng, format, n, k);
+            let x = random_x(&mut rng, m * k);
+            let w = Weights::new(format, &data, n, k).unwrap();
+            let a = Activations::quantize(format, &x, m, k).unwrap();
+            let (mut want, mut got, mut threaded) =
+                (vec![0f32; m * n], vec![0f32; m * n], vec![0f32; m * n]);
+            hlm_kernels::matmul_quantized(Backend::Portable, &w, &a, &mut want, &Serial).unwrap();
+            hlm_kernels::matmul_quantized(backend, &w, &a, &mut got, &Serial).unwrap();
+            hlm_kernels::matmul_quantized(backend, &w, &a, &mut threaded, &Threads).unwrap();
+            assert_eq!(
+                got, threaded,
+                "{format:?} n={n} k={k} m={m}: threads changed the result"
+            );
+            for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                // Same integers, scales exact in f64, sums in f64: the same f32.
+                assert!(
+                    ulps(g, e) <= 1,
+                    "{format:?} n={n} k={k} m={m} out {i}: {backend:?} {g} vs portable {e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors_not_panics() {
+    let data = vec![0u8; 2 * 34];
+    assert!(matches!(
+        Weights::new(Format::Q8_0, &data, 1, 48),
+        Err(KernelError::RaggedRow { .. })
+    ));
+    assert!(matches!(
+        Weights::new(Format::Q8_0, &data, 2, 64),
+        Err(KernelError::WrongSize { .. })
+    ));
+    let w = Weights::new(Format::Q8_0, &data, 1, 64).unwrap();
+    let mut y = vec![0f32; 1];
+    assert!(matches!(
+        matmul(Backend::Portable, &w, &[0.0; 63], 1, &mut y, &Serial),
+        Err(KernelError::ActivationShape { .. })
+    ));
+    assert!(matches!(
+        matmul(Backend::Portable, &w, &[0.0; 128], 2, &mut y, &Serial),
+        Err(KernelError::OutputShape { .. })
+    ));
+    let a = Activations::quantize(Format::Q4_1, &[0.0; 64], 1, 64).unwrap();
+    assert!(matches!(
+        hlm_kernels::matmul_quantized(Backend::Portable, &w, &a, &mut y, &Serial),
+        Err(KernelError::ActivationFormat { .. })
+    ));
+    assert!(dequantize_row(Format::Q4K, &[0u8; 100]).is_err());
+}
+
+#[test]
+fn zero_activations_give_zero() {
+    let mut rng = Rng(7);
+    for format in Format::ALL {
+        let k = format.block_values() * 2;
+        let data = random_weights(&mut rng, format, 3, k);
+        let w = Weights::new(format, &data, 3, k).unwrap();
+        let mut y = vec![1f32; 3];
+        matmul(Backend::best(), &w, &vec![0.0; k], 1, &mut y, &Serial).unwrap();
+        assert_eq!(y, vec![0.0; 3], "{format:?}");
+    }
+}
+
+#[test]
+fn a_row_gets_the_same_result_alone_or_with_others() {
+    let backend = Backend::best();
+    let mut rng = Rng(0xA5A5_5A5A_1234_5678);
+    for format in Format::ALL {
+        let (n, k) = (5, format.block_values() * 6);
+        let data = random_weights(&mut rng, format, n, k);
+        let w = Weights::new(format, &data, n, k).unwrap();
+        for m in [2, 3, 5, 9, 17] {
+            let x = random_x(&mut rng, m * k);
+            let mut together = vec![0f32; m * n];
+            matmul(backend, &w, &x, m, &mut together, &Serial).unwrap();
+            for r in 0..m {
+                let mut alone = vec![0f32; n];
+                matmul(backend, &w, &x[r * k..(r + 1) * k], 1, &mut alone, &Serial).unwrap();
+                for j in 0..n {
+                    let (a, b) = (alone[j], together[r * n + j]);
+                    assert!(
+                        ulps(a, b) <= 1,
+                        "{format:?} m={m} row {r} out {j}: alone {a}, with others {b}"
+                    );
+                }
+            }
+        }
+    }
+}
