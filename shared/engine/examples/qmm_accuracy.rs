@@ -42,6 +42,7 @@ fn main() {
         .unwrap();
     let format = match dt {
         GgmlDType::Q8_0 => hlm_kernels::Format::Q8_0,
+        GgmlDType::Q5_0 => hlm_kernels::Format::Q5_0,
         GgmlDType::Q4_1 => hlm_kernels::Format::Q4_1,
         GgmlDType::Q4K => hlm_kernels::Format::Q4K,
         GgmlDType::Q6K => hlm_kernels::Format::Q6K,

@@ -25,6 +25,7 @@ impl hlm_kernels::Parallel for CandlePool {
 fn ours(dt: GgmlDType) -> Option<hlm_kernels::Format> {
     Some(match dt {
         GgmlDType::Q8_0 => hlm_kernels::Format::Q8_0,
+        GgmlDType::Q5_0 => hlm_kernels::Format::Q5_0,
         GgmlDType::Q4_1 => hlm_kernels::Format::Q4_1,
         GgmlDType::Q4K => hlm_kernels::Format::Q4K,
         GgmlDType::Q6K => hlm_kernels::Format::Q6K,

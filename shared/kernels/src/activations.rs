@@ -32,8 +32,12 @@ pub struct Activations {
     pub(crate) sums16: Vec<i16>,
     /// `rows × padded / 32`: `Σ q` over each 32 values (in the values' own order).
     pub(crate) sums32: Vec<i16>,
-    /// `Q8_0`, `rows × padded / 4`: `−128 · Σ q` over each 4 values.
+    /// `Q8_0` and `Q5_0`, `rows × padded / 4`: `−o · Σ q` over each 4 values, `o` the offset
+    /// of the weights' unsigned values (128 for `Q8_0` flipped to `q + 128`, 16 for `Q5_0`).
     pub(crate) offset4: Vec<i32>,
+    /// The 32-value formats, `rows × padded / 4`: per pair of blocks, 16 f64 lanes, 0-7 holding
+    /// the first block's scale and 8-15 the second's (zero past the last block).
+    pub(crate) pair_d: Vec<f64>,
     /// The same rows interleaved for the multi-row kernels (when `rows ≥ 2`): groups of
     /// [`GROUP_ROWS`] rows (the last one completed with zero rows), and in each group 8 values of
     /// each row in turn, so that one 512-bit register holds the same 8 positions of 8 rows:
@@ -90,6 +94,7 @@ impl Activations {
             sums16: vec![0; rows * padded / 16],
             sums32: vec![0; rows * padded / 32],
             offset4: Vec::new(),
+            pair_d: Vec::new(),
             il_qs: Vec::new(),
             il_d: Vec::new(),
             il_sums: Vec::new(),
@@ -130,11 +135,28 @@ impl Activations {
                 }
             }
         }
-        if format == Format::Q8_0 {
+        let weight_offset = match format {
+            Format::Q8_0 => 128,
+            Format::Q5_0 => 16,
+            _ => 0,
+        };
+        if weight_offset != 0 {
             a.offset4 =
                 a.qs.chunks_exact(4)
-                    .map(|q| -128 * q.iter().map(|&v| v as i32).sum::<i32>())
+                    .map(|q| -weight_offset * q.iter().map(|&v| v as i32).sum::<i32>())
                     .collect();
+        }
+        if block == 32 {
+            a.pair_d = vec![0.0; rows * padded / 4];
+            for r in 0..rows {
+                let lanes = &mut a.pair_d[r * padded / 4..(r + 1) * padded / 4];
+                for (i, lane) in lanes.iter_mut().enumerate() {
+                    // Lane i of pair i / 16 belongs to block 2 (i / 16) + (i % 16) / 8 = i / 8.
+                    if i / 8 < blocks {
+                        *lane = a.d[r * blocks + i / 8] as f64;
+                    }
+                }
+            }
         }
         Ok(a)
     }

@@ -61,6 +61,7 @@ pub(crate) unsafe fn rows(
             let lanes = unsafe {
                 match format {
                     Format::Q8_0 => q8_0_rows8(row, a, g),
+                    Format::Q5_0 => q5_0_rows8(row, a, g),
                     Format::Q4_1 => q4_1_rows8(row, a, g),
                     Format::Q4K => q4k_rows8(row, a, g),
                     Format::Q6K => q6k_rows8(row, a, g),
@@ -88,6 +89,7 @@ unsafe fn group<const G: usize>(
     unsafe {
         match format {
             Format::Q8_0 => q8_0_row::<G>(row, &p, outs),
+            Format::Q5_0 => q5_0_row::<G>(row, &p, outs),
             Format::Q4_1 => q4_1_row::<G>(row, &p, outs),
             Format::Q4K => q4k_row::<G>(row, &p, outs),
             Format::Q6K => q6k_row::<G>(row, &p, outs),
@@ -132,11 +134,11 @@ impl Acc64 {
         self.hi = _mm512_fmadd_pd(hi, scale_hi, self.hi);
     }
 
-    /// Adds `s` times `scale` (every lane).
+    /// Adds `s` times `scale` (every lane); the two halves of `s` are added first, as integers.
     #[inline(always)]
     unsafe fn add_scaled(&mut self, s: __m512i, scale: f64) {
-        let v = _mm512_set1_pd(scale);
-        unsafe { self.add(s, v, v) }
+        let folded = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s));
+        self.lo = _mm512_fmadd_pd(_mm512_cvtepi32_pd(folded), _mm512_set1_pd(scale), self.lo);
     }
 
     /// Adds `s` times `factor · lanes` (16 f32 lane scales).
@@ -169,14 +171,28 @@ impl Acc64 {
     }
 }
 
-/// The f64 scale of block `b0 + half` of a pair: `d_w · d_x`, zero past the last block (the
-/// upper half of an odd last pair, whose activations are zero padding).
+/// A pair of 32-value blocks' scales `d_w · d_x`, lanes 0-7 and 8-15 (f64), for activation row
+/// `t` at pair `pair`: `dw` holds the weights' two scales the same way.
 #[inline(always)]
-unsafe fn pair_scale(dw: f32, d: *const f32, b0: usize, half: usize) -> __m512d {
-    if dw == 0.0 && half == 1 {
-        return _mm512_setzero_pd();
+unsafe fn pair_scales(
+    dw: (__m512d, __m512d),
+    p: &RowPtrs,
+    t: usize,
+    pair: usize,
+) -> (__m512d, __m512d) {
+    unsafe {
+        let dx = p.pair_d[t].add(16 * pair);
+        (
+            _mm512_mul_pd(dw.0, _mm512_loadu_pd(dx)),
+            _mm512_mul_pd(dw.1, _mm512_loadu_pd(dx.add(8))),
+        )
     }
-    _mm512_set1_pd(scale(dw, unsafe { *d.add(b0 + half) }))
+}
+
+/// The weights' scales of a pair of blocks, for [`pair_scales`] (the second zero when absent).
+#[inline(always)]
+unsafe fn weight_pair(d0: f32, d1: f32) -> (__m512d, __m512d) {
+    (_mm512_set1_pd(d0 as f64), _mm512_set1_pd(d1 as f64))
 }
 
 /// `a · b` in f64 (exact for an f16 times an f32).
@@ -199,6 +215,7 @@ struct RowPtrs {
     sums16: [*const i16; GROUP],
     sums32: [*const i16; GROUP],
     offset4: [*const i32; GROUP],
+    pair_d: [*const f64; GROUP],
 }
 
 impl RowPtrs {
@@ -209,6 +226,7 @@ impl RowPtrs {
             sums16: [std::ptr::null(); GROUP],
             sums32: [std::ptr::null(); GROUP],
             offset4: [std::ptr::null(); GROUP],
+            pair_d: [std::ptr::null(); GROUP],
         };
         let quarter = a.padded / 4;
         for t in 0..g {
@@ -219,6 +237,9 @@ impl RowPtrs {
             p.sums32[t] = a.row_sums32(r).as_ptr();
             if !a.offset4.is_empty() {
                 p.offset4[t] = a.offset4[r * quarter..].as_ptr();
+            }
+            if !a.pair_d.is_empty() {
+                p.pair_d[t] = a.pair_d[r * quarter..].as_ptr();
             }
         }
         p
@@ -372,11 +393,11 @@ unsafe fn q8_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
                 let hi = _mm256_loadu_si256(b1.add(2) as *const __m256i);
                 (
                     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi),
-                    (f16(b0), f16(b1)),
+                    weight_pair(f16(b0), f16(b1)),
                 )
             } else {
                 // An odd last block: the upper half meets zero-padded activations.
-                (_mm512_zextsi256_si512(lo), (f16(b0), 0.0))
+                (_mm512_zextsi256_si512(lo), weight_pair(f16(b0), 0.0))
             }
         };
         let w = _mm512_xor_si512(w, flip);
@@ -385,11 +406,61 @@ unsafe fn q8_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
                 let xv = _mm512_loadu_si512(p.qs[t].add(64 * pair) as *const _);
                 let start = _mm512_loadu_si512(p.offset4[t].add(16 * pair) as *const _);
                 let s = _mm512_dpbusd_epi32(start, w, xv);
-                acc[t].add(
-                    s,
-                    pair_scale(dw.0, p.d[t], 2 * pair, 0),
-                    pair_scale(dw.1, p.d[t], 2 * pair, 1),
+                let (lo, hi) = pair_scales(dw, p, t, pair);
+                acc[t].add(s, lo, hi);
+            }
+        }
+    }
+    for t in 0..G {
+        outs[t] = unsafe { acc[t].sum() as f32 };
+    }
+}
+
+/// A `Q5_0` block's 32 values in 0..31: the nibbles of bytes 6..22 (values 0-15 low, 16-31
+/// high), bit `i` of the word at bytes 2..6 adding 16 to value `i`.
+#[inline(always)]
+unsafe fn q5_0_unpack(blk: *const u8) -> __m256i {
+    unsafe {
+        let low4 = _mm_set1_epi8(0x0F);
+        let raw = _mm_loadu_si128(blk.add(6) as *const __m128i);
+        let lo = _mm_and_si128(raw, low4);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), low4);
+        let qh = std::ptr::read_unaligned(blk.add(2) as *const u32);
+        _mm256_or_si256(_mm256_set_m128i(hi, lo), _mm256_maskz_set1_epi8(qh, 0x10))
+    }
+}
+
+/// `Q5_0`, two blocks per register: `Σ_b d_w d_x (Σ q_w q_x − 16 Σ q_x)`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q5_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+    let mut acc = [unsafe { Acc64::zero() }; G];
+    let blocks = row.len() / 22;
+    for pair in 0..blocks.div_ceil(2) {
+        let b0 = unsafe { row.as_ptr().add(44 * pair) };
+        let second = 2 * pair + 1 < blocks;
+        let (w, dw) = unsafe {
+            if second {
+                let b1 = b0.add(22);
+                let w = _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(q5_0_unpack(b0)),
+                    q5_0_unpack(b1),
                 );
+                (w, weight_pair(f16(b0), f16(b1)))
+            } else {
+                (
+                    _mm512_zextsi256_si512(q5_0_unpack(b0)),
+                    weight_pair(f16(b0), 0.0),
+                )
+            }
+        };
+        for t in 0..G {
+            unsafe {
+                let xv = _mm512_loadu_si512(p.qs[t].add(64 * pair) as *const _);
+                // Started at −16 Σ q_x: the sum is Σ (q_w − 16) q_x.
+                let start = _mm512_loadu_si512(p.offset4[t].add(16 * pair) as *const _);
+                let s = _mm512_dpbusd_epi32(start, w, xv);
+                let (lo, hi) = pair_scales(dw, p, t, pair);
+                acc[t].add(s, lo, hi);
             }
         }
     }
@@ -418,11 +489,16 @@ unsafe fn q4_1_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
             if second {
                 let b1 = b0.add(20);
                 let w = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(unpack(b0)), unpack(b1));
-                (w, (f16(b0), f16(b1)), f16(b0.add(2)), f16(b1.add(2)))
+                (
+                    w,
+                    weight_pair(f16(b0), f16(b1)),
+                    f16(b0.add(2)),
+                    f16(b1.add(2)),
+                )
             } else {
                 (
                     _mm512_zextsi256_si512(unpack(b0)),
-                    (f16(b0), 0.0),
+                    weight_pair(f16(b0), 0.0),
                     f16(b0.add(2)),
                     0.0,
                 )
@@ -432,11 +508,8 @@ unsafe fn q4_1_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
             unsafe {
                 let xv = _mm512_loadu_si512(p.qs[t].add(64 * pair) as *const _);
                 let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xv);
-                acc[t].add(
-                    s,
-                    pair_scale(dw.0, p.d[t], 2 * pair, 0),
-                    pair_scale(dw.1, p.d[t], 2 * pair, 1),
-                );
+                let (lo, hi) = pair_scales(dw, p, t, pair);
+                acc[t].add(s, lo, hi);
                 let (b, s32) = (2 * pair, p.sums32[t].add(2 * pair));
                 acc_min[t] += scale(m0, *p.d[t].add(b)) * *s32 as f64;
                 if second {
@@ -675,4 +748,23 @@ unsafe fn q4_1_rows8(row: &[u8], a: &Activations, g: usize) -> Lanes {
     }
     let (main, mins) = unsafe { (pairs(acc), pairs(min_acc)) };
     std::array::from_fn(|t| (main[t] + mins[t]) as f32)
+}
+
+/// `Q5_0` against 8 interleaved rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q5_0_rows8(row: &[u8], a: &Activations, g: usize) -> Lanes {
+    let x = Group::new(a, g);
+    let mut buf = [0u8; 32];
+    let mut acc = unsafe { Acc64::zero() };
+    for (b, blk) in row.chunks_exact(22).enumerate() {
+        let bp = blk.as_ptr();
+        unsafe {
+            _mm256_storeu_si256(buf.as_mut_ptr() as *mut __m256i, q5_0_unpack(bp));
+            let s = dot_chunks(_mm512_setzero_si512(), buf.as_ptr(), x.qs(4 * b), 4);
+            let s = _mm512_sub_epi32(s, _mm512_slli_epi32::<4>(x.sums(b)));
+            acc.add_lanes(s, f16(bp) as f64, x.d(b));
+        }
+    }
+    let main = unsafe { pairs(acc) };
+    std::array::from_fn(|t| main[t] as f32)
 }

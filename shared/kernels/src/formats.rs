@@ -6,18 +6,25 @@ use crate::KernelError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
     Q8_0,
+    Q5_0,
     Q4_1,
     Q4K,
     Q6K,
 }
 
 impl Format {
-    pub const ALL: [Format; 4] = [Format::Q8_0, Format::Q4_1, Format::Q4K, Format::Q6K];
+    pub const ALL: [Format; 5] = [
+        Format::Q8_0,
+        Format::Q5_0,
+        Format::Q4_1,
+        Format::Q4K,
+        Format::Q6K,
+    ];
 
     /// Values per block.
     pub const fn block_values(self) -> usize {
         match self {
-            Format::Q8_0 | Format::Q4_1 => 32,
+            Format::Q8_0 | Format::Q5_0 | Format::Q4_1 => 32,
             Format::Q4K | Format::Q6K => 256,
         }
     }
@@ -26,6 +33,7 @@ impl Format {
     pub const fn block_bytes(self) -> usize {
         match self {
             Format::Q8_0 => 34,
+            Format::Q5_0 => 22,
             Format::Q4_1 => 20,
             Format::Q4K => 144,
             Format::Q6K => 210,
@@ -79,6 +87,19 @@ pub(crate) fn q6k_value(blk: &[u8], i: usize) -> i32 {
     (low | (((qh >> (2 * quarter)) & 3) << 4)) as i32
 }
 
+/// `Q5_0`'s 5-bit value `i` (0..32) of a block, before the `− 16`: a nibble of `qs` (values
+/// 0-15 low, 16-31 high) and bit `i` of `qh` on top.
+#[inline(always)]
+pub(crate) fn q5_0_value(blk: &[u8], i: usize) -> i32 {
+    let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+    let nibble = if i < 16 {
+        blk[6 + i] & 0xF
+    } else {
+        blk[6 + i - 16] >> 4
+    };
+    (nibble as i32) | ((((qh >> i) & 1) as i32) << 4)
+}
+
 /// One row of `format` blocks as f32 (the reference the tests compare against).
 pub fn dequantize_row(format: Format, row: &[u8]) -> Result<Vec<f32>, KernelError> {
     let (bv, bb) = (format.block_values(), format.block_bytes());
@@ -97,6 +118,10 @@ pub fn dequantize_row(format: Format, row: &[u8]) -> Result<Vec<f32>, KernelErro
             Format::Q8_0 => {
                 let d = f16_at(blk, 0);
                 out.extend(blk[2..34].iter().map(|&q| d * (q as i8) as f32));
+            }
+            Format::Q5_0 => {
+                let d = f16_at(blk, 0);
+                out.extend((0..32).map(|i| d * (q5_0_value(blk, i) - 16) as f32));
             }
             Format::Q4_1 => {
                 let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));

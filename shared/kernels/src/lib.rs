@@ -12,6 +12,7 @@
 //!
 //! The formats (ggml's block layouts; `d`, `dmin`, `m` are f16 on disk):
 //! - `Q8_0`: 32 values per 34-byte block, `w = d · q`, `q` in i8.
+//! - `Q5_0`: 32 values per 22-byte block, `w = d · (q − 16)`, `q` in 0..31 (a nibble and a bit).
 //! - `Q4_1`: 32 values per 20-byte block, `w = d · q + m`, `q` in 0..15.
 //! - `Q4_K`: 256 values per 144-byte block, eight sub-blocks of 32 with 6-bit scale `s` and
 //!   min `n`: `w = d · s · q − dmin · n`, `q` in 0..15.

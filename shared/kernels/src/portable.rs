@@ -3,7 +3,7 @@
 //! `Acc64` in the AVX-512 kernels): every SIMD kernel gives the same f32 as these.
 
 use crate::activations::q4k_slot;
-use crate::formats::{f16_at, q4k_scales_mins, q6k_value};
+use crate::formats::{f16_at, q4k_scales_mins, q5_0_value, q6k_value};
 use crate::{Activations, Format};
 
 /// `Σ_i w_i x_i` over one row of `format` blocks and activation row `r`.
@@ -26,6 +26,14 @@ fn dot64(format: Format, w: &[u8], a: &Activations, r: usize) -> f64 {
                     .map(|(&w, &x)| (w as i8) as i32 * x as i32)
                     .sum();
                 f16_at(blk, 0) as f64 * d[b] as f64 * s as f64
+            })
+            .sum(),
+        // d_w d_x (Σ q_w q_x − 16 Σ q_x)
+        Format::Q5_0 => blocks
+            .map(|(b, blk)| {
+                let x = &qs[32 * b..32 * b + 32];
+                let s: i32 = (0..32).map(|i| q5_0_value(blk, i) * x[i] as i32).sum();
+                f16_at(blk, 0) as f64 * d[b] as f64 * (s - 16 * s32[b] as i32) as f64
             })
             .sum(),
         // d_w d_x Σ q_w q_x + m_w d_x Σ q_x

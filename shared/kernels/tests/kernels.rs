@@ -49,7 +49,7 @@ fn random_weights(rng: &mut Rng, format: Format, rows: usize, cols: usize) -> Ve
     for _ in 0..blocks {
         let mut blk: Vec<u8> = (0..format.block_bytes()).map(|_| rng.byte()).collect();
         match format {
-            Format::Q8_0 => blk[0..2].copy_from_slice(&rng.f16(0.01)),
+            Format::Q8_0 | Format::Q5_0 => blk[0..2].copy_from_slice(&rng.f16(0.01)),
             Format::Q4_1 => {
                 blk[0..2].copy_from_slice(&rng.f16(0.01));
                 blk[2..4].copy_from_slice(&rng.f16(0.05));

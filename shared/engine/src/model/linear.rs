@@ -10,7 +10,7 @@ use std::sync::Arc;
 ///
 /// Which kernel runs a product, on the CPU:
 /// - our own kernels (`hlm-kernels`) when the CPU has a SIMD backend for them (AVX-512 VNNI) and
-///   the format is one they cover (`Q8_0`, `Q4_1`, `Q4_K`, `Q6_K`), for any number of rows: they
+///   the format is one they cover (`Q8_0`, `Q5_0`, `Q4_1`, `Q4_K`, `Q6_K`), for any number of rows: they
 ///   read the file's blocks as stored, once for all rows, and give a row the same integer sums
 ///   whether it comes alone or with others;
 /// - otherwise one row (a decode step) goes to candle's `k_quants::matmul` on the file's blocks,
@@ -171,6 +171,7 @@ fn kernel_format(dtype: GgmlDType) -> Option<hlm_kernels::Format> {
     use hlm_kernels::Format;
     match dtype {
         GgmlDType::Q8_0 => Some(Format::Q8_0),
+        GgmlDType::Q5_0 => Some(Format::Q5_0),
         GgmlDType::Q4_1 => Some(Format::Q4_1),
         GgmlDType::Q4K => Some(Format::Q4K),
         GgmlDType::Q6K => Some(Format::Q6K),
