@@ -18,12 +18,13 @@
 
 pub mod auth;
 pub mod loadgen;
+pub mod openai;
 pub mod telemetry;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use hlm_engine::model::Model;
 use hlm_engine::verifier::VerifierSession;
@@ -120,6 +121,9 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// When the model last answered a forward pass (a round or a health probe).
     last_forward_ok: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The model's tokenizer, for the OpenAI-compatible endpoint ([`openai`]); without it that
+    /// endpoint answers 501.
+    tokenizer: std::sync::OnceLock<Arc<tokenizers::Tokenizer>>,
 }
 
 impl AppState {
@@ -147,7 +151,17 @@ impl AppState {
             server_name: format!("verifier-server/{}", env!("CARGO_PKG_VERSION")),
             shutdown: tokio::sync::watch::channel(false).0,
             last_forward_ok: std::sync::Mutex::new(None),
+            tokenizer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Serves `/v1/chat/completions` with this tokenizer (the model's own; set once).
+    pub fn set_tokenizer(&self, tokenizer: tokenizers::Tokenizer) {
+        let _ = self.tokenizer.set(Arc::new(tokenizer));
+    }
+
+    pub fn tokenizer(&self) -> Option<Arc<tokenizers::Tokenizer>> {
+        self.tokenizer.get().cloned()
     }
 
     fn forward_succeeded(&self) {
@@ -227,7 +241,9 @@ pub fn router(state: Arc<AppState>, www: Option<std::path::PathBuf>) -> Router {
         .route("/ws", get(ws_handler))
         .route("/health", get(health))
         .route("/metrics", get(|| async { telemetry::handle().render() }))
-        .route("/client-config.json", get(client_config));
+        .route("/client-config.json", get(client_config))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::models));
     if let Some((_, file)) = &state.config.draft_model {
         app = app.route_service(DRAFT_MODEL_PATH, tower_http::services::ServeFile::new(file));
     }

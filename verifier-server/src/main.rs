@@ -152,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let state = verifier_server::AppState::with_config(model, vocab, config);
+    state.set_tokenizer(tokenizer);
     if let Err(why) = state.readiness().await {
         anyhow::bail!("the model failed its start-up check (a one-token forward): {why}");
     }

@@ -33,6 +33,8 @@ pub mod names {
     pub const BYTES_OUT_TOTAL: &str = "hlm_bytes_out_total";
     /// A histogram: Prometheus shows it as `_bucket`, `_sum` and `_count` series.
     pub const ROUND_SECONDS: &str = "hlm_round_seconds";
+    /// Tokens the model generated on its own (`/v1/chat/completions`).
+    pub const SOLO_TOKENS_TOTAL: &str = "hlm_solo_tokens_total";
 }
 
 /// The process-wide recorder (installed once; every server state in the process shares it).
@@ -85,6 +87,11 @@ pub fn rounds(before: &SessionStats, after: &SessionStats, took: Duration) {
     metrics::counter!(names::TOKENS_REJECTED_TOTAL).increment(after.rejected - before.rejected);
     metrics::counter!(names::FORWARD_TOKENS_TOTAL)
         .increment(after.forward_tokens - before.forward_tokens);
+}
+
+/// Tokens a `/v1/chat/completions` request generated.
+pub fn solo_tokens(n: usize) {
+    metrics::counter!(names::SOLO_TOKENS_TOTAL).increment(n as u64);
 }
 
 /// A session ended by a protocol error with this code.

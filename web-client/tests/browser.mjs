@@ -631,8 +631,14 @@ async function main() {
         const cs = c.summary;
         check(cs.draftBackend === 'wasm-simd', `webgpu-to-wasm: summary.draftBackend is ${cs.draftBackend}`);
         check(gs.text === cs.text, `webgpu: text ${JSON.stringify(gs.text)} differs from the WASM path's ${JSON.stringify(cs.text)}`);
-        check(gs.skipped === cs.skipped && gs.uploaded === cs.uploaded, `webgpu: ${gs.skipped}/${gs.uploaded} skipped/uploaded, WASM ${cs.skipped}/${cs.uploaded}`);
+        // The same text, and nearly the same filter decisions: the GPU kernels' logits differ from
+        // the CPU's within the self-check's tolerance (cosine > 0.999), so a token whose
+        // uncertainty sits at the threshold may be uploaded on one backend and skipped on the
+        // other (seen: one token in 24, after the verifier's own kernels changed the text path).
+        check(gs.skipped + gs.uploaded === cs.skipped + cs.uploaded && Math.abs(gs.skipped - cs.skipped) <= 2,
+              `webgpu: ${gs.skipped}/${gs.uploaded} skipped/uploaded, WASM ${cs.skipped}/${cs.uploaded} (at most 2 tokens may differ)`);
         emit({ test: 'webgpu', backend: w.backend, note: w.backendNote, tokens: gs.tokens, text: gs.text, same_text: true,
+               decisions_differ: Math.abs(gs.skipped - cs.skipped),
                webgpu_draft_tok_s: gs.draftTokensPerS, wasm_draft_tok_s: cs.draftTokensPerS, summary: engineSummary(gs) });
         emit({ test: 'webgpu-to-wasm', backend: shown, tokens: cs.tokens, summary: engineSummary(cs) });
         await page.close();

@@ -37,6 +37,7 @@ pub mod fuzzing;
 pub mod heads;
 pub mod link;
 pub mod model;
+pub mod solo;
 pub mod stop;
 #[cfg(feature = "testing")]
 pub mod testing;
