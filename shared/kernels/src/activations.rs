@@ -67,14 +67,8 @@ impl Activations {
         rows: usize,
         cols: usize,
     ) -> Result<Self, KernelError> {
+        format.check_cols(cols)?;
         let block = format.block_values();
-        if cols == 0 || !cols.is_multiple_of(block) {
-            return Err(KernelError::RaggedRow {
-                format,
-                cols,
-                block,
-            });
-        }
         if x.len() != rows * cols {
             return Err(KernelError::ActivationShape {
                 rows,

@@ -60,8 +60,8 @@ pub(crate) unsafe fn rows(
             // SAFETY: the caller's contract; `a` has its interleaved layout since rows ≥ 2.
             let lanes = unsafe {
                 match format {
-                    Format::Q8_0 => q8_0_rows8(row, a, g),
-                    Format::Q5_0 => q5_0_rows8(row, a, g),
+                    Format::Q8_0 => offset_rows8(row, 34, q8_0_unpack, 128, a, g),
+                    Format::Q5_0 => offset_rows8(row, 22, q5_0_unpack, 16, a, g),
                     Format::Q4_1 => q4_1_rows8(row, a, g),
                     Format::Q4K => q4k_rows8(row, a, g),
                     Format::Q6K => q6k_rows8(row, a, g),
@@ -88,8 +88,8 @@ unsafe fn group<const G: usize>(
     let p = RowPtrs::new(a, r0, G);
     unsafe {
         match format {
-            Format::Q8_0 => q8_0_row::<G>(row, &p, outs),
-            Format::Q5_0 => q5_0_row::<G>(row, &p, outs),
+            Format::Q8_0 => offset_pairs_row::<G>(row, 34, q8_0_unpack, &p, outs),
+            Format::Q5_0 => offset_pairs_row::<G>(row, 22, q5_0_unpack, &p, outs),
             Format::Q4_1 => q4_1_row::<G>(row, &p, outs),
             Format::Q4K => q4k_row::<G>(row, &p, outs),
             Format::Q6K => q6k_row::<G>(row, &p, outs),
@@ -377,47 +377,18 @@ unsafe fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     }
 }
 
-/// `Q8_0`, two blocks per register: `Σ_b d_w d_x Σ q_w q_x`, with `q_w + 128` as VNNI's unsigned
-/// operand and the sum started at `−128 Σ q_x`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn q8_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
-    let flip = _mm512_set1_epi8(-128);
-    let mut acc = [unsafe { Acc64::zero() }; G];
-    let blocks = row.len() / 34;
-    for pair in 0..blocks.div_ceil(2) {
-        let (w, dw) = unsafe {
-            let b0 = row.as_ptr().add(68 * pair);
-            let lo = _mm256_loadu_si256(b0.add(2) as *const __m256i);
-            if 2 * pair + 1 < blocks {
-                let b1 = b0.add(34);
-                let hi = _mm256_loadu_si256(b1.add(2) as *const __m256i);
-                (
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi),
-                    weight_pair(f16(b0), f16(b1)),
-                )
-            } else {
-                // An odd last block: the upper half meets zero-padded activations.
-                (_mm512_zextsi256_si512(lo), weight_pair(f16(b0), 0.0))
-            }
-        };
-        let w = _mm512_xor_si512(w, flip);
-        for t in 0..G {
-            unsafe {
-                let xv = _mm512_loadu_si512(p.qs[t].add(64 * pair) as *const _);
-                let start = _mm512_loadu_si512(p.offset4[t].add(16 * pair) as *const _);
-                let s = _mm512_dpbusd_epi32(start, w, xv);
-                let (lo, hi) = pair_scales(dw, p, t, pair);
-                acc[t].add(s, lo, hi);
-            }
-        }
-    }
-    for t in 0..G {
-        outs[t] = unsafe { acc[t].sum() as f32 };
+/// `Q8_0`'s 32 values as unsigned bytes `q + 128` (the sum starts at `−128 Σ q_x`).
+#[inline(always)]
+unsafe fn q8_0_unpack(blk: *const u8) -> __m256i {
+    unsafe {
+        let q = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+        _mm256_xor_si256(q, _mm256_set1_epi8(-128))
     }
 }
 
 /// A `Q5_0` block's 32 values in 0..31: the nibbles of bytes 6..22 (values 0-15 low, 16-31
-/// high), bit `i` of the word at bytes 2..6 adding 16 to value `i`.
+/// high), bit `i` of the word at bytes 2..6 adding 16 to value `i` (the sum starts at
+/// `−16 Σ q_x`).
 #[inline(always)]
 unsafe fn q5_0_unpack(blk: *const u8) -> __m256i {
     unsafe {
@@ -430,33 +401,35 @@ unsafe fn q5_0_unpack(blk: *const u8) -> __m256i {
     }
 }
 
-/// `Q5_0`, two blocks per register: `Σ_b d_w d_x (Σ q_w q_x − 16 Σ q_x)`.
+/// `Q8_0` and `Q5_0`, two blocks per register: `Σ_b d_w d_x Σ (u_w − o) q_x`, where `unpack`
+/// gives a block's values as unsigned bytes `u_w` (VNNI's unsigned operand; `d_w` is the f16 at
+/// the block's start) and the sum starts at the activations' `−o Σ q_x` (`offset4`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn q5_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+unsafe fn offset_pairs_row<const G: usize>(
+    row: &[u8],
+    block_bytes: usize,
+    unpack: unsafe fn(*const u8) -> __m256i,
+    p: &RowPtrs,
+    outs: &mut [f32],
+) {
     let mut acc = [unsafe { Acc64::zero() }; G];
-    let blocks = row.len() / 22;
+    let blocks = row.len() / block_bytes;
     for pair in 0..blocks.div_ceil(2) {
-        let b0 = unsafe { row.as_ptr().add(44 * pair) };
-        let second = 2 * pair + 1 < blocks;
         let (w, dw) = unsafe {
-            if second {
-                let b1 = b0.add(22);
-                let w = _mm512_inserti64x4::<1>(
-                    _mm512_castsi256_si512(q5_0_unpack(b0)),
-                    q5_0_unpack(b1),
-                );
+            let b0 = row.as_ptr().add(2 * block_bytes * pair);
+            let lo = unpack(b0);
+            if 2 * pair + 1 < blocks {
+                let b1 = b0.add(block_bytes);
+                let w = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), unpack(b1));
                 (w, weight_pair(f16(b0), f16(b1)))
             } else {
-                (
-                    _mm512_zextsi256_si512(q5_0_unpack(b0)),
-                    weight_pair(f16(b0), 0.0),
-                )
+                // An odd last block: the upper half meets zero-padded activations.
+                (_mm512_zextsi256_si512(lo), weight_pair(f16(b0), 0.0))
             }
         };
         for t in 0..G {
             unsafe {
                 let xv = _mm512_loadu_si512(p.qs[t].add(64 * pair) as *const _);
-                // Started at −16 Σ q_x: the sum is Σ (q_w − 16) q_x.
                 let start = _mm512_loadu_si512(p.offset4[t].add(16 * pair) as *const _);
                 let s = _mm512_dpbusd_epi32(start, w, xv);
                 let (lo, hi) = pair_scales(dw, p, t, pair);
@@ -704,21 +677,27 @@ unsafe fn q6k_rows8(row: &[u8], a: &Activations, g: usize) -> Lanes {
     std::array::from_fn(|t| main[t] as f32)
 }
 
-/// `Q8_0` against 8 interleaved rows: `q_w + 128` as the unsigned operand, `128 Σ q_x` taken
-/// out again per block.
+/// `Q8_0` and `Q5_0` against 8 interleaved rows: `unpack` gives a block's values as unsigned
+/// bytes `u_w = q_w + offset`, and `offset · Σ q_x` is taken out again per block.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn q8_0_rows8(row: &[u8], a: &Activations, g: usize) -> Lanes {
+unsafe fn offset_rows8(
+    row: &[u8],
+    block_bytes: usize,
+    unpack: unsafe fn(*const u8) -> __m256i,
+    offset: i32,
+    a: &Activations,
+    g: usize,
+) -> Lanes {
     let x = Group::new(a, g);
-    let flip = _mm256_set1_epi8(-128);
     let mut buf = [0u8; 32];
     let mut acc = unsafe { Acc64::zero() };
-    for (b, blk) in row.chunks_exact(34).enumerate() {
+    let offset = _mm512_set1_epi32(offset);
+    for (b, blk) in row.chunks_exact(block_bytes).enumerate() {
         let bp = blk.as_ptr();
         unsafe {
-            let w = _mm256_xor_si256(_mm256_loadu_si256(bp.add(2) as *const __m256i), flip);
-            _mm256_storeu_si256(buf.as_mut_ptr() as *mut __m256i, w);
+            _mm256_storeu_si256(buf.as_mut_ptr() as *mut __m256i, unpack(bp));
             let s = dot_chunks(_mm512_setzero_si512(), buf.as_ptr(), x.qs(4 * b), 4);
-            let s = _mm512_sub_epi32(s, _mm512_slli_epi32::<7>(x.sums(b)));
+            let s = _mm512_sub_epi32(s, _mm512_mullo_epi32(x.sums(b), offset));
             acc.add_lanes(s, f16(bp) as f64, x.d(b));
         }
     }
@@ -748,23 +727,4 @@ unsafe fn q4_1_rows8(row: &[u8], a: &Activations, g: usize) -> Lanes {
     }
     let (main, mins) = unsafe { (pairs(acc), pairs(min_acc)) };
     std::array::from_fn(|t| (main[t] + mins[t]) as f32)
-}
-
-/// `Q5_0` against 8 interleaved rows.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn q5_0_rows8(row: &[u8], a: &Activations, g: usize) -> Lanes {
-    let x = Group::new(a, g);
-    let mut buf = [0u8; 32];
-    let mut acc = unsafe { Acc64::zero() };
-    for (b, blk) in row.chunks_exact(22).enumerate() {
-        let bp = blk.as_ptr();
-        unsafe {
-            _mm256_storeu_si256(buf.as_mut_ptr() as *mut __m256i, q5_0_unpack(bp));
-            let s = dot_chunks(_mm512_setzero_si512(), buf.as_ptr(), x.qs(4 * b), 4);
-            let s = _mm512_sub_epi32(s, _mm512_slli_epi32::<4>(x.sums(b)));
-            acc.add_lanes(s, f16(bp) as f64, x.d(b));
-        }
-    }
-    let main = unsafe { pairs(acc) };
-    std::array::from_fn(|t| main[t] as f32)
 }

@@ -40,6 +40,19 @@ impl Format {
         }
     }
 
+    /// Rows of `cols` values must be a whole, non-zero number of blocks.
+    pub fn check_cols(self, cols: usize) -> Result<(), KernelError> {
+        let block = self.block_values();
+        if cols == 0 || !cols.is_multiple_of(block) {
+            return Err(KernelError::RaggedRow {
+                format: self,
+                cols,
+                block,
+            });
+        }
+        Ok(())
+    }
+
     /// Bytes of one row of `cols` values (a whole number of blocks).
     pub const fn row_bytes(self, cols: usize) -> usize {
         cols / self.block_values() * self.block_bytes()

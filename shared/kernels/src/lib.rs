@@ -133,14 +133,7 @@ impl<'a> Weights<'a> {
         rows: usize,
         cols: usize,
     ) -> Result<Self, KernelError> {
-        let block = format.block_values();
-        if cols == 0 || !cols.is_multiple_of(block) {
-            return Err(KernelError::RaggedRow {
-                format,
-                cols,
-                block,
-            });
-        }
+        format.check_cols(cols)?;
         let expected = rows * format.row_bytes(cols);
         if data.len() != expected {
             return Err(KernelError::WrongSize {

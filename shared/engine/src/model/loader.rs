@@ -346,15 +346,7 @@ impl Model {
             .map_err(|e| EngineError::model(format!("{name}: {e}")))?;
         let weight_bytes = embedding.bytes()
             + lm_head.bytes()
-            + layers
-                .iter()
-                .map(|l| {
-                    [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
-                        .iter()
-                        .map(|w| w.bytes())
-                        .sum::<usize>()
-                })
-                .sum::<usize>();
+            + layers.iter().map(Layer::matrix_bytes).sum::<usize>();
         let rope = Rope::new(config.head_dim, config.rope_theta, config.rope_style);
         Ok(Self {
             config,

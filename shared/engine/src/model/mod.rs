@@ -107,6 +107,24 @@ pub(crate) struct Layer {
     w_down: Linear,
 }
 
+impl Layer {
+    /// Bytes of the layer's seven weight matrices.
+    fn matrix_bytes(&self) -> usize {
+        [
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.w_gate,
+            &self.w_up,
+            &self.w_down,
+        ]
+        .iter()
+        .map(|w| w.bytes())
+        .sum()
+    }
+}
+
 /// A loaded model: configuration and weights. Immutable; all per-sequence state is in [`KvCache`],
 /// so one model can serve many sessions.
 pub struct Model {
@@ -139,17 +157,7 @@ impl Model {
     /// Bytes of weights one decode step reads: every layer's matrices and the output projection
     /// (of the embedding table, only one row).
     pub fn bytes_per_token(&self) -> usize {
-        let layers: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
-                    .iter()
-                    .map(|w| w.bytes())
-                    .sum::<usize>()
-            })
-            .sum();
-        layers + self.lm_head.bytes()
+        self.layers.iter().map(Layer::matrix_bytes).sum::<usize>() + self.lm_head.bytes()
     }
 
     /// Layer `i`'s weights, for another backend to upload (`None` past the last layer).
