@@ -1,7 +1,7 @@
 //! Accuracy of the quantised products against the exact f32 product of the dequantised weights,
 //! on one tensor of a GGUF file: candle's QMatMul, candle's k_quants::matmul, and our kernels.
 //! `cargo run --release -p hlm-engine --example qmm_accuracy -- FILE.gguf TENSOR [M]`
-use candle_core::quantized::{gguf_file, GgmlDType, QMatMul};
+use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{Device, Module, Tensor};
 
 fn main() {
@@ -40,14 +40,8 @@ fn main() {
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-    let format = match dt {
-        GgmlDType::Q8_0 => hlm_kernels::Format::Q8_0,
-        GgmlDType::Q5_0 => hlm_kernels::Format::Q5_0,
-        GgmlDType::Q4_1 => hlm_kernels::Format::Q4_1,
-        GgmlDType::Q4K => hlm_kernels::Format::Q4K,
-        GgmlDType::Q6K => hlm_kernels::Format::Q6K,
-        other => panic!("{other:?}"),
-    };
+    let format =
+        hlm_engine::model::kernel_format(dt).unwrap_or_else(|| panic!("{dt:?}: no kernel of ours"));
     let wk = hlm_kernels::Weights::new(format, &data, n, k).unwrap();
     let mut ours = vec![0f32; m * n];
     hlm_kernels::matmul(

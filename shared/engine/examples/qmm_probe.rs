@@ -6,31 +6,13 @@
 //! `cargo run --release -p hlm-engine --example qmm_probe -- FILE.gguf [KIND] [M]`
 use candle_core::quantized::{gguf_file, k_quants, GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
+use hlm_engine::model::{kernel_format, CandlePool};
 use std::time::Instant;
 
 fn raw<T>(d: &[u8]) -> &[T] {
     unsafe {
         std::slice::from_raw_parts(d.as_ptr() as *const T, d.len() / std::mem::size_of::<T>())
     }
-}
-
-struct CandlePool;
-
-impl hlm_kernels::Parallel for CandlePool {
-    fn for_ranges(&self, n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
-        candle_core::utils::barrier_pool().execute_chunked(n, f)
-    }
-}
-
-fn ours(dt: GgmlDType) -> Option<hlm_kernels::Format> {
-    Some(match dt {
-        GgmlDType::Q8_0 => hlm_kernels::Format::Q8_0,
-        GgmlDType::Q5_0 => hlm_kernels::Format::Q5_0,
-        GgmlDType::Q4_1 => hlm_kernels::Format::Q4_1,
-        GgmlDType::Q4K => hlm_kernels::Format::Q4K,
-        GgmlDType::Q6K => hlm_kernels::Format::Q6K,
-        _ => return None,
-    })
 }
 
 fn main() {
@@ -95,7 +77,7 @@ fn main() {
         let backend = hlm_kernels::Backend::best();
         for (dt, (n, k), data, _) in &ts {
             let mut dst = vec![0f32; m * n];
-            let w = hlm_kernels::Weights::new(ours(*dt).unwrap(), data, *n, *k).unwrap();
+            let w = hlm_kernels::Weights::new(kernel_format(*dt).unwrap(), data, *n, *k).unwrap();
             hlm_kernels::matmul(backend, &w, &xs, m, &mut dst, &CandlePool).unwrap();
         }
         let c = t.elapsed().as_secs_f64();

@@ -38,7 +38,7 @@ pub struct Activations {
     /// The 32-value formats, `rows × padded / 4`: per pair of blocks, 16 f64 lanes, 0-7 holding
     /// the first block's scale and 8-15 the second's (zero past the last block).
     pub(crate) pair_d: Vec<f64>,
-    /// The same rows interleaved for the multi-row kernels (when `rows ≥ 2`): groups of
+    /// The same rows interleaved for the multi-row kernels (when `rows > PER_ROW_UP_TO`): groups of
     /// [`GROUP_ROWS`] rows (the last one completed with zero rows), and in each group 8 values of
     /// each row in turn, so that one 512-bit register holds the same 8 positions of 8 rows:
     /// `il_qs[((g · cols/8 + c) · 8 + t) · 8 + i]` is value `8c + i` of row `8g + t`, in the
@@ -58,6 +58,12 @@ pub struct Activations {
 
 /// Rows per group of the interleaved layout.
 pub(crate) const GROUP_ROWS: usize = 8;
+
+/// Up to this many activation rows, the SIMD kernels multiply each unpacked weight block with
+/// each row in turn (and read `offset4`, `pair_d`); from one more on, the interleaved layout
+/// (`il_*`) is built and used instead, whose cost is that of 8 rows whatever the count (measured
+/// on the 1.5B's `ffn_gate`: one row 16 ms, two 19, four 29, an interleaved group 41).
+pub(crate) const PER_ROW_UP_TO: usize = 4;
 
 impl Activations {
     /// Quantises `x` (`rows × cols`, row-major) for a product with `format` weights.
@@ -117,7 +123,8 @@ impl Activations {
         for (s, q) in a.sums32.iter_mut().zip(a.sums16.chunks_exact(2)) {
             *s = q[0] + q[1];
         }
-        if rows >= 2 {
+        let interleaved = a.interleaved();
+        if interleaved {
             a.interleave();
         }
         if format == Format::Q4K {
@@ -134,13 +141,13 @@ impl Activations {
             Format::Q5_0 => 16,
             _ => 0,
         };
-        if weight_offset != 0 {
+        if weight_offset != 0 && !interleaved {
             a.offset4 =
                 a.qs.chunks_exact(4)
                     .map(|q| -weight_offset * q.iter().map(|&v| v as i32).sum::<i32>())
                     .collect();
         }
-        if block == 32 {
+        if block == 32 && !interleaved {
             a.pair_d = vec![0.0; rows * padded / 4];
             for r in 0..rows {
                 let lanes = &mut a.pair_d[r * padded / 4..(r + 1) * padded / 4];
@@ -178,13 +185,22 @@ impl Activations {
         self.rows.div_ceil(GROUP_ROWS)
     }
 
-    /// Builds `il_qs`, `il_d` and `il_sums` from `qs` and `d` (before `Q4_K`'s reordering).
+    /// Whether the SIMD kernels take these rows in the interleaved layout.
+    pub(crate) fn interleaved(&self) -> bool {
+        self.rows > PER_ROW_UP_TO
+    }
+
+    /// Builds `il_qs`, `il_d` and `il_sums` (`il_sub_sums` and `il_d4` for `Q4_K`, whose mins
+    /// need no `il_sums`) from `qs` and `d`, before `Q4_K`'s reordering.
     fn interleave(&mut self) {
         let (groups, blocks, span) = (self.groups(), self.blocks(), self.il_span());
         let (chunks, spans) = (self.cols / 8, self.cols / span);
+        let q4k = self.format == Format::Q4K;
         self.il_qs = vec![0; groups * chunks * 64];
         self.il_d = vec![0.0; groups * blocks * 16];
-        self.il_sums = vec![0; groups * spans * 16];
+        if !q4k {
+            self.il_sums = vec![0; groups * spans * 16];
+        }
         for r in 0..self.rows {
             let (g, t) = (r / GROUP_ROWS, r % GROUP_ROWS);
             let qs = &self.qs[r * self.padded..r * self.padded + self.cols];
@@ -197,11 +213,11 @@ impl Activations {
                 let d = self.d[r * blocks + b];
                 self.il_d[at..at + 2].copy_from_slice(&[d, d]);
             }
-            for (sp, vals) in qs.chunks_exact(span).enumerate() {
+            for (sp, vals) in qs.chunks_exact(span).enumerate().filter(|_| !q4k) {
                 self.il_sums[(g * spans + sp) * 16 + 2 * t] = vals.iter().map(|&v| v as i32).sum();
             }
         }
-        if self.format == Format::Q4K {
+        if q4k {
             self.il_sub_sums = vec![0; groups * blocks * 64];
             self.il_d4 = vec![0.0; groups * blocks * 32];
             for r in 0..self.rows {

@@ -14,15 +14,9 @@
 // Loops index several parallel arrays (accumulators, pointers, scales) by row or sub-block.
 #![allow(clippy::needless_range_loop)]
 
-use crate::activations::{q4k_slot, GROUP_ROWS};
+use crate::activations::{q4k_slot, GROUP_ROWS, PER_ROW_UP_TO};
 use crate::{Activations, Format};
 use std::arch::x86_64::*;
-
-/// Up to this many activation rows, each weight block is multiplied with each row in turn (the
-/// single-row kernels, unpacking a block once for all rows); from one more on, the interleaved
-/// kernels run, whose cost is that of 8 rows whatever the count (measured here on the 1.5B's
-/// `ffn_gate`: one row 16 ms, two 19, four 29, an interleaved group 41).
-const PER_ROW_UP_TO: usize = 4;
 
 /// Rows `RowPtrs` can point at.
 const GROUP: usize = PER_ROW_UP_TO;
@@ -45,7 +39,7 @@ pub(crate) unsafe fn rows(
         .chunks_exact(row_bytes)
         .zip(dst.chunks_exact_mut(a.rows))
     {
-        if a.rows <= PER_ROW_UP_TO {
+        if !a.interleaved() {
             unsafe {
                 match a.rows {
                     1 => group::<1>(format, row, a, 0, outs),
@@ -57,7 +51,7 @@ pub(crate) unsafe fn rows(
             continue;
         }
         for g in 0..a.groups() {
-            // SAFETY: the caller's contract; `a` has its interleaved layout since rows ≥ 2.
+            // SAFETY: the caller's contract; `a` has its interleaved layout (`a.interleaved()`).
             let lanes = unsafe {
                 match format {
                     Format::Q8_0 => offset_rows8(row, 34, q8_0_unpack, 128, a, g),
@@ -545,7 +539,11 @@ impl Group {
         Group {
             qs: a.il_qs[g * chunks * 64..].as_ptr(),
             d: a.il_d[g * a.blocks() * 16..].as_ptr(),
-            sums: a.il_sums[g * spans * 16..].as_ptr(),
+            // Empty for `Q4_K` (its kernel reads `il_sub_sums`), never read then.
+            sums: a
+                .il_sums
+                .get(g * spans * 16..)
+                .map_or(std::ptr::null(), <[i32]>::as_ptr),
         }
     }
 

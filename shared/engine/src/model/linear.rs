@@ -167,7 +167,8 @@ pub fn kernel_backend() -> hlm_kernels::Backend {
     })
 }
 
-fn kernel_format(dtype: GgmlDType) -> Option<hlm_kernels::Format> {
+/// Our kernels' name for a GGUF block format, when they cover it.
+pub fn kernel_format(dtype: GgmlDType) -> Option<hlm_kernels::Format> {
     use hlm_kernels::Format;
     match dtype {
         GgmlDType::Q8_0 => Some(Format::Q8_0),
@@ -182,7 +183,7 @@ fn kernel_format(dtype: GgmlDType) -> Option<hlm_kernels::Format> {
 /// candle's CPU worker pool (the threads its own kernels use) as our kernels' [`Parallel`].
 ///
 /// [`Parallel`]: hlm_kernels::Parallel
-struct CandlePool;
+pub struct CandlePool;
 
 impl hlm_kernels::Parallel for CandlePool {
     fn for_ranges(&self, n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
