@@ -3,12 +3,13 @@
 //! The large model behind a WebSocket. Each connection is one session with its own KV cache
 //! ([`hlm_engine::verifier::VerifierSession`]); binary frames carry the shared protocol
 //! (`hlm-protocol`). Model work runs on blocking threads, one forward at a time (the model's
-//! kernels already use every core), so sessions take turns fairly in arrival order.
+//! kernels already use every core); rounds that wait at the same moment are verified together in
+//! one forward pass ([`batch`]), first come first served.
 //!
 //! ```text
-//! browser / CLI ──ws──► /ws ──► session task ──► spawn_blocking(VerifierSession::handle_frame)
-//!                                         ▲                 │ (one at a time: `compute` permit)
-//!                                         └──── verdict ◄───┘
+//! browser / CLI ──ws──► /ws ──► session task ──► batch queue ──► spawn_blocking(answer_batch)
+//!                                         ▲                          │ (`compute` permit)
+//!                                         └──── verdict ◄────────────┘
 //! ```
 //!
 //! Before a session starts it must present a token when the server has any ([`auth`]), and find
@@ -17,6 +18,7 @@
 //! sees neither the status nor the body of a failed upgrade.
 
 pub mod auth;
+pub mod batch;
 pub mod loadgen;
 pub mod openai;
 pub mod telemetry;
@@ -54,6 +56,8 @@ pub struct ServerConfig {
     pub health_patience: Duration,
     /// The draft model offered to browsers at `/models/draft.gguf`: (name, file).
     pub draft_model: Option<(String, std::path::PathBuf)>,
+    /// How many sessions' rounds one forward pass may verify together ([`batch`]).
+    pub batch: batch::BatchLimits,
 }
 
 impl ServerConfig {
@@ -99,6 +103,7 @@ impl Default for ServerConfig {
             max_kv_bytes: None,
             health_patience: HEALTH_FRESHNESS,
             draft_model: None,
+            batch: batch::BatchLimits::default(),
         }
     }
 }
@@ -124,6 +129,8 @@ pub struct AppState {
     /// The model's tokenizer, for the OpenAI-compatible endpoint ([`openai`]); without it that
     /// endpoint answers 501.
     tokenizer: std::sync::OnceLock<Arc<tokenizers::Tokenizer>>,
+    /// The queue every session's messages go through ([`batch`]); started on first use.
+    batcher: std::sync::OnceLock<batch::Batcher>,
 }
 
 impl AppState {
@@ -152,6 +159,7 @@ impl AppState {
             shutdown: tokio::sync::watch::channel(false).0,
             last_forward_ok: std::sync::Mutex::new(None),
             tokenizer: std::sync::OnceLock::new(),
+            batcher: std::sync::OnceLock::new(),
         })
     }
 
@@ -164,7 +172,7 @@ impl AppState {
         self.tokenizer.get().cloned()
     }
 
-    fn forward_succeeded(&self) {
+    pub(crate) fn forward_succeeded(&self) {
         if let Ok(mut t) = self.last_forward_ok.lock() {
             *t = Some(std::time::Instant::now());
         }
@@ -213,6 +221,11 @@ impl AppState {
     /// tries another replica) and `/health` answers 503.
     pub fn draining(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Messages queued for the next batch ([`batch::Batcher::queued`]); 0 before the first.
+    pub fn queued_messages(&self) -> usize {
+        self.batcher.get().map_or(0, batch::Batcher::queued)
     }
 
     pub fn active_sessions(&self) -> usize {
@@ -503,34 +516,34 @@ impl Connection {
         Flow::Break(())
     }
 
-    /// A protocol frame: verified on the blocking pool (one at a time per compute slot), the
-    /// reply sent, the connection closed after a protocol error.
+    /// A protocol frame: decoded, queued for the next batch ([`batch`]), the reply sent, the
+    /// connection closed after a protocol error.
     async fn on_frame(&mut self, frame: axum::body::Bytes) -> Flow {
         telemetry::bytes_in(frame.len());
         let started = std::time::Instant::now();
-        let Ok(permit) = self.state.compute.acquire().await else {
+        let Some(session) = self.session.take() else {
             return Flow::Break(());
         };
-        let Some(mut s) = self.session.take() else {
-            return Flow::Break(());
+        let before = session.stats.clone();
+        let (done, reply) = tokio::sync::oneshot::channel();
+        let job = batch::Job {
+            session,
+            msg: hlm_protocol::decode_client(&frame),
+            bytes: frame.len(),
+            done,
         };
-        let before = s.stats.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let reply = s.handle_frame(&frame);
-            (s, reply)
-        })
-        .await;
-        drop(permit);
-        let (s, reply) = match joined {
+        if batch::batcher(&self.state).submit(job).await.is_err() {
+            return Flow::Break(());
+        }
+        let (s, reply) = match reply.await {
             Ok(x) => x,
-            Err(e) => {
-                warn!("verification task failed: {e}");
+            Err(_) => {
+                warn!("verification task failed");
                 send_close(&mut self.socket, close::INTERNAL_ERROR, "internal error").await;
                 return Flow::Break(());
             }
         };
         if s.stats.rounds > before.rounds {
-            self.state.forward_succeeded();
             telemetry::rounds(&before, &s.stats, started.elapsed());
         }
         self.session = Some(s);

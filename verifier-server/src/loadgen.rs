@@ -41,6 +41,10 @@ pub struct LoadReport {
     pub errors: u64,
     pub first_errors: Vec<String>,
     pub rounds_per_s: f64,
+    /// Uploaded tokens the verifier checked, per second (summed over the verdicts).
+    pub tokens_verified_per_s: f64,
+    /// Positions the verifier ran through its model (catch-up included), per second.
+    pub forward_tokens_per_s: f64,
     pub latency_p50_ms: f64,
     pub latency_p90_ms: f64,
     pub latency_p99_ms: f64,
@@ -56,6 +60,8 @@ struct Shared {
     errors: Mutex<Vec<String>>,
     rounds: AtomicU64,
     generations: AtomicU64,
+    verified: AtomicU64,
+    forward_tokens: AtomicU64,
 }
 
 /// The command line of a `verifier-server` serving `model` on `127.0.0.1:port` (quiet logs).
@@ -247,6 +253,8 @@ pub async fn run(cfg: LoadConfig) -> LoadReport {
         errors: errors.len() as u64,
         first_errors: errors.into_iter().take(5).collect(),
         rounds_per_s: rounds as f64 / seconds,
+        tokens_verified_per_s: shared.verified.load(Ordering::Relaxed) as f64 / seconds,
+        forward_tokens_per_s: shared.forward_tokens.load(Ordering::Relaxed) as f64 / seconds,
         latency_p50_ms: pct(0.50),
         latency_p90_ms: pct(0.90),
         latency_p99_ms: pct(0.99),
@@ -329,6 +337,12 @@ async fn session(id: u64, cfg: &LoadConfig, shared: &Shared, start: Instant) -> 
             Ok(ServerMsg::Verdict(v)) if v.round == round_no => {
                 committed += v.accepted as usize;
                 opening = v.correction;
+                shared
+                    .verified
+                    .fetch_add(v.verified as u64, Ordering::Relaxed);
+                shared
+                    .forward_tokens
+                    .fetch_add(v.forward_tokens as u64, Ordering::Relaxed);
                 if v.correction.is_none() && v.accepted as usize != n {
                     return Err(format!("verdict {v:?} for a round of {n}"));
                 }

@@ -67,6 +67,13 @@ struct Args {
     /// On SIGTERM / Ctrl-C, seconds to let sessions finish their current round before exiting.
     #[arg(long, env = "HLM_DRAIN", default_value_t = 10)]
     drain: u64,
+    /// Rounds from different sessions one forward pass may verify together (1 = no batching).
+    #[arg(long, env = "HLM_BATCH_ROUNDS", default_value_t = 32)]
+    batch_rounds: usize,
+    /// Positions (new tokens of all its rounds) one batched forward pass may hold; a larger
+    /// round still runs, alone.
+    #[arg(long, env = "HLM_BATCH_POSITIONS", default_value_t = 256)]
+    batch_positions: usize,
 }
 
 #[tokio::main]
@@ -139,6 +146,11 @@ async fn main() -> anyhow::Result<()> {
         allowed_origins: args.allowed_origins,
         max_kv_bytes: args.max_kv_mb.map(|mb| mb << 20),
         draft_model,
+        batch: verifier_server::batch::BatchLimits {
+            max_rounds: args.batch_rounds.max(1),
+            max_positions: args.batch_positions.max(1),
+            ..Default::default()
+        },
         ..Default::default()
     };
     config

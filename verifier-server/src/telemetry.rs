@@ -13,9 +13,11 @@
 //! | `hlm_forward_tokens_total` | counter | positions run through the verifier (catch-up included) |
 //! | `hlm_bytes_in_total` / `hlm_bytes_out_total` | counter | frame bytes |
 //! | `hlm_round_seconds` | histogram | time to answer a round, queueing for the model included |
+//! | `hlm_batch_rounds` | histogram | rounds verified by one forward pass (sessions batched together) |
+//! | `hlm_batch_positions` | histogram | positions (new tokens of all its rounds) in one forward pass |
 
 use hlm_engine::verifier::SessionStats;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -33,6 +35,9 @@ pub mod names {
     pub const BYTES_OUT_TOTAL: &str = "hlm_bytes_out_total";
     /// A histogram: Prometheus shows it as `_bucket`, `_sum` and `_count` series.
     pub const ROUND_SECONDS: &str = "hlm_round_seconds";
+    /// Histograms per forward pass of the round batcher.
+    pub const BATCH_ROUNDS: &str = "hlm_batch_rounds";
+    pub const BATCH_POSITIONS: &str = "hlm_batch_positions";
     /// Tokens the model generated on its own (`/v1/chat/completions`).
     pub const SOLO_TOKENS_TOTAL: &str = "hlm_solo_tokens_total";
 }
@@ -45,6 +50,16 @@ pub fn handle() -> &'static PrometheusHandle {
             .set_buckets(&[
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ])
+            .expect("static bucket list is valid")
+            .set_buckets_for_metric(
+                Matcher::Full(names::BATCH_ROUNDS.into()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+            )
+            .expect("static bucket list is valid")
+            .set_buckets_for_metric(
+                Matcher::Full(names::BATCH_POSITIONS.into()),
+                &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0],
+            )
             .expect("static bucket list is valid")
             .build_recorder();
         let handle = recorder.handle();
@@ -87,6 +102,12 @@ pub fn rounds(before: &SessionStats, after: &SessionStats, took: Duration) {
     metrics::counter!(names::TOKENS_REJECTED_TOTAL).increment(after.rejected - before.rejected);
     metrics::counter!(names::FORWARD_TOKENS_TOTAL)
         .increment(after.forward_tokens - before.forward_tokens);
+}
+
+/// One forward pass of the batcher: how many rounds it verified and over how many positions.
+pub fn batch(rounds: usize, positions: usize) {
+    metrics::histogram!(names::BATCH_ROUNDS).record(rounds as f64);
+    metrics::histogram!(names::BATCH_POSITIONS).record(positions as f64);
 }
 
 /// Tokens a `/v1/chat/completions` request generated.

@@ -69,7 +69,11 @@ fn main() {
                     k_quants::matmul((m, *k, *n), &xs, raw::<k_quants::BlockQ5_0>(data), &mut dst)
                         .unwrap()
                 }
-                _ => panic!(),
+                GgmlDType::Q4_1 => {
+                    k_quants::matmul((m, *k, *n), &xs, raw::<k_quants::BlockQ4_1>(data), &mut dst)
+                        .unwrap()
+                }
+                other => panic!("no vec_dot case for {other:?}"),
             }
         }
         let b = t.elapsed().as_secs_f64();

@@ -222,3 +222,142 @@ impl VerifierLink for FlakyLink {
         Ok(())
     }
 }
+
+/// A client that drives a verifier session with random rounds and follows its verdicts: a
+/// prompt, then rounds of drafted tokens (every second one, and the last, uploaded), each round
+/// opening with the previous correction. For tests that compare two ways of serving the same
+/// sessions: equal verdicts keep two runs of the same script in step.
+pub struct ScriptedClient {
+    rng: hlm_core::Rng,
+    vocab: hlm_protocol::VocabInfo,
+    sampling: hlm_protocol::Sampling,
+    committed: u32,
+    opening: Option<u32>,
+    round: u32,
+    greeted: bool,
+}
+
+impl ScriptedClient {
+    pub fn new(
+        seed: u64,
+        vocab: hlm_protocol::VocabInfo,
+        sampling: hlm_protocol::Sampling,
+    ) -> Self {
+        Self {
+            rng: hlm_core::seeded_rng(seed),
+            vocab,
+            sampling,
+            committed: 0,
+            opening: None,
+            round: 0,
+            greeted: false,
+        }
+    }
+
+    /// `Hello` first, then one round per call.
+    pub fn next_msg(&mut self) -> hlm_protocol::ClientMsg {
+        use hlm_protocol::{BlockToken, ClientMsg, DraftDist, Round, Sampling};
+        if !self.greeted {
+            self.greeted = true;
+            return ClientMsg::Hello {
+                version: hlm_protocol::PROTOCOL_VERSION,
+                client: "scripted".into(),
+                vocab: self.vocab.clone(),
+                sampling: self.sampling,
+            };
+        }
+        let size = self.vocab.size;
+        let mut tokens = Vec::new();
+        if self.committed == 0 && self.opening.is_none() {
+            for _ in 0..5 {
+                let id = self.rng.random_range(0..size);
+                tokens.push(BlockToken {
+                    id,
+                    verify: false,
+                    dist: None,
+                });
+            }
+        }
+        if let Some(id) = self.opening.take() {
+            tokens.push(BlockToken {
+                id,
+                verify: false,
+                dist: None,
+            });
+        }
+        let drafted = self.rng.random_range(1..6usize);
+        for i in 0..drafted {
+            let id = self.rng.random_range(0..size);
+            let verify = i % 2 == 1 || i + 1 == drafted;
+            let dist = match (verify, self.sampling) {
+                (true, Sampling::Temperature { .. }) => Some(DraftDist::Exact {
+                    vocab_size: size,
+                    entries: vec![(id, 0.6), ((id + 1) % size, 0.4)],
+                }),
+                _ => None,
+            };
+            tokens.push(BlockToken { id, verify, dist });
+        }
+        let round = Round {
+            round: self.round,
+            base: self.committed,
+            tokens,
+        };
+        self.round += 1;
+        ClientMsg::Round(round)
+    }
+
+    /// Follows a reply: a verdict moves the committed position and names the next opening.
+    pub fn on_reply(&mut self, msg: &hlm_protocol::ServerMsg) {
+        if let hlm_protocol::ServerMsg::Verdict(v) = msg {
+            self.committed += v.accepted;
+            self.opening = v.correction;
+        }
+    }
+}
+
+/// A server message with its timing zeroed (`compute_us`), for comparing two runs.
+pub fn without_timing(mut msg: hlm_protocol::ServerMsg) -> hlm_protocol::ServerMsg {
+    if let hlm_protocol::ServerMsg::Verdict(v) = &mut msg {
+        v.compute_us = 0;
+    }
+    msg
+}
+
+/// Serves `n` [`ScriptedClient`]s (seeds `seed ..`) for `steps` messages each, one message from
+/// every client per step: `batched`, through one [`crate::verifier::answer_batch`] call per step,
+/// else one session at a time. Returns every client's replies, timing zeroed.
+pub fn serve_scripted(
+    model: &Arc<Model>,
+    vocab: &hlm_protocol::VocabInfo,
+    sampling: hlm_protocol::Sampling,
+    (n, steps, seed): (usize, usize, u64),
+    batched: bool,
+) -> Vec<Vec<hlm_protocol::ServerMsg>> {
+    let mut sessions: Vec<VerifierSession> = (0..n)
+        .map(|_| VerifierSession::new(model.clone(), vocab.clone(), "scripted", 512))
+        .collect();
+    let mut clients: Vec<ScriptedClient> = (0..n)
+        .map(|i| ScriptedClient::new(seed + i as u64, vocab.clone(), sampling))
+        .collect();
+    let mut replies = vec![Vec::new(); n];
+    for _ in 0..steps {
+        let msgs: Vec<_> = clients.iter_mut().map(|c| Ok(c.next_msg())).collect();
+        let answers = if batched {
+            let mut refs: Vec<&mut VerifierSession> = sessions.iter_mut().collect();
+            crate::verifier::answer_batch(&mut refs, msgs)
+        } else {
+            let each = sessions.iter_mut().zip(msgs);
+            each.map(|(s, m)| m.and_then(|m| s.handle(m))).collect()
+        };
+        for (i, a) in answers.into_iter().enumerate() {
+            let msg = match a {
+                Ok(Some(msg)) => without_timing(msg),
+                other => panic!("client {i}: every scripted message is answered, got {other:?}"),
+            };
+            clients[i].on_reply(&msg);
+            replies[i].push(msg);
+        }
+    }
+    replies
+}

@@ -11,8 +11,13 @@
 //! that position (`q` from row `i-1` of the pass, or from the kept hidden state when `i = 0`).
 //! At the first rejection the cache is truncated to just before `x` and the verdict names the
 //! replacement, which must open the next round.
+//!
+//! A server with many sessions answers their waiting messages together ([`answer_batch`]): the
+//! rounds among them share one forward pass ([`Model::forward_batch`]), each on its own cache,
+//! and each session's verdict is the one it would get alone. A single session's
+//! [`VerifierSession::handle`] is the same path with a batch of one.
 
-use crate::model::{KvCache, LogitRows, Model};
+use crate::model::{BatchItem, ForwardOutput, KvCache, LogitRows, Model};
 use hlm_core::{seeded_rng, softmax, verify_greedy, verify_sampled, Outcome, Rng};
 use hlm_protocol::{
     decode_client, encode_server, ClientMsg, ErrorCode, ProtocolError, Round, Sampling, ServerMsg,
@@ -87,32 +92,22 @@ impl VerifierSession {
     /// Decodes one frame, acts on it, and encodes the reply. Never panics on bad input: a protocol
     /// error becomes an `Error` message and a request to close the connection.
     pub fn handle_frame(&mut self, frame: &[u8]) -> Reply {
-        let result = decode_client(frame).and_then(|msg| self.handle(msg));
-        match result {
-            Ok(Some(msg)) => Reply {
-                frame: Some(encode_server(&msg)),
-                close: None,
-            },
-            Ok(None) => Reply {
-                frame: None,
-                close: None,
-            },
-            Err(e) => {
-                let code = e.code();
-                let message = e.to_string();
-                Reply {
-                    frame: Some(encode_server(&ServerMsg::Error {
-                        code,
-                        message: message.clone(),
-                    })),
-                    close: Some((code, message)),
-                }
-            }
-        }
+        let msg = decode_client(frame);
+        handle_batch(&mut [self], vec![msg])
+            .pop()
+            .unwrap_or_else(|| reply(Err(ProtocolError::Internal("no reply".into()))))
     }
 
     /// Acts on one decoded message; `Ok(None)` means no reply is due.
     pub fn handle(&mut self, msg: ClientMsg) -> Result<Option<ServerMsg>, ProtocolError> {
+        answer_batch(&mut [self], vec![Ok(msg)])
+            .pop()
+            .unwrap_or_else(|| Err(ProtocolError::Internal("no answer".into())))
+    }
+
+    /// A message that needs no forward pass (`Hello`, `Reset`), or the checks that open a round:
+    /// the round comes back ready for the batch's forward pass.
+    fn start(&mut self, msg: ClientMsg) -> Result<Started, ProtocolError> {
         match msg {
             ClientMsg::Hello {
                 version,
@@ -128,23 +123,22 @@ impl VerifierSession {
                 }
                 vocab.check_compatible(&self.vocab)?;
                 self.reset(sampling)?;
-                Ok(Some(ServerMsg::Welcome {
+                Ok(Started::Answered(Some(ServerMsg::Welcome {
                     version: PROTOCOL_VERSION,
                     server: self.server_name.clone(),
                     model: self.model.name().to_string(),
                     vocab: self.vocab.clone(),
                     max_context: self.max_context,
-                }))
+                })))
             }
             ClientMsg::Reset { sampling } => {
                 self.require_hello()?;
                 self.reset(sampling)?;
-                Ok(None)
+                Ok(Started::Answered(None))
             }
             ClientMsg::Round(round) => {
                 let sampling = self.require_hello()?;
-                let verdict = self.verify_round(&round, sampling)?;
-                Ok(Some(ServerMsg::Verdict(verdict)))
+                Ok(Started::Round(self.prepare_round(round, sampling)?))
             }
         }
     }
@@ -170,11 +164,13 @@ impl VerifierSession {
         Ok(())
     }
 
-    fn verify_round(
-        &mut self,
-        round: &Round,
+    /// Checks a round against the session (position, expected correction, context, first token)
+    /// and lists the rows of the forward pass whose logits verify an uploaded token.
+    fn prepare_round(
+        &self,
+        round: Round,
         sampling: Sampling,
-    ) -> Result<Verdict, ProtocolError> {
+    ) -> Result<PreparedRound, ProtocolError> {
         round.validate(self.vocab.size, &sampling)?;
         let base = self.cache.len();
         if round.base as usize != base {
@@ -210,11 +206,25 @@ impl VerifierSession {
             .map(|i| i - 1)
             .collect();
         let ids: Vec<u32> = round.tokens.iter().map(|t| t.id).collect();
-        let started = Instant::now();
-        let out = self
-            .model
-            .forward(&mut self.cache, &ids, &LogitRows::Rows(rows), 0)
-            .map_err(|e| ProtocolError::Internal(format!("verifier forward failed: {e}")))?;
+        Ok(PreparedRound {
+            round,
+            sampling,
+            base,
+            ids,
+            rows,
+        })
+    }
+
+    /// Walks a round after its forward pass: skipped tokens stand, uploaded ones are verified in
+    /// order, and the first rejection truncates the cache and names the correction.
+    fn finish_round(
+        &mut self,
+        p: PreparedRound,
+        out: ForwardOutput,
+        started: Instant,
+    ) -> Result<Verdict, ProtocolError> {
+        let (round, sampling, base) = (&p.round, p.sampling, p.base);
+        let n = round.tokens.len();
         self.stats.rounds += 1;
         self.stats.forward_passes += 1;
         self.stats.forward_tokens += n as u64;
@@ -276,6 +286,141 @@ impl VerifierSession {
             forward_tokens: n as u32,
             compute_us: micros_since(started),
         })
+    }
+}
+
+/// A round that passed its checks, waiting for the forward pass.
+struct PreparedRound {
+    round: Round,
+    sampling: Sampling,
+    /// Positions committed before the round.
+    base: usize,
+    ids: Vec<u32>,
+    /// Rows of the pass whose logits verify the token after them.
+    rows: Vec<usize>,
+}
+
+/// Where a message stands after [`VerifierSession::start`].
+enum Started {
+    /// Done without the model (`Hello`, `Reset`).
+    Answered(Option<ServerMsg>),
+    /// A round for the batch's forward pass.
+    Round(PreparedRound),
+}
+
+/// What each message of a batch comes to.
+type Answer = Result<Option<ServerMsg>, ProtocolError>;
+
+/// Answers one decoded message from each of several sessions and encodes the replies (see
+/// [`answer_batch`]). Bad input fails only its own session: its reply is an `Error` message and
+/// a request to close that connection.
+pub fn handle_batch(
+    sessions: &mut [&mut VerifierSession],
+    msgs: Vec<Result<ClientMsg, ProtocolError>>,
+) -> Vec<Reply> {
+    answer_batch(sessions, msgs)
+        .into_iter()
+        .map(reply)
+        .collect()
+}
+
+/// Answers one message from each of several sessions: the rounds among them go through **one**
+/// forward pass ([`Model::forward_batch`]: the weights are read once for every session's new
+/// tokens), and each session's verdict is the one it would get alone. A round that fails its
+/// checks never enters the pass. Should the batched pass itself fail, each round is run alone so
+/// that the error reaches only the session that caused it.
+pub fn answer_batch(
+    sessions: &mut [&mut VerifierSession],
+    msgs: Vec<Result<ClientMsg, ProtocolError>>,
+) -> Vec<Answer> {
+    let mut stages: Vec<Result<Started, ProtocolError>> = sessions
+        .iter_mut()
+        .zip(msgs)
+        .map(|(s, m)| m.and_then(|m| s.start(m)))
+        .collect();
+    let started = Instant::now();
+    let mut outputs = batch_forward(sessions, &stages);
+    sessions
+        .iter_mut()
+        .zip(stages.drain(..))
+        .map(|(s, stage)| match stage? {
+            Started::Answered(msg) => Ok(msg),
+            Started::Round(p) => {
+                let out = outputs
+                    .next()
+                    .unwrap_or_else(|| Err(ProtocolError::Internal("no forward output".into())))?;
+                s.finish_round(p, out, started)
+                    .map(|v| Some(ServerMsg::Verdict(v)))
+            }
+        })
+        .collect()
+}
+
+/// The forward pass of the prepared rounds, in order: together when their sessions share one
+/// model and the pass succeeds, else one by one.
+fn batch_forward(
+    sessions: &mut [&mut VerifierSession],
+    stages: &[Result<Started, ProtocolError>],
+) -> std::vec::IntoIter<Result<ForwardOutput, ProtocolError>> {
+    let mut pending: Vec<(&mut VerifierSession, &PreparedRound)> = sessions
+        .iter_mut()
+        .zip(stages)
+        .filter_map(|(s, st)| match st {
+            Ok(Started::Round(p)) => Some((&mut **s, p)),
+            _ => None,
+        })
+        .collect();
+    let Some(model) = pending.first().map(|(s, _)| s.model.clone()) else {
+        return Vec::new().into_iter();
+    };
+    let internal =
+        |e: crate::EngineError| ProtocolError::Internal(format!("verifier forward failed: {e}"));
+    if pending.len() > 1 && pending.iter().all(|(s, _)| Arc::ptr_eq(&s.model, &model)) {
+        let mut items: Vec<BatchItem<'_>> = pending
+            .iter_mut()
+            .map(|(s, p)| BatchItem {
+                cache: &mut s.cache,
+                tokens: &p.ids,
+                rows: LogitRows::Rows(p.rows.clone()),
+            })
+            .collect();
+        if let Ok(outs) = model.forward_batch(&mut items, 0) {
+            return outs.into_iter().map(Ok).collect::<Vec<_>>().into_iter();
+        }
+    }
+    pending
+        .into_iter()
+        .map(|(s, p)| {
+            s.model
+                .forward(&mut s.cache, &p.ids, &LogitRows::Rows(p.rows.clone()), 0)
+                .map_err(internal)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// Encodes an answer: a reply frame, or an `Error` message and a close request.
+fn reply(answer: Answer) -> Reply {
+    match answer {
+        Ok(Some(msg)) => Reply {
+            frame: Some(encode_server(&msg)),
+            close: None,
+        },
+        Ok(None) => Reply {
+            frame: None,
+            close: None,
+        },
+        Err(e) => {
+            let code = e.code();
+            let message = e.to_string();
+            Reply {
+                frame: Some(encode_server(&ServerMsg::Error {
+                    code,
+                    message: message.clone(),
+                })),
+                close: Some((code, message)),
+            }
+        }
     }
 }
 

@@ -111,6 +111,75 @@ fn smollm2_batched_forward_agrees_with_single_steps() {
     assert_eq!(next.trim(), "Paris");
 }
 
+/// Several sequences in one forward pass (the verifier's batching across sessions) get the very
+/// logits they get alone: our kernels treat each row on its own, and attention never mixes
+/// sequences. Bit-for-bit with our kernels; with candle's (`HLM_KERNELS=candle`) a row may round
+/// differently in a batch, so there the argmax must agree.
+#[test]
+fn smollm2_forward_batch_is_each_sequence_alone_bit_for_bit() {
+    use hlm_engine::model::BatchItem;
+    let s = shared(SMALL);
+    let (m, tok) = (&s.0, &s.1);
+    let texts = [
+        "def add(a, b):\n    return",
+        "The capital of France is Paris, and the capital of Italy is",
+        "In 1969, 3 astronauts",
+    ];
+    let ids: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| tok.encode(*t, false).unwrap().get_ids().to_vec())
+        .collect();
+    // Histories of different lengths, then 1-4 new tokens each.
+    let split = |v: &Vec<u32>, k: usize| (v[..v.len() - k].to_vec(), v[v.len() - k..].to_vec());
+    let parts: Vec<(Vec<u32>, Vec<u32>)> = ids
+        .iter()
+        .zip([4, 1, 3])
+        .map(|(v, k)| split(v, k))
+        .collect();
+    let prefilled = |h: &[u32]| {
+        let mut c = m.new_cache();
+        m.forward(&mut c, h, &LogitRows::None, 0).unwrap();
+        c
+    };
+    let alone: Vec<_> = parts
+        .iter()
+        .map(|(h, n)| m.forward(&mut prefilled(h), n, &LogitRows::All, 0).unwrap())
+        .collect();
+    let mut caches: Vec<_> = parts.iter().map(|(h, _)| prefilled(h)).collect();
+    let mut items: Vec<BatchItem> = caches
+        .iter_mut()
+        .zip(&parts)
+        .map(|(cache, (_, n))| BatchItem {
+            cache,
+            tokens: n,
+            rows: LogitRows::All,
+        })
+        .collect();
+    let batched = m.forward_batch(&mut items, 0).unwrap();
+    let exact = std::env::var("HLM_KERNELS").as_deref() != Ok("candle");
+    for (a, b) in alone.iter().zip(&batched) {
+        for ((i, x), (j, y)) in a.logits.iter().zip(&b.logits) {
+            assert_eq!(i, j);
+            if exact {
+                assert!(x == y, "row {i} differs in a batch");
+            } else {
+                assert_eq!(hlm_core::argmax(x), hlm_core::argmax(y));
+            }
+        }
+    }
+}
+
+/// Scripted sessions verified in batches get the verdicts they get one at a time (real weights).
+#[test]
+fn smollm2_batched_sessions_get_the_verdicts_they_get_alone() {
+    let s = shared(SMALL);
+    let vocab = hlm_engine::decode::vocab_info(&s.1, s.0.config());
+    let serve = |batched| {
+        hlm_engine::testing::serve_scripted(&s.0, &vocab, Sampling::Greedy, (6, 8, 0), batched)
+    };
+    assert_eq!(serve(false), serve(true));
+}
+
 #[test]
 fn smollm2_tokenizer_splits_digits_and_round_trips() {
     let s = shared(SMALL);

@@ -54,6 +54,12 @@ pub struct Activations {
     pub(crate) il_sub_sums: Vec<i16>,
     /// `Q4_K`, per group and block, 32 lanes: the block scale of row `8g + t` at `4t .. 4t + 4`.
     pub(crate) il_d4: Vec<f32>,
+    /// The 32-value formats (`Q8_0`, `Q5_0`, `Q4_1`), per group and block, 8 f64 lanes: lane `t`
+    /// holds the block scale `d_x` of row `8g + t`.
+    pub(crate) il_d64: Vec<f64>,
+    /// The 32-value formats, per group and block, 8 f64 lanes: lane `t` holds `d_x · Σ q_x` of
+    /// row `8g + t` over the block (exact in f64: a 24-bit mantissa times a 12-bit integer).
+    pub(crate) il_dsum64: Vec<f64>,
 }
 
 /// Rows per group of the interleaved layout.
@@ -100,6 +106,8 @@ impl Activations {
             il_sums: Vec::new(),
             il_sub_sums: Vec::new(),
             il_d4: Vec::new(),
+            il_d64: Vec::new(),
+            il_dsum64: Vec::new(),
         };
         for r in 0..rows {
             let xr = &x[r * cols..(r + 1) * cols];
@@ -190,15 +198,22 @@ impl Activations {
         self.rows > PER_ROW_UP_TO
     }
 
-    /// Builds `il_qs`, `il_d` and `il_sums` (`il_sub_sums` and `il_d4` for `Q4_K`, whose mins
-    /// need no `il_sums`) from `qs` and `d`, before `Q4_K`'s reordering.
+    /// Builds `il_qs`, and the per-block extras each format's kernel reads: `il_d64` and
+    /// `il_dsum64` for the 32-value formats, `il_d` for the 256-value ones, `il_sums` for `Q6_K`
+    /// (`il_sub_sums` and `il_d4` for `Q4_K`), from `qs` and `d`, before `Q4_K`'s reordering.
     fn interleave(&mut self) {
         let (groups, blocks, span) = (self.groups(), self.blocks(), self.il_span());
         let (chunks, spans) = (self.cols / 8, self.cols / span);
         let q4k = self.format == Format::Q4K;
+        let small = self.format.block_values() == 32;
         self.il_qs = vec![0; groups * chunks * 64];
-        self.il_d = vec![0.0; groups * blocks * 16];
-        if !q4k {
+        if small {
+            self.il_d64 = vec![0.0; groups * blocks * 8];
+            self.il_dsum64 = vec![0.0; groups * blocks * 8];
+        } else {
+            self.il_d = vec![0.0; groups * blocks * 16];
+        }
+        if self.format == Format::Q6K {
             self.il_sums = vec![0; groups * spans * 16];
         }
         for r in 0..self.rows {
@@ -209,12 +224,22 @@ impl Activations {
                 self.il_qs[at..at + 8].copy_from_slice(vals);
             }
             for b in 0..blocks {
-                let at = (g * blocks + b) * 16 + 2 * t;
                 let d = self.d[r * blocks + b];
-                self.il_d[at..at + 2].copy_from_slice(&[d, d]);
+                if small {
+                    let at = (g * blocks + b) * 8 + t;
+                    let sum: i32 = qs[32 * b..32 * b + 32].iter().map(|&v| v as i32).sum();
+                    self.il_d64[at] = d as f64;
+                    self.il_dsum64[at] = d as f64 * sum as f64;
+                } else {
+                    let at = (g * blocks + b) * 16 + 2 * t;
+                    self.il_d[at..at + 2].copy_from_slice(&[d, d]);
+                }
             }
-            for (sp, vals) in qs.chunks_exact(span).enumerate().filter(|_| !q4k) {
-                self.il_sums[(g * spans + sp) * 16 + 2 * t] = vals.iter().map(|&v| v as i32).sum();
+            if !self.il_sums.is_empty() {
+                for (sp, vals) in qs.chunks_exact(span).enumerate() {
+                    self.il_sums[(g * spans + sp) * 16 + 2 * t] =
+                        vals.iter().map(|&v| v as i32).sum();
+                }
             }
         }
         if q4k {

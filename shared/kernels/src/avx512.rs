@@ -35,11 +35,11 @@ pub(crate) unsafe fn rows(
 ) {
     debug_assert_eq!(row_bytes, format.row_bytes(a.cols));
     debug_assert_eq!(data.len() / row_bytes * a.rows, dst.len());
-    for (row, outs) in data
-        .chunks_exact(row_bytes)
-        .zip(dst.chunks_exact_mut(a.rows))
-    {
-        if !a.interleaved() {
+    if !a.interleaved() {
+        for (row, outs) in data
+            .chunks_exact(row_bytes)
+            .zip(dst.chunks_exact_mut(a.rows))
+        {
             unsafe {
                 match a.rows {
                     1 => group::<1>(format, row, a, 0, outs),
@@ -48,26 +48,42 @@ pub(crate) unsafe fn rows(
                     _ => group::<4>(format, row, a, 0, outs),
                 }
             }
-            continue;
         }
+        return;
+    }
+    // A tile of weight rows against one group of 8 activation rows at a time: the tile
+    // (about 16 KB) and the group stay in the L1 cache while every pair is computed.
+    let tile_rows = (TILE_BYTES / row_bytes).max(1);
+    for (tile, outs) in data
+        .chunks(tile_rows * row_bytes)
+        .zip(dst.chunks_mut(tile_rows * a.rows))
+    {
         for g in 0..a.groups() {
-            // SAFETY: the caller's contract; `a` has its interleaved layout (`a.interleaved()`).
-            let lanes = unsafe {
-                match format {
-                    Format::Q8_0 => offset_rows8(row, 34, q8_0_unpack, 128, a, g),
-                    Format::Q5_0 => offset_rows8(row, 22, q5_0_unpack, 16, a, g),
-                    Format::Q4_1 => q4_1_rows8(row, a, g),
-                    Format::Q4K => q4k_rows8(row, a, g),
-                    Format::Q6K => q6k_rows8(row, a, g),
+            for (row, outs) in tile
+                .chunks_exact(row_bytes)
+                .zip(outs.chunks_exact_mut(a.rows))
+            {
+                // SAFETY: the caller's contract; `a` has its interleaved layout.
+                let lanes = unsafe {
+                    match format {
+                        Format::Q8_0 => offset_rows8(row, 34, q8_0_unpack, 128, a, g),
+                        Format::Q5_0 => offset_rows8(row, 22, q5_0_unpack, 16, a, g),
+                        Format::Q4_1 => q4_1_rows8(row, a, g),
+                        Format::Q4K => q4k_rows8(row, a, g),
+                        Format::Q6K => q6k_rows8(row, a, g),
+                    }
+                };
+                let r0 = g * GROUP_ROWS;
+                for (o, v) in outs[r0..].iter_mut().zip(lanes) {
+                    *o = v;
                 }
-            };
-            let r0 = g * GROUP_ROWS;
-            for (o, v) in outs[r0..].iter_mut().zip(lanes) {
-                *o = v;
             }
         }
     }
 }
+
+/// Bytes of weight rows the interleaved kernels take against one activation group at a time.
+const TILE_BYTES: usize = 16 << 10;
 
 /// One weight row against activation rows `r0 .. r0 + G`.
 #[inline(always)]
@@ -514,16 +530,22 @@ unsafe fn broadcast8(p: *const u8) -> __m512i {
     unsafe { _mm512_set1_epi64(std::ptr::read_unaligned(p as *const i64)) }
 }
 
-/// `Σ_{i<n} w[8i..8i+8] · x[i]` for 8 rows at once: `n` chunks of 8 values.
+/// `Σ_{i<n} w[8i..8i+8] · x[i]` for 8 rows at once: `n` chunks of 8 values. Even and odd
+/// chunks go to two accumulators, so that two `vpdpbusd` chains run side by side.
 #[inline(always)]
-unsafe fn dot_chunks(mut s: __m512i, w: *const u8, x: *const i8, n: usize) -> __m512i {
-    for i in 0..n {
+unsafe fn dot_chunks(s: __m512i, w: *const u8, x: *const i8, n: usize) -> __m512i {
+    let (mut even, mut odd) = (s, _mm512_setzero_si512());
+    for i in (0..n).step_by(2) {
         unsafe {
             let xv = _mm512_loadu_si512(x.add(64 * i) as *const _);
-            s = _mm512_dpbusd_epi32(s, broadcast8(w.add(8 * i)), xv);
+            even = _mm512_dpbusd_epi32(even, broadcast8(w.add(8 * i)), xv);
+            if i + 1 < n {
+                let xv = _mm512_loadu_si512(x.add(64 * (i + 1)) as *const _);
+                odd = _mm512_dpbusd_epi32(odd, broadcast8(w.add(8 * (i + 1))), xv);
+            }
         }
     }
-    s
+    _mm512_add_epi32(even, odd)
 }
 
 /// Pointers into group `g` of `a`'s interleaved layout.
@@ -538,8 +560,11 @@ impl Group {
         let (chunks, spans) = (a.cols / 8, a.cols / a.il_span());
         Group {
             qs: a.il_qs[g * chunks * 64..].as_ptr(),
-            d: a.il_d[g * a.blocks() * 16..].as_ptr(),
-            // Empty for `Q4_K` (its kernel reads `il_sub_sums`), never read then.
+            // Built for the 256-value formats only (the 32-value ones read `il_d64`).
+            d: a.il_d
+                .get(g * a.blocks() * 16..)
+                .map_or(std::ptr::null(), <[f32]>::as_ptr),
+            // Built for `Q6_K` only (`Q4_K` reads `il_sub_sums`), never read otherwise.
             sums: a
                 .il_sums
                 .get(g * spans * 16..)
@@ -675,8 +700,51 @@ unsafe fn q6k_rows8(row: &[u8], a: &Activations, g: usize) -> Lanes {
     std::array::from_fn(|t| main[t] as f32)
 }
 
+/// Per-row sums in f64 for a group of 8 rows, lane `t` for row `8g + t`: the 32-value formats'
+/// accumulator. Each block adds `d_w · d_x · Σ q_w q_x` (the two lanes of a row's integer sum
+/// added first, as integers) and a term per row that the activations hold ready, `d_x · Σ q_x`
+/// times a weight constant; every product is exact in f64.
+struct RowAcc(__m512d);
+
+impl RowAcc {
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        RowAcc(_mm512_setzero_pd())
+    }
+
+    /// Adds `s` (16 i32 lanes, row `t` in lanes `2t` and `2t + 1`) times `d_w · d_x[t]`.
+    #[inline(always)]
+    unsafe fn add_pairs(&mut self, s: __m512i, d_w: f64, d_x: *const f64) {
+        unsafe {
+            let pair = _mm512_add_epi32(s, _mm512_srli_epi64::<32>(s));
+            let sums = _mm512_cvtepi32_pd(_mm512_cvtepi64_epi32(pair));
+            let scale = _mm512_mul_pd(_mm512_set1_pd(d_w), _mm512_loadu_pd(d_x));
+            self.0 = _mm512_fmadd_pd(sums, scale, self.0);
+        }
+    }
+
+    /// Adds `c · v[t]` to every row `t`.
+    #[inline(always)]
+    unsafe fn add_scaled(&mut self, c: f64, v: *const f64) {
+        unsafe { self.0 = _mm512_fmadd_pd(_mm512_set1_pd(c), _mm512_loadu_pd(v), self.0) }
+    }
+
+    #[inline(always)]
+    unsafe fn lanes_f64(self) -> [f64; GROUP_ROWS] {
+        let mut out = [0f64; GROUP_ROWS];
+        unsafe { _mm512_storeu_pd(out.as_mut_ptr(), self.0) };
+        out
+    }
+}
+
+/// The 32-value formats' per-block extras of group `g`: `(d_x, d_x · Σ q_x)`, 8 lanes per block.
+fn small_block_extras(a: &Activations, g: usize) -> (*const f64, *const f64) {
+    let at = g * a.blocks() * GROUP_ROWS;
+    (a.il_d64[at..].as_ptr(), a.il_dsum64[at..].as_ptr())
+}
+
 /// `Q8_0` and `Q5_0` against 8 interleaved rows: `unpack` gives a block's values as unsigned
-/// bytes `u_w = q_w + offset`, and `offset · Σ q_x` is taken out again per block.
+/// bytes `u_w = q_w + offset`, and `offset · d_w · d_x Σ q_x` is taken out again per block.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn offset_rows8(
     row: &[u8],
@@ -687,29 +755,31 @@ unsafe fn offset_rows8(
     g: usize,
 ) -> Lanes {
     let x = Group::new(a, g);
+    let (d_x, dsum) = small_block_extras(a, g);
     let mut buf = [0u8; 32];
-    let mut acc = unsafe { Acc64::zero() };
-    let offset = _mm512_set1_epi32(offset);
+    let (mut acc, mut off) = unsafe { (RowAcc::zero(), RowAcc::zero()) };
     for (b, blk) in row.chunks_exact(block_bytes).enumerate() {
         let bp = blk.as_ptr();
         unsafe {
             _mm256_storeu_si256(buf.as_mut_ptr() as *mut __m256i, unpack(bp));
             let s = dot_chunks(_mm512_setzero_si512(), buf.as_ptr(), x.qs(4 * b), 4);
-            let s = _mm512_sub_epi32(s, _mm512_mullo_epi32(x.sums(b), offset));
-            acc.add_lanes(s, f16(bp) as f64, x.d(b));
+            let d_w = f16(bp) as f64;
+            acc.add_pairs(s, d_w, d_x.add(8 * b));
+            off.add_scaled(-(offset as f64) * d_w, dsum.add(8 * b));
         }
     }
-    let main = unsafe { pairs(acc) };
-    std::array::from_fn(|t| main[t] as f32)
+    let (main, off) = unsafe { (acc.lanes_f64(), off.lanes_f64()) };
+    std::array::from_fn(|t| (main[t] + off[t]) as f32)
 }
 
-/// `Q4_1` against 8 interleaved rows.
+/// `Q4_1` against 8 interleaved rows: `d_w Σ q_w q_x d_x + m_w d_x Σ q_x` per block.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn q4_1_rows8(row: &[u8], a: &Activations, g: usize) -> Lanes {
     let x = Group::new(a, g);
+    let (d_x, dsum) = small_block_extras(a, g);
     let low4 = _mm_set1_epi8(0x0F);
     let mut buf = [0u8; 32];
-    let (mut acc, mut min_acc) = unsafe { (Acc64::zero(), Acc64::zero()) };
+    let (mut acc, mut min_acc) = unsafe { (RowAcc::zero(), RowAcc::zero()) };
     for (b, blk) in row.chunks_exact(20).enumerate() {
         let bp = blk.as_ptr();
         unsafe {
@@ -718,11 +788,10 @@ unsafe fn q4_1_rows8(row: &[u8], a: &Activations, g: usize) -> Lanes {
             let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), low4);
             _mm_storeu_si128(buf.as_mut_ptr().add(16) as *mut __m128i, hi);
             let s = dot_chunks(_mm512_setzero_si512(), buf.as_ptr(), x.qs(4 * b), 4);
-            let dx = x.d(b);
-            acc.add_lanes(s, f16(bp) as f64, dx);
-            min_acc.add_lanes(x.sums(b), f16(bp.add(2)) as f64, dx);
+            acc.add_pairs(s, f16(bp) as f64, d_x.add(8 * b));
+            min_acc.add_scaled(f16(bp.add(2)) as f64, dsum.add(8 * b));
         }
     }
-    let (main, mins) = unsafe { (pairs(acc), pairs(min_acc)) };
+    let (main, mins) = unsafe { (acc.lanes_f64(), min_acc.lanes_f64()) };
     std::array::from_fn(|t| (main[t] + mins[t]) as f32)
 }

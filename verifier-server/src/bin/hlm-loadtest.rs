@@ -35,6 +35,10 @@ struct Args {
     /// Milliseconds a client "drafts" between a verdict and its next round.
     #[arg(long, default_value_t = 25)]
     think_ms: u64,
+    /// Rounds one forward pass may verify together (the server's `--batch-rounds`; 1 = no
+    /// batching).
+    #[arg(long, default_value_t = 32)]
+    batch_rounds: usize,
     /// The server binary (default: `verifier-server` next to this program).
     #[arg(long)]
     server_bin: Option<std::path::PathBuf>,
@@ -63,17 +67,20 @@ async fn main() -> anyhow::Result<()> {
         args.sessions.to_string(),
         "--max-context".to_string(),
         args.context.to_string(),
+        "--batch-rounds".to_string(),
+        args.batch_rounds.to_string(),
     ];
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let mut server = loadgen::spawn_server(&bin, &args.model, port, &extra)
         .await
         .with_context(|| format!("starting {}", bin.display()))?;
     eprintln!(
-        "{} sessions for {} s against {} (pid {})",
+        "{} sessions for {} s against {} (pid {}, --batch-rounds {})",
         args.sessions,
         args.secs,
         args.model,
-        server.id()
+        server.id(),
+        args.batch_rounds
     );
     let report = loadgen::run(LoadConfig {
         url: format!("ws://127.0.0.1:{port}/ws"),
@@ -96,13 +103,17 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(&p, &json).with_context(|| format!("writing {}", p.display()))?;
     }
     println!(
-        "| {} sessions | {:.0} s | {} rounds ({:.1}/s) | errors {} | p50 {:.0} ms | p99 {:.0} ms | RSS idle {:.0} MiB, peak {:.0} MiB |",
+        "| {} sessions | batch {} | {:.0} s | {} rounds ({:.1}/s) | {:.1} verified tok/s | {:.1} forward tok/s | errors {} | p50 {:.0} ms | p90 {:.0} ms | p99 {:.0} ms | RSS idle {:.0} MiB, peak {:.0} MiB |",
         report.sessions,
+        args.batch_rounds,
         report.seconds,
         report.rounds,
         report.rounds_per_s,
+        report.tokens_verified_per_s,
+        report.forward_tokens_per_s,
         report.errors,
         report.latency_p50_ms,
+        report.latency_p90_ms,
         report.latency_p99_ms,
         report.rss_idle_mib.unwrap_or(f64::NAN),
         report.rss_peak_mib.unwrap_or(f64::NAN)

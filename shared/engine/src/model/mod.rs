@@ -73,11 +73,22 @@ pub enum LogitRows {
     All,
 }
 
+/// One sequence's share of a [`Model::forward_batch`]: its cache, its new tokens (at positions
+/// `cache.len() ..`) and the rows that need logits.
+pub struct BatchItem<'a> {
+    pub cache: &'a mut KvCache,
+    pub tokens: &'a [u32],
+    pub rows: LogitRows,
+}
+
+/// `(row index, logits over the vocabulary)` for each requested row of one sequence.
+pub type RowLogits = Vec<(usize, Vec<f32>)>;
+
 /// What a forward pass returns.
 #[derive(Debug, Clone, Default)]
 pub struct ForwardOutput {
     /// `(row index, logits over the vocabulary)` for each requested row.
-    pub logits: Vec<(usize, Vec<f32>)>,
+    pub logits: RowLogits,
     /// Attention probabilities of the last new token over positions `0 ..= p`, averaged over heads
     /// and over the captured layers (present when `capture_attention` was asked).
     pub attention: Option<Vec<f32>>,
@@ -210,38 +221,56 @@ impl Model {
         rows: &LogitRows,
         capture_attention: usize,
     ) -> Result<ForwardOutput> {
+        let mut item = [BatchItem {
+            cache,
+            tokens,
+            rows: rows.clone(),
+        }];
+        let mut out = self.forward_batch(&mut item, capture_attention)?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// One forward pass over several sequences at once (a verifier's rounds from different
+    /// sessions): their new tokens are stacked, so each weight matrix is read once for all rows,
+    /// while each sequence keeps its own positions, KV cache and causal attention.
+    ///
+    /// Each item's output is what [`Model::forward`] gives it alone: the layers' products treat
+    /// every row on its own (exactly, with the `hlm-kernels` backend; candle's kernels may round a
+    /// row differently in a batch), and attention never mixes sequences. Every item is checked
+    /// before any work, so a bad item fails the call without touching any cache.
+    pub fn forward_batch(
+        &self,
+        items: &mut [BatchItem<'_>],
+        capture_attention: usize,
+    ) -> Result<Vec<ForwardOutput>> {
         let cfg = &self.config;
-        let m = tokens.len();
-        if m == 0 {
-            return Err(EngineError::model("forward called with no tokens"));
+        let wanted = items
+            .iter()
+            .map(|it| self.check_item(it))
+            .collect::<Result<Vec<_>>>()?;
+        // Row ranges of the items in the stacked batch.
+        let mut spans = Vec::with_capacity(items.len());
+        let (mut ids, mut positions) = (Vec::new(), Vec::new());
+        for it in items.iter() {
+            let (start, p0) = (ids.len(), it.cache.len());
+            ids.extend_from_slice(it.tokens);
+            positions.extend(p0..p0 + it.tokens.len());
+            spans.push(start..ids.len());
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(EngineError::model(format!(
-                "token id {bad} is outside the vocabulary (size {})",
-                cfg.vocab_size
-            )));
-        }
-        let p0 = cache.len();
-        if p0 + m > cfg.max_context {
-            return Err(EngineError::model(format!(
-                "context full: {} + {m} tokens exceed the model's {} positions",
-                p0, cfg.max_context
-            )));
-        }
+        let total = ids.len();
         let d = cfg.hidden;
-        let mut x = self.embedding.rows(tokens)?;
-        debug_assert_eq!(x.len(), m * d);
-        let positions: Vec<usize> = (p0..p0 + m).collect();
+        let mut x = self.embedding.rows(&ids)?;
+        debug_assert_eq!(x.len(), total * d);
         let (cos, sin) = self.rope.tables(&positions);
         let capture_from = cfg.layers.saturating_sub(capture_attention);
-        let mut attn_acc: Option<Vec<f32>> = None;
+        let mut attn_acc: Vec<Option<Vec<f32>>> = vec![None; items.len()];
         let mut captured = 0usize;
 
         for (li, layer) in self.layers.iter().enumerate() {
             let h = ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps);
-            let mut q = layer.wq.forward(&h, m)?;
-            let mut k = layer.wk.forward(&h, m)?;
-            let mut v = layer.wv.forward(&h, m)?;
+            let mut q = layer.wq.forward(&h, total)?;
+            let mut k = layer.wk.forward(&h, total)?;
+            let mut v = layer.wv.forward(&h, total)?;
             for (t, b) in [
                 (&mut q, &layer.bq),
                 (&mut k, &layer.bk),
@@ -253,28 +282,79 @@ impl Model {
             }
             self.rope.apply(&mut q, cfg.heads, &cos, &sin);
             self.rope.apply(&mut k, cfg.kv_heads, &cos, &sin);
-            cache.append(li, &k, &v, m);
             let capture = capture_attention > 0 && li >= capture_from;
-            let (attn, probs) = attention::causal(cfg, &q, cache.layer(li), p0, m, capture);
-            if let Some(p) = probs {
-                captured += 1;
-                match &mut attn_acc {
-                    Some(acc) => acc.iter_mut().zip(&p).for_each(|(a, b)| *a += b),
-                    None => attn_acc = Some(p),
+            captured += capture as usize;
+            let (qw, kvw) = (cfg.heads * cfg.head_dim, cfg.kv_width());
+            let mut attn = Vec::with_capacity(total * qw);
+            for ((it, span), acc) in items.iter_mut().zip(&spans).zip(&mut attn_acc) {
+                let (m, p0) = (span.len(), it.cache.len());
+                let rows_kv = span.start * kvw..span.end * kvw;
+                it.cache.append(li, &k[rows_kv.clone()], &v[rows_kv], m);
+                let q_rows = &q[span.start * qw..span.end * qw];
+                let (a, probs) = attention::causal(cfg, q_rows, it.cache.layer(li), p0, m, capture);
+                attn.extend_from_slice(&a);
+                if let Some(p) = probs {
+                    match acc {
+                        Some(acc) => acc.iter_mut().zip(&p).for_each(|(a, b)| *a += b),
+                        None => *acc = Some(p),
+                    }
                 }
             }
-            let o = layer.wo.forward(&attn, m)?;
+            let o = layer.wo.forward(&attn, total)?;
             ops::add_assign(&mut x, &o);
             let h = ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps);
-            let mut g = layer.w_gate.forward(&h, m)?;
-            let u = layer.w_up.forward(&h, m)?;
+            let mut g = layer.w_gate.forward(&h, total)?;
+            let u = layer.w_up.forward(&h, total)?;
             ops::silu_mul(&mut g, &u);
-            let down = layer.w_down.forward(&g, m)?;
+            let down = layer.w_down.forward(&g, total)?;
             ops::add_assign(&mut x, &down);
         }
-        cache.commit(m);
+        for (it, span) in items.iter_mut().zip(&spans) {
+            it.cache.commit(span.len());
+        }
+        let mut logits = self.batch_logits(&x, &spans, &wanted)?.into_iter();
+        let outputs = spans
+            .iter()
+            .zip(attn_acc)
+            .map(|(span, acc)| ForwardOutput {
+                logits: logits.next().unwrap_or_default(),
+                attention: acc.map(|mut a| {
+                    let n = captured.max(1) as f32;
+                    a.iter_mut().for_each(|w| *w /= n);
+                    a
+                }),
+                last_hidden: ops::rms_norm(
+                    &x[(span.end - 1) * d..span.end * d],
+                    &self.out_norm,
+                    cfg.rms_eps,
+                ),
+            })
+            .collect();
+        Ok(outputs)
+    }
 
-        let wanted: Vec<usize> = match rows {
+    /// Checks one item of a batch before any work: tokens present and in the vocabulary, room in
+    /// the context, logit rows among the new tokens. Returns the rows that need logits.
+    fn check_item(&self, it: &BatchItem<'_>) -> Result<Vec<usize>> {
+        let cfg = &self.config;
+        let m = it.tokens.len();
+        if m == 0 {
+            return Err(EngineError::model("forward called with no tokens"));
+        }
+        if let Some(&bad) = it.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(EngineError::model(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                cfg.vocab_size
+            )));
+        }
+        let p0 = it.cache.len();
+        if p0 + m > cfg.max_context {
+            return Err(EngineError::model(format!(
+                "context full: {} + {m} tokens exceed the model's {} positions",
+                p0, cfg.max_context
+            )));
+        }
+        Ok(match &it.rows {
             LogitRows::None => vec![],
             LogitRows::Last => vec![m - 1],
             LogitRows::All => (0..m).collect(),
@@ -286,31 +366,40 @@ impl Model {
                 }
                 r.clone()
             }
-        };
-        let last_hidden = ops::rms_norm(&x[(m - 1) * d..], &self.out_norm, cfg.rms_eps);
-        let mut logits = Vec::with_capacity(wanted.len());
-        if !wanted.is_empty() {
-            let mut sel = Vec::with_capacity(wanted.len() * d);
-            for &i in &wanted {
-                sel.extend_from_slice(&x[i * d..(i + 1) * d]);
-            }
-            let normed = ops::rms_norm(&sel, &self.out_norm, cfg.rms_eps);
-            let all = self.lm_head.forward(&normed, wanted.len())?;
-            let v = cfg.vocab_size;
-            for (j, &i) in wanted.iter().enumerate() {
-                logits.push((i, all[j * v..(j + 1) * v].to_vec()));
+        })
+    }
+
+    /// The output projection over the wanted rows of every item (one product for the whole
+    /// batch): per item, `(row index, logits)` pairs.
+    fn batch_logits(
+        &self,
+        x: &[f32],
+        spans: &[std::ops::Range<usize>],
+        wanted: &[Vec<usize>],
+    ) -> Result<Vec<RowLogits>> {
+        let (d, v) = (self.config.hidden, self.config.vocab_size);
+        let n: usize = wanted.iter().map(Vec::len).sum();
+        let mut per_item: Vec<RowLogits> = wanted.iter().map(|_| Vec::new()).collect();
+        if n == 0 {
+            return Ok(per_item);
+        }
+        let mut sel = Vec::with_capacity(n * d);
+        for (span, rows) in spans.iter().zip(wanted) {
+            for &i in rows {
+                let r = span.start + i;
+                sel.extend_from_slice(&x[r * d..(r + 1) * d]);
             }
         }
-        let attention = attn_acc.map(|mut a| {
-            let n = captured.max(1) as f32;
-            a.iter_mut().for_each(|w| *w /= n);
-            a
-        });
-        Ok(ForwardOutput {
-            logits,
-            attention,
-            last_hidden,
-        })
+        let normed = ops::rms_norm(&sel, &self.out_norm, self.config.rms_eps);
+        let all = self.lm_head.forward(&normed, n)?;
+        let mut chunks = all.chunks_exact(v);
+        for (out, rows) in per_item.iter_mut().zip(wanted) {
+            for &i in rows {
+                let l = chunks.next().unwrap_or_default();
+                out.push((i, l.to_vec()));
+            }
+        }
+        Ok(per_item)
     }
 
     /// Greedy decoding with this model alone (the "LLM-only" / "SLM-only" baselines): the prompt
