@@ -17,8 +17,8 @@
 //! waits for its reply before it reads another frame), so it never grows past `max_sessions`.
 
 use crate::{telemetry, AppState};
-use hlm_engine::verifier::{handle_batch, Reply, VerifierSession};
-use hlm_protocol::{ClientMsg, ProtocolError};
+use hlm_engine::verifier::{handle_batch, Input, Reply, VerifierSession};
+use hlm_protocol::ClientMsg;
 use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, oneshot};
 
@@ -43,10 +43,10 @@ impl Default for BatchLimits {
     }
 }
 
-/// One session's message waiting for its batch.
+/// One session's message (or generation step) waiting for its batch.
 pub struct Job {
     pub session: VerifierSession,
-    pub msg: Result<ClientMsg, ProtocolError>,
+    pub input: Input,
     /// Size of the frame it came in.
     pub bytes: usize,
     /// Where the session and its reply go back.
@@ -56,9 +56,11 @@ pub struct Job {
 impl Job {
     /// Positions the message adds to a forward pass.
     fn positions(&self) -> usize {
-        match &self.msg {
-            Ok(ClientMsg::Round(r)) => r.tokens.len(),
-            _ => 0,
+        match &self.input {
+            Input::Message(Ok(ClientMsg::Round(r))) => r.tokens.len(),
+            Input::Message(Ok(ClientMsg::Generate(g))) => g.prompt.len(),
+            Input::Continue => 1,
+            Input::Message(_) => 0,
         }
     }
 }
@@ -151,7 +153,7 @@ type Done = Vec<(
     (VerifierSession, Reply),
 )>;
 
-/// What one forward pass verified: rounds, and their positions together.
+/// What one forward pass served: rounds and generation steps, and their positions together.
 #[derive(Default)]
 struct Pass {
     rounds: usize,
@@ -161,7 +163,7 @@ struct Pass {
 impl Pass {
     fn of(sessions: &[VerifierSession]) -> Self {
         sessions.iter().fold(Self::default(), |p, s| Self {
-            rounds: p.rounds + s.stats.rounds as usize,
+            rounds: p.rounds + (s.stats.rounds + s.stats.generated) as usize,
             positions: p.positions + s.stats.forward_tokens as usize,
         })
     }
@@ -174,7 +176,7 @@ fn run(batch: Vec<Job>) -> (Done, Pass) {
     let mut senders = Vec::with_capacity(batch.len());
     for job in batch {
         sessions.push(job.session);
-        msgs.push(job.msg);
+        msgs.push(job.input);
         senders.push(job.done);
     }
     let before = Pass::of(&sessions);

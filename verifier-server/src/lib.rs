@@ -29,7 +29,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use hlm_engine::model::Model;
-use hlm_engine::verifier::VerifierSession;
+use hlm_engine::verifier::{Input, VerifierSession};
 use hlm_protocol::{close, encode_server, ServerMsg};
 use hlm_protocol::{ErrorCode, VocabInfo, MAX_MESSAGE_BYTES};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,6 +126,9 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// When the model last answered a forward pass (a round or a health probe).
     last_forward_ok: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Microseconds of the fastest health probe's one-token forward (`u64::MAX` = none yet): what
+    /// one token of the server alone costs at best, shown by the demo next to the hybrid's speed.
+    one_token_us: AtomicU64,
     /// The model's tokenizer, for the OpenAI-compatible endpoint ([`openai`]); without it that
     /// endpoint answers 501.
     tokenizer: std::sync::OnceLock<Arc<tokenizers::Tokenizer>>,
@@ -158,6 +161,7 @@ impl AppState {
             server_name: format!("verifier-server/{}", env!("CARGO_PKG_VERSION")),
             shutdown: tokio::sync::watch::channel(false).0,
             last_forward_ok: std::sync::Mutex::new(None),
+            one_token_us: AtomicU64::new(u64::MAX),
             tokenizer: std::sync::OnceLock::new(),
             batcher: std::sync::OnceLock::new(),
         })
@@ -198,6 +202,7 @@ impl AppState {
             .map_err(|_| "the model is busy beyond the probe's patience".to_string())?
             .map_err(|_| "shutting down".to_string())?;
         let model = self.model.clone();
+        let started = std::time::Instant::now();
         let probe = tokio::task::spawn_blocking(move || {
             let mut cache = model.new_cache();
             model
@@ -212,6 +217,8 @@ impl AppState {
         .map_err(|e| format!("probe failed: {e}"))?;
         if probe.is_ok() {
             self.forward_succeeded();
+            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.one_token_us.fetch_min(us.max(1), Ordering::Relaxed);
         }
         probe
     }
@@ -267,8 +274,10 @@ pub fn router(state: Arc<AppState>, www: Option<std::path::PathBuf>) -> Router {
     app
 }
 
-/// `{ draft_model_url, draft_model_name, verifier_url, token_required, verifier_model }`; a null
-/// `verifier_url` means "this server's own `/ws`".
+/// `{ draft_model_url, draft_model_name, verifier_url, token_required, verifier_model,
+/// server_alone_tok_s }`; a null `verifier_url` means "this server's own `/ws`", and
+/// `server_alone_tok_s` is one over the fastest health probe's one-token forward time (null before
+/// any probe).
 async fn client_config(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let draft = state.config.draft_model.as_ref();
     axum::Json(serde_json::json!({
@@ -277,6 +286,10 @@ async fn client_config(State(state): State<Arc<AppState>>) -> impl IntoResponse 
         "verifier_url": null,
         "token_required": !state.config.tokens.is_empty(),
         "verifier_model": state.model.name(),
+        "server_alone_tok_s": match state.one_token_us.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(1e6 / us as f64),
+        },
     }))
 }
 
@@ -424,6 +437,8 @@ enum Incoming {
     Idle,
     /// The server shuts down.
     Shutdown,
+    /// Nothing arrived, and the session's own generation has a token to go.
+    Continue,
 }
 
 /// One client's connection: the socket, its verifier session and the server's state. Each kind
@@ -459,15 +474,21 @@ impl Connection {
     /// Waits for the next event and takes its step.
     async fn next(&mut self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Flow {
         let idle = self.state.config.idle_timeout;
+        let generating = self.generating();
+        // A message that has arrived comes first; otherwise a generation in progress takes its
+        // next step (`recv` is cancel-safe: nothing is lost when the step wins).
         let incoming = tokio::select! {
+            biased;
+            _ = shutdown_requested(shutdown) => Incoming::Shutdown,
             r = tokio::time::timeout(idle, self.socket.recv()) => match r {
                 Ok(Some(msg)) => Incoming::Message(msg),
                 Ok(None) => Incoming::Gone,
                 Err(_) => Incoming::Idle,
             },
-            _ = shutdown_requested(shutdown) => Incoming::Shutdown,
+            _ = std::future::ready(()), if generating => Incoming::Continue,
         };
         match incoming {
+            Incoming::Continue => self.on_continue().await,
             Incoming::Message(Ok(msg)) => self.on_message(msg).await,
             Incoming::Message(Err(e)) => self.on_socket_error(e).await,
             Incoming::Gone => Flow::Break(()),
@@ -520,6 +541,17 @@ impl Connection {
     /// connection closed after a protocol error.
     async fn on_frame(&mut self, frame: axum::body::Bytes) -> Flow {
         telemetry::bytes_in(frame.len());
+        let msg = hlm_protocol::decode_client(&frame);
+        self.submit(Input::Message(msg), frame.len()).await
+    }
+
+    /// The next token of the session's own generation, between the client's messages.
+    async fn on_continue(&mut self) -> Flow {
+        self.submit(Input::Continue, 0).await
+    }
+
+    /// Queues the session's input for the next batch and sends the reply.
+    async fn submit(&mut self, input: Input, bytes: usize) -> Flow {
         let started = std::time::Instant::now();
         let Some(session) = self.session.take() else {
             return Flow::Break(());
@@ -528,8 +560,8 @@ impl Connection {
         let (done, reply) = tokio::sync::oneshot::channel();
         let job = batch::Job {
             session,
-            msg: hlm_protocol::decode_client(&frame),
-            bytes: frame.len(),
+            input,
+            bytes,
             done,
         };
         if batch::batcher(&self.state).submit(job).await.is_err() {
@@ -546,8 +578,18 @@ impl Connection {
         if s.stats.rounds > before.rounds {
             telemetry::rounds(&before, &s.stats, started.elapsed());
         }
+        if s.stats.generated > before.generated {
+            telemetry::solo_tokens((s.stats.generated - before.generated) as usize);
+        }
         self.session = Some(s);
         self.send_reply(reply).await
+    }
+
+    /// Whether the session's own generation has a token to go.
+    fn generating(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(VerifierSession::generating)
     }
 
     async fn send_reply(&mut self, reply: hlm_engine::verifier::Reply) -> Flow {

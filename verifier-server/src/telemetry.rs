@@ -12,8 +12,9 @@
 //! | `hlm_tokens_verified_total` / `hlm_tokens_rejected_total` | counter | acceptance rate = 1 − rejected / verified |
 //! | `hlm_forward_tokens_total` | counter | positions run through the verifier (catch-up included) |
 //! | `hlm_bytes_in_total` / `hlm_bytes_out_total` | counter | frame bytes |
+//! | `hlm_solo_tokens_total` | counter | tokens the model generated on its own (`/v1/chat/completions`, a session's `Generate`) |
 //! | `hlm_round_seconds` | histogram | time to answer a round, queueing for the model included |
-//! | `hlm_batch_rounds` | histogram | rounds verified by one forward pass (sessions batched together) |
+//! | `hlm_batch_rounds` | histogram | rounds (and steps of the verifier's own generations) served by one forward pass (sessions batched together) |
 //! | `hlm_batch_positions` | histogram | positions (new tokens of all its rounds) in one forward pass |
 
 use hlm_engine::verifier::SessionStats;
@@ -110,7 +111,7 @@ pub fn batch(rounds: usize, positions: usize) {
     metrics::histogram!(names::BATCH_POSITIONS).record(positions as f64);
 }
 
-/// Tokens a `/v1/chat/completions` request generated.
+/// Tokens the model generated on its own (`/v1/chat/completions`, or a session's `Generate`).
 pub fn solo_tokens(n: usize) {
     metrics::counter!(names::SOLO_TOKENS_TOTAL).increment(n as u64);
 }

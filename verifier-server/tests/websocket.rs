@@ -634,3 +634,50 @@ fn kv_memory_budget_is_checked_with_hand_computed_sizes() {
     assert!(err.contains("--max-sessions to 9"), "{err}");
     assert!(err.contains("--max-context to 199"), "{err}");
 }
+
+/// The verifier alone over a real socket (`Generate`): its streamed tokens are the model's own
+/// greedy generation, and a client that stops early ends the server's generation (the server
+/// reads the `Reset` between tokens) and can ask again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_only_generation_streams_over_the_socket() {
+    let server = start().await;
+    // The demo's "server alone" figure: one over the health probe's one-token forward time.
+    let config = http_get(&server.url, "/client-config.json").await;
+    assert!(config.contains("\"server_alone_tok_s\":null"), "{config}");
+    assert!(http_get(&server.url, "/health").await.contains("200 OK"));
+    let config = http_get(&server.url, "/client-config.json").await;
+    let body = config.split("\r\n\r\n").nth(1).unwrap();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(v["server_alone_tok_s"].as_f64().unwrap() > 0.0, "{config}");
+    let prompt = [5u32, 6, 7];
+    let expected = server
+        .verifier
+        .model()
+        .generate_greedy(&prompt, 24)
+        .unwrap();
+    let link = WsLink::connect(&server.url).await.unwrap();
+    let vocab = server.verifier.vocab_info();
+    let mut s = HybridSession::connect(link, vocab, "test").await.unwrap();
+    let cfg = GenerationConfig {
+        max_tokens: 24,
+        ..Default::default()
+    };
+    let tok = server.verifier.tokenizer();
+    let mut n = 0;
+    let stopped = s
+        .generate_on_server(tok, &prompt, &cfg, &mut |_| {
+            n += 1;
+            n < 2
+        })
+        .await
+        .unwrap();
+    assert_eq!(stopped.ids, expected[..2]);
+    let full = s
+        .generate_on_server(tok, &prompt, &cfg, &mut |_| true)
+        .await
+        .unwrap();
+    assert_eq!(full.ids, expected);
+    assert_eq!(full.totals.llm_forward_passes, expected.len());
+    let text = http_get(&server.url, "/metrics").await;
+    assert!(metric(&text, "hlm_solo_tokens_total") >= expected.len() as f64);
+}

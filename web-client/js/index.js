@@ -36,7 +36,7 @@ export const MODES = Object.freeze(['auto', 'always', 'uncertainty', 'uncertaint
 /** @type {readonly UncertaintyEstimate[]} */
 export const UNCERTAINTY = Object.freeze(['sampled', 'expected']);
 /** @type {readonly TokenKind[]} */
-export const KINDS = Object.freeze(['skipped', 'uploaded-accepted', 'uploaded-resampled']);
+export const KINDS = Object.freeze(['skipped', 'uploaded-accepted', 'uploaded-resampled', 'server-generated']);
 /** @type {readonly Backend[]} */
 export const BACKENDS = Object.freeze(['auto', 'webgpu', 'wasm']);
 

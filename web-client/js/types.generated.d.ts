@@ -386,7 +386,7 @@ notice: string | null, };
 /**
  * How a generated token came to be.
  */
-export type TokenKind = "skipped" | "uploaded-accepted" | "uploaded-resampled";
+export type TokenKind = "skipped" | "uploaded-accepted" | "uploaded-resampled" | "server-generated";
 
 /**
  * Running totals, with the energy estimate and what standard HLM would have cost.

@@ -319,6 +319,7 @@ async function demoGenerate(page, { mode, maxTokens, stopAfter = null, prompt = 
         ['c-tokens', 'c-uploaded', 'c-bytes-up', 'c-bytes-down', 'c-passes', 'c-energy', 'c-system'].map((id) => [id, { value: value(id), text: text(id) }]),
       ),
       tokS: text('tok-s'),
+      speed: { value: value('c-speed'), sub: text('c-speed-s') },
       backend: text('backend'),
       backendKind: d.backend,
       warning: text('warning'),
@@ -470,6 +471,9 @@ async function main() {
     check(s.standardHlmEnergyJ >= s.energyJ, `demo: standard HLM energy ${s.standardHlmEnergyJ} < actual ${s.energyJ}`);
     check(s.energyJ > 0, `demo: energy estimate ${s.energyJ}`);
     check(Number(demo.tokS) > 0, `demo: #tok-s reads "${demo.tokS}"`);
+    check(Math.abs(Number(demo.speed.value) - s.tokens / s.wallTimeS) < 1e-6 * (1 + s.tokens / s.wallTimeS),
+      `demo: #c-speed ${demo.speed.value} != summary tokens / wall ${s.tokens / s.wallTimeS}`);
+    check(/server alone ≈ \d/.test(demo.speed.sub), `demo: #c-speed-s reads "${demo.speed.sub}"`);
     check(s.draftTokensPerS > 0, `demo: draftTokensPerS ${s.draftTokensPerS}`);
     await page.screenshot({ path: path.join(args.out, 'demo.png'), fullPage: true });
     check(s.draftBackend === 'wasm-simd', `demo: summary.draftBackend is ${s.draftBackend}`);

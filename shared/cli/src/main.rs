@@ -198,6 +198,10 @@ struct GenerateArgs {
     /// Print one JSON line per token instead of the text.
     #[arg(long)]
     json_events: bool,
+    /// Ask the verifier alone: it generates the whole answer and streams it back (the
+    /// server-only baseline, through the same server and socket); nothing is drafted here.
+    #[arg(long)]
+    server_only: bool,
     #[command(flatten)]
     decode: DecodeOptions,
     #[command(flatten)]
@@ -234,25 +238,37 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let prompt = drafter.encode(&text)?;
     let cfg = args.decode.config()?;
-    let choice = hlm_engine::heads::settle(&cfg, drafter.model().name(), &session.verifier_model)
-        .map(|c| hlm_engine::heads::FilterChoice::of(&c))?;
-    eprintln!("{}", choice.describe());
     let json = args.json_events;
     let mut out = std::io::stdout();
-    let summary = session
-        .generate(&mut drafter, &prompt, &cfg, &mut |ev| {
-            if let Some(n) = &ev.notice {
-                eprintln!("\n{n}");
-            }
-            if json {
-                let _ = writeln!(out, "{}", serde_json::to_string(ev).unwrap_or_default());
-            } else {
-                let _ = write!(out, "{}", ev.text);
-                let _ = out.flush();
-            }
-            true
-        })
-        .await?;
+    let mut on_token = |ev: &hlm_engine::decode::TokenEvent| {
+        if let Some(n) = &ev.notice {
+            eprintln!("\n{n}");
+        }
+        if json {
+            let _ = writeln!(out, "{}", serde_json::to_string(ev).unwrap_or_default());
+        } else {
+            let _ = write!(out, "{}", ev.text);
+            let _ = out.flush();
+        }
+        true
+    };
+    let summary = if args.server_only {
+        eprintln!(
+            "server only: {} generates, nothing is drafted here",
+            session.verifier_model
+        );
+        session
+            .generate_on_server(drafter.tokenizer(), &prompt, &cfg, &mut on_token)
+            .await?
+    } else {
+        let choice =
+            hlm_engine::heads::settle(&cfg, drafter.model().name(), &session.verifier_model)
+                .map(|c| hlm_engine::heads::FilterChoice::of(&c))?;
+        eprintln!("{}", choice.describe());
+        session
+            .generate(&mut drafter, &prompt, &cfg, &mut on_token)
+            .await?
+    };
     println!();
     println!("{}", serde_json::to_string(&summary)?);
     let _ = session.close().await;

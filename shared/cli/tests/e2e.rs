@@ -95,6 +95,38 @@ async fn hlm_generate_over_websocket_in_every_mode() {
     }
 }
 
+/// `--server-only`: the verifier generates alone and streams its answer over the same socket;
+/// greedy, that is the text the hybrid loop produces in mode `always` (lossless).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hlm_generate_server_only_is_the_hybrids_text() {
+    let url = start_server("qwen2.5-coder-1.5b-instruct-q4_k_m").await;
+    let run = |extra: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["generate", "--server", &url, "--max-tokens", "16"];
+            args.extend(["--prompt", "Write a Python function that adds two numbers."]);
+            args.extend(extra.split_whitespace());
+            let out = hlm(&args);
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let summary: serde_json::Value =
+                serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+            summary
+        })
+    };
+    let server = run("--server-only").await.unwrap();
+    let hybrid = run("--mode always").await.unwrap();
+    assert_eq!(server["text"], hybrid["text"]);
+    assert_eq!(server["ids"], hybrid["ids"]);
+    assert_eq!(server["tokens"], 16);
+    assert_eq!(server["llm_forward_passes"], 16);
+    assert_eq!(server["draft_forward_passes"], 0);
+}
+
 /// `--stop`: the same greedy generation ends where its text first contains the string, cut before
 /// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -340,7 +340,7 @@ fn eval_over_the_shaped_link_matches_in_process() {
             ])
             .args(["--draft", "smollm2-135m-instruct-q4_1"])
             .args(["--verifier", "smollm2-135m-instruct-q4_1"])
-            .args(["--methods", "standard-hlm,u-hlm", "--link", link])
+            .args(["--methods", "llm-only,standard-hlm,u-hlm", "--link", link])
             .args(["--link-rate-kbit", "200", "--link-rtt-ms", "40", "--out"])
             .arg(out.path())
             .output()

@@ -37,6 +37,7 @@ pub mod fuzzing;
 pub mod heads;
 pub mod link;
 pub mod model;
+pub mod server_only;
 pub mod solo;
 pub mod stop;
 #[cfg(feature = "testing")]

@@ -9,6 +9,16 @@ use hlm_core::{argmax, sample_index, seeded_rng, softmax, Rng};
 use hlm_protocol::Sampling;
 use std::sync::Arc;
 
+/// The next token under `sampling`: the argmax, or a draw from `softmax(logits / T)`.
+pub fn choose_token(logits: &[f32], sampling: Sampling, rng: &mut Rng) -> u32 {
+    match sampling {
+        Sampling::Greedy => argmax(logits),
+        Sampling::Temperature { temperature, .. } => {
+            sample_index(&softmax(logits, temperature), rng)
+        }
+    }
+}
+
 /// Why a generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SoloEnd {
@@ -90,12 +100,7 @@ impl SoloGeneration {
             self.ended = Some(SoloEnd::MaxTokens);
             return Ok(None);
         }
-        let next = match self.sampling {
-            Sampling::Greedy => argmax(&self.logits),
-            Sampling::Temperature { temperature, .. } => {
-                sample_index(&softmax(&self.logits, temperature), &mut self.rng)
-            }
-        };
+        let next = choose_token(&self.logits, self.sampling, &mut self.rng);
         if self.model.config().eos_ids.contains(&next) {
             self.ended = Some(SoloEnd::EndOfSequence);
             return Ok(None);

@@ -5,7 +5,7 @@
 use crate::decode::Drafter;
 use crate::link::{LocalLink, VerifierLink};
 use crate::model::{LoadOptions, Model};
-use crate::verifier::VerifierSession;
+use crate::verifier::{Input, VerifierSession};
 use crate::EngineError;
 use candle_core::{DType, Device, Tensor};
 use rand::Rng as _;
@@ -318,8 +318,10 @@ impl ScriptedClient {
 
 /// A server message with its timing zeroed (`compute_us`), for comparing two runs.
 pub fn without_timing(mut msg: hlm_protocol::ServerMsg) -> hlm_protocol::ServerMsg {
-    if let hlm_protocol::ServerMsg::Verdict(v) = &mut msg {
-        v.compute_us = 0;
+    match &mut msg {
+        hlm_protocol::ServerMsg::Verdict(v) => v.compute_us = 0,
+        hlm_protocol::ServerMsg::Generated(g) => g.compute_us = 0,
+        _ => {}
     }
     msg
 }
@@ -342,13 +344,14 @@ pub fn serve_scripted(
         .collect();
     let mut replies = vec![Vec::new(); n];
     for _ in 0..steps {
-        let msgs: Vec<_> = clients.iter_mut().map(|c| Ok(c.next_msg())).collect();
+        let msgs: Vec<_> = clients.iter_mut().map(|c| c.next_msg()).collect();
         let answers = if batched {
             let mut refs: Vec<&mut VerifierSession> = sessions.iter_mut().collect();
-            crate::verifier::answer_batch(&mut refs, msgs)
+            let inputs = msgs.into_iter().map(|m| Input::Message(Ok(m))).collect();
+            crate::verifier::answer_batch(&mut refs, inputs)
         } else {
             let each = sessions.iter_mut().zip(msgs);
-            each.map(|(s, m)| m.and_then(|m| s.handle(m))).collect()
+            each.map(|(s, m)| s.handle(m)).collect()
         };
         for (i, a) in answers.into_iter().enumerate() {
             let msg = match a {

@@ -20,8 +20,8 @@
 use crate::model::{BatchItem, ForwardOutput, KvCache, LogitRows, Model};
 use hlm_core::{seeded_rng, softmax, verify_greedy, verify_sampled, Outcome, Rng};
 use hlm_protocol::{
-    decode_client, encode_server, ClientMsg, ErrorCode, ProtocolError, Round, Sampling, ServerMsg,
-    Verdict, VocabInfo, PROTOCOL_VERSION,
+    decode_client, encode_server, ClientMsg, ErrorCode, GenerateRequest, Generated, GenerationEnd,
+    ProtocolError, Round, Sampling, ServerMsg, Verdict, VocabInfo, PROTOCOL_VERSION,
 };
 use std::sync::Arc;
 use web_time::Instant;
@@ -34,6 +34,8 @@ pub struct SessionStats {
     pub forward_tokens: u64,
     pub verified: u64,
     pub rejected: u64,
+    /// Tokens the verifier generated on its own ([`ClientMsg::Generate`]).
+    pub generated: u64,
 }
 
 pub struct VerifierSession {
@@ -46,7 +48,18 @@ pub struct VerifierSession {
     sampling: Option<Sampling>,
     rng: Rng,
     max_context: u32,
+    /// A generation of the verifier's own in progress.
+    generation: Option<OwnGeneration>,
     pub stats: SessionStats,
+}
+
+/// The verifier's own generation in progress ([`ClientMsg::Generate`]).
+struct OwnGeneration {
+    request: u32,
+    /// The last token chosen and sent, not yet in the cache.
+    next: u32,
+    produced: u32,
+    max_tokens: u32,
 }
 
 /// A reply to send and whether the connection must then close (after a protocol error).
@@ -70,6 +83,7 @@ impl VerifierSession {
             sampling: None,
             rng: seeded_rng(0),
             max_context,
+            generation: None,
             stats: SessionStats::default(),
         }
     }
@@ -89,25 +103,47 @@ impl VerifierSession {
         self.cache.reserved_bytes()
     }
 
+    /// Whether a generation of the verifier's own is in progress: its next token comes from
+    /// [`Input::Continue`].
+    pub fn generating(&self) -> bool {
+        self.generation.is_some()
+    }
+
     /// Decodes one frame, acts on it, and encodes the reply. Never panics on bad input: a protocol
     /// error becomes an `Error` message and a request to close the connection.
     pub fn handle_frame(&mut self, frame: &[u8]) -> Reply {
         let msg = decode_client(frame);
-        handle_batch(&mut [self], vec![msg])
+        handle_batch(&mut [self], vec![Input::Message(msg)])
+            .pop()
+            .unwrap_or_else(|| reply(Err(ProtocolError::Internal("no reply".into()))))
+    }
+
+    /// The next token of the session's own generation, encoded (no frame when none is in
+    /// progress).
+    pub fn handle_continue(&mut self) -> Reply {
+        handle_batch(&mut [self], vec![Input::Continue])
             .pop()
             .unwrap_or_else(|| reply(Err(ProtocolError::Internal("no reply".into()))))
     }
 
     /// Acts on one decoded message; `Ok(None)` means no reply is due.
     pub fn handle(&mut self, msg: ClientMsg) -> Result<Option<ServerMsg>, ProtocolError> {
-        answer_batch(&mut [self], vec![Ok(msg)])
+        answer_batch(&mut [self], vec![Input::Message(Ok(msg))])
             .pop()
             .unwrap_or_else(|| Err(ProtocolError::Internal("no answer".into())))
     }
 
     /// A message that needs no forward pass (`Hello`, `Reset`), or the checks that open a round:
     /// the round comes back ready for the batch's forward pass.
-    fn start(&mut self, msg: ClientMsg) -> Result<Started, ProtocolError> {
+    fn start(&mut self, input: Input) -> Result<Started, ProtocolError> {
+        let msg = match input {
+            Input::Continue => return Ok(self.continue_generation()),
+            Input::Message(msg) => msg?,
+        };
+        // Any message ends a generation in progress: its last token opens what comes next.
+        if let Some(g) = self.generation.take() {
+            self.expected_next = Some(g.next);
+        }
         match msg {
             ClientMsg::Hello {
                 version,
@@ -140,7 +176,107 @@ impl VerifierSession {
                 let sampling = self.require_hello()?;
                 Ok(Started::Round(self.prepare_round(round, sampling)?))
             }
+            ClientMsg::Generate(req) => {
+                self.require_hello()?;
+                Ok(Started::Generate(self.prepare_generation(req)?))
+            }
         }
+    }
+
+    /// Checks a [`ClientMsg::Generate`] as a round is checked: position, expected opening token,
+    /// room in the context.
+    fn prepare_generation(
+        &mut self,
+        req: GenerateRequest,
+    ) -> Result<GenerationStep, ProtocolError> {
+        req.validate(self.vocab.size)?;
+        let base = self.cache.len();
+        if req.base as usize != base {
+            return Err(ProtocolError::OutOfSync(format!(
+                "generation {} starts at position {}, the verifier holds {base}",
+                req.request, req.base
+            )));
+        }
+        if let Some(y) = self.expected_next {
+            if req.prompt[0] != y {
+                return Err(ProtocolError::OutOfSync(format!(
+                    "generation {} must start with the token {y}, got {}",
+                    req.request, req.prompt[0]
+                )));
+            }
+        }
+        let needed = (base + req.prompt.len()) as u32;
+        if needed > self.max_context {
+            return Err(ProtocolError::ContextFull {
+                needed,
+                limit: self.max_context,
+            });
+        }
+        self.expected_next = None;
+        self.generation = Some(OwnGeneration {
+            request: req.request,
+            next: 0,
+            produced: 0,
+            max_tokens: req.max_tokens,
+        });
+        Ok(GenerationStep { ids: req.prompt })
+    }
+
+    /// The forward pass behind the generation's next token: its last token's (nothing when no
+    /// generation is in progress).
+    fn continue_generation(&mut self) -> Started {
+        match &self.generation {
+            Some(g) => Started::Generate(GenerationStep { ids: vec![g.next] }),
+            None => Started::Answered(None),
+        }
+    }
+
+    /// Chooses the generation's next token from the step's logits and says whether it is the
+    /// last (end of sequence, `max_tokens`, or no room for its own forward pass).
+    fn finish_generation_step(
+        &mut self,
+        step: GenerationStep,
+        out: ForwardOutput,
+        started: Instant,
+    ) -> Result<Generated, ProtocolError> {
+        let sampling = self.require_hello()?;
+        let Some(mut g) = self.generation.take() else {
+            return Err(ProtocolError::Internal("no generation in progress".into()));
+        };
+        let logits = out
+            .last_logits()
+            .ok_or_else(|| ProtocolError::Internal("the generation step has no logits".into()))?;
+        let id = crate::solo::choose_token(logits, sampling, &mut self.rng);
+        self.stats.forward_passes += 1;
+        self.stats.forward_tokens += step.ids.len() as u64;
+        self.stats.generated += 1;
+        let index = g.produced;
+        g.produced += 1;
+        let end = if self.model.config().eos_ids.contains(&id) {
+            Some(GenerationEnd::EndOfSequence)
+        } else if g.produced >= g.max_tokens {
+            Some(GenerationEnd::MaxTokens)
+        } else if self.cache.len() + 1 > self.max_context as usize {
+            Some(GenerationEnd::ContextFull)
+        } else {
+            None
+        };
+        self.last_hidden = Some(out.last_hidden);
+        let request = g.request;
+        if end.is_some() {
+            self.expected_next = Some(id);
+        } else {
+            g.next = id;
+            self.generation = Some(g);
+        }
+        Ok(Generated {
+            request,
+            index,
+            id,
+            end,
+            forward_tokens: step.ids.len() as u32,
+            compute_us: micros_since(started),
+        })
     }
 
     fn require_hello(&self) -> Result<Sampling, ProtocolError> {
@@ -300,12 +436,39 @@ struct PreparedRound {
     rows: Vec<usize>,
 }
 
+/// The forward pass behind one token of the verifier's own generation: the prompt for the
+/// first, the previous token for the others.
+struct GenerationStep {
+    ids: Vec<u32>,
+}
+
+/// What a session brings to a batch.
+pub enum Input {
+    /// A message from the client (or why its frame did not decode).
+    Message(Result<ClientMsg, ProtocolError>),
+    /// The next token of the session's own generation ([`VerifierSession::generating`]).
+    Continue,
+}
+
 /// Where a message stands after [`VerifierSession::start`].
 enum Started {
     /// Done without the model (`Hello`, `Reset`).
     Answered(Option<ServerMsg>),
     /// A round for the batch's forward pass.
     Round(PreparedRound),
+    /// A step of the verifier's own generation for the batch's forward pass.
+    Generate(GenerationStep),
+}
+
+impl Started {
+    /// The tokens and logit rows this stage puts in the batch's forward pass, if any.
+    fn forward(&self) -> Option<(&[u32], LogitRows)> {
+        match self {
+            Started::Answered(_) => None,
+            Started::Round(p) => Some((&p.ids, LogitRows::Rows(p.rows.clone()))),
+            Started::Generate(g) => Some((&g.ids, LogitRows::Last)),
+        }
+    }
 }
 
 /// What each message of a batch comes to.
@@ -314,10 +477,7 @@ type Answer = Result<Option<ServerMsg>, ProtocolError>;
 /// Answers one decoded message from each of several sessions and encodes the replies (see
 /// [`answer_batch`]). Bad input fails only its own session: its reply is an `Error` message and
 /// a request to close that connection.
-pub fn handle_batch(
-    sessions: &mut [&mut VerifierSession],
-    msgs: Vec<Result<ClientMsg, ProtocolError>>,
-) -> Vec<Reply> {
+pub fn handle_batch(sessions: &mut [&mut VerifierSession], msgs: Vec<Input>) -> Vec<Reply> {
     answer_batch(sessions, msgs)
         .into_iter()
         .map(reply)
@@ -329,14 +489,11 @@ pub fn handle_batch(
 /// tokens), and each session's verdict is the one it would get alone. A round that fails its
 /// checks never enters the pass. Should the batched pass itself fail, each round is run alone so
 /// that the error reaches only the session that caused it.
-pub fn answer_batch(
-    sessions: &mut [&mut VerifierSession],
-    msgs: Vec<Result<ClientMsg, ProtocolError>>,
-) -> Vec<Answer> {
+pub fn answer_batch(sessions: &mut [&mut VerifierSession], msgs: Vec<Input>) -> Vec<Answer> {
     let mut stages: Vec<Result<Started, ProtocolError>> = sessions
         .iter_mut()
         .zip(msgs)
-        .map(|(s, m)| m.and_then(|m| s.start(m)))
+        .map(|(s, m)| s.start(m))
         .collect();
     let started = Instant::now();
     let mut outputs = batch_forward(sessions, &stages);
@@ -346,29 +503,37 @@ pub fn answer_batch(
         .map(|(s, stage)| match stage? {
             Started::Answered(msg) => Ok(msg),
             Started::Round(p) => {
-                let out = outputs
-                    .next()
-                    .unwrap_or_else(|| Err(ProtocolError::Internal("no forward output".into())))?;
+                let out = next_output(&mut outputs)?;
                 s.finish_round(p, out, started)
                     .map(|v| Some(ServerMsg::Verdict(v)))
+            }
+            Started::Generate(g) => {
+                let out = next_output(&mut outputs)?;
+                s.finish_generation_step(g, out, started)
+                    .map(|t| Some(ServerMsg::Generated(t)))
             }
         })
         .collect()
 }
 
-/// The forward pass of the prepared rounds, in order: together when their sessions share one
+fn next_output(
+    outputs: &mut impl Iterator<Item = Result<ForwardOutput, ProtocolError>>,
+) -> Result<ForwardOutput, ProtocolError> {
+    outputs
+        .next()
+        .unwrap_or_else(|| Err(ProtocolError::Internal("no forward output".into())))
+}
+
+/// The forward pass of the prepared rounds and generation steps, in order: together when their sessions share one
 /// model and the pass succeeds, else one by one.
 fn batch_forward(
     sessions: &mut [&mut VerifierSession],
     stages: &[Result<Started, ProtocolError>],
 ) -> std::vec::IntoIter<Result<ForwardOutput, ProtocolError>> {
-    let mut pending: Vec<(&mut VerifierSession, &PreparedRound)> = sessions
+    let mut pending: Vec<(&mut VerifierSession, (&[u32], LogitRows))> = sessions
         .iter_mut()
         .zip(stages)
-        .filter_map(|(s, st)| match st {
-            Ok(Started::Round(p)) => Some((&mut **s, p)),
-            _ => None,
-        })
+        .filter_map(|(s, st)| Some((&mut **s, st.as_ref().ok()?.forward()?)))
         .collect();
     let Some(model) = pending.first().map(|(s, _)| s.model.clone()) else {
         return Vec::new().into_iter();
@@ -378,10 +543,10 @@ fn batch_forward(
     if pending.len() > 1 && pending.iter().all(|(s, _)| Arc::ptr_eq(&s.model, &model)) {
         let mut items: Vec<BatchItem<'_>> = pending
             .iter_mut()
-            .map(|(s, p)| BatchItem {
+            .map(|(s, (ids, rows))| BatchItem {
                 cache: &mut s.cache,
-                tokens: &p.ids,
-                rows: LogitRows::Rows(p.rows.clone()),
+                tokens: ids,
+                rows: rows.clone(),
             })
             .collect();
         if let Ok(outs) = model.forward_batch(&mut items, 0) {
@@ -390,9 +555,9 @@ fn batch_forward(
     }
     pending
         .into_iter()
-        .map(|(s, p)| {
+        .map(|(s, (ids, rows))| {
             s.model
-                .forward(&mut s.cache, &p.ids, &LogitRows::Rows(p.rows.clone()), 0)
+                .forward(&mut s.cache, ids, &rows, 0)
                 .map_err(internal)
         })
         .collect::<Vec<_>>()

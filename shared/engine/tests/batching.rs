@@ -4,7 +4,7 @@
 
 use hlm_engine::model::{BatchItem, ForwardOutput, LogitRows};
 use hlm_engine::testing::*;
-use hlm_engine::verifier::{answer_batch, VerifierSession};
+use hlm_engine::verifier::{answer_batch, Input, VerifierSession};
 use hlm_protocol::{
     decode_client, encode_client, ClientMsg, ErrorCode, ProtocolError, Sampling, ServerMsg,
 };
@@ -165,10 +165,10 @@ fn bad_input_in_a_batch_fails_only_its_own_session() {
     let garbage_code = garbage.as_ref().err().map(ProtocolError::code);
     assert!(garbage_code.is_some());
     let msgs = vec![
-        Ok(good.clone()),
-        Ok(ClientMsg::Round(out_of_sync)),
-        Ok(ClientMsg::Round(too_long)),
-        garbage,
+        Input::Message(Ok(good.clone())),
+        Input::Message(Ok(ClientMsg::Round(out_of_sync))),
+        Input::Message(Ok(ClientMsg::Round(too_long))),
+        Input::Message(garbage),
     ];
     let mut refs: Vec<&mut VerifierSession> = sessions.iter_mut().collect();
     let answers = answer_batch(&mut refs, msgs);

@@ -86,8 +86,9 @@ pub fn run(
             if store.is_done(&task.id, &method.name()) {
                 continue;
             }
-            let mut s = match method {
-                Method::LlmOnly => llm_only(drafter, &verifier, task, &prompt, cfg)?,
+            let mut s = match (method, &cfg.remote) {
+                (Method::LlmOnly, None) => llm_only(drafter, &verifier, task, &prompt, cfg)?,
+                (Method::LlmOnly, Some(r)) => llm_only_remote(drafter, r, task, &prompt, cfg)?,
                 _ => hybrid(drafter, &verifier, task, &prompt, method, cfg)?,
             };
             score(&mut s, task, store, cfg, scorer)?;
@@ -181,6 +182,61 @@ pub(crate) fn llm_only(
         bert_vs_reference: None,
         verdicts: Vec::new(),
         ids,
+    })
+}
+
+/// The LLM-only baseline against the run's remote verifier: the prompt goes up in a `Generate`
+/// and the server streams its greedy answer back over the real WebSocket (and whatever link
+/// shapes it), so its wall time is what a user asking the server alone would wait.
+fn llm_only_remote(
+    drafter: &Drafter,
+    remote: &Remote,
+    task: &Task,
+    prompt: &[u32],
+    cfg: &EvalConfig,
+) -> Result<Sample> {
+    let config = hlm_engine::decode::GenerationConfig {
+        max_tokens: cfg.knobs.max_tokens,
+        stop: task.stop(),
+        ..Default::default()
+    };
+    let vocab = drafter.vocab_info();
+    let t = Instant::now();
+    let summary = remote.runtime.block_on(async {
+        let link = WsLink::connect_with_token(&remote.url, remote.token.as_deref()).await?;
+        let mut s = HybridSession::connect(link, vocab, "eval").await?;
+        let summary = s
+            .generate_on_server(drafter.tokenizer(), prompt, &config, &mut |_| true)
+            .await?;
+        let _ = s.close().await;
+        Ok::<_, hlm_engine::EngineError>(summary)
+    })?;
+    let wall_s = t.elapsed().as_secs_f64();
+    let t = &summary.totals;
+    Ok(Sample {
+        task: task.id.clone(),
+        method: Method::LlmOnly.name(),
+        text: summary.text.clone(),
+        ids: summary.ids.clone(),
+        stop_reason: summary.stop_reason,
+        prompt_tokens: summary.prompt_tokens,
+        tokens: t.tokens,
+        uploaded: t.tokens,
+        rejected: 0,
+        rounds: t.rounds,
+        bytes_up: t.bytes_up,
+        bytes_down: t.bytes_down,
+        draft_forward_passes: 0,
+        draft_forward_tokens: 0,
+        uncertainty_draws: 0,
+        llm_forward_passes: t.llm_forward_passes,
+        llm_forward_tokens: t.llm_forward_tokens,
+        wall_s,
+        real_link_wall_s: Some(summary.wall_time_s),
+        passed: None,
+        bert_vs_llm: None,
+        bert_vs_reference: None,
+        verdicts: Vec::new(),
     })
 }
 

@@ -11,6 +11,8 @@
 //!   Round {base, tokens: [id, verify?, p̂?]…} ──►   one batched forward, verification
 //!                                     ◄──  Verdict {accepted, correction?}
 //!   Reset {sampling}                  ──►   (new generation, no reply)
+//!   Generate {base, prompt, max_tokens} ──►  the verifier alone: prompt forward, then one
+//!                                     ◄──  Generated {index, id, end?}      per token, streamed
 //! ```
 //!
 //! Skipped tokens ride in a round as bare ids; uploaded ones carry the draft distribution `p̂`
@@ -26,7 +28,10 @@ mod messages;
 pub use codec::{decode_client, decode_server, encode_client, encode_server};
 pub use dist::{DraftDist, QuantizedDist, SparseDist};
 pub use error::{close, ErrorCode, ProtocolError};
-pub use messages::{BlockToken, ClientMsg, Round, Sampling, ServerMsg, Verdict, VocabInfo};
+pub use messages::{
+    BlockToken, ClientMsg, GenerateRequest, Generated, GenerationEnd, Round, Sampling, ServerMsg,
+    Verdict, VocabInfo,
+};
 
 /// Version spoken by this build; a frame with another version is refused.
 pub const PROTOCOL_VERSION: u16 = 2;

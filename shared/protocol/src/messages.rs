@@ -68,6 +68,25 @@ pub enum ClientMsg {
         sampling: Sampling,
     },
     Round(Round),
+    /// The verifier generates on its own (the server-only baseline, and a plain server for
+    /// clients without a draft model): `prompt` is appended at `base` (the verifier's committed
+    /// length), then up to `max_tokens` tokens follow under the session's sampling rule, each
+    /// streamed in a [`ServerMsg::Generated`] as soon as it is chosen. Any message the client
+    /// sends meanwhile ends the generation first (a `Reset` to stop it). After it, the
+    /// last generated token is not yet in the verifier's context: it must open the next round.
+    Generate(GenerateRequest),
+}
+
+/// See [`ClientMsg::Generate`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    /// Echoed in every [`Generated`] of this request.
+    pub request: u32,
+    pub base: u32,
+    /// At least one token.
+    pub prompt: Vec<u32>,
+    /// At least one.
+    pub max_tokens: u32,
 }
 
 /// Tokens the client produced since the last verdict, in order. Skipped tokens (`verify: false`)
@@ -98,6 +117,8 @@ pub enum ServerMsg {
         max_context: u32,
     },
     Verdict(Verdict),
+    /// One token of a [`ClientMsg::Generate`].
+    Generated(Generated),
     Error {
         code: crate::ErrorCode,
         message: String,
@@ -118,6 +139,52 @@ pub struct Verdict {
     /// Microseconds the verifier's model spent on this round (its forward pass and the checks;
     /// not the queue, not the network): what the client's energy estimate charges the server for.
     pub compute_us: u32,
+}
+
+/// One token the verifier generated on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generated {
+    pub request: u32,
+    /// Position of the token in the generation (0 for the first).
+    pub index: u32,
+    pub id: u32,
+    /// Set on the generation's last token: why it is the last.
+    pub end: Option<GenerationEnd>,
+    /// Positions the forward pass behind this token covered (the prompt, for the first).
+    pub forward_tokens: u32,
+    /// Microseconds of model time behind this token (as [`Verdict::compute_us`]).
+    pub compute_us: u32,
+}
+
+/// Why a server-side generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GenerationEnd {
+    /// The token is one of the model's end-of-sequence ids.
+    EndOfSequence,
+    /// `max_tokens` tokens were generated.
+    MaxTokens,
+    /// The session's context is full.
+    ContextFull,
+}
+
+impl GenerateRequest {
+    /// Every check the verifier needs before touching its model.
+    pub fn validate(&self, vocab_size: u32) -> Result<(), ProtocolError> {
+        if self.prompt.is_empty() {
+            return Err(ProtocolError::Malformed(
+                "a generation needs at least one prompt token".into(),
+            ));
+        }
+        if self.max_tokens == 0 {
+            return Err(ProtocolError::Malformed(
+                "a generation needs max_tokens of at least 1".into(),
+            ));
+        }
+        match self.prompt.iter().find(|&&id| id >= vocab_size) {
+            Some(&id) => Err(ProtocolError::TokenOutOfRange { id, vocab_size }),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Round {
@@ -216,6 +283,12 @@ mod tests {
                     },
                 ],
             }),
+            ClientMsg::Generate(GenerateRequest {
+                request: 4,
+                base: 0,
+                prompt: vec![1, 151_935],
+                max_tokens: 64,
+            }),
         ];
         let server = vec![
             ServerMsg::Welcome {
@@ -232,6 +305,14 @@ mod tests {
                 verified: 1,
                 forward_tokens: 3,
                 compute_us: 41_000,
+            }),
+            ServerMsg::Generated(Generated {
+                request: 4,
+                index: 63,
+                id: 151_645,
+                end: Some(GenerationEnd::MaxTokens),
+                forward_tokens: 1,
+                compute_us: 9_000,
             }),
             ServerMsg::Error {
                 code: ErrorCode::OutOfSync,
