@@ -3,7 +3,7 @@
 # verifier-server pinned to core 1 in a network namespace of its own, joined by the real shaped
 # link of `hlm eval --link shaped` (veth + tc tbf each way + a relay adding the RTT). Runs
 # LLM-only (the server streaming its own answer over the socket), U-HLM and ours on the same
-# HumanEval prompts at each RTT and link rate, and writes one table.
+# HumanEval dev prompts (problems 0-19, not the reported test split) at each RTT and link rate, and writes one table.
 #
 #   scripts/two-device.sh [--limit N] [--max-tokens N] [--rtts "5 50 150"] [--rates "1000 10000"]
 #
@@ -37,31 +37,40 @@ for rate in $RATES; do
     [ -f "$run/results.json" ] && { echo "$run: done already"; continue; }
     echo "== RTT $rtt ms, $rate kbit/s =="
     taskset -c 0 ./target/release/hlm eval --limit "$LIMIT" --max-tokens "$MAX_TOKENS" \
-      --no-bertscore --methods "$METHODS" --link shaped --link-rtt-ms "$rtt" \
+      --split dev --no-bertscore --methods "$METHODS" --link shaped --link-rtt-ms "$rtt" \
       --link-rate-kbit "$rate" --verifier-server "$PINNED" --out "$run"
   done
 done
 
 python3 - "$OUT" "$RTTS" "$RATES" > "$OUT/table.md" <<'PY'
 import json, sys, os
+from collections import defaultdict
 out, rtts, rates = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
-print("| RTT ms | link kbit/s | method | real-link tok/s | × LLM-only | LLM passes / token | bytes up / token | bytes down / token | upload rate | pass@1 | link |")
+print("| RTT ms | link kbit/s | method | tok/s (real link) | × LLM-only | first token s | server busy ms / token | server passes / token | bytes up / token | bytes down / token | upload rate |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for rate in rates:
     for rtt in rtts:
-        p = os.path.join(out, f"{rtt}ms-{rate}kbit", "results.json")
-        if not os.path.exists(p):
+        d = os.path.join(out, f"{rtt}ms-{rate}kbit")
+        if not os.path.exists(os.path.join(d, "results.json")):
             continue
-        r = json.load(open(p))
+        r = json.load(open(os.path.join(d, "results.json")))
+        per = defaultdict(list)
+        for line in open(os.path.join(d, "samples.jsonl")):
+            s = json.loads(line)
+            per[s["method"]].append(s)
         rows = {row["method"]: row for row in r["rows"]}
         base = (rows.get("llm-only") or {}).get("throughput_real_link_tok_s")
         for m, row in rows.items():
-            tok_s = row.get("throughput_real_link_tok_s")
-            ratio = f"{tok_s / base:.2f}" if tok_s and base else "–"
-            pa = row.get("pass_at_1")
-            pa = f"{pa['value']:.2f}" if pa else "–"
-            print(f"| {rtt} | {rate} | {m} | {tok_s:.1f} | {ratio} | {row['llm_passes_per_token']['value']:.2f} | "
-                  f"{row['bytes_up_per_token']:.1f} | {row['bytes_down_per_token']:.1f} | "
-                  f"{row['upload_rate']['value']:.2f} | {pa} | {r['run']['link']} |")
+            ss = per[m]
+            tok_s = row.get("throughput_real_link_tok_s") or float("nan")
+            ratio = f"{tok_s / base:.2f}" if base else "–"
+            ttft = [s["real_link_first_token_s"] for s in ss if s.get("real_link_first_token_s") is not None]
+            ttft = f"{sum(ttft) / len(ttft):.2f}" if ttft else "–"
+            tokens = sum(s["tokens"] for s in ss)
+            busy = [s.get("llm_compute_us") for s in ss]
+            busy = f"{sum(busy) / 1000 / tokens:.1f}" if tokens and all(b is not None for b in busy) else "–"
+            print(f"| {rtt} | {rate} | {m} | {tok_s:.2f} | {ratio} | {ttft} | {busy} | "
+                  f"{row['llm_passes_per_token']['value']:.2f} | {row['bytes_up_per_token']:.1f} | "
+                  f"{row['bytes_down_per_token']:.1f} | {row['upload_rate']['value']:.2f} |")
 PY
 cat "$OUT/table.md"

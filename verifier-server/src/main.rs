@@ -76,13 +76,24 @@ struct Args {
     batch_positions: usize,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts its threads: it may set the thread count in the environment.
+    let pinned = hlm_engine::threads::size_to_affinity();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(pinned))
+}
+
+async fn serve(pinned: Option<usize>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    if let Some(n) = pinned {
+        tracing::info!("{n} CPU(s) allowed: the model runs {n} thread(s)");
+    }
     let args = Args::parse();
     let mut tokens: Vec<String> = args.token.iter().cloned().collect();
     if let Some(f) = &args.token_file {

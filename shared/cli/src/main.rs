@@ -276,7 +276,11 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    let pinned = hlm_engine::threads::size_to_affinity();
     let cli = Cli::parse();
+    if let Some(n) = pinned {
+        eprintln!("{n} CPU(s) allowed: the model runs {n} thread(s)");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

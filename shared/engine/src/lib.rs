@@ -42,6 +42,8 @@ pub mod solo;
 pub mod stop;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod threads;
 pub mod tokenizer;
 pub mod verifier;
 #[cfg(feature = "ws-client")]

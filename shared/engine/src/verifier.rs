@@ -190,28 +190,8 @@ impl VerifierSession {
         req: GenerateRequest,
     ) -> Result<GenerationStep, ProtocolError> {
         req.validate(self.vocab.size)?;
-        let base = self.cache.len();
-        if req.base as usize != base {
-            return Err(ProtocolError::OutOfSync(format!(
-                "generation {} starts at position {}, the verifier holds {base}",
-                req.request, req.base
-            )));
-        }
-        if let Some(y) = self.expected_next {
-            if req.prompt[0] != y {
-                return Err(ProtocolError::OutOfSync(format!(
-                    "generation {} must start with the token {y}, got {}",
-                    req.request, req.prompt[0]
-                )));
-            }
-        }
-        let needed = (base + req.prompt.len()) as u32;
-        if needed > self.max_context {
-            return Err(ProtocolError::ContextFull {
-                needed,
-                limit: self.max_context,
-            });
-        }
+        let what = format!("generation {}", req.request);
+        self.check_opening(&what, req.base, req.prompt[0], req.prompt.len())?;
         self.expected_next = None;
         self.generation = Some(OwnGeneration {
             request: req.request,
@@ -300,6 +280,40 @@ impl VerifierSession {
         Ok(())
     }
 
+    /// What a round and a generation request must both fit: they start at the committed
+    /// position `base`, open with the token the verifier chose last (a correction, or the last
+    /// token of its own generation) when it expects one, and leave their `len` tokens room in the
+    /// context. Returns the committed position.
+    fn check_opening(
+        &self,
+        what: &str,
+        base: u32,
+        first: u32,
+        len: usize,
+    ) -> Result<usize, ProtocolError> {
+        let held = self.cache.len();
+        if base as usize != held {
+            return Err(ProtocolError::OutOfSync(format!(
+                "{what} starts at position {base}, the verifier holds {held}"
+            )));
+        }
+        if let Some(y) = self.expected_next {
+            if first != y {
+                return Err(ProtocolError::OutOfSync(format!(
+                    "{what} must start with the verifier's last token {y}, got {first}"
+                )));
+            }
+        }
+        let needed = (held + len) as u32;
+        if needed > self.max_context {
+            return Err(ProtocolError::ContextFull {
+                needed,
+                limit: self.max_context,
+            });
+        }
+        Ok(held)
+    }
+
     /// Checks a round against the session (position, expected correction, context, first token)
     /// and lists the rows of the forward pass whose logits verify an uploaded token.
     fn prepare_round(
@@ -308,29 +322,9 @@ impl VerifierSession {
         sampling: Sampling,
     ) -> Result<PreparedRound, ProtocolError> {
         round.validate(self.vocab.size, &sampling)?;
-        let base = self.cache.len();
-        if round.base as usize != base {
-            return Err(ProtocolError::OutOfSync(format!(
-                "round {} starts at position {}, the verifier holds {base}",
-                round.round, round.base
-            )));
-        }
-        if let Some(y) = self.expected_next {
-            if round.tokens[0].id != y {
-                return Err(ProtocolError::OutOfSync(format!(
-                    "round {} must start with the correction {y}, got {}",
-                    round.round, round.tokens[0].id
-                )));
-            }
-        }
+        let what = format!("round {}", round.round);
+        let base = self.check_opening(&what, round.base, round.tokens[0].id, round.tokens.len())?;
         let n = round.tokens.len();
-        let needed = (base + n) as u32;
-        if needed > self.max_context {
-            return Err(ProtocolError::ContextFull {
-                needed,
-                limit: self.max_context,
-            });
-        }
         if round.tokens[0].verify && self.last_hidden.is_none() {
             return Err(ProtocolError::OutOfSync(
                 "the first token of a sequence cannot be verified: send the prompt first".into(),

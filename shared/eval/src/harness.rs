@@ -177,6 +177,8 @@ pub(crate) fn llm_only(
         llm_forward_tokens: prompt.len() + ids.len().saturating_sub(1),
         wall_s,
         real_link_wall_s: None,
+        real_link_first_token_s: None,
+        llm_compute_us: None,
         passed: None,
         bert_vs_llm: None,
         bert_vs_reference: None,
@@ -202,11 +204,15 @@ fn llm_only_remote(
     };
     let vocab = drafter.vocab_info();
     let t = Instant::now();
+    let mut first_token_s = None;
     let summary = remote.runtime.block_on(async {
         let link = WsLink::connect_with_token(&remote.url, remote.token.as_deref()).await?;
         let mut s = HybridSession::connect(link, vocab, "eval").await?;
         let summary = s
-            .generate_on_server(drafter.tokenizer(), prompt, &config, &mut |_| true)
+            .generate_on_server(drafter.tokenizer(), prompt, &config, &mut |ev| {
+                first_token_s.get_or_insert(ev.wall_time_s);
+                true
+            })
             .await?;
         let _ = s.close().await;
         Ok::<_, hlm_engine::EngineError>(summary)
@@ -233,6 +239,8 @@ fn llm_only_remote(
         llm_forward_tokens: t.llm_forward_tokens,
         wall_s,
         real_link_wall_s: Some(summary.wall_time_s),
+        real_link_first_token_s: first_token_s,
+        llm_compute_us: Some(t.llm_compute_us),
         passed: None,
         bert_vs_llm: None,
         bert_vs_reference: None,
@@ -255,7 +263,9 @@ fn hybrid(
         .config();
     let calibrating = *method == Method::StandardHlm;
     let mut verdicts = Vec::new();
+    let mut first_token_s = None;
     let mut on_token = |ev: &TokenEvent| {
+        first_token_s.get_or_insert(ev.wall_time_s);
         if calibrating {
             verdicts.push((ev.uncertainty, ev.kind == TokenKind::UploadedResampled));
         }
@@ -302,6 +312,8 @@ fn hybrid(
         llm_forward_tokens: t.llm_forward_tokens,
         wall_s,
         real_link_wall_s: cfg.remote.as_ref().map(|_| summary.wall_time_s),
+        real_link_first_token_s: cfg.remote.as_ref().and(first_token_s),
+        llm_compute_us: Some(t.llm_compute_us),
         passed: None,
         bert_vs_llm: None,
         bert_vs_reference: None,

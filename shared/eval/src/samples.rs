@@ -39,6 +39,13 @@ pub struct Sample {
     /// Wall time when the loop's verifier ran behind the real constrained link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub real_link_wall_s: Option<f64>,
+    /// Real link only: seconds from the request until the first token was final at the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real_link_first_token_s: Option<f64>,
+    /// Microseconds the verifier's model reported spending on this answer (its rounds, or its
+    /// own tokens): the server's busy time. Absent where the verifier does not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_compute_us: Option<u64>,
     pub passed: Option<bool>,
     pub bert_vs_llm: Option<Score>,
     pub bert_vs_reference: Option<Score>,
@@ -250,6 +257,8 @@ pub(crate) mod tests {
             llm_forward_tokens: 5,
             wall_s: 0.5,
             real_link_wall_s: None,
+            real_link_first_token_s: None,
+            llm_compute_us: None,
             passed: Some(true),
             bert_vs_llm: None,
             bert_vs_reference: None,
