@@ -83,6 +83,31 @@ pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 }
 
 /// Reads tokens from a file: one per line, blank lines and `#` comments ignored.
+/// Why a caller is turned away before any session starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// A browser page from an origin not allowed.
+    Origin,
+    /// The server has tokens and the caller presented none of them.
+    Unauthorized,
+}
+
+/// The checks every entry point makes (WebSocket sessions, the OpenAI-compatible endpoint): the
+/// origin against `allowed_origins`, then the token against `tokens` (none configured: open).
+pub fn check_caller(
+    headers: &HeaderMap,
+    allowed_origins: &[String],
+    tokens: &[String],
+) -> Result<(), Denied> {
+    if !origin_allowed(headers, allowed_origins) {
+        return Err(Denied::Origin);
+    }
+    if !tokens.is_empty() && !presented_token(headers).is_some_and(|t| token_matches(&t, tokens)) {
+        return Err(Denied::Unauthorized);
+    }
+    Ok(())
+}
+
 pub fn tokens_from_file(path: &std::path::Path) -> std::io::Result<Vec<String>> {
     Ok(std::fs::read_to_string(path)?
         .lines()

@@ -336,19 +336,15 @@ async fn ws_handler(
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     }
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
-    let admitted = if !auth::origin_allowed(&headers, &state.config.allowed_origins) {
-        Err(Refusal::Origin)
-    } else if !state.config.tokens.is_empty()
-        && !auth::presented_token(&headers)
-            .is_some_and(|t| auth::token_matches(&t, &state.config.tokens))
-    {
-        Err(Refusal::Unauthorized)
-    } else {
-        state
+    let cfg = &state.config;
+    let admitted = match auth::check_caller(&headers, &cfg.allowed_origins, &cfg.tokens) {
+        Err(auth::Denied::Origin) => Err(Refusal::Origin),
+        Err(auth::Denied::Unauthorized) => Err(Refusal::Unauthorized),
+        Ok(()) => state
             .sessions
             .clone()
             .try_acquire_owned()
-            .map_err(|_| Refusal::Overloaded)
+            .map_err(|_| Refusal::Overloaded),
     };
     ws.protocols([auth::PROTOCOL])
         .max_message_size(MAX_MESSAGE_BYTES)

@@ -143,28 +143,28 @@ fn refuse(status: StatusCode, kind: &'static str, code: &'static str, message: &
 
 /// The origin and the token, as for a WebSocket session.
 fn check_caller(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if !auth::origin_allowed(headers, &state.config.allowed_origins) {
-        telemetry::refused("origin");
-        return Err(refuse(
-            StatusCode::FORBIDDEN,
-            "invalid_request_error",
-            "forbidden_origin",
-            "origin not allowed",
-        ));
+    let cfg = &state.config;
+    match auth::check_caller(headers, &cfg.allowed_origins, &cfg.tokens) {
+        Ok(()) => Ok(()),
+        Err(auth::Denied::Origin) => {
+            telemetry::refused("origin");
+            Err(refuse(
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                "forbidden_origin",
+                "origin not allowed",
+            ))
+        }
+        Err(auth::Denied::Unauthorized) => {
+            telemetry::refused("unauthorized");
+            Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid_api_key",
+                "missing or wrong token (Authorization: Bearer …)",
+            ))
+        }
     }
-    if !state.config.tokens.is_empty()
-        && !auth::presented_token(headers)
-            .is_some_and(|t| auth::token_matches(&t, &state.config.tokens))
-    {
-        telemetry::refused("unauthorized");
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "invalid_api_key",
-            "missing or wrong token (Authorization: Bearer …)",
-        ));
-    }
-    Ok(())
 }
 
 /// The same admission as a WebSocket session: draining, origin, token, a session slot.
