@@ -44,7 +44,7 @@ mode: FilterMode, knobs: FilterKnobs,
 /**
  * Mode `learned`: what its head was fitted on, and its fingerprint.
  */
-filter_head?: string, sampling: Sampling, importance_rule: ImportanceRuleName, uncertainty: UncertaintyEstimate, uploads_per_round: number, prompt_tokens: number, stop_reason: StopReason, wall_time_s: number,
+filter_head?: string, sampling: Sampling, importance_rule: ImportanceRuleName, uncertainty: UncertaintyEstimate, uploads_per_round: number, pipeline: Pipeline, prompt_tokens: number, stop_reason: StopReason, wall_time_s: number,
 /**
  * Time spent in the draft model and the filter.
  */
@@ -62,9 +62,14 @@ draft_backend: string,
  */
 notices?: Array<string>, tokens: number, skipped: number, uploaded: number, accepted: number, resampled: number,
 /**
- * Drafted tokens thrown away because an earlier upload in their round was rejected.
+ * Drafted tokens thrown away because an earlier upload in their round (or in the round in
+ * flight when they were drafted ahead) was rejected.
  */
-discarded: number, rounds: number, bytes_up: number, bytes_down: number,
+discarded: number,
+/**
+ * Tokens drafted while a round was in flight (pipelining), discarded ones included.
+ */
+drafted_ahead: number, rounds: number, bytes_up: number, bytes_down: number,
 /**
  * Bits of the compressed distributions alone (CU-HLM's payload).
  */
@@ -210,7 +215,13 @@ stopAtCodeBlockEnd: boolean,
  * Mode `learned`: the filter head, as its file (`head.json`, written by
  * `hlm eval --trace`) holds it.
  */
-filterHead?: FilterHead, };
+filterHead?: FilterHead,
+/**
+ * Tokens the draft model may draft ahead while a round awaits its verdict: absent =
+ * adaptive (the default: deeper when the link is slow and drafts usually stand), 0 = off
+ * (send a round, then wait), n = at most n. The text is the same either way.
+ */
+pipelineDepth?: number, };
 
 /**
  * A signal a head may read (see [`TokenFeatures`]).
@@ -261,6 +272,11 @@ energy_constants: EnergyConstants,
  * Linear memory at each loading stage: where the bytes went.
  */
 load_memory: LoadMemory, };
+
+/**
+ * How far the loop drafts ahead while a round is in flight.
+ */
+export type Pipeline = "off" | "adaptive" | { "depth": number };
 
 /**
  * How tokens are chosen; verification follows the same rule.

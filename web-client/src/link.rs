@@ -173,6 +173,10 @@ impl VerifierLink for BrowserLink {
             .map_err(|e| EngineError::Link(format!("send failed: {}", js_text(&e))))
     }
 
+    fn try_recv(&mut self) -> Option<Result<Vec<u8>>> {
+        self.socket.inbox.borrow_mut().frames.pop_front().map(Ok)
+    }
+
     async fn recv(&mut self) -> Result<Vec<u8>> {
         let inbox = self.socket.inbox.clone();
         poll_fn(move |cx| {

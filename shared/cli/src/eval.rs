@@ -57,6 +57,10 @@ pub struct EvalArgs {
     importance_strictness: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Drafting ahead while a round is in flight: auto (adaptive depth), off, or a depth in
+    /// tokens. The text is the same either way; real-link timings differ.
+    #[arg(long, default_value = "auto")]
+    pipeline: hlm_engine::decode::Pipeline,
     /// Constants of the energy and link models (default: the shipped constants.toml).
     #[arg(long)]
     constants: Option<PathBuf>,
@@ -188,6 +192,7 @@ fn eval_config(args: &EvalArgs) -> anyhow::Result<EvalConfig> {
                 .as_deref()
                 .map(crate::read_head)
                 .transpose()?,
+            pipeline: args.pipeline,
         },
         sandbox: Default::default(),
         remote: None,
@@ -223,6 +228,7 @@ fn run_info(args: &EvalArgs, dataset: String, tasks: usize) -> RunInfo {
         uncertainty_threshold: args.uncertainty_threshold,
         importance_strictness: args.importance_strictness,
         link: "in process".into(),
+        pipeline: args.pipeline,
         methods: Vec::new(),
         filter_head: None,
     }

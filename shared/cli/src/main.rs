@@ -92,6 +92,11 @@ pub struct DecodeOptions {
     /// upload threshold is then on its probability of a rejection.
     #[arg(long, value_name = "FILE")]
     pub filter_head: Option<std::path::PathBuf>,
+    /// Drafting ahead while a round awaits its verdict: auto (the default: deeper when the link
+    /// is slow and drafts usually stand), off (send, then wait), or at most N tokens. The text
+    /// is the same either way.
+    #[arg(long, default_value = "auto", value_name = "auto|off|N")]
+    pub pipeline: hlm_engine::decode::Pipeline,
 }
 
 /// A filter head file, read and checked.
@@ -118,6 +123,7 @@ impl DecodeOptions {
             stop: self.stop.iter().map(|s| unescape(s)).collect(),
             stop_at_code_block_end: self.stop_at_code_block_end,
             head,
+            pipeline_depth: self.pipeline.depth_option(),
         }
         .config())
     }

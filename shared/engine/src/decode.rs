@@ -18,6 +18,8 @@
 use crate::chat::TextStream;
 pub use crate::drafter::{BackendFuture, DraftBackend, DraftStep, Drafter};
 use crate::link::VerifierLink;
+use crate::pipeline::DepthGauge;
+pub use crate::pipeline::Pipeline;
 pub use crate::stop::{StopConditions, StopHit, StopMatcher};
 use crate::{EngineError, Result};
 use hlm_core::head::{FilterHead, TokenFeatures};
@@ -65,6 +67,8 @@ pub struct GenerationConfig {
     /// Mode `learned` (or `auto`): the filter head (`head.json` of the filter study); without
     /// one, the head shipped for the pair ([`crate::heads`]).
     pub head: Option<FilterHead>,
+    /// Drafting ahead while a round is in flight ([`crate::pipeline`]).
+    pub pipeline: Pipeline,
 }
 
 impl Default for GenerationConfig {
@@ -84,6 +88,7 @@ impl Default for GenerationConfig {
             seed: 0,
             stop: StopConditions::default(),
             head: None,
+            pipeline: Pipeline::default(),
         }
     }
 }
@@ -132,6 +137,10 @@ pub struct GenerationOptions {
     /// `hlm eval --trace`) holds it.
     #[serde(rename = "filterHead")]
     pub head: Option<FilterHead>,
+    /// Tokens the draft model may draft ahead while a round awaits its verdict: absent =
+    /// adaptive (the default: deeper when the link is slow and drafts usually stand), 0 = off
+    /// (send a round, then wait), n = at most n. The text is the same either way.
+    pub pipeline_depth: Option<u32>,
 }
 
 impl Default for GenerationOptions {
@@ -151,6 +160,7 @@ impl Default for GenerationOptions {
             stop: Vec::new(),
             stop_at_code_block_end: false,
             head: None,
+            pipeline_depth: None,
         }
     }
 }
@@ -187,6 +197,7 @@ impl GenerationOptions {
         cfg.compress.tv_bound = self.tv_bound;
         cfg.uncertainty.estimate = self.uncertainty;
         cfg.head = self.head.clone();
+        cfg.pipeline = Pipeline::from_depth(self.pipeline_depth);
         cfg
     }
 }
@@ -215,8 +226,12 @@ pub struct Totals {
     pub uploaded: usize,
     pub accepted: usize,
     pub resampled: usize,
-    /// Drafted tokens thrown away because an earlier upload in their round was rejected.
+    /// Drafted tokens thrown away because an earlier upload in their round (or in the round in
+    /// flight when they were drafted ahead) was rejected.
     pub discarded: usize,
+    /// Tokens drafted while a round was in flight (pipelining), discarded ones included.
+    #[serde(default)]
+    pub drafted_ahead: usize,
     pub rounds: usize,
     pub bytes_up: usize,
     pub bytes_down: usize,
@@ -286,6 +301,8 @@ pub struct Summary {
     #[serde(default)]
     pub uncertainty: UncertaintyEstimate,
     pub uploads_per_round: usize,
+    #[serde(default)]
+    pub pipeline: Pipeline,
     pub prompt_tokens: usize,
     #[serde(flatten)]
     pub totals: Totals,
@@ -498,6 +515,17 @@ struct Generation<'a> {
     round_no: u32,
     /// The round sent and not yet answered (kept whole: a reconnection sends it again).
     in_flight: Option<Round>,
+    /// Tokens of `round` that are in flight; those after them were drafted ahead.
+    sent_len: usize,
+    /// When the round in flight was sent.
+    sent_at: Instant,
+    /// The random streams (draft, signal) as they were when the round in flight was sent: a
+    /// rejection puts them back, so drafts thrown away leave no trace.
+    rngs_at_send: Option<(Rng, Rng)>,
+    /// A reply seen while drafting ahead, not yet taken.
+    early_reply: Option<Result<Vec<u8>>>,
+    /// How far to draft ahead.
+    gauge: DepthGauge,
     /// Set when the link failed; the next wait for a verdict reconnects first.
     link_down: Option<EngineError>,
     /// Generated tokens in `seq` (final or in the open round).
@@ -615,6 +643,11 @@ impl<'a> Generation<'a> {
             round_base: 0,
             round_no: 0,
             in_flight: None,
+            sent_len: 0,
+            sent_at: Instant::now(),
+            rngs_at_send: None,
+            early_reply: None,
+            gauge: DepthGauge::new(cfg.pipeline, cfg.max_round_tokens),
             link_down: None,
             generated: 0,
             totals: Totals::default(),
@@ -679,7 +712,27 @@ impl<'a> Generation<'a> {
                 break;
             }
         }
+        self.drain_in_flight(link).await;
         Ok(self.summary(stop, start.elapsed().as_secs_f64()))
+    }
+
+    /// A round still in flight when the generation stops (an abort, or a stop string in text
+    /// that was final before the verdict came): its verdict is read, so that the session's next
+    /// generation (which opens with `Reset`) starts from a quiet link, and counted (the verifier
+    /// did that work), but changes no token.
+    async fn drain_in_flight<L: VerifierLink>(&mut self, link: &mut L) {
+        if self.in_flight.take().is_none() || self.link_down.is_some() {
+            return;
+        }
+        let reply = match self.early_reply.take() {
+            Some(r) => r,
+            None => link.recv().await,
+        };
+        let Ok(frame) = reply else { return };
+        self.totals.bytes_down += frame.len();
+        if let Ok(ServerMsg::Verdict(v)) = decode_server(&frame) {
+            self.count_pass(&v);
+        }
     }
 
     /// Whether the verifier takes part (in mode `never` the draft model works alone).
@@ -688,11 +741,16 @@ impl<'a> Generation<'a> {
     }
 
     /// Starts the verifier's session afresh (`Reset`) and feeds the prompt to the draft model.
+    /// With pipelining the prompt first goes to the verifier as a round of its own, so that the
+    /// two models' prompt passes overlap.
     async fn begin<L: VerifierLink>(&mut self, link: &mut L) -> Result<()> {
         if self.uses_verifier() {
             let reset = self.reset_frame();
             let sent = link.send(reset).await;
             self.note_link(sent)?;
+            if self.cfg.pipeline.is_on() {
+                self.send_round(link).await?;
+            }
         }
         let t = Instant::now();
         self.drafter.clear();
@@ -713,8 +771,9 @@ impl<'a> Generation<'a> {
     }
 
     /// One generated position: draft a token, let the filter decide, add it to the open round,
-    /// send the round when it is due and apply its verdict, then report what became final.
-    /// Returns why the generation stops, if it stops here.
+    /// send the round when it is due, apply the verdict in flight when the loop may not draft
+    /// further ahead ([`Self::settle_due`]), then report what became final. Returns why the
+    /// generation stops, if it stops here.
     async fn step<L: VerifierLink>(
         &mut self,
         link: &mut L,
@@ -722,6 +781,9 @@ impl<'a> Generation<'a> {
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Option<StopReason>> {
         let t = Instant::now();
+        if self.in_flight.is_some() {
+            self.totals.drafted_ahead += 1;
+        }
         let drafted = self.draft_token()?;
         let x = drafted.id;
         let is_eos = self.eos.contains(&x);
@@ -736,8 +798,7 @@ impl<'a> Generation<'a> {
         };
         let upload = self.decide_upload(drafted.score, importance.as_ref(), is_eos);
         self.push_drafted(drafted, upload, importance);
-        let due = self.round_due(last);
-        if due {
+        if self.in_flight.is_none() && self.round_due(last) {
             self.send_round(link).await?;
         }
         if !feed_first && !last {
@@ -747,16 +808,49 @@ impl<'a> Generation<'a> {
                 p.importance = importance;
             }
         }
-        self.draft_time += t.elapsed().as_secs_f64();
-        let mut ended = last;
-        if due {
-            if let Some(y) = self.settle_round(link, resync).await? {
-                ended = self.eos.contains(&y) || self.generated >= self.cfg.max_tokens;
-            }
-        }
+        let spent = t.elapsed().as_secs_f64();
+        self.draft_time += spent;
+        self.gauge.drafted(spent);
+        let ended = self.settle_due(link, resync, last).await?;
         self.finishing = ended;
         self.report_final();
         Ok(self.stop_after(ended, on_token))
+    }
+
+    /// Applies the verdict in flight while the loop may not draft further ahead
+    /// ([`Self::must_wait`]), and sends the round drafted meanwhile once it is due. Returns
+    /// whether the generation has ended: `last` (the token just drafted was its last) and
+    /// nothing rejected, or a correction that ends it.
+    async fn settle_due<L: VerifierLink>(
+        &mut self,
+        link: &mut L,
+        resync: &Resync,
+        last: bool,
+    ) -> Result<bool> {
+        while self.in_flight.is_some() && self.stop.hit().is_none() && self.must_wait(link, last) {
+            if let Some(y) = self.settle_round(link, resync).await? {
+                return Ok(self.eos.contains(&y) || self.generated >= self.cfg.max_tokens);
+            }
+            if self.stop.hit().is_none() && self.round_due(last) {
+                self.send_round(link).await?;
+            }
+        }
+        Ok(last)
+    }
+
+    /// Whether the loop must wait for the verdict in flight instead of drafting another token
+    /// ahead: pipelining is off or at its depth, the tokens drafted ahead make a round that is
+    /// due (it is sent once the verdict is in), the generation's `last` token is drafted, or
+    /// the verdict has already arrived.
+    fn must_wait<L: VerifierLink>(&mut self, link: &mut L, last: bool) -> bool {
+        let ahead = self.round.len() - self.sent_len;
+        if last || ahead >= self.gauge.depth() || self.round_due(false) {
+            return true;
+        }
+        if self.early_reply.is_none() {
+            self.early_reply = link.try_recv();
+        }
+        self.early_reply.is_some()
     }
 
     /// Drafts the next token from the current logits (greedy: their argmax; sampling: a draw
@@ -840,12 +934,14 @@ impl<'a> Generation<'a> {
 
     /// Whether the open round goes to the verifier now: it holds `uploads_per_round` uploads or
     /// `max_round_tokens` tokens, or the generation's `last` token is in and an upload waits.
+    /// While a round is in flight, the same for the tokens drafted after it.
     fn round_due(&self, last: bool) -> bool {
         let cfg = self.cfg;
-        let uploads = self.round.iter().filter(|p| p.uploaded()).count();
+        let open = &self.round[self.sent_len..];
+        let uploads = open.iter().filter(|p| p.uploaded()).count();
         self.uses_verifier()
             && (uploads >= cfg.uploads_per_round.max(1)
-                || self.round.len() >= cfg.max_round_tokens.max(1)
+                || open.len() >= cfg.max_round_tokens.max(1)
                 || (last && uploads > 0))
     }
 
@@ -859,6 +955,8 @@ impl<'a> Generation<'a> {
         let t = Instant::now();
         let correction = self.receive_verdict(link, resync).await?;
         self.wait_time += t.elapsed().as_secs_f64();
+        self.gauge
+            .verdict(self.sent_at.elapsed().as_secs_f64(), correction.is_none());
         if let Some(y) = correction {
             let t = Instant::now();
             let (next, _) = self.draft_feed(&[y], 0).await?;
@@ -905,6 +1003,7 @@ impl<'a> Generation<'a> {
             importance_rule: cfg.importance_rule,
             uncertainty: cfg.uncertainty.estimate,
             uploads_per_round: cfg.uploads_per_round,
+            pipeline: cfg.pipeline,
             prompt_tokens: self.prompt_len,
             stop_reason: stop,
             wall_time_s: wall,
@@ -979,8 +1078,12 @@ impl<'a> Generation<'a> {
         go_on
     }
 
-    /// Sends the open round (its tokens stay open until the verdict).
+    /// Sends the open round (its tokens stay open until the verdict), noting what a rejection
+    /// would put back.
     async fn send_round<L: VerifierLink>(&mut self, link: &mut L) -> Result<()> {
+        self.sent_len = self.round.len();
+        self.sent_at = Instant::now();
+        self.rngs_at_send = Some((self.draft_rng.clone(), self.signal_rng.clone()));
         let tokens: Vec<BlockToken> = self
             .round
             .iter_mut()
@@ -1029,12 +1132,17 @@ impl<'a> Generation<'a> {
         resync: &Resync,
     ) -> Result<(ServerMsg, usize, usize)> {
         if self.link_down.is_none() {
-            match link.recv().await.and_then(Self::decoded) {
+            let reply = match self.early_reply.take() {
+                Some(r) => r,
+                None => link.recv().await,
+            };
+            match reply.and_then(Self::decoded) {
                 Ok((msg, bytes)) => return Ok((msg, bytes, 0)),
                 Err(e) if e.is_transient() => self.link_down = Some(e),
                 Err(e) => return Err(e),
             }
         }
+        self.early_reply = None;
         loop {
             let cause = self
                 .link_down
@@ -1114,6 +1222,8 @@ impl<'a> Generation<'a> {
     ) -> Result<Option<u32>> {
         let verdict = self.take_verdict(link, resync).await?;
         self.check_verdict(&verdict)?;
+        let sent = std::mem::take(&mut self.sent_len);
+        let rngs = self.rngs_at_send.take();
         self.count_verdict(&verdict);
         self.report_final();
         if self.stop.hit().is_some() {
@@ -1123,10 +1233,14 @@ impl<'a> Generation<'a> {
             return Ok(None);
         }
         let Some(y) = verdict.correction else {
-            self.round_base += self.round.len();
-            self.round.clear();
+            // Tokens drafted ahead (if any) make the open round now.
+            self.round_base += sent;
+            self.round.drain(..sent);
             return Ok(None);
         };
+        if let Some((draft, signal)) = rngs {
+            (self.draft_rng, self.signal_rng) = (draft, signal);
+        }
         self.roll_back(verdict.accepted as usize, y);
         Ok(Some(y))
     }
@@ -1162,7 +1276,7 @@ impl<'a> Generation<'a> {
     /// A verdict must answer the open round: its number, and either all of its tokens accepted
     /// or a prefix followed by a correction of an uploaded token, with an id in the vocabulary.
     fn check_verdict(&self, verdict: &Verdict) -> Result<()> {
-        let n = self.round.len();
+        let n = self.sent_len;
         let a = verdict.accepted as usize;
         let consistent = verdict.round == self.round_no
             && match verdict.correction {
@@ -1187,10 +1301,7 @@ impl<'a> Generation<'a> {
     /// in the accepted prefix as accepted: they are final now.
     fn count_verdict(&mut self, verdict: &Verdict) {
         self.round_no += 1;
-        self.totals.rounds += 1;
-        self.totals.llm_forward_passes += 1;
-        self.totals.llm_forward_tokens += verdict.forward_tokens as usize;
-        self.totals.llm_compute_us += u64::from(verdict.compute_us);
+        self.count_pass(verdict);
         for p in &mut self.round[..verdict.accepted as usize] {
             if p.kind.is_none() {
                 p.kind = Some(TokenKind::UploadedAccepted);
@@ -1199,10 +1310,18 @@ impl<'a> Generation<'a> {
         }
     }
 
+    /// The verifier's work behind a verdict: a round, one forward pass over its positions.
+    fn count_pass(&mut self, verdict: &Verdict) {
+        self.totals.rounds += 1;
+        self.totals.llm_forward_passes += 1;
+        self.totals.llm_forward_tokens += verdict.forward_tokens as usize;
+        self.totals.llm_compute_us += u64::from(verdict.compute_us);
+    }
+
     /// A rejection at position `a` of the open round: the tokens before it stand; the rejected
-    /// one and all after it leave the sequence, the draft model's KV cache and the counts (those
-    /// after it as discarded drafts). The verifier's `y` is final and opens the next round (the
-    /// verifier expects it there).
+    /// one and all after it (those drafted ahead too) leave the sequence, the draft model's KV
+    /// cache and the counts (those after it as discarded drafts). The verifier's `y` is final
+    /// and opens the next round (the verifier expects it there).
     fn roll_back(&mut self, a: usize, y: u32) {
         let rejected = &self.round[a];
         let (drafted, uncertainty, importance) =

@@ -37,6 +37,7 @@ pub mod fuzzing;
 pub mod heads;
 pub mod link;
 pub mod model;
+pub mod pipeline;
 pub mod server_only;
 pub mod solo;
 pub mod stop;

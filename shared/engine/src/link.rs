@@ -14,6 +14,12 @@ use std::collections::VecDeque;
 pub trait VerifierLink {
     async fn send(&mut self, frame: Vec<u8>) -> Result<()>;
     async fn recv(&mut self) -> Result<Vec<u8>>;
+    /// A reply that has already arrived, taken without waiting; `None` when none has (or when
+    /// the link cannot tell, the default). The pipelined loop stops drafting ahead as soon as
+    /// a verdict is there ([`crate::pipeline`]).
+    fn try_recv(&mut self) -> Option<Result<Vec<u8>>> {
+        None
+    }
     /// Ends the connection politely (a WebSocket close handshake); the default does nothing.
     async fn close(&mut self) -> Result<()> {
         Ok(())
@@ -67,6 +73,10 @@ impl VerifierLink for LocalLink {
         let reply = self.session.handle_frame(&frame);
         self.take(reply);
         Ok(())
+    }
+
+    fn try_recv(&mut self) -> Option<Result<Vec<u8>>> {
+        self.replies.pop_front().map(Ok)
     }
 
     async fn recv(&mut self) -> Result<Vec<u8>> {

@@ -9,6 +9,7 @@
 use crate::chat::TextStream;
 use crate::decode::{HybridSession, StopReason, Summary, TokenEvent, TokenKind, Totals};
 use crate::link::VerifierLink;
+use crate::pipeline::Pipeline;
 use crate::stop::StopMatcher;
 use crate::{EngineError, Result};
 use hlm_protocol::{
@@ -129,6 +130,7 @@ impl<L: VerifierLink> HybridSession<L> {
             importance_rule: cfg.importance_rule,
             uncertainty: cfg.uncertainty.estimate,
             uploads_per_round: cfg.uploads_per_round,
+            pipeline: Pipeline::Off,
             prompt_tokens: prompt.len(),
             stop_reason: stop,
             wall_time_s: wall,

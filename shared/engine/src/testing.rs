@@ -223,6 +223,21 @@ impl VerifierLink for FlakyLink {
     }
 }
 
+/// A verifier in the same process whose replies the loop only sees when it waits for them
+/// ([`VerifierLink::recv`]), as if each verdict took a while to arrive: a pipelined loop drafts
+/// ahead to its full depth on every round.
+pub struct SlowLink(pub LocalLink);
+
+impl VerifierLink for SlowLink {
+    async fn send(&mut self, frame: Vec<u8>) -> crate::Result<()> {
+        self.0.send(frame).await
+    }
+
+    async fn recv(&mut self) -> crate::Result<Vec<u8>> {
+        self.0.recv().await
+    }
+}
+
 /// A client that drives a verifier session with random rounds and follows its verdicts: a
 /// prompt, then rounds of drafted tokens (every second one, and the last, uploaded), each round
 /// opening with the previous correction. For tests that compare two ways of serving the same

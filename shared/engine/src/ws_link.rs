@@ -159,6 +159,12 @@ impl VerifierLink for WsLink {
             .map_err(|e| EngineError::Link(e.to_string()))
     }
 
+    /// Polls the socket once: a frame already received is returned, nothing waits (reading a
+    /// WebSocket stream is cancel-safe between frames).
+    fn try_recv(&mut self) -> Option<Result<Vec<u8>>> {
+        futures_util::FutureExt::now_or_never(self.recv())
+    }
+
     async fn recv(&mut self) -> Result<Vec<u8>> {
         loop {
             match self.ws.next().await {

@@ -348,6 +348,13 @@ pub struct RunInfo {
     /// What the `learned` rows' filter head was fitted on (its `fitted_on`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter_head: Option<String>,
+    /// Drafting ahead while a round is in flight (runs from before it existed did not).
+    #[serde(default = "pipeline_off")]
+    pub pipeline: hlm_engine::decode::Pipeline,
+}
+
+fn pipeline_off() -> hlm_engine::decode::Pipeline {
+    hlm_engine::decode::Pipeline::Off
 }
 
 fn f32_decimal<S: serde::Serializer>(v: &f32, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -397,6 +404,7 @@ impl RunInfo {
                     before.importance_strictness != self.importance_strictness,
                 ),
                 ("link", before.link != self.link),
+                ("pipeline", before.pipeline != self.pipeline),
                 (
                     "filter head",
                     before.filter_head.is_some()
@@ -452,6 +460,7 @@ mod tests {
             uncertainty_threshold: 0.07,
             importance_strictness: 2.0,
             link: "in process".into(),
+            pipeline: hlm_engine::decode::Pipeline::Adaptive,
             methods: methods.iter().map(|m| m.to_string()).collect(),
             filter_head: head.map(str::to_string),
         }

@@ -16,7 +16,7 @@
 
 use hlm_core::head::FilterHead;
 use hlm_core::{FilterMode, ImportanceRuleName, UncertaintyEstimate};
-use hlm_engine::decode::{GenerationOptions, StopConditions};
+use hlm_engine::decode::{GenerationOptions, Pipeline, StopConditions};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -201,6 +201,9 @@ pub struct RunKnobs {
     pub importance_strictness: f32,
     /// The filter head of `learned` rows.
     pub head: Option<FilterHead>,
+    /// Drafting ahead while a round is in flight (the text is the same either way; the
+    /// real-link timings and the discarded drafts differ).
+    pub pipeline: Pipeline,
 }
 
 impl Method {
@@ -277,6 +280,7 @@ impl Method {
                 .flatten(),
             stop: stop.strings.clone(),
             stop_at_code_block_end: stop.code_block_end,
+            pipeline_depth: run.pipeline.depth_option(),
             ..Default::default()
         })
     }

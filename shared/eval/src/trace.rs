@@ -499,6 +499,7 @@ mod tests {
                 uncertainty_threshold: 0.07,
                 importance_strictness: 2.0,
                 head: None,
+                pipeline: Default::default(),
             },
             sandbox: Default::default(),
             remote: None,
