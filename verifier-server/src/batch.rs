@@ -197,6 +197,25 @@ fn run(batch: Vec<Job>) -> (Done, Pass) {
 }
 
 /// The server's batcher, started on first use inside the runtime.
+/// Queues one session's input for the next batch and waits for it: the session comes back with
+/// its reply. `None` when the queue's worker has stopped (shutdown) or the batch's task failed.
+pub(crate) async fn submit_one(
+    state: &Arc<AppState>,
+    session: VerifierSession,
+    input: Input,
+    bytes: usize,
+) -> Option<(VerifierSession, Reply)> {
+    let (done, reply) = oneshot::channel();
+    let job = Job {
+        session,
+        input,
+        bytes,
+        done,
+    };
+    batcher(state).submit(job).await.ok()?;
+    reply.await.ok()
+}
+
 pub(crate) fn batcher(state: &Arc<AppState>) -> &Batcher {
     state.batcher.get_or_init(|| {
         Batcher::start(

@@ -553,23 +553,10 @@ impl Connection {
             return Flow::Break(());
         };
         let before = session.stats.clone();
-        let (done, reply) = tokio::sync::oneshot::channel();
-        let job = batch::Job {
-            session,
-            input,
-            bytes,
-            done,
-        };
-        if batch::batcher(&self.state).submit(job).await.is_err() {
+        let Some((s, reply)) = batch::submit_one(&self.state, session, input, bytes).await else {
+            warn!("verification task failed");
+            send_close(&mut self.socket, close::INTERNAL_ERROR, "internal error").await;
             return Flow::Break(());
-        }
-        let (s, reply) = match reply.await {
-            Ok(x) => x,
-            Err(_) => {
-                warn!("verification task failed");
-                send_close(&mut self.socket, close::INTERNAL_ERROR, "internal error").await;
-                return Flow::Break(());
-            }
         };
         if s.stats.rounds > before.rounds {
             telemetry::rounds(&before, &s.stats, started.elapsed());

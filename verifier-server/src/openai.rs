@@ -9,20 +9,25 @@
 //! - `GET /v1/models`: the one model served.
 //!
 //! The same rules as a WebSocket session: the token (`Authorization: Bearer …`), the allowed
-//! origins, a session slot for the whole generation, and one forward at a time through the
-//! `compute` permit, taken per token so that rounds of hybrid sessions interleave. Errors are
-//! OpenAI's JSON shape, `{"error": {"message", "type", "code"}}`, with the matching status.
-//! The generation itself is [`hlm_engine::solo::SoloGeneration`].
+//! origins, a session slot for the whole generation. Errors are OpenAI's JSON shape,
+//! `{"error": {"message", "type", "code"}}`, with the matching status. The generation itself is
+//! a verifier session's own (the protocol's `Generate`, one code path with a hybrid client's
+//! `hlm generate --server-only`): each token's forward goes through the batch queue, so it
+//! shares batches with hybrid sessions' rounds.
 
+use crate::batch;
 use crate::{auth, telemetry, AppState};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use hlm_engine::chat::TextStream;
-use hlm_engine::solo::{SoloEnd, SoloGeneration};
 use hlm_engine::stop::{StopConditions, StopMatcher};
-use hlm_protocol::Sampling;
+use hlm_engine::verifier::{Input, VerifierSession};
+use hlm_protocol::{
+    decode_server, ClientMsg, GenerateRequest, Generated, GenerationEnd, Sampling, ServerMsg,
+    PROTOCOL_VERSION,
+};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -281,70 +286,71 @@ enum Piece {
     Failed(String),
 }
 
-/// Runs the generation on blocking threads, one forward per `compute` permit, sending text
-/// pieces into `tx` (held back by the stop matcher until final). Ends early when the receiver
-/// is gone (the client left).
+/// Runs the generation as a verifier session's own (`Generate`, then a `Continue` per token),
+/// each step through the batch queue like a WebSocket session's messages, so that its forward
+/// passes share batches with hybrid sessions' rounds. Sends text pieces into `tx` (held back by
+/// the stop matcher until final); ends early when the receiver is gone (the client left).
 async fn generate(state: Arc<AppState>, job: Job, tx: mpsc::Sender<Piece>) {
     let Some(tokenizer) = state.tokenizer() else {
         return;
     };
-    let model = state.model.clone();
-    let (prompt, sampling, max_tokens) = (job.prompt.clone(), job.sampling, job.max_tokens);
-    let max_context = state.config.max_context as usize;
-    let started = match with_model(&state, move || {
-        SoloGeneration::start(model, &prompt, sampling, max_tokens, max_context)
-    })
-    .await
-    {
-        Ok(g) => g,
-        Err(e) => {
-            let _ = tx.send(Piece::Failed(e)).await;
-            return;
-        }
+    let mut session = VerifierSession::new(
+        state.model.clone(),
+        state.vocab.clone(),
+        &state.server_name,
+        state.config.max_context,
+    );
+    let hello = ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+        client: "openai-compatible endpoint".into(),
+        vocab: state.vocab.clone(),
+        sampling: job.sampling,
     };
-    let mut gen = Some(started);
+    if let Err(e) = session.handle(hello) {
+        let _ = tx.send(Piece::Failed(e.to_string())).await;
+        return;
+    }
+    let mut input = Input::Message(Ok(ClientMsg::Generate(GenerateRequest {
+        request: 0,
+        base: 0,
+        prompt: job.prompt.clone(),
+        max_tokens: job.max_tokens.min(u32::MAX as usize) as u32,
+    })));
     let (mut text, mut stop) = (TextStream::new(), StopMatcher::new(&job.stop));
-    let mut completion;
+    let mut completion = 0;
     let finish = loop {
-        let Some(mut g) = gen.take() else { return };
-        let stepped = with_model(&state, move || {
-            let r = g.step();
-            Ok::<_, String>((g, r))
-        })
-        .await;
-        let (g, next) = match stepped {
-            Ok((g, Ok(next))) => {
-                completion = g.produced();
-                (g, next)
-            }
-            Ok((_, Err(e))) => {
-                let _ = tx.send(Piece::Failed(e.to_string())).await;
-                return;
+        let token = match next_token(&state, session, input).await {
+            Ok((s, token)) => {
+                session = s;
+                token
             }
             Err(e) => {
                 let _ = tx.send(Piece::Failed(e)).await;
                 return;
             }
         };
-        let Some(id) = next else {
+        // An end-of-sequence token ends the answer and is not part of it.
+        if token.end != Some(GenerationEnd::EndOfSequence) {
+            completion += 1;
+            let piece = stop.push(&text.push(&tokenizer, token.id));
+            if !piece.is_empty() && tx.send(Piece::Text(piece)).await.is_err() {
+                return; // the client left
+            }
+            if stop.hit().is_some() {
+                break "stop";
+            }
+        }
+        if let Some(end) = token.end {
             let rest = stop.flush();
             if !rest.is_empty() {
                 let _ = tx.send(Piece::Text(rest)).await;
             }
-            break if g.ended() == Some(SoloEnd::EndOfSequence) {
-                "stop"
-            } else {
-                "length"
+            break match end {
+                GenerationEnd::EndOfSequence => "stop",
+                GenerationEnd::MaxTokens | GenerationEnd::ContextFull => "length",
             };
-        };
-        let piece = stop.push(&text.push(&tokenizer, id));
-        if !piece.is_empty() && tx.send(Piece::Text(piece)).await.is_err() {
-            return; // the client left
         }
-        if stop.hit().is_some() {
-            break "stop";
-        }
-        gen = Some(g);
+        input = Input::Continue;
     };
     telemetry::solo_tokens(completion);
     let _ = tx
@@ -356,23 +362,24 @@ async fn generate(state: Arc<AppState>, job: Job, tx: mpsc::Sender<Piece>) {
         .await;
 }
 
-/// Runs `f` on a blocking thread in the model's turn (the `compute` permit).
-async fn with_model<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
-    state: &AppState,
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, String> {
-    let _turn = state
-        .compute
-        .acquire()
+/// One step of the session's generation through the batch queue: the session back, and its
+/// token.
+async fn next_token(
+    state: &Arc<AppState>,
+    session: VerifierSession,
+    input: Input,
+) -> Result<(VerifierSession, Generated), String> {
+    let (session, reply) = batch::submit_one(state, session, input, 0)
         .await
-        .map_err(|_| "the server is shutting down".to_string())?;
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => {
-            state.forward_succeeded();
-            Ok(v)
-        }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(format!("generation task failed: {e}")),
+        .ok_or_else(|| "the server is shutting down".to_string())?;
+    if let Some((code, why)) = reply.close {
+        return Err(format!("{code:?}: {why}"));
+    }
+    let frame = reply.frame.ok_or("the generation step gave no token")?;
+    match decode_server(&frame).map_err(|e| e.to_string())? {
+        ServerMsg::Generated(g) => Ok((session, g)),
+        ServerMsg::Error { code, message } => Err(format!("{code:?}: {message}")),
+        other => Err(format!("expected a generated token, got {other:?}")),
     }
 }
 

@@ -5,9 +5,12 @@
 
 use hlm_engine::chat::{chatml_messages, TextStream};
 use hlm_engine::decode::Drafter;
-use hlm_engine::solo::{SoloEnd, SoloGeneration};
+use hlm_engine::model::LogitRows;
 use hlm_engine::testing::tiny_drafter;
-use hlm_protocol::Sampling;
+use hlm_engine::verifier::VerifierSession;
+use hlm_protocol::{
+    decode_server, ClientMsg, GenerateRequest, GenerationEnd, Sampling, ServerMsg, PROTOCOL_VERSION,
+};
 use serde_json::Value;
 
 const CONTEXT: u32 = 256;
@@ -73,8 +76,9 @@ async fn post(s: &Server, body: &Value, headers: &[&str]) -> (u16, String) {
     curl(&args).await
 }
 
-/// What the server must answer: the model's generation from the same template, decoded the same
-/// way, and why it ended.
+/// What the server must answer: the generation a hybrid client's `Generate` gets from a
+/// verifier session (the protocol's own, `hlm generate --server-only`) for the same template,
+/// decoded the same way, and why it ended. The end-of-sequence token is not part of the answer.
 fn expected(
     s: &Server,
     messages: &[(&str, &str)],
@@ -83,25 +87,59 @@ fn expected(
 ) -> (String, usize, &'static str) {
     let prompt = chatml_messages(messages.iter().copied()).unwrap();
     let ids = s.verifier.encode(&prompt).unwrap();
-    let mut g = SoloGeneration::start(
-        s.verifier.model_arc(),
-        &ids,
+    let vocab = s.verifier.vocab_info();
+    let mut session = VerifierSession::new(s.verifier.model_arc(), vocab.clone(), "ref", CONTEXT);
+    let hello = ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+        client: "reference".into(),
+        vocab,
         sampling,
-        max_tokens,
-        CONTEXT as usize,
-    )
-    .unwrap();
-    let mut text = TextStream::new();
-    let mut out = String::new();
-    while let Some(id) = g.step().unwrap() {
-        out.push_str(&text.push(s.verifier.tokenizer(), id));
-    }
-    let finish = if g.ended() == Some(SoloEnd::EndOfSequence) {
-        "stop"
-    } else {
-        "length"
     };
-    (out, g.produced(), finish)
+    session.handle(hello).unwrap();
+    let request = ClientMsg::Generate(GenerateRequest {
+        request: 0,
+        base: 0,
+        prompt: ids,
+        max_tokens: max_tokens as u32,
+    });
+    let mut next = session.handle(request).unwrap();
+    let (mut text, mut out, mut produced) = (TextStream::new(), String::new(), 0);
+    loop {
+        let Some(ServerMsg::Generated(g)) = next else {
+            panic!("expected a generated token, got {next:?}");
+        };
+        if g.end == Some(GenerationEnd::EndOfSequence) {
+            return (out, produced, "stop");
+        }
+        out.push_str(&text.push(s.verifier.tokenizer(), g.id));
+        produced += 1;
+        if g.end.is_some() {
+            return (out, produced, "length");
+        }
+        next = Some(decode_server(&session.handle_continue().frame.unwrap()).unwrap());
+    }
+}
+
+/// The model's greedy answer computed here, apart from any session code: the prompt's forward,
+/// then one forward per argmax token, until an end of sequence or `max_tokens`.
+fn greedy_alone(s: &Server, messages: &[(&str, &str)], max_tokens: usize) -> String {
+    let model = s.verifier.model();
+    let prompt = chatml_messages(messages.iter().copied()).unwrap();
+    let mut cache = model.new_cache();
+    let mut ids = s.verifier.encode(&prompt).unwrap();
+    let (mut text, mut out) = (TextStream::new(), String::new());
+    for _ in 0..max_tokens {
+        let step = model
+            .forward(&mut cache, &ids, &LogitRows::Last, 0)
+            .unwrap();
+        let id = hlm_core::argmax(step.last_logits().unwrap());
+        if model.config().eos_ids.contains(&id) {
+            break;
+        }
+        out.push_str(&text.push(s.verifier.tokenizer(), id));
+        ids = vec![id];
+    }
+    out
 }
 
 fn request(messages: &[(&str, &str)], max_tokens: usize, stream: bool) -> Value {
@@ -126,6 +164,11 @@ const CHAT: &[(&str, &str)] = &[("system", "Be brief."), ("user", "Count to five
 async fn the_answer_is_the_models_own_generation_streamed_or_not() {
     let s = start().await;
     let (want, produced, finish) = expected(&s, CHAT, 20, Sampling::Greedy);
+    assert_eq!(
+        want,
+        greedy_alone(&s, CHAT, 20),
+        "the protocol's generation is the model's"
+    );
 
     let (status, body) = post(&s, &request(CHAT, 20, false), &[]).await;
     assert_eq!(status, 200, "{body}");
