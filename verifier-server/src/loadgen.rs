@@ -21,6 +21,10 @@ pub struct LoadConfig {
     pub vocab: VocabInfo,
     pub sessions: usize,
     pub duration: Duration,
+    /// Rounds after which a session stops even before `duration` is up (`None`: only the
+    /// duration ends it). A test sets both, so that what it checks does not hang on the
+    /// machine's speed.
+    pub max_rounds: Option<u32>,
     /// Tokens per round after the prompt (one in two is uploaded).
     pub round_tokens: usize,
     pub prompt_tokens: usize,
@@ -289,7 +293,7 @@ async fn session(id: u64, cfg: &LoadConfig, shared: &Shared, start: Instant) -> 
     let mut committed = 0usize;
     let mut opening: Option<u32> = None;
     let mut round_no = 0u32;
-    while start.elapsed() < cfg.duration {
+    while start.elapsed() < cfg.duration && cfg.max_rounds.is_none_or(|n| round_no < n) {
         if committed + cfg.round_tokens + 1 > cfg.context {
             let reset = encode_client(&ClientMsg::Reset {
                 sampling: Sampling::Greedy,

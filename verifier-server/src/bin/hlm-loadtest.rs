@@ -83,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         args.batch_rounds
     );
     let report = loadgen::run(LoadConfig {
+        max_rounds: None,
         url: format!("ws://127.0.0.1:{port}/ws"),
         token: None,
         vocab,
