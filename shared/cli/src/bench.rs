@@ -118,8 +118,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let verifier_drafter = load_drafter(&args.verifier)?;
 
     let kernels = match hlm_engine::model::kernel_backend() {
-        hlm_kernels::Backend::Avx512Vnni => "hlm-kernels avx512-vnni",
-        hlm_kernels::Backend::Portable => "candle",
+        hlm_kernels::Backend::Portable => "candle".to_string(),
+        b => format!("hlm-kernels {}", b.name()),
     };
     eprintln!("quantised products: {kernels}");
     report.insert("kernels".into(), json!(kernels));

@@ -193,9 +193,10 @@ impl Activations {
         self.rows.div_ceil(GROUP_ROWS)
     }
 
-    /// Whether the SIMD kernels take these rows in the interleaved layout.
+    /// Whether the AVX-512 kernels take these rows in the interleaved layout (built only where
+    /// they can run: the other kernels read the rows as they are).
     pub(crate) fn interleaved(&self) -> bool {
-        self.rows > PER_ROW_UP_TO
+        self.rows > PER_ROW_UP_TO && crate::Backend::Avx512Vnni.is_supported()
     }
 
     /// Builds `il_qs`, and the per-block extras each format's kernel reads: `il_d64` and

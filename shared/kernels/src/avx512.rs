@@ -15,6 +15,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::activations::{q4k_slot, GROUP_ROWS, PER_ROW_UP_TO};
+use crate::x86::{f16, hsum256d, q4k_scales_mins_words, scale};
 use crate::{Activations, Format};
 use std::arch::x86_64::*;
 
@@ -107,15 +108,6 @@ unsafe fn group<const G: usize>(
     }
 }
 
-/// The f16 at `p`, as f32.
-#[inline(always)]
-unsafe fn f16(p: *const u8) -> f32 {
-    unsafe {
-        let bits = std::ptr::read_unaligned(p as *const u16);
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-    }
-}
-
 /// Sums of `scale × integer` in f64, 16 lanes. A block's scale (`d_w · d_x`, an f16 times an
 /// f32) is exact in f64, and so is the product with an integer sum up to rounding at 2⁻⁵³: the
 /// f32 a row ends with is therefore the same (barring a tie at 2⁻⁵³ of a rounding boundary)
@@ -205,19 +197,6 @@ unsafe fn weight_pair(d0: f32, d1: f32) -> (__m512d, __m512d) {
     (_mm512_set1_pd(d0 as f64), _mm512_set1_pd(d1 as f64))
 }
 
-/// `a · b` in f64 (exact for an f16 times an f32).
-#[inline(always)]
-fn scale(a: f32, b: f32) -> f64 {
-    a as f64 * b as f64
-}
-
-#[inline(always)]
-unsafe fn hsum256d(v: __m256d) -> f64 {
-    let mut out = [0f64; 4];
-    unsafe { _mm256_storeu_pd(out.as_mut_ptr(), v) };
-    out.iter().sum()
-}
-
 /// Pointers to activation rows `r0 .. r0 + g`.
 struct RowPtrs {
     qs: [*const i8; GROUP],
@@ -254,23 +233,6 @@ impl RowPtrs {
         }
         p
     }
-}
-
-/// `Q4_K`'s 6-bit scales and mins of the block at `bp` (bytes 4..16), unpacked the way ggml does
-/// it on whole words: `[u32; 4]` whose bytes 0-7 are the eight scales and 8-15 the eight mins.
-#[inline(always)]
-unsafe fn q4k_scales_mins_words(bp: *const u8) -> [u32; 4] {
-    const KMASK1: u32 = 0x3f3f3f3f;
-    const KMASK2: u32 = 0x0f0f0f0f;
-    const KMASK3: u32 = 0x03030303;
-    let mut u = [0u32; 4];
-    unsafe { std::ptr::copy_nonoverlapping(bp.add(4), u.as_mut_ptr() as *mut u8, 12) };
-    u[3] = ((u[2] >> 4) & KMASK2) | (((u[1] >> 6) & KMASK3) << 4);
-    let m_low = u[1] & KMASK1;
-    u[1] = (u[2] & KMASK2) | (((u[0] >> 6) & KMASK3) << 4);
-    u[2] = m_low;
-    u[0] &= KMASK1;
-    u
 }
 
 /// `Q4_K`: `Σ_b d d_x Σ_sb s_sb (q · x) − dmin d_x Σ_sb n_sb Σx`.

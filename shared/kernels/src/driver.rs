@@ -109,11 +109,14 @@ fn run_rows(backend: Backend, w: &Weights, rows: Range<usize>, a: &Activations, 
         }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_quantized` checked `backend.is_supported()`.
+        Backend::Avx2 => unsafe { crate::avx2::rows(w.format(), data, w.row_bytes(), a, dst) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
         Backend::Avx512Vnni => unsafe {
             crate::avx512::rows(w.format(), data, w.row_bytes(), a, dst)
         },
         #[cfg(not(target_arch = "x86_64"))]
-        Backend::Avx512Vnni => unreachable!("checked by is_supported"),
+        Backend::Avx2 | Backend::Avx512Vnni => unreachable!("checked by is_supported"),
     }
 }
 

@@ -4,7 +4,8 @@
 //! Decoding is bound by reading the weights, so the kernels here do three things:
 //! - they read each weight block once for all activation rows (`m` rows share every load);
 //! - they multiply 8-bit integers (the activations quantised per block, as llama.cpp does) with
-//!   AVX-512 instructions where the CPU has them (`vpmaddubsw`/`vpmaddwd`, VNNI `vpdpbusd`);
+//!   AVX-512 instructions where the CPU has them (`vpmaddubsw`/`vpmaddwd`, VNNI `vpdpbusd`),
+//!   else AVX2 (`vpmaddubsw`/`vpmaddwd` on 256-bit registers);
 //! - they split the weight rows across the caller's threads ([`Parallel`]).
 //!
 //! [`Backend::Portable`] is the plain reference every SIMD kernel is tested against, and runs
@@ -21,10 +22,14 @@
 
 mod activations;
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 mod driver;
 mod formats;
 mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use activations::Activations;
 pub use driver::{matmul, matmul_quantized, Parallel, Serial};
@@ -66,25 +71,40 @@ pub enum KernelError {
 pub enum Backend {
     /// Plain Rust, one value at a time: the reference, and the fallback anywhere.
     Portable,
+    /// x86-64 with AVX2, FMA and F16C (Intel Haswell and later, AMD Zen and later).
+    Avx2,
     /// x86-64 with AVX-512 F/BW/VL and VNNI (Intel Ice Lake and later, AMD Zen 4 and later).
     Avx512Vnni,
 }
 
 impl Backend {
+    /// Every backend, the fastest last.
+    pub const ALL: [Backend; 3] = [Backend::Portable, Backend::Avx2, Backend::Avx512Vnni];
+
     /// The fastest backend this CPU supports (checked once, at run time).
     pub fn best() -> Backend {
-        if Backend::Avx512Vnni.is_supported() {
-            Backend::Avx512Vnni
-        } else {
-            Backend::Portable
-        }
+        Backend::ALL
+            .into_iter()
+            .rev()
+            .find(|b| b.is_supported())
+            .unwrap_or(Backend::Portable)
     }
 
     /// Whether this CPU can run the backend.
     pub fn is_supported(self) -> bool {
         match self {
             Backend::Portable => true,
+            Backend::Avx2 => avx2_supported(),
             Backend::Avx512Vnni => avx512_supported(),
+        }
+    }
+
+    /// A short name for reports: `portable`, `avx2`, `avx512-vnni`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Portable => "portable",
+            Backend::Avx2 => "avx2",
+            Backend::Avx512Vnni => "avx512-vnni",
         }
     }
 
@@ -112,6 +132,22 @@ fn avx512_supported() -> bool {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn avx512_supported() -> bool {
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_supported() -> bool {
+    use std::sync::OnceLock;
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx2_supported() -> bool {
     false
 }
 

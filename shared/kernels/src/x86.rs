@@ -1,0 +1,44 @@
+//! What the x86-64 kernels share: reading an f16 scale, `Q4_K`'s packed scales and mins, sums
+//! in f64.
+
+use std::arch::x86_64::*;
+
+/// The f16 at `p`, as f32.
+#[inline(always)]
+pub(crate) unsafe fn f16(p: *const u8) -> f32 {
+    unsafe {
+        let bits = std::ptr::read_unaligned(p as *const u16);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
+}
+
+/// `a · b` in f64 (exact for an f16 times an f32).
+#[inline(always)]
+pub(crate) fn scale(a: f32, b: f32) -> f64 {
+    a as f64 * b as f64
+}
+
+/// The sum of the four lanes.
+#[inline(always)]
+pub(crate) unsafe fn hsum256d(v: __m256d) -> f64 {
+    let mut out = [0f64; 4];
+    unsafe { _mm256_storeu_pd(out.as_mut_ptr(), v) };
+    out.iter().sum()
+}
+
+/// `Q4_K`'s 6-bit scales and mins of the block at `bp` (bytes 4..16), unpacked the way ggml does
+/// it on whole words: `[u32; 4]` whose bytes 0-7 are the eight scales and 8-15 the eight mins.
+#[inline(always)]
+pub(crate) unsafe fn q4k_scales_mins_words(bp: *const u8) -> [u32; 4] {
+    const KMASK1: u32 = 0x3f3f3f3f;
+    const KMASK2: u32 = 0x0f0f0f0f;
+    const KMASK3: u32 = 0x03030303;
+    let mut u = [0u32; 4];
+    unsafe { std::ptr::copy_nonoverlapping(bp.add(4), u.as_mut_ptr() as *mut u8, 12) };
+    u[3] = ((u[2] >> 4) & KMASK2) | (((u[1] >> 6) & KMASK3) << 4);
+    let m_low = u[1] & KMASK1;
+    u[1] = (u[2] & KMASK2) | (((u[0] >> 6) & KMASK3) << 4);
+    u[2] = m_low;
+    u[0] &= KMASK1;
+    u
+}
