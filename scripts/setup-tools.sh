@@ -23,5 +23,7 @@ fi
 # playwright-core only drives the Debian Chromium: never let it download a browser.
 (cd web-client/tests && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+for t in wasm32-unknown-unknown wasm32-wasip1; do  # the browser build; the kernels' wasm tests
+  rustup target list --installed | grep -qx "$t" || rustup target add "$t"
+done
 python3 -m pip --version >/dev/null

@@ -32,6 +32,9 @@ pub struct Activations {
     pub(crate) sums16: Vec<i16>,
     /// `rows × padded / 32`: `Σ q` over each 32 values (in the values' own order).
     pub(crate) sums32: Vec<i16>,
+    /// `qs` widened to i16, for the WebAssembly kernels (which have no 8-bit multiply-add):
+    /// built only where they run.
+    pub(crate) qs16: Vec<i16>,
     /// `Q8_0` and `Q5_0`, `rows × padded / 4`: `−o · Σ q` over each 4 values, `o` the offset
     /// of the weights' unsigned values (128 for `Q8_0` flipped to `q + 128`, 16 for `Q5_0`).
     pub(crate) offset4: Vec<i32>,
@@ -99,6 +102,7 @@ impl Activations {
             d: vec![0.0; rows * blocks],
             sums16: vec![0; rows * padded / 16],
             sums32: vec![0; rows * padded / 32],
+            qs16: Vec::new(),
             offset4: Vec::new(),
             pair_d: Vec::new(),
             il_qs: Vec::new(),
@@ -143,6 +147,9 @@ impl Activations {
                     first.swap_with_slice(second);
                 }
             }
+        }
+        if crate::Backend::Simd128.is_supported() {
+            a.qs16 = a.qs.iter().map(|&q| q as i16).collect();
         }
         let weight_offset = match format {
             Format::Q8_0 => 128,
@@ -271,6 +278,12 @@ impl Activations {
     pub(crate) fn row_d(&self, r: usize) -> &[f32] {
         let b = self.blocks();
         &self.d[r * b..(r + 1) * b]
+    }
+
+    /// Row `r`'s quantised values widened to i16 (padded; built for the WebAssembly kernels).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn row_qs16(&self, r: usize) -> &[i16] {
+        &self.qs16[r * self.padded..(r + 1) * self.padded]
     }
 
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the SIMD kernels

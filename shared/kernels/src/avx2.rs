@@ -17,15 +17,13 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::activations::q4k_slot;
-use crate::x86::{f16, hsum256d, q4k_scales_mins_words, scale};
+use crate::driver::by_tiles_and_groups;
+use crate::x86::{f16, hsum256d, q4k_add_mins, q4k_scales_mins_words, scale};
 use crate::{Activations, Format};
 use std::arch::x86_64::*;
 
 /// Activation rows multiplied with one unpacked weight block.
 const GROUP: usize = 4;
-
-/// Bytes of weight rows taken against one group of activation rows at a time.
-const TILE_BYTES: usize = 16 << 10;
 
 /// Rows of `format` weights (`data`, `row_bytes` each) against all activation rows of `a`;
 /// `dst[j · m + r]` gets row `j` times activation row `r`.
@@ -39,31 +37,19 @@ pub(crate) unsafe fn rows(
     a: &Activations,
     dst: &mut [f32],
 ) {
-    let m = a.rows;
     debug_assert_eq!(row_bytes, format.row_bytes(a.cols));
-    debug_assert_eq!(data.len() / row_bytes * m, dst.len());
-    let tile_rows = (TILE_BYTES / row_bytes).max(1);
-    for (tile, outs) in data
-        .chunks(tile_rows * row_bytes)
-        .zip(dst.chunks_mut(tile_rows * m))
-    {
-        for r0 in (0..m).step_by(GROUP) {
-            let g = (m - r0).min(GROUP);
-            let p = RowPtrs::new(a, r0, g);
-            for (row, outs) in tile.chunks_exact(row_bytes).zip(outs.chunks_exact_mut(m)) {
-                let outs = &mut outs[r0..r0 + g];
-                // SAFETY: the caller's contract.
-                unsafe {
-                    match g {
-                        1 => row_kernel::<1>(format, row, &p, outs),
-                        2 => row_kernel::<2>(format, row, &p, outs),
-                        3 => row_kernel::<3>(format, row, &p, outs),
-                        _ => row_kernel::<4>(format, row, &p, outs),
-                    }
-                }
+    by_tiles_and_groups(data, row_bytes, a.rows, GROUP, dst, |row, r0, outs| {
+        let p = RowPtrs::new(a, r0, outs.len());
+        // SAFETY: the caller's contract.
+        unsafe {
+            match outs.len() {
+                1 => row_kernel::<1>(format, row, &p, outs),
+                2 => row_kernel::<2>(format, row, &p, outs),
+                3 => row_kernel::<3>(format, row, &p, outs),
+                _ => row_kernel::<4>(format, row, &p, outs),
             }
         }
-    }
+    });
 }
 
 /// One weight row against the `G` activation rows of `p`.
@@ -183,7 +169,7 @@ unsafe fn q8_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
             let bp = blk.as_ptr();
             let q = _mm256_loadu_si256(bp.add(2) as *const __m256i);
             // |−128| wraps to 0x80, which vpmaddubsw reads as the unsigned 128.
-            let magnitude = _mm256_sign_epi8(q, q);
+            let magnitude = _mm256_abs_epi8(q);
             let d = f16(bp);
             for t in 0..G {
                 let s = dot32(magnitude, _mm256_sign_epi8(p.x(t, 32 * b), q));
@@ -273,9 +259,8 @@ unsafe fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
                 }
                 let dx = p.d(t, b);
                 acc[t].add(s, scale(d, dx));
-                let sums = _mm_loadu_si128(p.sums32[t].add(8 * b) as *const __m128i);
-                let mn = _mm256_cvtepi32_pd(_mm_madd_epi16(mins, sums));
-                acc_min[t] = _mm256_fmadd_pd(_mm256_set1_pd(scale(dmin, dx)), mn, acc_min[t]);
+                acc_min[t] =
+                    q4k_add_mins(acc_min[t], mins, p.sums32[t].add(8 * b), scale(dmin, dx));
             }
         }
     }

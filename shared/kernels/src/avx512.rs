@@ -15,7 +15,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::activations::{q4k_slot, GROUP_ROWS, PER_ROW_UP_TO};
-use crate::x86::{f16, hsum256d, q4k_scales_mins_words, scale};
+use crate::x86::{f16, hsum256d, q4k_add_mins, q4k_scales_mins_words, scale};
 use crate::{Activations, Format};
 use std::arch::x86_64::*;
 
@@ -284,9 +284,8 @@ unsafe fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
                 }
                 let dx = *p.d[t].add(b);
                 acc[t].add_scaled(s, scale(d, dx));
-                let bs32 = _mm_loadu_si128(p.sums32[t].add(8 * b) as *const __m128i);
-                let mn = _mm256_cvtepi32_pd(_mm_madd_epi16(mins, bs32));
-                acc_min[t] = _mm256_fmadd_pd(_mm256_set1_pd(scale(dmin, dx)), mn, acc_min[t]);
+                acc_min[t] =
+                    q4k_add_mins(acc_min[t], mins, p.sums32[t].add(8 * b), scale(dmin, dx));
             }
         }
     }

@@ -117,6 +117,45 @@ fn run_rows(backend: Backend, w: &Weights, rows: Range<usize>, a: &Activations, 
         },
         #[cfg(not(target_arch = "x86_64"))]
         Backend::Avx2 | Backend::Avx512Vnni => unreachable!("checked by is_supported"),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Backend::Simd128 => crate::simd128::rows(w.format(), data, w.row_bytes(), a, dst),
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        Backend::Simd128 => unreachable!("checked by is_supported"),
+    }
+}
+
+/// Bytes of weight rows taken against one group of activation rows at a time (they stay in the
+/// L1 cache while every row of every group is multiplied with them).
+const TILE_BYTES: usize = 16 << 10;
+
+/// Visits weight rows (`data`, `row_bytes` each) tile by tile and, within a tile, the `m`
+/// activation rows `group` at a time: `f(row, r0, outs)` for each weight row of the tile, with
+/// `outs` its outputs for activation rows `r0 .. r0 + g` (`dst[j · m + r]` is row `j` times
+/// activation row `r`). The weights are read from memory once whatever `m`.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "wasm32")),
+    allow(dead_code)
+)]
+pub(crate) fn by_tiles_and_groups(
+    data: &[u8],
+    row_bytes: usize,
+    m: usize,
+    group: usize,
+    dst: &mut [f32],
+    mut f: impl FnMut(&[u8], usize, &mut [f32]),
+) {
+    debug_assert_eq!(data.len() / row_bytes * m, dst.len());
+    let tile_rows = (TILE_BYTES / row_bytes).max(1);
+    for (tile, outs) in data
+        .chunks(tile_rows * row_bytes)
+        .zip(dst.chunks_mut(tile_rows * m))
+    {
+        for r0 in (0..m).step_by(group) {
+            let g = (m - r0).min(group);
+            for (row, outs) in tile.chunks_exact(row_bytes).zip(outs.chunks_exact_mut(m)) {
+                f(row, r0, &mut outs[r0..r0 + g]);
+            }
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! - they read each weight block once for all activation rows (`m` rows share every load);
 //! - they multiply 8-bit integers (the activations quantised per block, as llama.cpp does) with
 //!   AVX-512 instructions where the CPU has them (`vpmaddubsw`/`vpmaddwd`, VNNI `vpdpbusd`),
-//!   else AVX2 (`vpmaddubsw`/`vpmaddwd` on 256-bit registers);
+//!   else AVX2 (`vpmaddubsw`/`vpmaddwd` on 256-bit registers), and in the browser WebAssembly
+//!   SIMD128 (`i32x4.dot_i16x8_s`);
 //! - they split the weight rows across the caller's threads ([`Parallel`]).
 //!
 //! [`Backend::Portable`] is the plain reference every SIMD kernel is tested against, and runs
@@ -28,6 +29,8 @@ mod avx512;
 mod driver;
 mod formats;
 mod portable;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -75,11 +78,19 @@ pub enum Backend {
     Avx2,
     /// x86-64 with AVX-512 F/BW/VL and VNNI (Intel Ice Lake and later, AMD Zen 4 and later).
     Avx512Vnni,
+    /// WebAssembly with SIMD128 (chosen when the crate is compiled with it: WebAssembly has no
+    /// run-time feature detection).
+    Simd128,
 }
 
 impl Backend {
     /// Every backend, the fastest last.
-    pub const ALL: [Backend; 3] = [Backend::Portable, Backend::Avx2, Backend::Avx512Vnni];
+    pub const ALL: [Backend; 4] = [
+        Backend::Portable,
+        Backend::Simd128,
+        Backend::Avx2,
+        Backend::Avx512Vnni,
+    ];
 
     /// The fastest backend this CPU supports (checked once, at run time).
     pub fn best() -> Backend {
@@ -96,6 +107,7 @@ impl Backend {
             Backend::Portable => true,
             Backend::Avx2 => avx2_supported(),
             Backend::Avx512Vnni => avx512_supported(),
+            Backend::Simd128 => cfg!(all(target_arch = "wasm32", target_feature = "simd128")),
         }
     }
 
@@ -105,6 +117,7 @@ impl Backend {
             Backend::Portable => "portable",
             Backend::Avx2 => "avx2",
             Backend::Avx512Vnni => "avx512-vnni",
+            Backend::Simd128 => "simd128",
         }
     }
 

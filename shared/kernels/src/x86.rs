@@ -42,3 +42,20 @@ pub(crate) unsafe fn q4k_scales_mins_words(bp: *const u8) -> [u32; 4] {
     u[0] &= KMASK1;
     u
 }
+
+/// `acc + dmin · d_x · Σ_sb n_sb Σx_sb` (four f64 lanes): `Q4_K`'s mins term of one block for one
+/// activation row, from the block's 8 mins `n_sb` (i16) and the row's 8 sub-block sums at `sums`.
+#[inline(always)]
+pub(crate) unsafe fn q4k_add_mins(
+    acc: __m256d,
+    mins: __m128i,
+    sums: *const i16,
+    dmin_dx: f64,
+) -> __m256d {
+    let s = unsafe { _mm_loadu_si128(sums as *const __m128i) };
+    _mm256_fmadd_pd(
+        _mm256_set1_pd(dmin_dx),
+        _mm256_cvtepi32_pd(_mm_madd_epi16(mins, s)),
+        acc,
+    )
+}

@@ -1,0 +1,294 @@
+//! WebAssembly SIMD128 kernels (the browser's draft model), compiled in when the crate is built
+//! with `target-feature=+simd128` (the workspace's wasm32 setting): WebAssembly has no run-time
+//! feature detection, and every browser that runs WebGPU-era pages has SIMD128.
+//!
+//! The same scheme as the AVX2 kernels, on 128-bit vectors: one weight row against up to
+//! [`GROUP`] activation rows, each block unpacked once into 16-bit values (WebAssembly has no
+//! 8-bit multiply-add) and multiplied with every row of the group by `i32x4.dot_i16x8_s`, against
+//! the activations widened to 16 bits once per product ([`Activations`]' `qs16`). The K formats
+//! scale each sub-block's 32-bit sums by its integer scale; each block then adds
+//! `d_w · d_x · Σ` in f64, as the reference does, so a row gets the same f32 alone or with others.
+
+// Loops index several parallel arrays (accumulators, pointers, vectors) by row or sub-block.
+#![allow(clippy::needless_range_loop)]
+
+use crate::activations::q4k_slot;
+use crate::driver::by_tiles_and_groups;
+use crate::formats::{f16_at, q4k_scales_mins};
+use crate::{Activations, Format};
+use core::arch::wasm32::*;
+
+/// Activation rows multiplied with one unpacked weight block.
+const GROUP: usize = 4;
+
+/// Rows of `format` weights (`data`, `row_bytes` each) against all activation rows of `a`;
+/// `dst[j · m + r]` gets row `j` times activation row `r`.
+pub(crate) fn rows(
+    format: Format,
+    data: &[u8],
+    row_bytes: usize,
+    a: &Activations,
+    dst: &mut [f32],
+) {
+    debug_assert_eq!(row_bytes, format.row_bytes(a.cols));
+    by_tiles_and_groups(data, row_bytes, a.rows, GROUP, dst, |row, r0, outs| {
+        let p = RowPtrs::new(a, r0, outs.len());
+        match outs.len() {
+            1 => row_kernel::<1>(format, row, &p, outs),
+            2 => row_kernel::<2>(format, row, &p, outs),
+            3 => row_kernel::<3>(format, row, &p, outs),
+            _ => row_kernel::<4>(format, row, &p, outs),
+        }
+    });
+}
+
+/// One weight row against the `G` activation rows of `p`.
+#[inline(always)]
+fn row_kernel<const G: usize>(format: Format, row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+    match format {
+        Format::Q8_0 => q8_0_row::<G>(row, p, outs),
+        Format::Q5_0 => q5_0_row::<G>(row, p, outs),
+        Format::Q4_1 => q4_1_row::<G>(row, p, outs),
+        Format::Q4K => q4k_row::<G>(row, p, outs),
+        Format::Q6K => q6k_row::<G>(row, p, outs),
+    }
+}
+
+/// Activation rows `r0 .. r0 + g`: values widened to i16, block scales, sums per 32 values.
+struct RowPtrs<'a> {
+    x: [&'a [i16]; GROUP],
+    d: [&'a [f32]; GROUP],
+    sums32: [&'a [i16]; GROUP],
+}
+
+impl<'a> RowPtrs<'a> {
+    fn new(a: &'a Activations, r0: usize, g: usize) -> Self {
+        let mut p = RowPtrs {
+            x: [&[]; GROUP],
+            d: [&[]; GROUP],
+            sums32: [&[]; GROUP],
+        };
+        for t in 0..g {
+            p.x[t] = a.row_qs16(r0 + t);
+            p.d[t] = a.row_d(r0 + t);
+            p.sums32[t] = a.row_sums32(r0 + t);
+        }
+        p
+    }
+
+    /// `Σ w x` over `N` × 8 values of row `t` from value `at`, as four i32 lanes.
+    #[inline(always)]
+    fn dot<const N: usize>(&self, t: usize, at: usize, w: &[v128]) -> v128 {
+        let x = &self.x[t][at..at + 8 * N];
+        let mut s = i32x4_splat(0);
+        for i in 0..N {
+            // SAFETY: `x` holds 8 N values, so 8 from 8 i are in bounds (unaligned loads are fine).
+            let xv = unsafe { v128_load(x.as_ptr().add(8 * i) as *const v128) };
+            s = i32x4_add(s, i32x4_dot_i16x8(w[i], xv));
+        }
+        s
+    }
+}
+
+/// A row's sum in f64, two lanes: each block adds its integer sum (four i32 lanes, folded to
+/// two as integers) times its scale `d_w · d_x`, exact in f64.
+#[derive(Clone, Copy)]
+struct Acc(v128);
+
+impl Acc {
+    fn zero() -> Self {
+        Acc(f64x2_splat(0.0))
+    }
+
+    #[inline(always)]
+    fn add(&mut self, s: v128, scale: f64) {
+        let folded = i32x4_add(s, i32x4_shuffle::<2, 3, 0, 1>(s, s));
+        let v = f64x2_convert_low_i32x4(folded);
+        self.0 = f64x2_add(self.0, f64x2_mul(v, f64x2_splat(scale)));
+    }
+
+    fn sum(self) -> f64 {
+        f64x2_extract_lane::<0>(self.0) + f64x2_extract_lane::<1>(self.0)
+    }
+}
+
+/// `a · b` in f64 (exact for an f16 times an f32).
+#[inline(always)]
+fn scale(a: f32, b: f32) -> f64 {
+    a as f64 * b as f64
+}
+
+/// 16 bytes at `p`.
+#[inline(always)]
+fn load16(b: &[u8], at: usize) -> v128 {
+    assert!(at + 16 <= b.len());
+    // SAFETY: checked above; unaligned loads are fine.
+    unsafe { v128_load(b.as_ptr().add(at) as *const v128) }
+}
+
+/// 16 unsigned bytes as two vectors of 8 i16.
+#[inline(always)]
+fn widen_u8(v: v128) -> [v128; 2] {
+    [u16x8_extend_low_u8x16(v), u16x8_extend_high_u8x16(v)]
+}
+
+/// 16 signed bytes as two vectors of 8 i16.
+#[inline(always)]
+fn widen_i8(v: v128) -> [v128; 2] {
+    [i16x8_extend_low_i8x16(v), i16x8_extend_high_i8x16(v)]
+}
+
+/// 16 bytes of nibbles as 32 values widened to i16: the low nibbles first, then the high ones.
+#[inline(always)]
+fn nibbles(b: &[u8], at: usize) -> [v128; 4] {
+    let raw = load16(b, at);
+    let [a, bb] = widen_u8(v128_and(raw, u8x16_splat(0x0F)));
+    let [c, d] = widen_u8(u8x16_shr(raw, 4));
+    [a, bb, c, d]
+}
+
+/// `Q8_0`: `Σ_b d_w d_x Σ q_w q_x`.
+fn q8_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+    let mut acc = [Acc::zero(); G];
+    for (b, blk) in row.chunks_exact(34).enumerate() {
+        let [w0, w1] = widen_i8(load16(blk, 2));
+        let [w2, w3] = widen_i8(load16(blk, 18));
+        let w = [w0, w1, w2, w3];
+        let d = f16_at(blk, 0);
+        for t in 0..G {
+            acc[t].add(p.dot::<4>(t, 32 * b, &w), scale(d, p.d[t][b]));
+        }
+    }
+    for t in 0..G {
+        outs[t] = acc[t].sum() as f32;
+    }
+}
+
+/// `Q5_0`: `Σ_b d_w d_x (Σ u_w q_x − 16 Σ q_x)`, `u_w = q_w + 16` in 0..31.
+fn q5_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+    // Byte i of a half takes byte i / 8 of its 16 bits, then keeps bit i % 8.
+    let spread = u8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let bit = u8x16(1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+    let mut acc = [Acc::zero(); G];
+    for (b, blk) in row.chunks_exact(22).enumerate() {
+        let high = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+        let fifth = |half: u32| {
+            let bytes = i8x16_swizzle(u32x4_splat(half), spread);
+            v128_and(
+                u8x16_ne(v128_and(bytes, bit), u8x16_splat(0)),
+                u8x16_splat(0x10),
+            )
+        };
+        let raw = load16(blk, 6);
+        let lo = v128_or(v128_and(raw, u8x16_splat(0x0F)), fifth(high & 0xFFFF));
+        let hi = v128_or(u8x16_shr(raw, 4), fifth(high >> 16));
+        let [w0, w1] = widen_u8(lo);
+        let [w2, w3] = widen_u8(hi);
+        let w = [w0, w1, w2, w3];
+        let d = f16_at(blk, 0);
+        for t in 0..G {
+            let offset = 16 * p.sums32[t][b] as i32;
+            let s = i32x4_sub(p.dot::<4>(t, 32 * b, &w), i32x4(offset, 0, 0, 0));
+            acc[t].add(s, scale(d, p.d[t][b]));
+        }
+    }
+    for t in 0..G {
+        outs[t] = acc[t].sum() as f32;
+    }
+}
+
+/// `Q4_1`: `Σ_b d_w d_x Σ q_w q_x + m_w d_x Σ q_x`.
+fn q4_1_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+    let mut acc = [Acc::zero(); G];
+    let mut acc_min = [0f64; G];
+    for (b, blk) in row.chunks_exact(20).enumerate() {
+        let w = nibbles(blk, 4);
+        let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
+        for t in 0..G {
+            let dx = p.d[t][b];
+            acc[t].add(p.dot::<4>(t, 32 * b, &w), scale(d, dx));
+            acc_min[t] += scale(m, dx) * p.sums32[t][b] as f64;
+        }
+    }
+    for t in 0..G {
+        outs[t] = (acc[t].sum() + acc_min[t]) as f32;
+    }
+}
+
+/// `Q4_K`: `Σ_b d d_x Σ_sb s_sb (q · x) − dmin d_x Σ_sb n_sb Σx`.
+fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+    let mut acc = [Acc::zero(); G];
+    let mut acc_min = [0f64; G];
+    let mut w = [i32x4_splat(0); 32];
+    for (b, blk) in row.chunks_exact(144).enumerate() {
+        let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+        let (sc, mn) = q4k_scales_mins(&blk[4..16]);
+        // Sub-blocks 2j and 2j + 1: the low and high nibbles of the 32 bytes of run j.
+        for j in 0..4 {
+            for half in 0..2 {
+                let raw = load16(blk, 16 + 32 * j + 16 * half);
+                let [a, c] = widen_u8(v128_and(raw, u8x16_splat(0x0F)));
+                let [e, f] = widen_u8(u8x16_shr(raw, 4));
+                let lo = 4 * (2 * j) + 2 * half;
+                let hi = 4 * (2 * j + 1) + 2 * half;
+                (w[lo], w[lo + 1], w[hi], w[hi + 1]) = (a, c, e, f);
+            }
+        }
+        for t in 0..G {
+            let mut s = i32x4_splat(0);
+            for sb in 0..8 {
+                let part = p.dot::<4>(t, 256 * b + 32 * q4k_slot(sb), &w[4 * sb..4 * sb + 4]);
+                s = i32x4_add(s, i32x4_mul(part, i32x4_splat(sc[sb] as i32)));
+            }
+            let dx = p.d[t][b];
+            acc[t].add(s, scale(d, dx));
+            let sums = &p.sums32[t][8 * b..8 * b + 8];
+            let mins: i32 = (0..8).map(|sb| mn[sb] as i32 * sums[sb] as i32).sum();
+            acc_min[t] += scale(dmin, dx) * mins as f64;
+        }
+    }
+    for t in 0..G {
+        outs[t] = (acc[t].sum() - acc_min[t]) as f32;
+    }
+}
+
+/// `Q6_K`: `Σ_b d d_x Σ_g s_g Σ (q − 32) x`, groups `g` of 16 values.
+fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+    let (m4, m2, off) = (u8x16_splat(0x0F), u8x16_splat(0x03), i8x16_splat(32));
+    let mut w = [i32x4_splat(0); 32];
+    let mut acc = [Acc::zero(); G];
+    for (b, blk) in row.chunks_exact(210).enumerate() {
+        // ggml's order: each 128 values from 64 low-nibble bytes and 32 bytes of high bits;
+        // value v ends up, as q − 32 in i16, in w[v / 8].
+        for h in 0..2 {
+            for half in 0..2 {
+                let ql_a = load16(blk, 64 * h + 16 * half);
+                let ql_b = load16(blk, 64 * h + 32 + 16 * half);
+                let qh = load16(blk, 128 + 32 * h + 16 * half);
+                let top = |shift: u32| i8x16_shl(v128_and(u8x16_shr(qh, shift), m2), 4);
+                let values = [
+                    v128_or(v128_and(ql_a, m4), top(0)),
+                    v128_or(v128_and(ql_b, m4), top(2)),
+                    v128_or(u8x16_shr(ql_a, 4), top(4)),
+                    v128_or(u8x16_shr(ql_b, 4), top(6)),
+                ];
+                for (k, v) in values.into_iter().enumerate() {
+                    let at = (128 * h + 32 * k + 16 * half) / 8;
+                    [w[at], w[at + 1]] = widen_i8(i8x16_sub(v, off));
+                }
+            }
+        }
+        let d = f16_at(blk, 208);
+        for t in 0..G {
+            let mut s = i32x4_splat(0);
+            for g in 0..16 {
+                let part = p.dot::<2>(t, 256 * b + 16 * g, &w[2 * g..2 * g + 2]);
+                s = i32x4_add(s, i32x4_mul(part, i32x4_splat(blk[192 + g] as i8 as i32)));
+            }
+            acc[t].add(s, scale(d, p.d[t][b]));
+        }
+    }
+    for t in 0..G {
+        outs[t] = acc[t].sum() as f32;
+    }
+}
