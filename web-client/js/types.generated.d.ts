@@ -249,7 +249,7 @@ export type ModelInfo = { name: string, vocab_size: number, layers: number, weig
  */
 backend: DraftBackend,
 /**
- * The adapter (WebGPU) or "candle on WebAssembly SIMD".
+ * The adapter (WebGPU) or "WebAssembly SIMD128 (hlm-kernels products, candle for the rest)".
  */
 backend_description: string,
 /**

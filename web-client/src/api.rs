@@ -155,7 +155,7 @@ pub struct ModelInfo {
     pub weight_bytes: usize,
     /// Where the draft model runs.
     pub backend: DraftBackend,
-    /// The adapter (WebGPU) or "candle on WebAssembly SIMD".
+    /// The adapter (WebGPU) or "WebAssembly SIMD128 (hlm-kernels products, candle for the rest)".
     pub backend_description: String,
     /// The self-check's figures on WebGPU, or why WebGPU is not used.
     pub backend_note: String,

@@ -71,7 +71,7 @@ impl Inner {
 }
 
 /// [`Engine::info`]'s `backend_description` on the CPU path.
-const WASM_DESCRIPTION: &str = "candle on WebAssembly SIMD";
+const WASM_DESCRIPTION: &str = "WebAssembly SIMD128 (hlm-kernels products, candle for the rest)";
 
 /// A JavaScript `Error` with the message, and the code under `code`.
 fn js_error(e: PageError) -> JsValue {
