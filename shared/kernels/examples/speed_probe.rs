@@ -1,0 +1,58 @@
+//! Probe: one activation row against a 896 × 4864 matrix (the 0.5B's `ffn_down`) of each format,
+//! on one thread, the portable reference and the best backend here, in ms and weight GB/s.
+//!
+//! Natively: `cargo run --release -p hlm-kernels --example speed_probe`; in WebAssembly (SIMD128,
+//! under Node's V8): `CARGO_TARGET_WASM32_WASIP1_RUNNER="node scripts/wasi-run.mjs" cargo run
+//! --release --target wasm32-wasip1 -p hlm-kernels --example speed_probe`.
+use hlm_kernels::{matmul, Backend, Format, Serial, Weights};
+use std::time::Instant;
+
+/// Random blocks whose f16 scales are all 0.0625 (bytes `00 2c`), so no product overflows.
+fn weights(format: Format, n: usize, k: usize) -> Vec<u8> {
+    let mut state = 1u64;
+    let mut data: Vec<u8> = (0..n * format.row_bytes(k))
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 56) as u8
+        })
+        .collect();
+    let scales: &[usize] = match format {
+        Format::Q4K => &[0, 2],
+        Format::Q6K => &[208],
+        _ => &[0],
+    };
+    for blk in data.chunks_exact_mut(format.block_bytes()) {
+        for &at in scales {
+            blk[at..at + 2].copy_from_slice(&[0x00, 0x2c]);
+        }
+    }
+    data
+}
+
+fn main() {
+    let (n, k) = (896, 4864);
+    let x: Vec<f32> = (0..k)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+        .collect();
+    let mut y = vec![0f32; n];
+    for format in [Format::Q4K, Format::Q6K, Format::Q8_0, Format::Q4_1] {
+        let data = weights(format, n, k);
+        let w = Weights::new(format, &data, n, k).unwrap();
+        for backend in [Backend::Portable, Backend::best()] {
+            let reps = 20;
+            let t = Instant::now();
+            for _ in 0..reps {
+                matmul(backend, &w, &x, 1, &mut y, &Serial).unwrap();
+            }
+            let s = t.elapsed().as_secs_f64() / reps as f64;
+            let gbs = data.len() as f64 / s / 1e9;
+            println!(
+                "{format:?} {}: {:.2} ms, {gbs:.2} GB/s",
+                backend.name(),
+                s * 1e3
+            );
+        }
+    }
+}
