@@ -79,11 +79,13 @@ impl<'a> RowPtrs<'a> {
     /// `Σ w x` over `N` × 8 values of row `t` from value `at`, as four i32 lanes.
     #[inline(always)]
     fn dot<const N: usize>(&self, t: usize, at: usize, w: &[v128]) -> v128 {
-        let x = &self.x[t][at..at + 8 * N];
+        let x = self.x[t];
+        assert!(at + 8 * N <= x.len() && w.len() >= N);
+        let x = x.as_ptr();
         let mut s = i32x4_splat(0);
         for i in 0..N {
-            // SAFETY: `x` holds 8 N values, so 8 from 8 i are in bounds (unaligned loads are fine).
-            let xv = unsafe { v128_load(x.as_ptr().add(8 * i) as *const v128) };
+            // SAFETY: checked above; unaligned loads are fine.
+            let xv = unsafe { v128_load(x.add(at + 8 * i) as *const v128) };
             s = i32x4_add(s, i32x4_dot_i16x8(w[i], xv));
         }
         s
@@ -219,29 +221,35 @@ fn q4_1_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
 fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     let mut acc = [Acc::zero(); G];
     let mut acc_min = [0f64; G];
-    let mut w = [i32x4_splat(0); 32];
     for (b, blk) in row.chunks_exact(144).enumerate() {
         let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
         let (sc, mn) = q4k_scales_mins(&blk[4..16]);
-        // Sub-blocks 2j and 2j + 1: the low and high nibbles of the 32 bytes of run j.
+        let mut s = [i32x4_splat(0); G];
+        // Run j's 32 bytes: sub-block 2j in the low nibbles, 2j + 1 in the high ones.
         for j in 0..4 {
-            for half in 0..2 {
-                let raw = load16(blk, 16 + 32 * j + 16 * half);
-                let [a, c] = widen_u8(v128_and(raw, u8x16_splat(0x0F)));
-                let [e, f] = widen_u8(u8x16_shr(raw, 4));
-                let lo = 4 * (2 * j) + 2 * half;
-                let hi = 4 * (2 * j + 1) + 2 * half;
-                (w[lo], w[lo + 1], w[hi], w[hi + 1]) = (a, c, e, f);
+            let (r0, r1) = (load16(blk, 16 + 32 * j), load16(blk, 32 + 32 * j));
+            let low = v128_and(r0, u8x16_splat(0x0F));
+            let low1 = v128_and(r1, u8x16_splat(0x0F));
+            let [a0, a1] = widen_u8(low);
+            let [a2, a3] = widen_u8(low1);
+            let [h0, h1] = widen_u8(u8x16_shr(r0, 4));
+            let [h2, h3] = widen_u8(u8x16_shr(r1, 4));
+            let (lo, hi) = ([a0, a1, a2, a3], [h0, h1, h2, h3]);
+            let (sc_lo, sc_hi) = (
+                i32x4_splat(sc[2 * j] as i32),
+                i32x4_splat(sc[2 * j + 1] as i32),
+            );
+            for t in 0..G {
+                let x = 256 * b;
+                let dot_lo = p.dot::<4>(t, x + 32 * q4k_slot(2 * j), &lo);
+                let dot_hi = p.dot::<4>(t, x + 32 * q4k_slot(2 * j + 1), &hi);
+                s[t] = i32x4_add(s[t], i32x4_mul(dot_lo, sc_lo));
+                s[t] = i32x4_add(s[t], i32x4_mul(dot_hi, sc_hi));
             }
         }
         for t in 0..G {
-            let mut s = i32x4_splat(0);
-            for sb in 0..8 {
-                let part = p.dot::<4>(t, 256 * b + 32 * q4k_slot(sb), &w[4 * sb..4 * sb + 4]);
-                s = i32x4_add(s, i32x4_mul(part, i32x4_splat(sc[sb] as i32)));
-            }
             let dx = p.d[t][b];
-            acc[t].add(s, scale(d, dx));
+            acc[t].add(s[t], scale(d, dx));
             let sums = &p.sums32[t][8 * b..8 * b + 8];
             let mins: i32 = (0..8).map(|sb| mn[sb] as i32 * sums[sb] as i32).sum();
             acc_min[t] += scale(dmin, dx) * mins as f64;
@@ -255,11 +263,11 @@ fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
 /// `Q6_K`: `Σ_b d d_x Σ_g s_g Σ (q − 32) x`, groups `g` of 16 values.
 fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     let (m4, m2, off) = (u8x16_splat(0x0F), u8x16_splat(0x03), i8x16_splat(32));
-    let mut w = [i32x4_splat(0); 32];
     let mut acc = [Acc::zero(); G];
     for (b, blk) in row.chunks_exact(210).enumerate() {
+        let mut s = [i32x4_splat(0); G];
         // ggml's order: each 128 values from 64 low-nibble bytes and 32 bytes of high bits;
-        // value v ends up, as q − 32 in i16, in w[v / 8].
+        // 16 of them at a time (one group), as q − 32 in i16.
         for h in 0..2 {
             for half in 0..2 {
                 let ql_a = load16(blk, 64 * h + 16 * half);
@@ -273,19 +281,19 @@ fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
                     v128_or(u8x16_shr(ql_b, 4), top(6)),
                 ];
                 for (k, v) in values.into_iter().enumerate() {
-                    let at = (128 * h + 32 * k + 16 * half) / 8;
-                    [w[at], w[at + 1]] = widen_i8(i8x16_sub(v, off));
+                    let at = 128 * h + 32 * k + 16 * half;
+                    let w = widen_i8(i8x16_sub(v, off));
+                    let sc = i32x4_splat(blk[192 + at / 16] as i8 as i32);
+                    for t in 0..G {
+                        let part = p.dot::<2>(t, 256 * b + at, &w);
+                        s[t] = i32x4_add(s[t], i32x4_mul(part, sc));
+                    }
                 }
             }
         }
         let d = f16_at(blk, 208);
         for t in 0..G {
-            let mut s = i32x4_splat(0);
-            for g in 0..16 {
-                let part = p.dot::<2>(t, 256 * b + 16 * g, &w[2 * g..2 * g + 2]);
-                s = i32x4_add(s, i32x4_mul(part, i32x4_splat(blk[192 + g] as i8 as i32)));
-            }
-            acc[t].add(s, scale(d, p.d[t][b]));
+            acc[t].add(s[t], scale(d, p.d[t][b]));
         }
     }
     for t in 0..G {
