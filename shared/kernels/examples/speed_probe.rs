@@ -42,6 +42,11 @@ fn main() {
         let w = Weights::new(format, &data, n, k).unwrap();
         for backend in [Backend::Portable, Backend::best()] {
             let reps = 20;
+            // Warm up first (V8 runs WebAssembly on its baseline compiler until the optimised
+            // code is ready).
+            for _ in 0..reps {
+                matmul(backend, &w, &x, 1, &mut y, &Serial).unwrap();
+            }
             let t = Instant::now();
             for _ in 0..reps {
                 matmul(backend, &w, &x, 1, &mut y, &Serial).unwrap();

@@ -127,6 +127,19 @@ impl Acc {
     }
 }
 
+/// Which of a row's two accumulators block `b` adds to. With one row, even and odd blocks take
+/// one each, so that two chains of f64 additions run side by side (the 32-value formats were bound
+/// by that chain's latency: `Q4_1` twice as fast with two); with more rows the rows' own chains
+/// already overlap, and a second set of accumulators would only spill registers.
+#[inline(always)]
+fn chain<const G: usize>(b: usize) -> usize {
+    if G == 1 {
+        b & 1
+    } else {
+        0
+    }
+}
+
 /// `Σ w x` over 32 values as eight i32 lanes: `w` unsigned bytes, `x` signed.
 #[inline(always)]
 unsafe fn dot32(w: __m256i, x: __m256i) -> __m256i {
@@ -163,7 +176,7 @@ unsafe fn bytes_from_bits(bits: u32) -> __m256i {
 /// `Q8_0`: `Σ_b d_w d_x Σ q_w q_x`, as `Σ |q_w| · (q_x with the sign of q_w)`.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
-    let mut acc = [unsafe { Acc::zero() }; G];
+    let mut acc = [[unsafe { Acc::zero() }; 2]; G];
     for (b, blk) in row.chunks_exact(34).enumerate() {
         unsafe {
             let bp = blk.as_ptr();
@@ -173,19 +186,19 @@ unsafe fn q8_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
             let d = f16(bp);
             for t in 0..G {
                 let s = dot32(magnitude, _mm256_sign_epi8(p.x(t, 32 * b), q));
-                acc[t].add(s, scale(d, p.d(t, b)));
+                acc[t][chain::<G>(b)].add(s, scale(d, p.d(t, b)));
             }
         }
     }
     for t in 0..G {
-        outs[t] = unsafe { acc[t].sum() as f32 };
+        outs[t] = unsafe { (acc[t][0].sum() + acc[t][1].sum()) as f32 };
     }
 }
 
 /// `Q5_0`: `Σ_b d_w d_x (Σ u_w q_x − 16 Σ q_x)`, `u_w = q_w + 16` in 0..31.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
-    let mut acc = [unsafe { Acc::zero() }; G];
+    let mut acc = [[unsafe { Acc::zero() }; 2]; G];
     for (b, blk) in row.chunks_exact(22).enumerate() {
         unsafe {
             let bp = blk.as_ptr();
@@ -199,20 +212,20 @@ unsafe fn q5_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
                     dot32(u, p.x(t, 32 * b)),
                     _mm256_zextsi128_si256(_mm_cvtsi32_si128(offset)),
                 );
-                acc[t].add(s, scale(d, p.d(t, b)));
+                acc[t][chain::<G>(b)].add(s, scale(d, p.d(t, b)));
             }
         }
     }
     for t in 0..G {
-        outs[t] = unsafe { acc[t].sum() as f32 };
+        outs[t] = unsafe { (acc[t][0].sum() + acc[t][1].sum()) as f32 };
     }
 }
 
 /// `Q4_1`: `Σ_b d_w d_x Σ q_w q_x + m_w d_x Σ q_x`.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_1_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
-    let mut acc = [unsafe { Acc::zero() }; G];
-    let mut acc_min = [0f64; G];
+    let mut acc = [[unsafe { Acc::zero() }; 2]; G];
+    let mut acc_min = [[0f64; 2]; G];
     for (b, blk) in row.chunks_exact(20).enumerate() {
         unsafe {
             let bp = blk.as_ptr();
@@ -220,13 +233,14 @@ unsafe fn q4_1_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
             let (d, m) = (f16(bp), f16(bp.add(2)));
             for t in 0..G {
                 let dx = p.d(t, b);
-                acc[t].add(dot32(u, p.x(t, 32 * b)), scale(d, dx));
-                acc_min[t] += scale(m, dx) * *p.sums32[t].add(b) as f64;
+                acc[t][chain::<G>(b)].add(dot32(u, p.x(t, 32 * b)), scale(d, dx));
+                acc_min[t][chain::<G>(b)] += scale(m, dx) * *p.sums32[t].add(b) as f64;
             }
         }
     }
     for t in 0..G {
-        outs[t] = unsafe { (acc[t].sum() + acc_min[t]) as f32 };
+        let main = unsafe { acc[t][0].sum() + acc[t][1].sum() };
+        outs[t] = (main + acc_min[t][0] + acc_min[t][1]) as f32;
     }
 }
 
