@@ -15,6 +15,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::activations::{q4k_slot, GROUP_ROWS, PER_ROW_UP_TO};
+use crate::driver::TILE_BYTES;
 use crate::x86::{f16, hsum256d, q4k_add_mins, q4k_scales_mins_words, scale};
 use crate::{Activations, Format};
 use std::arch::x86_64::*;
@@ -82,9 +83,6 @@ pub(crate) unsafe fn rows(
         }
     }
 }
-
-/// Bytes of weight rows the interleaved kernels take against one activation group at a time.
-const TILE_BYTES: usize = 16 << 10;
 
 /// One weight row against activation rows `r0 .. r0 + G`.
 #[inline(always)]

@@ -126,7 +126,11 @@ fn run_rows(backend: Backend, w: &Weights, rows: Range<usize>, a: &Activations, 
 
 /// Bytes of weight rows taken against one group of activation rows at a time (they stay in the
 /// L1 cache while every row of every group is multiplied with them).
-const TILE_BYTES: usize = 16 << 10;
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "wasm32")),
+    allow(dead_code)
+)]
+pub(crate) const TILE_BYTES: usize = 16 << 10;
 
 /// Visits weight rows (`data`, `row_bytes` each) tile by tile and, within a tile, the `m`
 /// activation rows `group` at a time: `f(row, r0, outs)` for each weight row of the tile, with

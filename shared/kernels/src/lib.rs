@@ -111,7 +111,7 @@ impl Backend {
         }
     }
 
-    /// A short name for reports: `portable`, `avx2`, `avx512-vnni`.
+    /// A short name for reports: `portable`, `avx2`, `avx512-vnni`, `simd128`.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Portable => "portable",
