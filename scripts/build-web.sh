@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the browser client: the engine to WebAssembly (SIMD128), wasm-bindgen's JS glue, the npm
+# Builds the browser client: the engine to WebAssembly (SIMD128), once for one thread and once
+# with threads (shared memory; nightly cargo rebuilds std with atomics), wasm-bindgen's JS glue, the npm
 # package in web-client/js (tarball in target/npm/), and a copy served by the demo at www/pkg/.
 #   scripts/build-web.sh
 # Installs what it lacks: the wasm32 target (rustup) and wasm-bindgen-cli of the exact version the
@@ -17,10 +18,28 @@ fi
 echo "== building the engine for wasm32 (release, +simd128) =="
 cargo build --release --target wasm32-unknown-unknown -p hlm-web-client
 
+# The threaded build (for cross-origin isolated pages): WebAssembly threads need the standard
+# library rebuilt with atomics, which only nightly cargo does (-Z build-std, rust-src). Its own
+# target directory, so that neither build invalidates the other's cache.
+# The linker makes the memory shared and imported, and exports what wasm-bindgen's thread start
+# needs (each thread's TLS block).
+THREADS_FLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals"
+for a in --shared-memory --import-memory --max-memory=4294967296 --export=__wasm_init_tls \
+  --export=__tls_size --export=__tls_align --export=__tls_base; do
+  THREADS_FLAGS+=" -C link-arg=$a"
+done
+THREADS_DIR="${CARGO_TARGET_DIR:-target}/wasm-threads"
+echo "== building the engine for wasm32 with threads (nightly, std rebuilt with atomics) =="
+rustup component list --toolchain nightly --installed | grep -q '^rust-src' || rustup component add rust-src --toolchain nightly
+RUSTFLAGS="$THREADS_FLAGS" cargo +nightly build --release --target wasm32-unknown-unknown \
+  -p hlm-web-client -Z build-std=panic_abort,std --target-dir "$THREADS_DIR"
+
 echo "== wasm-bindgen =="
-rm -rf web-client/js/wasm
+rm -rf web-client/js/wasm web-client/js/wasm-threads
 wasm-bindgen --target web --out-dir web-client/js/wasm \
   "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/hlm_web_client.wasm"
+wasm-bindgen --target web --out-dir web-client/js/wasm-threads \
+  "$THREADS_DIR/wasm32-unknown-unknown/release/hlm_web_client.wasm"
 
 echo "== npm package =="
 mkdir -p target/npm
@@ -31,5 +50,6 @@ ls -l target/npm/*.tgz
 rm -rf www/pkg && mkdir -p www/pkg
 cp -r web-client/js/index.js web-client/js/worker.js web-client/js/index.d.ts \
   web-client/js/types.generated.d.ts web-client/js/worker-messages.d.ts \
-  web-client/js/package.json web-client/js/wasm www/pkg/
+  web-client/js/package.json web-client/js/pool-worker.js web-client/js/wasm \
+  web-client/js/wasm-threads www/pkg/
 echo "built: web-client/js/wasm, target/npm/*.tgz, www/pkg"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks for the demo and the tests: Debian's nodejs/npm, curl,
 # nginx, chromium (+ driver), the pinned playwright-core (which never downloads a browser), rustfmt and
-# clippy, and the wasm32 target. Used by scripts/quickstart.sh and .ci/run.
+# clippy, the wasm32 targets, and nightly's rust-src (the browser's threaded build). Used by scripts/quickstart.sh and .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -26,4 +26,8 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 for t in wasm32-unknown-unknown wasm32-wasip1; do  # the browser build; the kernels' wasm tests
   rustup target list --installed | grep -qx "$t" || rustup target add "$t"
 done
+# The browser's threaded build rebuilds std with atomics: nightly cargo and its standard library's
+# source.
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+rustup component list --toolchain nightly --installed | grep -q '^rust-src' || rustup component add rust-src --toolchain nightly
 python3 -m pip --version >/dev/null

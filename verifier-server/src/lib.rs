@@ -269,9 +269,28 @@ pub fn router(state: Arc<AppState>, www: Option<std::path::PathBuf>) -> Router {
     }
     let mut app = app.with_state(state);
     if let Some(dir) = www {
-        app = app.fallback_service(tower_http::services::ServeDir::new(dir));
+        app = app
+            .fallback_service(tower_http::services::ServeDir::new(dir))
+            .layer(axum::middleware::map_response(cross_origin_isolated));
     }
     app
+}
+
+/// The headers that make a page cross-origin isolated (`COOP: same-origin`, `COEP:
+/// require-corp`), on every response when the server serves pages: the draft model in the demo
+/// can then use WebAssembly threads (shared memory). Everything the demo loads is same-origin.
+async fn cross_origin_isolated(mut res: axum::response::Response) -> axum::response::Response {
+    use axum::http::{header::HeaderName, HeaderValue};
+    let h = res.headers_mut();
+    h.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        HeaderName::from_static("cross-origin-embedder-policy"),
+        HeaderValue::from_static("require-corp"),
+    );
+    res
 }
 
 /// `{ draft_model_url, draft_model_name, verifier_url, token_required, verifier_model,

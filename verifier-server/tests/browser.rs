@@ -157,6 +157,12 @@ async fn demo_page_and_npm_package_in_chromium() {
         full.starts_with(cut) && cut.len() < full.len(),
         "{stopped} vs {minimal}"
     );
+    // Threads where the page is cross-origin isolated (the server's headers), one thread where
+    // it is not, and the same text on both.
+    assert!(minimal["threads"].as_u64().unwrap() >= 1, "{minimal}");
+    let single = find("single-thread-fallback");
+    assert_eq!(single["threads"], 1, "{single}");
+    assert_eq!(single["same_text"], true, "{single}");
     // WebGPU: refused without the flag (and said so), used with it, same text as WASM SIMD.
     let fallback = find("webgpu-fallback");
     assert!(
@@ -191,8 +197,8 @@ async fn demo_page_and_npm_package_in_chromium() {
         .collect();
     assert_eq!(
         generating.len(),
-        7,
-        "demo, abort, minimal, minimal-stop, webgpu, webgpu-lost, webgpu-to-wasm"
+        8,
+        "demo, abort, minimal, minimal-stop, single-thread-fallback, webgpu, webgpu-lost, webgpu-to-wasm"
     );
     let sum = |key: &str| -> f64 {
         generating

@@ -76,6 +76,13 @@ export interface CreateOptions {
   connect?: boolean;
   /** Where the draft model runs (default 'auto'). */
   backend?: Backend;
+  /**
+   * CPU threads the draft model's WebAssembly runs on (default: the browser's cores, at most 8;
+   * 1: one thread). More than one needs a cross-origin isolated page, served with
+   * `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy: require-corp`;
+   * elsewhere the draft runs on one thread and a warning says why. `info.threads` says how many run.
+   */
+  threads?: number;
   /** Name this client gives the verifier (default "hybrid-llm-web/0.1.0"). */
   clientName?: string;
   /** Overrides of the energy estimate's constants, e.g. `{ device: { compute_power_w: 15 } }`. */

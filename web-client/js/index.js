@@ -202,6 +202,9 @@ export class HybridClient {
   static async create(opts) {
     if (!opts || !opts.draftModelUrl) throw new HybridError('draftModelUrl is required', 'bad-option');
     const backend = checkBackend(opts.backend);
+    if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) {
+      throw new HybridError(`threads must be a whole number of at least 1, not ${JSON.stringify(opts.threads)}`, 'bad-option');
+    }
     const client = new HybridClient({ cacheName: 'hybrid-llm-models', ...opts, backend }, CREATE);
     try {
       client.#start();
@@ -336,9 +339,12 @@ export class HybridClient {
   }
 
   async #load() {
-    const { draftModelUrl, draftModelName, cacheName, backend } = this.#opts;
+    const { draftModelUrl, draftModelName, cacheName, backend, threads } = this.#opts;
     const modelUrl = new URL(draftModelUrl, globalThis.location ? globalThis.location.href : undefined).href;
-    const r = expect(await this.#request({ type: 'load', modelUrl, modelName: draftModelName || '', cacheName, backend }), 'loaded');
+    const r = expect(
+      await this.#request({ type: 'load', modelUrl, modelName: draftModelName || '', cacheName, backend, threads }),
+      'loaded',
+    );
     this.#setInfo(r.info);
     this.cacheHit = r.fromCache;
     this.loadSeconds = r.seconds;

@@ -265,6 +265,11 @@ backend_preference: Backend | null,
  */
 wasm_memory_bytes: number,
 /**
+ * Threads the draft model's products run on in WebAssembly: 1, or where the page is
+ * cross-origin isolated (WebAssembly threads), the engine's worker and its helpers.
+ */
+threads: number,
+/**
  * The energy estimate's shipped constants (what `energyConstants` overrides).
  */
 energy_constants: EnergyConstants,

@@ -30,7 +30,16 @@ export type Stage = 'load' | 'connect' | 'generate' | 'backend' | 'disconnect' |
 /** Page → worker. `id` identifies the request; the reply echoes it. */
 export type WorkerRequest =
   /** `modelUrl` absolute (resolved on the page). */
-  | { type: 'load'; id: number; modelUrl: string; modelName: string; cacheName?: string; backend: Backend }
+  | {
+      type: 'load';
+      id: number;
+      modelUrl: string;
+      modelName: string;
+      cacheName?: string;
+      backend: Backend;
+      /** CPU threads asked for (the first load starts them; default: the browser's cores, at most 8). */
+      threads?: number;
+    }
   | { type: 'connect'; id: number; url: string; token?: string; clientName?: string }
   | { type: 'generate'; id: number; prompt: string; options: EngineOptions }
   /** Stops generation `id` (running or still queued); without id, the running one. */

@@ -16,14 +16,23 @@
 /** @typedef {import('./types.generated').TokenEvent} TokenEvent */
 /** @typedef {import('./types.generated').VerifierWelcome} VerifierWelcome */
 
-import init, { Engine } from './wasm/hlm_web_client.js';
+/** @typedef {typeof import('./wasm/hlm_web_client.js')} SingleThreadModule */
+/** @typedef {typeof import('./wasm-threads/hlm_web_client.js')} ThreadedModule */
+/** @typedef {import('./wasm/hlm_web_client.js').Engine} Engine */
 
 const CLIENT_NAME = 'hybrid-llm-web/0.1.0';
 const PROGRESS_INTERVAL_MS = 100;
 const CACHE_CHUNK = 1 << 20; // bytes per chunk handed to the Cache API when storing the model
 
-/** @type {Promise<unknown> | null} */
+/** Most threads the draft model asks for by default (the browser's cores, at most this). */
+const MAX_DEFAULT_THREADS = 8;
+/** How long the helper threads may take to start before the draft runs without them. */
+const HELPERS_TIMEOUT_MS = 30_000;
+
+/** @type {Promise<SingleThreadModule | ThreadedModule> | null} */
 let wasmReady = null;
+/** @type {Worker[]} the helper threads (kept referenced for the worker's life) */
+const helpers = [];
 /** @type {Engine | null} */
 let engine = null;
 /** @type {number | null} id of the running generation */
@@ -70,11 +79,95 @@ function messageOf(e) {
   }
 }
 
-function initWasm() {
-  if (!wasmReady) {
-    wasmReady = init({ module_or_path: new URL('./wasm/hlm_web_client_bg.wasm', import.meta.url) });
-  }
+/**
+ * The WebAssembly module, started once: the threaded build (shared memory, helper threads) when
+ * more than one thread is asked for and this worker may share memory, else the single-thread
+ * build. (Sharing memory needs a cross-origin isolated page: the headers
+ * `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy: require-corp`.)
+ * @param {number | undefined} threads asked for (undefined: the browser's cores, at most 8)
+ * @returns {Promise<SingleThreadModule | ThreadedModule>}
+ */
+function initWasm(threads) {
+  if (!wasmReady) wasmReady = startWasm(threads ?? defaultThreads());
   return wasmReady;
+}
+
+function defaultThreads() {
+  const cores = Number(self.navigator?.hardwareConcurrency) || 1;
+  return Math.max(1, Math.min(cores, MAX_DEFAULT_THREADS));
+}
+
+/** @param {number} threads */
+async function startWasm(threads) {
+  const isolated = self.crossOriginIsolated === true && typeof SharedArrayBuffer === 'function';
+  if (threads > 1 && !isolated) {
+    post({
+      type: 'warning',
+      message:
+        'the draft model runs on one thread: the page is not cross-origin isolated (WebAssembly ' +
+        'threads need the headers Cross-Origin-Opener-Policy: same-origin and ' +
+        'Cross-Origin-Embedder-Policy: require-corp)',
+    });
+  }
+  if (threads > 1 && isolated) {
+    /** @type {ThreadedModule | null} */
+    let mod = null;
+    try {
+      mod = await import('./wasm-threads/hlm_web_client.js');
+      await mod.default({ module_or_path: new URL('./wasm-threads/hlm_web_client_bg.wasm', import.meta.url) });
+    } catch (e) {
+      post({ type: 'warning', message: `WebAssembly threads are unavailable (${messageOf(e)}); the draft model runs on one thread` });
+      mod = null;
+    }
+    if (mod) {
+      await startHelpers(mod, threads - 1);
+      return mod;
+    }
+  }
+  const mod = await import('./wasm/hlm_web_client.js');
+  await mod.default({ module_or_path: new URL('./wasm/hlm_web_client_bg.wasm', import.meta.url) });
+  return mod;
+}
+
+/**
+ * Starts `n` helper threads (pool-worker.js) over the threaded module's memory and waits until
+ * they run. Until all have started, the products run on this worker alone; if one fails, they
+ * stay there (a warning says so).
+ * @param {ThreadedModule} mod
+ * @param {number} n
+ */
+async function startHelpers(mod, n) {
+  if (n < 1 || !mod.pool_init(n)) return;
+  const module = mod.wasm_module();
+  const memory = mod.wasm_memory();
+  /** @type {Promise<void>[]} */
+  const started = [];
+  for (let i = 0; i < n; i++) {
+    const w = new Worker(new URL('./pool-worker.js', import.meta.url), { type: 'module', name: `hlm-helper-${i + 1}` });
+    helpers.push(w);
+    started.push(
+      new Promise((resolve, reject) => {
+        w.onmessage = (e) => (e.data?.type === 'ready' ? resolve() : reject(new Error(e.data?.message || 'no reason given')));
+        w.onerror = (e) => {
+          e.preventDefault?.();
+          reject(new Error(e.message || 'pool-worker.js could not be loaded'));
+        };
+      }),
+    );
+    w.postMessage({ module, memory });
+  }
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not all started within ${HELPERS_TIMEOUT_MS / 1000} s`)), HELPERS_TIMEOUT_MS);
+  });
+  try {
+    await Promise.race([Promise.all(started), timeout]);
+  } catch (e) {
+    post({ type: 'warning', message: `the draft model's helper threads failed (${messageOf(e)}); it runs on one thread` });
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**
@@ -278,8 +371,10 @@ async function storeModel(cache, modelUrl, bytes) {
  */
 async function load(msg) {
   const t0 = performance.now();
+  /** @type {SingleThreadModule | ThreadedModule} */
+  let wasm;
   try {
-    await initWasm();
+    wasm = await initWasm(msg.threads);
   } catch (e) {
     throw codedError(`the WebAssembly module could not be loaded: ${messageOf(e)}`, 'load-failed');
   }
@@ -298,7 +393,7 @@ async function load(msg) {
     old.free();
   }
   try {
-    engine = Engine.load(/** @type {Uint8Array<ArrayBuffer>} */ (bytes), msg.modelName || '');
+    engine = wasm.Engine.load(/** @type {Uint8Array<ArrayBuffer>} */ (bytes), msg.modelName || '');
   } finally {
     bytes = null; // the engine has read what it needs (in place); let the file's array go
   }

@@ -163,6 +163,9 @@ pub struct ModelInfo {
     pub backend_preference: Option<Backend>,
     /// The module's linear memory in bytes now (it only grows).
     pub wasm_memory_bytes: f64,
+    /// Threads the draft model's products run on in WebAssembly: 1, or where the page is
+    /// cross-origin isolated (WebAssembly threads), the engine's worker and its helpers.
+    pub threads: u32,
     /// The energy estimate's shipped constants (what `energyConstants` overrides).
     pub energy_constants: Constants,
     /// Linear memory at each loading stage: where the bytes went.

@@ -61,6 +61,7 @@ impl Inner {
     fn info_js(&self) -> JsValue {
         let mut info = self.info.borrow_mut();
         info.wasm_memory_bytes = wasm_memory_bytes();
+        info.threads = cpu_threads();
         to_js(&*info)
     }
 
@@ -144,6 +145,7 @@ impl Engine {
             backend_note: String::new(),
             backend_preference: None,
             wasm_memory_bytes: wasm_memory_bytes(),
+            threads: cpu_threads(),
             energy_constants: Constants::default_constants(),
             // Linear memory at each loading stage (it only grows): where the bytes went.
             load_memory: LoadMemory {
@@ -328,14 +330,23 @@ impl Engine {
     }
 }
 
-/// Size of this module's linear memory in bytes.
+/// Size of this module's linear memory in bytes (an `ArrayBuffer`, or a `SharedArrayBuffer`
+/// in the threaded build).
 pub fn wasm_memory_bytes() -> f64 {
     wasm_bindgen::memory()
         .dyn_into::<js_sys::WebAssembly::Memory>()
         .ok()
-        .and_then(|m| m.buffer().dyn_into::<js_sys::ArrayBuffer>().ok())
-        .map(|b| b.byte_length() as f64)
+        .and_then(|m| js_sys::Reflect::get(&m.buffer(), &JsValue::from_str("byteLength")).ok())
+        .and_then(|n| n.as_f64())
         .unwrap_or(0.0)
+}
+
+/// [`ModelInfo::threads`] now.
+fn cpu_threads() -> u32 {
+    #[cfg(target_feature = "atomics")]
+    return crate::pool::pool_threads() as u32;
+    #[cfg(not(target_feature = "atomics"))]
+    1
 }
 
 /// Options object → `GenerationOptions` (unknown fields are an error naming them), `chat`, and

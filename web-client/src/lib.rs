@@ -17,8 +17,14 @@
 //!   the periodic yield that keeps the worker responsive.
 //! * [`head`]: `scoreWithHead`, a filter head's decisions on given token features (the parity
 //!   check between native and WebAssembly).
+//! * `pool`: threads in the page (the `wasm-threads` build only): Web Workers over the same
+//!   shared memory, splitting each of the kernels' products over its weight rows.
 //! * [`reader`]: reads the GGUF straight out of a JavaScript `Uint8Array`, so the file is never
 //!   copied whole into wasm memory (only the tensors are).
+
+// The threaded build is nightly's (std rebuilt with atomics); its pool waits with
+// `memory.atomic.wait32`, not yet stable in `core::arch::wasm32`.
+#![cfg_attr(target_feature = "atomics", feature(stdarch_wasm_atomic_wait))]
 
 pub mod api;
 #[cfg(target_arch = "wasm32")]
@@ -27,5 +33,7 @@ pub mod engine;
 pub mod head;
 #[cfg(target_arch = "wasm32")]
 pub mod link;
+#[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+pub mod pool;
 #[cfg(target_arch = "wasm32")]
 pub mod reader;

@@ -167,9 +167,13 @@ impl VerifierLink for BrowserLink {
                 )));
             }
         }
+        // A copy in JavaScript's own memory: WebSocket.send refuses a view of shared memory (the
+        // threaded build's), and the frame is small.
+        let copy = Uint8Array::new_with_length(frame.len() as u32);
+        copy.copy_from(&frame);
         self.socket
             .ws
-            .send_with_u8_array(&frame)
+            .send_with_array_buffer_view(&copy)
             .map_err(|e| EngineError::Link(format!("send failed: {}", js_text(&e))))
     }
 

@@ -1,24 +1,27 @@
 // Browser benchmark: the draft model in headless Chromium, through www/bench.html.
-//   node web-client/tests/bench.mjs --base http://127.0.0.1:8080/ [--tokens 64] [--token T] [--backends wasm,webgpu]
+//   node web-client/tests/bench.mjs --base http://127.0.0.1:8080/ [--tokens 64] [--token T] [--backends wasm,webgpu] [--threads 1,2]
 // For each backend (default: wasm), runs the page twice in one fresh profile: cold (downloads the
 // model into Cache Storage) and warm (from the cache), and prints one JSON object per run. The
 // webgpu runs start Chromium with --enable-unsafe-webgpu (SwiftShader's adapter on a machine
-// without a GPU: the figures then show overhead, not GPU speed).
+// without a GPU: the figures then show overhead, not GPU speed). --threads runs each backend
+// with each thread count asked for (default: the page's own choice, the browser's cores; more
+// than one needs the server's cross-origin isolation headers, which verifier-server sends).
 import { launchChromium } from './chromium.mjs';
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
 );
 if (!args.base) {
-  console.error('usage: node bench.mjs --base http://host:port/ [--tokens 64] [--token T] [--backends wasm,webgpu]');
+  console.error('usage: node bench.mjs --base http://host:port/ [--tokens 64] [--token T] [--backends wasm,webgpu] [--threads 1,2]');
   process.exit(2);
 }
 
-/** Cold and warm runs of bench.html asking for `backend`; false if a run failed. */
-async function bench(backend) {
+/** Cold and warm runs of bench.html asking for `backend` (and `threads`); false if a run failed. */
+async function bench(backend, threads) {
   const url = new URL('bench.html', args.base);
   url.searchParams.set('tokens', args.tokens || '64');
   url.searchParams.set('backend', backend);
+  if (threads) url.searchParams.set('threads', threads);
   if (args.token) url.searchParams.set('token', args.token);
   const browser = await launchChromium({ extraArgs: backend === 'webgpu' ? ['--enable-unsafe-webgpu'] : [] });
   try {
@@ -35,7 +38,7 @@ async function bench(backend) {
         return false;
       }
       r.memory_over_file = r.info.wasm_memory_bytes / r.model_file_bytes;
-      console.log(JSON.stringify({ run, asked: backend, ...r }));
+      console.log(JSON.stringify({ run, asked: backend, asked_threads: threads || null, ...r }));
       await page.close();
     }
     return true;
@@ -46,6 +49,6 @@ async function bench(backend) {
 
 let ok = true;
 for (const backend of (args.backends || 'wasm').split(',')) {
-  ok = (await bench(backend)) && ok;
+  for (const threads of (args.threads || '').split(',')) ok = (await bench(backend, threads)) && ok;
 }
 process.exit(ok ? 0 : 1);

@@ -14,7 +14,7 @@
 // --chromium PATH (default /usr/bin/chromium), --load-timeout S (180), --gen-timeout S (300),
 // --no-abort (skip the abort step), --no-webgpu (skip the WebGPU run), --skip-pack (use the <www>/pkg-installed/ already there).
 //
-// stdout: one JSON line per step ({"test":"serving"|"demo"|"abort"|"reload"|"minimal"|
+// stdout: one JSON line per step ({"test":"serving"|"demo"|"abort"|"reload"|"minimal"|"minimal-stop"|"single-thread-fallback"|
 // "wrong-token"|"verifier-down"|"webgpu-fallback"|"webgpu"|"webgpu-auto", ...}); the generating steps (demo, abort, minimal) carry
 // "summary": the engine's own summary, snake_case (rounds, llm_forward_tokens, bytes_up, …),
 // so that a caller can compare them with the server's /metrics: all three talk to the verifier.
@@ -179,6 +179,9 @@ async function checkServing(args) {
     ['pkg/worker.js', /^(text|application)\/javascript\b/],
     ['pkg/wasm/hlm_web_client.js', /^(text|application)\/javascript\b/],
     ['pkg/wasm/hlm_web_client_bg.wasm', /^application\/wasm\b/],
+    ['pkg/pool-worker.js', /^(text|application)\/javascript\b/],
+    ['pkg/wasm-threads/hlm_web_client.js', /^(text|application)\/javascript\b/],
+    ['pkg/wasm-threads/hlm_web_client_bg.wasm', /^application\/wasm\b/],
     ['minimal.html', /^text\/html\b/],
   ];
   if (args.pack || existsSync(path.join(args.www, 'pkg-installed'))) want.push(['pkg-installed/index.js', /^(text|application)\/javascript\b/]);
@@ -188,6 +191,8 @@ async function checkServing(args) {
     await r.body?.cancel();
     check(r.ok, `GET /${rel}: HTTP ${r.status}`);
     check(re.test(type), `GET /${rel}: Content-Type "${type}" (the browser needs ${re.source.replace(/\\b|\^/g, '')})`);
+    check(r.headers.get('cross-origin-embedder-policy') === 'require-corp' && r.headers.get('cross-origin-opener-policy') === 'same-origin',
+      `GET /${rel}: no cross-origin isolation headers (COOP ${r.headers.get('cross-origin-opener-policy')}, COEP ${r.headers.get('cross-origin-embedder-policy')})`);
     types[rel] = type;
   }
   const modelUrl = new URL(config.draft_model_url, args.base);
@@ -234,6 +239,9 @@ async function waitDemoReady(page, timeoutS, what) {
     backend: document.getElementById('backend').textContent,
     backendNote: document.getElementById('backend-note').textContent,
     backendKind: window.hlmDemo.backend,
+    threads: window.hlmDemo.info?.threads,
+    isolated: self.crossOriginIsolated === true,
+    cores: navigator.hardwareConcurrency,
   }));
   if (s.error) fail(`${what}: the demo shows an error: ${s.error}`);
   check(s.state === 'ready', `${what}: the demo is in state "${s.state}", not "ready" (a token is required: pass --token)`);
@@ -332,8 +340,19 @@ async function demoGenerate(page, { mode, maxTokens, stopAfter = null, prompt = 
 }
 
 /** Loads minimal.html (the npm package as installed) with `query`, waits for its answer. */
-async function runMinimal(newPage, args, token, query) {
+async function runMinimal(newPage, args, token, query, { notIsolated = false } = {}) {
   const page = await newPage('minimal');
+  if (notIsolated) {
+    // A host page without the cross-origin isolation headers: the page's own response loses
+    // them (its scripts and workers keep theirs), so it may not share memory between threads.
+    await page.route('**/minimal.html*', async (route) => {
+      const response = await route.fetch();
+      const headers = { ...response.headers() };
+      delete headers['cross-origin-opener-policy'];
+      delete headers['cross-origin-embedder-policy'];
+      await route.fulfill({ response, headers });
+    });
+  }
   await page.goto(urlOf(args.base, 'minimal.html', { token, ...query }), { waitUntil: 'domcontentloaded' });
   try {
     await page.waitForFunction(() => window.hlmMinimal && (window.hlmMinimal.done || window.hlmMinimal.error), null, {
@@ -349,6 +368,9 @@ async function runMinimal(newPage, args, token, query) {
     summary: window.hlmMinimal.summary,
     events: window.hlmMinimal.events.length,
     cacheHit: window.hlmMinimal.cacheHit,
+    threads: window.hlmMinimal.threads,
+    isolated: window.hlmMinimal.isolated,
+    warnings: window.hlmMinimal.warnings,
     result: document.getElementById('result').textContent,
     errorText: document.getElementById('error').textContent,
   }));
@@ -428,6 +450,11 @@ async function main() {
     check(first.downloads === 1, `first load: ${first.downloads} downloads, expected 1`);
     check(gguf.count >= 1, `first load: no request for ${modelPath} was seen (the request watcher would not see the reload's either)`);
     check(/wasm/i.test(first.backend) && /simd/i.test(first.backend), `#backend shows "${first.backend}", expected WASM SIMD`);
+    // The server sends the cross-origin isolation headers: the draft runs on the browser's cores.
+    const cores = Math.max(1, Math.min(first.cores, 8));
+    check(first.isolated, 'demo: the page is not cross-origin isolated (COOP/COEP headers missing?)');
+    check(first.threads === cores, `demo: info.threads is ${first.threads}, expected ${cores} (navigator.hardwareConcurrency ${first.cores})`);
+    check(cores === 1 || first.backend.includes(`${cores} threads`), `demo: #backend reads "${first.backend}", expected "${cores} threads"`);
     log(`model downloaded (${gguf.count} request), generating ${args.maxTokens} tokens`);
 
     const demo = await demoGenerate(page, { mode: 'uncertainty+importance', maxTokens: args.maxTokens }, args.genTimeout, 'demo');
@@ -521,7 +548,8 @@ async function main() {
     check(m.events === m.summary.tokens, `minimal: ${m.events} events for ${m.summary.tokens} tokens`);
     check(m.result.length > 0, 'minimal: #result is empty');
     check(m.errorText === '', `minimal: #error reads "${m.errorText}"`);
-    emit({ test: 'minimal', tokens: m.summary.tokens, cache_hit: m.cacheHit, stop_reason: m.summary.stopReason, uploaded: m.summary.uploaded, text: m.result, summary: engineSummary(m.summary) });
+    check(m.isolated && m.threads === cores, `minimal: isolated ${m.isolated}, ${m.threads} threads (expected ${cores})`);
+    emit({ test: 'minimal', threads: m.threads, tokens: m.summary.tokens, cache_hit: m.cacheHit, stop_reason: m.summary.stopReason, uploaded: m.summary.uploaded, text: m.result, summary: engineSummary(m.summary) });
 
     // 4b. the package's `stop` option: the same generation ends where its text first contains the
     // string, cut before it, and the streamed pieces add up to that text.
@@ -535,6 +563,18 @@ async function main() {
     check(ms.result === expected, `minimal-stop: ${JSON.stringify(ms.result)} != ${JSON.stringify(expected)} (stop ${JSON.stringify(stopString)})`);
     check(ms.summary.text === expected, `minimal-stop: summary text ${JSON.stringify(ms.summary.text)}`);
     emit({ test: 'minimal-stop', stop: stopString, text: ms.result, tokens: ms.summary.tokens, summary: engineSummary(ms.summary) });
+
+    // 4c. a host page that is not cross-origin isolated: the single-thread build, a warning that
+    // says why, and the same text as on several threads (each weight row is computed whole by one
+    // thread, so the products are the same to the bit).
+    step = 'single-thread-fallback';
+    const st = await runMinimal(newPage, args, token, {}, { notIsolated: true });
+    check(st.isolated === false, 'single-thread-fallback: the page is still cross-origin isolated');
+    check(st.threads === 1, `single-thread-fallback: info.threads is ${st.threads}, expected 1`);
+    check(st.warnings.some((w) => /one thread/.test(w) && /cross-origin isolated/.test(w)),
+      `single-thread-fallback: no warning about the missing isolation in ${JSON.stringify(st.warnings)}`);
+    check(st.result === m.result, `single-thread-fallback: ${JSON.stringify(st.result)} != ${JSON.stringify(m.result)} on ${m.threads} threads`);
+    emit({ test: 'single-thread-fallback', threads: st.threads, same_text: true, warnings: st.warnings, tokens: st.summary.tokens, summary: engineSummary(st.summary) });
 
     // 5. errors: a wrong token, and a verifier that is down
     if (token) {

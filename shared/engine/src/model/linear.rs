@@ -191,6 +191,20 @@ impl hlm_kernels::Parallel for CandlePool {
     }
 }
 
+/// The threads our kernels' products run on when the embedder has not chosen others.
+static KERNEL_PARALLEL: std::sync::OnceLock<&'static dyn hlm_kernels::Parallel> =
+    std::sync::OnceLock::new();
+
+/// Runs our kernels' products on `par` from now on instead of candle's worker pool (the
+/// browser's pool of Web Workers). Once per process; returns false if it was already set.
+pub fn set_kernel_parallel(par: &'static dyn hlm_kernels::Parallel) -> bool {
+    KERNEL_PARALLEL.set(par).is_ok()
+}
+
+fn kernel_parallel() -> &'static dyn hlm_kernels::Parallel {
+    KERNEL_PARALLEL.get().copied().unwrap_or(&CandlePool)
+}
+
 /// `y = x Wᵀ` through our kernels, on the blocks as stored.
 fn kernel_matmul(
     format: hlm_kernels::Format,
@@ -205,7 +219,7 @@ fn kernel_matmul(
         |e: hlm_kernels::KernelError| crate::EngineError::model(format!("quantised product: {e}"));
     let w = hlm_kernels::Weights::new(format, &data, n, k).map_err(err)?;
     let mut y = vec![0f32; m * n];
-    hlm_kernels::matmul(kernel_backend(), &w, x, m, &mut y, &CandlePool).map_err(err)?;
+    hlm_kernels::matmul(kernel_backend(), &w, x, m, &mut y, kernel_parallel()).map_err(err)?;
     Ok(y)
 }
 
