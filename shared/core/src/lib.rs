@@ -27,7 +27,8 @@ pub use filter::{decide, Decision, FilterKnobs, FilterMode};
 pub use importance::{Importance, ImportanceRule, ImportanceRuleName};
 pub use sampling::{argmax, sample_index, sample_sparse, seeded_rng, softmax, Rng};
 pub use uncertainty::{
-    expected_uncertainty, temperature_perturbation, uncertainty, UncertaintyConfig,
+    expected_uncertainty, expected_uncertainty_on, serially, temperature_perturbation,
+    temperature_perturbation_on, uncertainty, uncertainty_on, ForRanges, UncertaintyConfig,
     UncertaintyEstimate,
 };
 pub use verify::{verify_greedy, verify_sampled, Outcome};

@@ -13,6 +13,8 @@
 use crate::sampling::{argmax, exp_neg, sum_exp_shifted, Rng};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How `u` is computed from the draft's logits.
 #[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
@@ -76,13 +78,35 @@ impl Default for UncertaintyConfig {
     }
 }
 
+/// Runs `f` over ranges that cover `0..n` between them, possibly on several threads, and returns
+/// when all calls have (the engine passes its kernels' thread pool; [`serially`] runs them here).
+pub type ForRanges<'a> = &'a (dyn Fn(usize, &(dyn Fn(Range<usize>) + Sync)) + Sync);
+
+/// [`ForRanges`] on the calling thread.
+pub fn serially(n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+    if n > 0 {
+        f(0..n)
+    }
+}
+
 /// The uncertainty of drafting `token` from `logits`, as `cfg.estimate` says (the rng is only
 /// drawn from by the sampled estimate).
 pub fn uncertainty(logits: &[f32], token: u32, cfg: &UncertaintyConfig, rng: &mut Rng) -> f32 {
+    uncertainty_on(logits, token, cfg, rng, &serially)
+}
+
+/// [`uncertainty`] with its passes over the logits spread by `par` (the same value).
+pub fn uncertainty_on(
+    logits: &[f32],
+    token: u32,
+    cfg: &UncertaintyConfig,
+    rng: &mut Rng,
+    par: ForRanges,
+) -> f32 {
     match cfg.estimate {
-        UncertaintyEstimate::Sampled => temperature_perturbation(logits, token, cfg, rng),
+        UncertaintyEstimate::Sampled => temperature_perturbation_on(logits, token, cfg, rng, par),
         UncertaintyEstimate::Expected => {
-            expected_uncertainty(logits, token, cfg.theta_max, cfg.draws)
+            expected_uncertainty_on(logits, token, cfg.theta_max, cfg.draws, par)
         }
     }
 }
@@ -94,27 +118,60 @@ pub fn temperature_perturbation(
     cfg: &UncertaintyConfig,
     rng: &mut Rng,
 ) -> f32 {
+    temperature_perturbation_on(logits, token, cfg, rng, &serially)
+}
+
+/// [`temperature_perturbation`] with the draws' passes over the logits spread by `par`.
+///
+/// Draw `k` takes `θ_k ~ U(0, θ_max)` and, unless `θ_k` is ~0 (then `d_k` is the argmax), a
+/// uniform `r_k`; it differs from `x` when `r_k ≥ p_θk(x)`. Only the normalisers
+/// `Z_k = Σ_i e^{(l_i − m)/θ_k}` cost a pass each, and they do not touch the rng: all `(θ_k, r_k)`
+/// are drawn first, in the order of one draw after another, then the passes run (in any order,
+/// on any thread), so the result is the same to the bit whatever `par` does.
+pub fn temperature_perturbation_on(
+    logits: &[f32],
+    token: u32,
+    cfg: &UncertaintyConfig,
+    rng: &mut Rng,
+    par: ForRanges,
+) -> f32 {
     if logits.is_empty() || cfg.draws == 0 || token as usize >= logits.len() {
         return 1.0;
     }
     let top = argmax(logits);
     let m = logits[top as usize];
     let lx = logits[token as usize] - m;
-    let mut differ = 0usize;
-    for _ in 0..cfg.draws {
-        let theta = rng.random::<f32>() * cfg.theta_max;
-        if theta < 1e-6 {
-            differ += (top != token) as usize;
-            continue;
-        }
-        let inv = 1.0 / theta;
-        let z = sum_exp_shifted(logits, m, inv);
-        let p_x = exp_neg(lx * inv) as f64 / z;
-        if rng.random::<f64>() >= p_x {
-            differ += 1;
-        }
-    }
+    // (1/θ_k, r_k) per draw; None for a temperature of ~0.
+    let draws: Vec<Option<(f32, f64)>> = (0..cfg.draws)
+        .map(|_| {
+            let theta = rng.random::<f32>() * cfg.theta_max;
+            (theta >= 1e-6).then(|| (1.0 / theta, rng.random::<f64>()))
+        })
+        .collect();
+    let invs: Vec<f32> = draws.iter().flatten().map(|&(inv, _)| inv).collect();
+    let mut z = normalisers(logits, m, &invs, par).into_iter();
+    let differ = draws
+        .iter()
+        .filter(|d| match **d {
+            None => top != token,
+            Some((inv, r)) => r >= exp_neg(lx * inv) as f64 / z.next().unwrap_or(f64::NAN),
+        })
+        .count();
     differ as f32 / cfg.draws as f32
+}
+
+/// `Z_k = Σ_i e^{(l_i − m)·inv_k}` for each `inv_k`, one pass each, spread by `par`.
+fn normalisers(logits: &[f32], m: f32, invs: &[f32], par: ForRanges) -> Vec<f64> {
+    let z: Vec<AtomicU64> = invs.iter().map(|_| AtomicU64::new(0)).collect();
+    par(invs.len(), &|range: Range<usize>| {
+        for k in range {
+            let zk = sum_exp_shifted(logits, m, invs[k]);
+            z[k].store(zk.to_bits(), Ordering::Relaxed);
+        }
+    });
+    z.into_iter()
+        .map(|a| f64::from_bits(a.into_inner()))
+        .collect()
 }
 
 /// The value `u` estimates, without its sampling noise: the probability that one perturbed draw
@@ -126,18 +183,32 @@ pub fn temperature_perturbation(
 /// otherwise). `u` is an average of K such draws, so it moves in steps of `1/K`; `ū` ranks tokens
 /// without ties. Costs `points` passes over the logits.
 pub fn expected_uncertainty(logits: &[f32], token: u32, theta_max: f32, points: usize) -> f32 {
+    expected_uncertainty_on(logits, token, theta_max, points, &serially)
+}
+
+/// [`expected_uncertainty`] with its passes spread by `par` (the same value).
+pub fn expected_uncertainty_on(
+    logits: &[f32],
+    token: u32,
+    theta_max: f32,
+    points: usize,
+    par: ForRanges,
+) -> f32 {
     if logits.is_empty() || points == 0 || token as usize >= logits.len() || theta_max <= 0.0 {
         return 1.0;
     }
     let top = argmax(logits);
     let m = logits[top as usize];
     let lx = logits[token as usize] - m;
-    let mut agree = 0.0f64;
-    for i in 0..points {
-        let theta = (i as f32 + 0.5) / points as f32 * theta_max;
-        let inv = 1.0 / theta;
-        agree += exp_neg(lx * inv) as f64 / sum_exp_shifted(logits, m, inv);
-    }
+    let invs: Vec<f32> = (0..points)
+        .map(|i| 1.0 / ((i as f32 + 0.5) / points as f32 * theta_max))
+        .collect();
+    let z = normalisers(logits, m, &invs, par);
+    let agree: f64 = invs
+        .iter()
+        .zip(&z)
+        .map(|(&inv, &z)| exp_neg(lx * inv) as f64 / z)
+        .sum();
     (1.0 - agree / points as f64).clamp(0.0, 1.0) as f32
 }
 
@@ -145,6 +216,62 @@ pub fn expected_uncertainty(logits: &[f32], token: u32, theta_max: f32, points: 
 mod tests {
     use super::*;
     use crate::sampling::seeded_rng;
+
+    /// The procedure as first written: one draw after another, each pass in turn.
+    fn one_draw_after_another(
+        logits: &[f32],
+        token: u32,
+        cfg: &UncertaintyConfig,
+        rng: &mut Rng,
+    ) -> f32 {
+        let top = argmax(logits);
+        let m = logits[top as usize];
+        let lx = logits[token as usize] - m;
+        let mut differ = 0usize;
+        for _ in 0..cfg.draws {
+            let theta = rng.random::<f32>() * cfg.theta_max;
+            if theta < 1e-6 {
+                differ += (top != token) as usize;
+                continue;
+            }
+            let inv = 1.0 / theta;
+            let p_x = exp_neg(lx * inv) as f64 / sum_exp_shifted(logits, m, inv);
+            if rng.random::<f64>() >= p_x {
+                differ += 1;
+            }
+        }
+        differ as f32 / cfg.draws as f32
+    }
+
+    /// Two threads, each taking every other chunk of one item.
+    fn two_threads(n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+        std::thread::scope(|s| {
+            s.spawn(|| (0..n).step_by(2).for_each(|k| f(k..k + 1)));
+            (1..n).step_by(2).for_each(|k| f(k..k + 1));
+        });
+    }
+
+    #[test]
+    fn spread_passes_give_the_same_draws_to_the_bit() {
+        let mut gen = seeded_rng(7);
+        for case in 0..40 {
+            let logits: Vec<f32> = (0..3000).map(|_| gen.random::<f32>() * 12.0).collect();
+            let token = (case * 37 % 3000) as u32;
+            let cfg = UncertaintyConfig {
+                draws: 1 + case % 23,
+                ..Default::default()
+            };
+            let (mut a, mut b) = (seeded_rng(case as u64), seeded_rng(case as u64));
+            let before = one_draw_after_another(&logits, token, &cfg, &mut a);
+            let now = temperature_perturbation_on(&logits, token, &cfg, &mut b, &two_threads);
+            assert_eq!(before.to_bits(), now.to_bits(), "case {case}");
+            // The rng moved on by as much.
+            assert_eq!(a.random::<u64>(), b.random::<u64>(), "case {case}");
+            let serial = expected_uncertainty(&logits, token, 2.0, cfg.draws);
+            let spread = expected_uncertainty_on(&logits, token, 2.0, cfg.draws, &two_threads);
+            assert_eq!(serial.to_bits(), spread.to_bits(), "case {case}");
+        }
+    }
 
     fn logits_with_gap(v: usize, gap: f32) -> Vec<f32> {
         (0..v).map(|i| if i == 3 { gap } else { 0.0 }).collect()

@@ -25,8 +25,8 @@ use crate::{EngineError, Result};
 use hlm_core::head::{FilterHead, TokenFeatures};
 use hlm_core::signals::{distribution_signals, TokenClass};
 use hlm_core::{
-    compress, decide, expected_uncertainty, sample_sparse, seeded_rng, softmax,
-    temperature_perturbation, uncertainty, CompressConfig, Decision, FilterKnobs, FilterMode,
+    compress, decide, expected_uncertainty_on, sample_sparse, seeded_rng, softmax,
+    temperature_perturbation_on, uncertainty_on, CompressConfig, Decision, FilterKnobs, FilterMode,
     Importance, ImportanceRuleName, Rng, UncertaintyConfig, UncertaintyEstimate,
 };
 use hlm_protocol::{
@@ -552,6 +552,12 @@ struct Generation<'a> {
 }
 
 /// Mode `learned` needs a head the loop can compute (no attention inputs); other modes ignore it.
+/// The filter's passes over the vocabulary (the uncertainty's normalisers, one per draw) run on
+/// the draft model's kernel threads: the same values, sooner.
+fn on_kernel_threads(n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+    crate::model::kernel_parallel().for_ranges(n, f)
+}
+
 fn check_head(cfg: &GenerationConfig) -> Result<()> {
     if cfg.mode != FilterMode::Learned {
         return Ok(());
@@ -593,7 +599,13 @@ impl<'a> Generation<'a> {
         let u_cfg = &self.cfg.uncertainty;
         let features = TokenFeatures {
             u,
-            u_expected: expected_uncertainty(logits, x, u_cfg.theta_max, u_cfg.draws),
+            u_expected: expected_uncertainty_on(
+                logits,
+                x,
+                u_cfg.theta_max,
+                u_cfg.draws,
+                &on_kernel_threads,
+            ),
             top1: d.top1,
             top2: d.top2,
             entropy: d.entropy,
@@ -876,10 +888,11 @@ impl<'a> Generation<'a> {
     fn filter_score(&mut self, x: u32) -> f32 {
         let cfg = self.cfg;
         // A head reads U-HLM's sampled u (as its traces held it), whatever `uncertainty` says.
+        let (logits, rng) = (&self.logits, &mut self.signal_rng);
         let u = if cfg.mode == FilterMode::Learned {
-            temperature_perturbation(&self.logits, x, &cfg.uncertainty, &mut self.signal_rng)
+            temperature_perturbation_on(logits, x, &cfg.uncertainty, rng, &on_kernel_threads)
         } else {
-            uncertainty(&self.logits, x, &cfg.uncertainty, &mut self.signal_rng)
+            uncertainty_on(logits, x, &cfg.uncertainty, rng, &on_kernel_threads)
         };
         self.totals.uncertainty_draws += 1;
         self.u_history.truncate(self.generated);

@@ -201,7 +201,8 @@ pub fn set_kernel_parallel(par: &'static dyn hlm_kernels::Parallel) -> bool {
     KERNEL_PARALLEL.set(par).is_ok()
 }
 
-fn kernel_parallel() -> &'static dyn hlm_kernels::Parallel {
+/// The threads our kernels' products run on ([`set_kernel_parallel`], else candle's pool).
+pub fn kernel_parallel() -> &'static dyn hlm_kernels::Parallel {
     KERNEL_PARALLEL.get().copied().unwrap_or(&CandlePool)
 }
 

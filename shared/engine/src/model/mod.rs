@@ -28,7 +28,7 @@ mod ops;
 
 pub use config::{Architecture, ModelConfig, RopeStyle};
 pub use kv_cache::KvCache;
-pub use linear::{kernel_backend, kernel_format, set_kernel_parallel, CandlePool};
+pub use linear::{kernel_backend, kernel_format, kernel_parallel, set_kernel_parallel, CandlePool};
 pub use loader::{LoadOptions, ModelFormat};
 
 use crate::{EngineError, Result};
