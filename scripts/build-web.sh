@@ -18,28 +18,14 @@ fi
 echo "== building the engine for wasm32 (release, +simd128) =="
 cargo build --release --target wasm32-unknown-unknown -p hlm-web-client
 
-# The threaded build (for cross-origin isolated pages): WebAssembly threads need the standard
-# library rebuilt with atomics, which only nightly cargo does (-Z build-std, rust-src). Its own
-# target directory, so that neither build invalidates the other's cache.
-# The linker makes the memory shared and imported, and exports what wasm-bindgen's thread start
-# needs (each thread's TLS block).
-THREADS_FLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals"
-for a in --shared-memory --import-memory --max-memory=4294967296 --export=__wasm_init_tls \
-  --export=__tls_size --export=__tls_align --export=__tls_base; do
-  THREADS_FLAGS+=" -C link-arg=$a"
-done
-THREADS_DIR="${CARGO_TARGET_DIR:-target}/wasm-threads"
 echo "== building the engine for wasm32 with threads (nightly, std rebuilt with atomics) =="
-rustup component list --toolchain nightly --installed | grep -q '^rust-src' || rustup component add rust-src --toolchain nightly
-RUSTFLAGS="$THREADS_FLAGS" cargo +nightly build --release --target wasm32-unknown-unknown \
-  -p hlm-web-client -Z build-std=panic_abort,std --target-dir "$THREADS_DIR"
+threaded=$(scripts/wasm-threads.sh build)
 
 echo "== wasm-bindgen =="
 rm -rf web-client/js/wasm web-client/js/wasm-threads
 wasm-bindgen --target web --out-dir web-client/js/wasm \
   "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/hlm_web_client.wasm"
-wasm-bindgen --target web --out-dir web-client/js/wasm-threads \
-  "$THREADS_DIR/wasm32-unknown-unknown/release/hlm_web_client.wasm"
+wasm-bindgen --target web --out-dir web-client/js/wasm-threads "$threaded"
 
 echo "== npm package =="
 mkdir -p target/npm
