@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks for the demo and the tests: Debian's nodejs/npm, curl,
 # nginx, chromium (+ driver), the pinned playwright-core (which never downloads a browser), rustfmt and
-# clippy, the wasm32 targets, and nightly's rust-src (the browser's threaded build). Used by scripts/quickstart.sh and .ci/run.
+# clippy, the wasm32 targets, and nightly's rust-src and clippy (the browser's threaded build). Used by scripts/quickstart.sh and .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -29,5 +29,7 @@ done
 # The browser's threaded build rebuilds std with atomics: nightly cargo and its standard library's
 # source.
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-rustup component list --toolchain nightly --installed | grep -q '^rust-src' || rustup component add rust-src --toolchain nightly
+for c in rust-src clippy; do  # clippy: .ci/run lints the threaded build too
+  rustup component list --toolchain nightly --installed | grep -q "^$c" || rustup component add "$c" --toolchain nightly
+done
 python3 -m pip --version >/dev/null
