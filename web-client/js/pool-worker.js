@@ -5,7 +5,7 @@
 //
 // @ts-check
 
-import init, { pool_helper_run } from './wasm-threads/hlm_web_client.js';
+import init, { pool_helper_failed, pool_helper_run } from './wasm-threads/hlm_web_client.js';
 
 /** @param {MessageEvent<{ module: WebAssembly.Module, memory: WebAssembly.Memory }>} event */
 self.onmessage = async (event) => {
@@ -17,5 +17,12 @@ self.onmessage = async (event) => {
     return;
   }
   self.postMessage({ type: 'ready' });
-  pool_helper_run();
+  try {
+    pool_helper_run(); // never returns, unless it traps
+  } catch (e) {
+    // The engine's worker may be waiting for this helper's part of a product: let it finish
+    // the product alone, and every later one (its `info.threads` drops to 1).
+    pool_helper_failed();
+    self.postMessage({ type: 'failed', message: e instanceof Error ? e.message : String(e) });
+  }
 };

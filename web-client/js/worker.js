@@ -84,17 +84,17 @@ function messageOf(e) {
  * more than one thread is asked for and this worker may share memory, else the single-thread
  * build. (Sharing memory needs a cross-origin isolated page: the headers
  * `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy: require-corp`.)
- * @param {number | undefined} threads asked for (undefined: the browser's cores, at most 8)
+ * @param {number | undefined} threads asked for (undefined: 8); never more than the browser's cores
  * @returns {Promise<SingleThreadModule | ThreadedModule>}
  */
 function initWasm(threads) {
-  if (!wasmReady) wasmReady = startWasm(threads ?? defaultThreads());
+  if (!wasmReady) wasmReady = startWasm(Math.min(threads ?? MAX_DEFAULT_THREADS, cores()));
   return wasmReady;
 }
 
-function defaultThreads() {
-  const cores = Number(self.navigator?.hardwareConcurrency) || 1;
-  return Math.max(1, Math.min(cores, MAX_DEFAULT_THREADS));
+/** The browser's cores (1 when it does not say). */
+function cores() {
+  return Math.max(1, Number(self.navigator?.hardwareConcurrency) || 1);
 }
 
 /** @param {number} threads */

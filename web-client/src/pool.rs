@@ -21,7 +21,7 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::ops::Range;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use wasm_bindgen::prelude::*;
 
 /// Spins (atomic loads) a helper makes after a product before it sleeps.
@@ -45,6 +45,8 @@ pub struct WorkerPool {
     expected: AtomicUsize,
     /// Helpers that have entered [`pool_helper_run`].
     arrived: AtomicUsize,
+    /// A helper failed ([`pool_helper_failed`]): products run on the engine's worker alone.
+    broken: AtomicBool,
     /// Bumped once per product; helpers wait on it.
     generation: AtomicI32,
     /// Helpers still inside the current product.
@@ -61,6 +63,7 @@ unsafe impl Sync for WorkerPool {}
 static POOL: WorkerPool = WorkerPool {
     expected: AtomicUsize::new(0),
     arrived: AtomicUsize::new(0),
+    broken: AtomicBool::new(false),
     generation: AtomicI32::new(0),
     pending: AtomicI32::new(0),
     cursor: AtomicUsize::new(0),
@@ -70,6 +73,8 @@ static POOL: WorkerPool = WorkerPool {
 thread_local! {
     /// True on a helper: a product started there runs inline (never waits on itself).
     static IS_HELPER: Cell<bool> = const { Cell::new(false) };
+    /// True on a helper while it counts in `pending` (from a product's start to its decrement).
+    static IN_PRODUCT: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Declares how many helpers `worker.js` is starting (once, before it starts them). Returns
@@ -86,7 +91,7 @@ pub fn pool_init(helpers: usize) -> bool {
 /// Threads the products run on now: the engine's worker plus the helpers that have started.
 #[wasm_bindgen]
 pub fn pool_threads() -> usize {
-    1 + POOL.arrived.load(Ordering::Acquire)
+    1 + POOL.helpers()
 }
 
 /// This module's `WebAssembly.Module`, for the helpers to instantiate.
@@ -112,23 +117,37 @@ pub fn pool_helper_run() {
     POOL.arrived.fetch_add(1, Ordering::AcqRel);
     loop {
         seen = POOL.next_generation(seen);
+        IN_PRODUCT.with(|p| p.set(true));
         // SAFETY: published by the bump just observed (Acquire); stays valid until this
         // helper decrements `pending`.
         if let Some(job) = unsafe { *POOL.job.get() } {
             // SAFETY: the engine's worker keeps `f` alive until `pending` is back at 0.
             POOL.take_chunks(unsafe { &*job.f }, job.n, job.chunk);
         }
-        if POOL.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            notify(&POOL.pending);
-        }
+        IN_PRODUCT.with(|p| p.set(false));
+        POOL.leave_product();
+    }
+}
+
+/// Called by `pool-worker.js` when [`pool_helper_run`] threw (a trap: a bug). The pool stops
+/// using helpers, and the product this helper was in is finished on the engine's worker, which
+/// would otherwise wait for it forever.
+#[wasm_bindgen]
+pub fn pool_helper_failed() {
+    POOL.broken.store(true, Ordering::Release);
+    if IN_PRODUCT.with(|p| p.replace(false)) {
+        POOL.leave_product();
     }
 }
 
 impl WorkerPool {
-    /// Helpers that take part in products: all of them once all have started, else none.
+    /// Helpers that take part in products: all of them once all have started (and while none
+    /// has failed), else none.
     fn helpers(&self) -> usize {
         let expected = self.expected.load(Ordering::Acquire);
-        if expected > 0 && self.arrived.load(Ordering::Acquire) == expected {
+        if self.broken.load(Ordering::Acquire) {
+            0
+        } else if expected > 0 && self.arrived.load(Ordering::Acquire) == expected {
             expected
         } else {
             0
@@ -157,6 +176,13 @@ impl WorkerPool {
                 return;
             }
             f(start..n.min(start + chunk));
+        }
+    }
+
+    /// A helper is done with the current product.
+    fn leave_product(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            notify(&self.pending);
         }
     }
 
@@ -207,6 +233,11 @@ impl hlm_kernels::Parallel for WorkerPool {
         notify(&self.generation);
         self.take_chunks(f, n, chunk);
         self.wait_for_helpers();
+        if self.broken.load(Ordering::Acquire) {
+            // A helper failed part-way through its chunk: every row again, here (`f` writes
+            // each row's own output, so doing a row twice gives the same result).
+            f(0..n);
+        }
     }
 }
 

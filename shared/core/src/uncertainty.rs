@@ -145,7 +145,12 @@ pub fn temperature_perturbation_on(
     let draws: Vec<Option<(f32, f64)>> = (0..cfg.draws)
         .map(|_| {
             let theta = rng.random::<f32>() * cfg.theta_max;
-            (theta >= 1e-6).then(|| (1.0 / theta, rng.random::<f64>()))
+            // As the loop did it: `theta < 1e-6` skips the uniform (a NaN θ takes one).
+            if theta < 1e-6 {
+                None
+            } else {
+                Some((1.0 / theta, rng.random::<f64>()))
+            }
         })
         .collect();
     let invs: Vec<f32> = draws.iter().flatten().map(|&(inv, _)| inv).collect();

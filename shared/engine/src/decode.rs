@@ -551,13 +551,13 @@ struct Generation<'a> {
     u_history: Vec<f32>,
 }
 
-/// Mode `learned` needs a head the loop can compute (no attention inputs); other modes ignore it.
 /// The filter's passes over the vocabulary (the uncertainty's normalisers, one per draw) run on
 /// the draft model's kernel threads: the same values, sooner.
 fn on_kernel_threads(n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
     crate::model::kernel_parallel().for_ranges(n, f)
 }
 
+/// Mode `learned` needs a head the loop can compute (no attention inputs); other modes ignore it.
 fn check_head(cfg: &GenerationConfig) -> Result<()> {
     if cfg.mode != FilterMode::Learned {
         return Ok(());
