@@ -145,9 +145,8 @@ impl WorkerPool {
     /// has failed), else none.
     fn helpers(&self) -> usize {
         let expected = self.expected.load(Ordering::Acquire);
-        if self.broken.load(Ordering::Acquire) {
-            0
-        } else if expected > 0 && self.arrived.load(Ordering::Acquire) == expected {
+        let all_in = self.arrived.load(Ordering::Acquire) == expected;
+        if all_in && !self.broken.load(Ordering::Acquire) {
             expected
         } else {
             0
@@ -206,10 +205,10 @@ impl WorkerPool {
 
 impl hlm_kernels::Parallel for WorkerPool {
     fn for_ranges(&self, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
-        let helpers = self.helpers();
         if n == 0 {
             return;
         }
+        let helpers = self.helpers();
         if helpers == 0 || n < 2 || IS_HELPER.with(|h| h.get()) {
             return f(0..n);
         }
