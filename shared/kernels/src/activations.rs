@@ -32,8 +32,8 @@ pub struct Activations {
     pub(crate) sums16: Vec<i16>,
     /// `rows × padded / 32`: `Σ q` over each 32 values (in the values' own order).
     pub(crate) sums32: Vec<i16>,
-    /// `qs` widened to i16, for the WebAssembly kernels (which have no 8-bit multiply-add):
-    /// built only where they run.
+    /// `qs` widened to i16, for the WebAssembly kernels without relaxed SIMD (which have no
+    /// 8-bit multiply-add): built only where they run.
     pub(crate) qs16: Vec<i16>,
     /// `Q8_0` and `Q5_0`, `rows × padded / 4`: `−o · Σ q` over each 4 values, `o` the offset
     /// of the weights' unsigned values (128 for `Q8_0` flipped to `q + 128`, 16 for `Q5_0`).
@@ -148,7 +148,7 @@ impl Activations {
                 }
             }
         }
-        if crate::Backend::Simd128.is_supported() {
+        if crate::Backend::Simd128.is_supported() && !cfg!(target_feature = "relaxed-simd") {
             a.qs16 = a.qs.iter().map(|&q| q as i16).collect();
         }
         let weight_offset = match format {
@@ -280,8 +280,12 @@ impl Activations {
         &self.d[r * b..(r + 1) * b]
     }
 
-    /// Row `r`'s quantised values widened to i16 (padded; built for the WebAssembly kernels).
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    /// Row `r`'s quantised values widened to i16 (padded; built for the WebAssembly kernels
+    /// without relaxed SIMD).
+    #[cfg_attr(
+        any(not(target_arch = "wasm32"), target_feature = "relaxed-simd"),
+        allow(dead_code)
+    )]
     pub(crate) fn row_qs16(&self, r: usize) -> &[i16] {
         &self.qs16[r * self.padded..(r + 1) * self.padded]
     }

@@ -6,7 +6,7 @@
 //! - they multiply 8-bit integers (the activations quantised per block, as llama.cpp does) with
 //!   AVX-512 instructions where the CPU has them (`vpmaddubsw`/`vpmaddwd`, VNNI `vpdpbusd`),
 //!   else AVX2 (`vpmaddubsw`/`vpmaddwd` on 256-bit registers), and in the browser WebAssembly
-//!   SIMD128 (`i32x4.dot_i16x8_s`);
+//!   SIMD128 (`i32x4.dot_i16x8_s`, or relaxed SIMD's `i32x4.relaxed_dot_i8x16_i7x16_add_s`);
 //! - they split the weight rows across the caller's threads ([`Parallel`]).
 //!
 //! [`Backend::Portable`] is the plain reference every SIMD kernel is tested against, and runs
@@ -111,12 +111,14 @@ impl Backend {
         }
     }
 
-    /// A short name for reports: `portable`, `avx2`, `avx512-vnni`, `simd128`.
+    /// A short name for reports: `portable`, `avx2`, `avx512-vnni`, `simd128` (`simd128-relaxed`
+    /// in a module built with relaxed SIMD).
     pub fn name(self) -> &'static str {
         match self {
             Backend::Portable => "portable",
             Backend::Avx2 => "avx2",
             Backend::Avx512Vnni => "avx512-vnni",
+            Backend::Simd128 if cfg!(target_feature = "relaxed-simd") => "simd128-relaxed",
             Backend::Simd128 => "simd128",
         }
     }

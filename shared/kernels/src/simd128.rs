@@ -3,11 +3,22 @@
 //! feature detection, and every browser that runs WebGPU-era pages has SIMD128.
 //!
 //! The same scheme as the AVX2 kernels, on 128-bit vectors: one weight row against up to
-//! [`GROUP`] activation rows, each block unpacked once into 16-bit values (WebAssembly has no
-//! 8-bit multiply-add) and multiplied with every row of the group by `i32x4.dot_i16x8_s`, against
-//! the activations widened to 16 bits once per product ([`Activations`]' `qs16`). The K formats
-//! scale each sub-block's 32-bit sums by its integer scale; each block then adds
-//! `d_w · d_x · Σ` in f64, as the reference does, so a row gets the same f32 alone or with others.
+//! [`GROUP`] activation rows, each block unpacked once ([`Weights`]) and multiplied with every
+//! row of the group. Two ways to multiply, chosen when the module is built:
+//! - SIMD128 alone has no 8-bit multiply-add: the weights are widened to 16 bits and multiplied
+//!   by `i32x4.dot_i16x8_s` against the activations widened once per product
+//!   ([`Activations`]' `qs16`);
+//! - with relaxed SIMD (`+relaxed-simd`, the browser builds for engines that have it),
+//!   `i32x4.relaxed_dot_i8x16_i7x16_add_s` multiplies 16 activation bytes (i8) with 16 weight
+//!   bytes and adds each four products into an i32 lane. Its result is the same on every engine
+//!   when the weight bytes are in 0..127 (no top bit) and exact (no 16-bit saturation: two
+//!   products are at most 2 · 128 · 127 < 2^15 in size), so every kernel passes bytes in 0..127:
+//!   unsigned formats as they unpack, `Q8_0`'s signed values as `|q|` with the sign moved onto
+//!   the activation ([`SignedWeights`]).
+//!
+//! The K formats scale each sub-block's 32-bit sums by its integer scale; each block then adds
+//! `d_w · d_x · Σ` in f64, as the reference does, so a row gets the same f32 alone or with others,
+//! and the same with or without relaxed SIMD.
 
 // Loops index several parallel arrays (accumulators, pointers, vectors) by row or sub-block.
 #![allow(clippy::needless_range_loop)]
@@ -54,10 +65,15 @@ fn row_kernel<const G: usize>(format: Format, row: &[u8], p: &RowPtrs, outs: &mu
     }
 }
 
-/// Activation rows `r0 .. r0 + g`: values widened to i16, block scales, sums per 32 values.
+/// Activation rows `r0 .. r0 + g`: values (i8, or widened to i16 without relaxed SIMD), block
+/// scales, sums per 16 and per 32 values.
 struct RowPtrs<'a> {
+    #[cfg(target_feature = "relaxed-simd")]
+    x: [&'a [i8]; GROUP],
+    #[cfg(not(target_feature = "relaxed-simd"))]
     x: [&'a [i16]; GROUP],
     d: [&'a [f32]; GROUP],
+    sums16: [&'a [i16]; GROUP],
     sums32: [&'a [i16]; GROUP],
 }
 
@@ -66,29 +82,167 @@ impl<'a> RowPtrs<'a> {
         let mut p = RowPtrs {
             x: [&[]; GROUP],
             d: [&[]; GROUP],
+            sums16: [&[]; GROUP],
             sums32: [&[]; GROUP],
         };
         for t in 0..g {
-            p.x[t] = a.row_qs16(r0 + t);
+            #[cfg(target_feature = "relaxed-simd")]
+            {
+                p.x[t] = a.row_qs(r0 + t);
+            }
+            #[cfg(not(target_feature = "relaxed-simd"))]
+            {
+                p.x[t] = a.row_qs16(r0 + t);
+            }
             p.d[t] = a.row_d(r0 + t);
+            p.sums16[t] = a.row_sums16(r0 + t);
             p.sums32[t] = a.row_sums32(r0 + t);
         }
         p
     }
 
-    /// `Σ w x` over `N` × 8 values of row `t` from value `at`, as four i32 lanes.
+    /// The 16 activation values of row `t` from value `at`, as bytes or as two halves in i16.
     #[inline(always)]
-    fn dot<const N: usize>(&self, t: usize, at: usize, w: &[v128]) -> v128 {
+    fn load_x(&self, t: usize, at: usize) -> [v128; PER16] {
         let x = self.x[t];
-        assert!(at + 8 * N <= x.len() && w.len() >= N);
+        assert!(at + 16 <= x.len());
         let x = x.as_ptr();
+        // SAFETY: checked above; unaligned loads are fine.
+        core::array::from_fn(|h| unsafe { v128_load(x.add(at + 8 * h) as *const v128) })
+    }
+
+    /// `Σ w x` over the `16 N` values of `w` and row `t` from value `at`, as four i32 lanes.
+    #[inline(always)]
+    fn dot<const N: usize>(&self, t: usize, at: usize, w: &Weights<N>) -> v128 {
         let mut s = i32x4_splat(0);
         for i in 0..N {
-            // SAFETY: checked above; unaligned loads are fine.
-            let xv = unsafe { v128_load(x.add(at + 8 * i) as *const v128) };
-            s = i32x4_add(s, i32x4_dot_i16x8(w[i], xv));
+            s = multiply_add(self.load_x(t, at + 16 * i), &w.0[i], s);
         }
         s
+    }
+}
+
+/// Vectors per 16 weight values: one of bytes with relaxed SIMD, else two of i16.
+#[cfg(target_feature = "relaxed-simd")]
+const PER16: usize = 1;
+#[cfg(not(target_feature = "relaxed-simd"))]
+const PER16: usize = 2;
+
+/// `s` plus the products of 16 activation values with 16 weight values, four per i32 lane.
+#[inline(always)]
+fn multiply_add(x: [v128; PER16], w: &[v128; PER16], s: v128) -> v128 {
+    #[cfg(target_feature = "relaxed-simd")]
+    {
+        i32x4_relaxed_dot_i8x16_i7x16_add(x[0], w[0], s)
+    }
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    {
+        i32x4_add(
+            s,
+            i32x4_add(i32x4_dot_i16x8(w[0], x[0]), i32x4_dot_i16x8(w[1], x[1])),
+        )
+    }
+}
+
+/// `16 N` weight values in 0..127, unpacked once for the products with every row of a group:
+/// as they are with relaxed SIMD, else widened to i16.
+struct Weights<const N: usize>([[v128; PER16]; N]);
+
+impl<const N: usize> Weights<N> {
+    /// From `N` vectors of 16 bytes, each in 0..127.
+    #[inline(always)]
+    fn small(bytes: [v128; N]) -> Self {
+        Weights(bytes.map(|v| {
+            #[cfg(target_feature = "relaxed-simd")]
+            {
+                [v]
+            }
+            #[cfg(not(target_feature = "relaxed-simd"))]
+            {
+                widen_u8(v)
+            }
+        }))
+    }
+}
+
+/// `Q8_0`'s 32 signed weight values (i8). Relaxed SIMD's product needs its second operand in
+/// 0..127, so there `w · x = |w| · (sign(w) x)`: the weights are kept as `|w|` and the sign masks
+/// that flip the activations (exact: the activations are in −127..127). A block holding −128
+/// (whose size does not fit) is multiplied in scalar code instead; ggml's quantiser never writes
+/// one (`round(x / (amax / 127))`).
+struct SignedWeights {
+    #[cfg(target_feature = "relaxed-simd")]
+    raw: [v128; 2],
+    #[cfg(target_feature = "relaxed-simd")]
+    size: Weights<2>,
+    #[cfg(target_feature = "relaxed-simd")]
+    negative: [v128; 2],
+    #[cfg(target_feature = "relaxed-simd")]
+    fits: bool,
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    wide: Weights<2>,
+}
+
+impl SignedWeights {
+    #[inline(always)]
+    fn new(raw: [v128; 2]) -> Self {
+        #[cfg(target_feature = "relaxed-simd")]
+        {
+            let min = i8x16_splat(i8::MIN);
+            SignedWeights {
+                raw,
+                size: Weights::small(raw.map(|v| i8x16_abs(v))),
+                negative: raw.map(|v| i8x16_shr(v, 7)),
+                fits: !v128_any_true(v128_or(i8x16_eq(raw[0], min), i8x16_eq(raw[1], min))),
+            }
+        }
+        #[cfg(not(target_feature = "relaxed-simd"))]
+        {
+            let [a, b] = raw.map(widen_i8);
+            SignedWeights { wide: Weights([a, b]) }
+        }
+    }
+}
+
+impl RowPtrs<'_> {
+    /// `Σ w x` over the 32 values of `w` and row `t` from value `at`, as four i32 lanes.
+    #[inline(always)]
+    fn dot_signed(&self, t: usize, at: usize, w: &SignedWeights) -> v128 {
+        #[cfg(target_feature = "relaxed-simd")]
+        {
+            if !w.fits {
+                return self.dot_signed_scalar(t, at, &w.raw);
+            }
+            let mut s = i32x4_splat(0);
+            for i in 0..2 {
+                // (x ^ m) − m: x where m = 0, −x where m = −1.
+                let [x] = self.load_x(t, at + 16 * i);
+                let x = i8x16_sub(v128_xor(x, w.negative[i]), w.negative[i]);
+                s = multiply_add([x], &w.size.0[i], s);
+            }
+            s
+        }
+        #[cfg(not(target_feature = "relaxed-simd"))]
+        {
+            self.dot(t, at, &w.wide)
+        }
+    }
+
+    /// [`RowPtrs::dot_signed`] one value at a time (a block holding −128), in lane 0.
+    #[cfg(target_feature = "relaxed-simd")]
+    #[cold]
+    fn dot_signed_scalar(&self, t: usize, at: usize, raw: &[v128; 2]) -> v128 {
+        let x = &self.x[t][at..at + 32];
+        let mut sum = 0i32;
+        for (i, v) in raw.iter().enumerate() {
+            let mut w = [0i8; 16];
+            // SAFETY: 16 bytes into a 16-byte array.
+            unsafe { v128_store(w.as_mut_ptr() as *mut v128, *v) };
+            sum += (0..16)
+                .map(|k| w[k] as i32 * x[16 * i + k] as i32)
+                .sum::<i32>();
+        }
+        i32x4(sum, 0, 0, 0)
     }
 }
 
@@ -129,36 +283,34 @@ fn load16(b: &[u8], at: usize) -> v128 {
 }
 
 /// 16 unsigned bytes as two vectors of 8 i16.
+#[cfg(not(target_feature = "relaxed-simd"))]
 #[inline(always)]
 fn widen_u8(v: v128) -> [v128; 2] {
     [u16x8_extend_low_u8x16(v), u16x8_extend_high_u8x16(v)]
 }
 
 /// 16 signed bytes as two vectors of 8 i16.
+#[cfg(not(target_feature = "relaxed-simd"))]
 #[inline(always)]
 fn widen_i8(v: v128) -> [v128; 2] {
     [i16x8_extend_low_i8x16(v), i16x8_extend_high_i8x16(v)]
 }
 
-/// 16 bytes of nibbles as 32 values widened to i16: the low nibbles first, then the high ones.
+/// 16 bytes of nibbles as 32 values: the low nibbles first, then the high ones.
 #[inline(always)]
-fn nibbles(b: &[u8], at: usize) -> [v128; 4] {
+fn nibbles(b: &[u8], at: usize) -> Weights<2> {
     let raw = load16(b, at);
-    let [a, bb] = widen_u8(v128_and(raw, u8x16_splat(0x0F)));
-    let [c, d] = widen_u8(u8x16_shr(raw, 4));
-    [a, bb, c, d]
+    Weights::small([v128_and(raw, u8x16_splat(0x0F)), u8x16_shr(raw, 4)])
 }
 
 /// `Q8_0`: `Σ_b d_w d_x Σ q_w q_x`.
 fn q8_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     let mut acc = [Acc::zero(); G];
     for (b, blk) in row.chunks_exact(34).enumerate() {
-        let [w0, w1] = widen_i8(load16(blk, 2));
-        let [w2, w3] = widen_i8(load16(blk, 18));
-        let w = [w0, w1, w2, w3];
+        let w = SignedWeights::new([load16(blk, 2), load16(blk, 18)]);
         let d = f16_at(blk, 0);
         for t in 0..G {
-            acc[t].add(p.dot::<4>(t, 32 * b, &w), scale(d, p.d[t][b]));
+            acc[t].add(p.dot_signed(t, 32 * b, &w), scale(d, p.d[t][b]));
         }
     }
     for t in 0..G {
@@ -184,13 +336,11 @@ fn q5_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
         let raw = load16(blk, 6);
         let lo = v128_or(v128_and(raw, u8x16_splat(0x0F)), fifth(high & 0xFFFF));
         let hi = v128_or(u8x16_shr(raw, 4), fifth(high >> 16));
-        let [w0, w1] = widen_u8(lo);
-        let [w2, w3] = widen_u8(hi);
-        let w = [w0, w1, w2, w3];
+        let w = Weights::small([lo, hi]);
         let d = f16_at(blk, 0);
         for t in 0..G {
             let offset = 16 * p.sums32[t][b] as i32;
-            let s = i32x4_sub(p.dot::<4>(t, 32 * b, &w), i32x4(offset, 0, 0, 0));
+            let s = i32x4_sub(p.dot(t, 32 * b, &w), i32x4(offset, 0, 0, 0));
             acc[t].add(s, scale(d, p.d[t][b]));
         }
     }
@@ -208,7 +358,7 @@ fn q4_1_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
         let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
         for t in 0..G {
             let dx = p.d[t][b];
-            acc[t].add(p.dot::<4>(t, 32 * b, &w), scale(d, dx));
+            acc[t].add(p.dot(t, 32 * b, &w), scale(d, dx));
             acc_min[t] += scale(m, dx) * p.sums32[t][b] as f64;
         }
     }
@@ -228,21 +378,17 @@ fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
         // Run j's 32 bytes: sub-block 2j in the low nibbles, 2j + 1 in the high ones.
         for j in 0..4 {
             let (r0, r1) = (load16(blk, 16 + 32 * j), load16(blk, 32 + 32 * j));
-            let low = v128_and(r0, u8x16_splat(0x0F));
-            let low1 = v128_and(r1, u8x16_splat(0x0F));
-            let [a0, a1] = widen_u8(low);
-            let [a2, a3] = widen_u8(low1);
-            let [h0, h1] = widen_u8(u8x16_shr(r0, 4));
-            let [h2, h3] = widen_u8(u8x16_shr(r1, 4));
-            let (lo, hi) = ([a0, a1, a2, a3], [h0, h1, h2, h3]);
+            let m4 = u8x16_splat(0x0F);
+            let lo = Weights::small([v128_and(r0, m4), v128_and(r1, m4)]);
+            let hi = Weights::small([u8x16_shr(r0, 4), u8x16_shr(r1, 4)]);
             let (sc_lo, sc_hi) = (
                 i32x4_splat(sc[2 * j] as i32),
                 i32x4_splat(sc[2 * j + 1] as i32),
             );
             for t in 0..G {
                 let x = 256 * b;
-                let dot_lo = p.dot::<4>(t, x + 32 * q4k_slot(2 * j), &lo);
-                let dot_hi = p.dot::<4>(t, x + 32 * q4k_slot(2 * j + 1), &hi);
+                let dot_lo = p.dot(t, x + 32 * q4k_slot(2 * j), &lo);
+                let dot_hi = p.dot(t, x + 32 * q4k_slot(2 * j + 1), &hi);
                 s[t] = i32x4_add(s[t], i32x4_mul(dot_lo, sc_lo));
                 s[t] = i32x4_add(s[t], i32x4_mul(dot_hi, sc_hi));
             }
@@ -260,14 +406,14 @@ fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     }
 }
 
-/// `Q6_K`: `Σ_b d d_x Σ_g s_g Σ (q − 32) x`, groups `g` of 16 values.
+/// `Q6_K`: `Σ_b d d_x Σ_g s_g (Σ q x − 32 Σ x)`, groups `g` of 16 values.
 fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
-    let (m4, m2, off) = (u8x16_splat(0x0F), u8x16_splat(0x03), i8x16_splat(32));
+    let (m4, m2) = (u8x16_splat(0x0F), u8x16_splat(0x03));
     let mut acc = [Acc::zero(); G];
     for (b, blk) in row.chunks_exact(210).enumerate() {
         let mut s = [i32x4_splat(0); G];
         // ggml's order: each 128 values from 64 low-nibble bytes and 32 bytes of high bits;
-        // 16 of them at a time (one group), as q − 32 in i16.
+        // 16 of them at a time (one group), as q in 0..63.
         for h in 0..2 {
             for half in 0..2 {
                 let ql_a = load16(blk, 64 * h + 16 * half);
@@ -282,10 +428,12 @@ fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
                 ];
                 for (k, v) in values.into_iter().enumerate() {
                     let at = 128 * h + 32 * k + 16 * half;
-                    let w = widen_i8(i8x16_sub(v, off));
+                    let w = Weights::small([v]);
                     let sc = i32x4_splat(blk[192 + at / 16] as i8 as i32);
                     for t in 0..G {
-                        let part = p.dot::<2>(t, 256 * b + at, &w);
+                        let x = 256 * b + at;
+                        let offset = 32 * p.sums16[t][x / 16] as i32;
+                        let part = i32x4_sub(p.dot(t, x, &w), i32x4(offset, 0, 0, 0));
                         s[t] = i32x4_add(s[t], i32x4_mul(part, sc));
                     }
                 }
