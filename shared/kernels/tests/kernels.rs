@@ -280,3 +280,48 @@ fn a_row_alone_or_with_others(backend: Backend) {
         }
     }
 }
+
+/// Not a test: the best backend's speed on the 0.5B draft's largest shape per format (one thread,
+/// one activation row), as weight bytes read per second (the fastest of 8 batches). Run with `--ignored --nocapture`, e.g.
+/// `scripts/test-wasm-kernels.sh speed_of_products -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn speed_of_products() {
+    let mut rng = Rng(7);
+    let backend = Backend::best();
+    for (format, n, k) in [
+        (Format::Q8_0, 4864, 896),
+        (Format::Q8_0, 65536, 896),
+        (Format::Q4K, 4864, 1024),
+        (Format::Q6K, 4864, 1024),
+    ] {
+        let mut data = random_weights(&mut rng, format, n, k);
+        if format == Format::Q8_0 {
+            // As ggml's quantiser writes them: q = round(x / (amax / 127)), never -128.
+            for blk in data.chunks_exact_mut(34) {
+                blk[2..].iter_mut().for_each(|q| *q = (*q as i8).max(-127) as u8);
+            }
+        }
+        let w = Weights::new(format, &data, n, k).unwrap();
+        let a = Activations::quantize(format, &random_x(&mut rng, k), 1, k).unwrap();
+        let mut out = vec![0f32; n];
+        // The fastest of 8 batches of 25, after one (a WebAssembly engine's optimising tier
+        // takes over from its first, quick one after a while).
+        let mut secs = f64::INFINITY;
+        for batch in 0..9 {
+            let start = std::time::Instant::now();
+            for _ in 0..25 {
+                hlm_kernels::matmul_quantized(backend, &w, &a, &mut out, &Serial).unwrap();
+            }
+            if batch > 0 {
+                secs = secs.min(start.elapsed().as_secs_f64() / 25.0);
+            }
+        }
+        println!(
+            "{} {format:?} {n}x{k}: {:.0} us, {:.2} GB/s",
+            backend.name(),
+            secs * 1e6,
+            data.len() as f64 / secs / 1e9
+        );
+    }
+}
