@@ -50,6 +50,11 @@ filter_head?: string, sampling: Sampling, importance_rule: ImportanceRuleName, u
  */
 draft_time_s: number,
 /**
+ * Of `draft_time_s`, the draft model's forward passes (the rest is the loop's own work:
+ * the filter's uncertainty and importance, sampling, the round's bookkeeping).
+ */
+draft_forward_s: number,
+/**
  * Time waiting for verdicts (network and verifier).
  */
 wait_time_s: number, tokens_per_s: number, upload_rate: number, text: string, ids: Array<number>,
@@ -295,6 +300,11 @@ export type StopReason = "end-of-sequence" | "max-tokens" | "aborted" | "stop-st
  */
 export type Summary = { stopReason: StopReason, wallTimeS: number, draftTimeS: number,
 /**
+ * Of `draftTimeS`, the draft model's forward passes (the rest is the loop's own work: the
+ * filter, sampling).
+ */
+draftForwardS: number,
+/**
  * Seconds waiting for verdicts (network and verifier).
  */
 waitTimeS: number, tokensPerS: number,
@@ -395,6 +405,11 @@ uncertainty: number, importance: Importance | null, totals: Totals,
  * Seconds spent drafting so far.
  */
 draftTimeS: number,
+/**
+ * Of `draftTimeS`, the draft model's forward passes (the rest is the loop's own work: the
+ * filter, sampling).
+ */
+draftForwardS: number,
 /**
  * Seconds since the generation started.
  */

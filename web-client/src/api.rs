@@ -90,6 +90,9 @@ pub struct TokenEvent {
     pub totals: Totals,
     /// Seconds spent drafting so far.
     pub draft_time_s: f64,
+    /// Of `draftTimeS`, the draft model's forward passes (the rest is the loop's own work: the
+    /// filter, sampling).
+    pub draft_forward_s: f64,
     /// Seconds since the generation started.
     pub wall_time_s: f64,
     /// Set when WebGPU failed before this token and the draft model moved to WASM SIMD.
@@ -105,6 +108,9 @@ pub struct Summary {
     pub stop_reason: StopReason,
     pub wall_time_s: f64,
     pub draft_time_s: f64,
+    /// Of `draftTimeS`, the draft model's forward passes (the rest is the loop's own work: the
+    /// filter, sampling).
+    pub draft_forward_s: f64,
     /// Seconds waiting for verdicts (network and verifier).
     pub wait_time_s: f64,
     pub tokens_per_s: f64,
@@ -325,6 +331,7 @@ impl TokenEvent {
             importance: ev.importance,
             totals: Totals::new(&ev.totals, &e),
             draft_time_s: ev.draft_time_s,
+            draft_forward_s: ev.draft_forward_s,
             wall_time_s: ev.wall_time_s,
             notice: ev.notice.clone(),
         }
@@ -339,6 +346,7 @@ impl Summary {
             stop_reason: s.stop_reason,
             wall_time_s: s.wall_time_s,
             draft_time_s: s.draft_time_s,
+            draft_forward_s: s.draft_forward_s,
             wait_time_s: s.wait_time_s,
             tokens_per_s: s.tokens_per_s,
             draft_tokens_per_s: (s.draft_time_s > 0.0)

@@ -276,6 +276,10 @@ pub struct TokenEvent {
     /// Seconds since the generation started, and of them spent drafting (model and filter).
     pub wall_time_s: f64,
     pub draft_time_s: f64,
+    /// Of `draft_time_s`, the draft model's forward passes (the rest is the loop's own work:
+    /// the filter, sampling, the round's bookkeeping).
+    #[serde(default)]
+    pub draft_forward_s: f64,
     /// Something about the run changed before this token: the draft backend failed and the CPU
     /// took over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -310,6 +314,10 @@ pub struct Summary {
     pub wall_time_s: f64,
     /// Time spent in the draft model and the filter.
     pub draft_time_s: f64,
+    /// Of `draft_time_s`, the draft model's forward passes (the rest is the loop's own work:
+    /// the filter's uncertainty and importance, sampling, the round's bookkeeping).
+    #[serde(default)]
+    pub draft_forward_s: f64,
     /// Time waiting for verdicts (network and verifier).
     pub wait_time_s: f64,
     pub tokens_per_s: f64,
@@ -536,6 +544,8 @@ struct Generation<'a> {
     draft_rng: Rng,
     signal_rng: Rng,
     draft_time: f64,
+    /// Of `draft_time`, the draft model's forward passes.
+    draft_forward_time: f64,
     wait_time: f64,
     started: Instant,
     /// Every notice of the run, for the summary.
@@ -668,6 +678,7 @@ impl<'a> Generation<'a> {
             draft_rng: seeded_rng(sampling_seed),
             signal_rng: seeded_rng(cfg.seed),
             draft_time: 0.0,
+            draft_forward_time: 0.0,
             wait_time: 0.0,
             started: Instant::now(),
             u_history: Vec::new(),
@@ -682,7 +693,10 @@ impl<'a> Generation<'a> {
     async fn draft_feed(&mut self, ids: &[u32], attention_layers: usize) -> Result<DraftStep> {
         self.totals.draft_forward_passes += 1;
         self.totals.draft_forward_tokens += ids.len();
-        self.drafter.feed(ids, attention_layers).await
+        let t = Instant::now();
+        let step = self.drafter.feed(ids, attention_layers).await;
+        self.draft_forward_time += t.elapsed().as_secs_f64();
+        step
     }
 
     /// After a stop condition: the tokens drafted past the stopping token are never final; they
@@ -1021,6 +1035,7 @@ impl<'a> Generation<'a> {
             stop_reason: stop,
             wall_time_s: wall,
             draft_time_s: self.draft_time,
+            draft_forward_s: self.draft_forward_time,
             wait_time_s: self.wait_time,
             tokens_per_s: self.totals.tokens as f64 / wall.max(1e-9),
             upload_rate: self.totals.uploaded as f64 / (self.totals.tokens.max(1)) as f64,
@@ -1070,6 +1085,7 @@ impl<'a> Generation<'a> {
                     totals: self.totals.clone(),
                     wall_time_s: self.started.elapsed().as_secs_f64(),
                     draft_time_s: self.draft_time,
+                    draft_forward_s: self.draft_forward_time,
                     notice: self.unreported_notice.take(),
                 });
             }

@@ -58,6 +58,7 @@ impl Stream<'_> {
             totals: self.totals.clone(),
             wall_time_s: self.started.elapsed().as_secs_f64(),
             draft_time_s: 0.0,
+            draft_forward_s: 0.0,
             notice: None,
         }
     }
@@ -135,6 +136,7 @@ impl<L: VerifierLink> HybridSession<L> {
             stop_reason: stop,
             wall_time_s: wall,
             draft_time_s: 0.0,
+            draft_forward_s: 0.0,
             wait_time_s: wall,
             tokens_per_s: s.totals.tokens as f64 / wall.max(1e-9),
             upload_rate: 0.0,

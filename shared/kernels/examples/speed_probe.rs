@@ -3,11 +3,16 @@
 //!
 //! Natively: `cargo run --release -p hlm-kernels --example speed_probe`; in WebAssembly (SIMD128,
 //! under Node's V8): `CARGO_TARGET_WASM32_WASIP1_RUNNER="node scripts/wasi-run.mjs" cargo run
-//! --release --target wasm32-wasip1 -p hlm-kernels --example speed_probe`.
+//! --release --target wasm32-wasip1 -p hlm-kernels --example speed_probe`; in a Chromium page, add
+//! `--chromium` after the script's name, and for the relaxed-SIMD kernels
+//! `RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd"` with a target dir of their own
+//! (`--target-dir target/wasm-relaxed`).
 use hlm_kernels::{matmul, Backend, Format, Serial, Weights};
 use std::time::Instant;
 
-/// Random blocks whose f16 scales are all 0.0625 (bytes `00 2c`), so no product overflows.
+/// Random blocks whose f16 scales are all 0.0625 (bytes `00 2c`), so no product overflows, and
+/// whose `Q8_0` values are never −128, as ggml's quantiser writes them (`round(x / (amax / 127))`;
+/// the relaxed-SIMD kernel takes a slow path for a block holding −128).
 fn weights(format: Format, n: usize, k: usize) -> Vec<u8> {
     let mut state = 1u64;
     let mut data: Vec<u8> = (0..n * format.row_bytes(k))
@@ -24,6 +29,9 @@ fn weights(format: Format, n: usize, k: usize) -> Vec<u8> {
         _ => &[0],
     };
     for blk in data.chunks_exact_mut(format.block_bytes()) {
+        if format == Format::Q8_0 {
+            blk.iter_mut().for_each(|q| *q = (*q as i8).max(-127) as u8);
+        }
         for &at in scales {
             blk[at..at + 2].copy_from_slice(&[0x00, 0x2c]);
         }
