@@ -8,12 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 run="node --no-warnings"
 export CARGO_TARGET_WASM32_WASIP1_RUNNER="$run $PWD/scripts/wasi-run.mjs"
-cargo test --release --target wasm32-wasip1 -p hlm-kernels --lib --test kernels "$@"
+cargo test --release --target wasm32-wasip1 -p hlm-kernels --test kernels "$@"
 
 echo "== the same kernels with relaxed SIMD (+relaxed-simd), in Chromium =="
 # In a Chromium page, not Node: Node 20 has relaxed SIMD behind a flag only, and its relaxed dot
 # product is wrong (scripts/wasi-run.mjs).
 CARGO_TARGET_WASM32_WASIP1_RUNNER="$run $PWD/scripts/wasi-run.mjs --chromium" \
   RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
-  cargo test --release --target wasm32-wasip1 -p hlm-kernels --lib --test kernels \
+  cargo test --release --target wasm32-wasip1 -p hlm-kernels --test kernels \
   --target-dir "${CARGO_TARGET_DIR:-target}/wasm-relaxed" "$@"

@@ -78,6 +78,8 @@ struct RowPtrs<'a> {
     #[cfg(not(target_feature = "relaxed-simd"))]
     x: [&'a [i16]; GROUP],
     d: [&'a [f32]; GROUP],
+    /// With relaxed SIMD, for `Q6_K`'s offset (its values go unshifted into the product).
+    #[cfg(target_feature = "relaxed-simd")]
     sums16: [&'a [i16]; GROUP],
     sums32: [&'a [i16]; GROUP],
 }
@@ -87,6 +89,7 @@ impl<'a> RowPtrs<'a> {
         let mut p = RowPtrs {
             x: [&[]; GROUP],
             d: [&[]; GROUP],
+            #[cfg(target_feature = "relaxed-simd")]
             sums16: [&[]; GROUP],
             sums32: [&[]; GROUP],
         };
@@ -94,13 +97,13 @@ impl<'a> RowPtrs<'a> {
             #[cfg(target_feature = "relaxed-simd")]
             {
                 p.x[t] = a.row_qs(r0 + t);
+                p.sums16[t] = a.row_sums16(r0 + t);
             }
             #[cfg(not(target_feature = "relaxed-simd"))]
             {
                 p.x[t] = a.row_qs16(r0 + t);
             }
             p.d[t] = a.row_d(r0 + t);
-            p.sums16[t] = a.row_sums16(r0 + t);
             p.sums32[t] = a.row_sums32(r0 + t);
         }
         p
@@ -204,7 +207,9 @@ impl SignedWeights {
         #[cfg(not(target_feature = "relaxed-simd"))]
         {
             let [a, b] = raw.map(widen_i8);
-            SignedWeights { wide: Weights([a, b]) }
+            SignedWeights {
+                wide: Weights([a, b]),
+            }
         }
     }
 }
@@ -248,6 +253,41 @@ impl RowPtrs<'_> {
                 .sum::<i32>();
         }
         i32x4(sum, 0, 0, 0)
+    }
+}
+
+/// One `Q6_K` group's 16 values `q` (0..63), prepared for `Σ (q − 32) x`: with relaxed SIMD as
+/// they are (bytes in 0..127; the 32 comes off afterwards with the activations' sum), else minus 32
+/// and widened (one subtraction for every row of the group).
+struct Q6Group(Weights<1>);
+
+impl Q6Group {
+    #[inline(always)]
+    fn new(q: v128) -> Self {
+        #[cfg(target_feature = "relaxed-simd")]
+        {
+            Q6Group(Weights::small([q]))
+        }
+        #[cfg(not(target_feature = "relaxed-simd"))]
+        {
+            Q6Group(Weights([widen_i8(i8x16_sub(q, i8x16_splat(32)))]))
+        }
+    }
+}
+
+impl RowPtrs<'_> {
+    /// `Σ (q − 32) x` over a group and row `t` from value `at`, as four i32 lanes.
+    #[inline(always)]
+    fn dot_q6(&self, t: usize, at: usize, w: &Q6Group) -> v128 {
+        let s = self.dot(t, at, &w.0);
+        #[cfg(target_feature = "relaxed-simd")]
+        {
+            i32x4_sub(s, i32x4(32 * self.sums16[t][at / 16] as i32, 0, 0, 0))
+        }
+        #[cfg(not(target_feature = "relaxed-simd"))]
+        {
+            s
+        }
     }
 }
 
@@ -411,7 +451,7 @@ fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     }
 }
 
-/// `Q6_K`: `Σ_b d d_x Σ_g s_g (Σ q x − 32 Σ x)`, groups `g` of 16 values.
+/// `Q6_K`: `Σ_b d d_x Σ_g s_g Σ (q − 32) x`, groups `g` of 16 values.
 fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     let (m4, m2) = (u8x16_splat(0x0F), u8x16_splat(0x03));
     let mut acc = [Acc::zero(); G];
@@ -433,12 +473,10 @@ fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
                 ];
                 for (k, v) in values.into_iter().enumerate() {
                     let at = 128 * h + 32 * k + 16 * half;
-                    let w = Weights::small([v]);
+                    let w = Q6Group::new(v);
                     let sc = i32x4_splat(blk[192 + at / 16] as i8 as i32);
                     for t in 0..G {
-                        let x = 256 * b + at;
-                        let offset = 32 * p.sums16[t][x / 16] as i32;
-                        let part = i32x4_sub(p.dot(t, x, &w), i32x4(offset, 0, 0, 0));
+                        let part = p.dot_q6(t, 256 * b + at, &w);
                         s[t] = i32x4_add(s[t], i32x4_mul(part, sc));
                     }
                 }
