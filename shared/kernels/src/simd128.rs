@@ -8,7 +8,8 @@
 //! - SIMD128 alone has no 8-bit multiply-add: the weights are widened to 16 bits and multiplied
 //!   by `i32x4.dot_i16x8_s` against the activations widened once per product
 //!   ([`Activations`]' `qs16`);
-//! - with relaxed SIMD (`+relaxed-simd`, the browser builds for engines that have it),
+//! - with relaxed SIMD (`+relaxed-simd`, a build option: on x86 without AVX-VNNI it is no
+//!   faster, so the browser builds leave it out, see `docs/benchmarks.md`),
 //!   `i32x4.relaxed_dot_i8x16_i7x16_add_s` multiplies 16 activation bytes (i8) with 16 weight
 //!   bytes and adds each four products into an i32 lane. Its result is the same on every engine
 //!   when the weight bytes are in 0..127 (no top bit) and exact (no 16-bit saturation: two
