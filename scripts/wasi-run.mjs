@@ -14,12 +14,13 @@ const argv = process.argv.slice(2);
 const inChromium = argv[0] === "--chromium";
 const [file, ...args] = inChromium ? argv.slice(1) : argv;
 const bytes = await readFile(file);
-process.exit(inChromium ? await runInChromium(bytes, [file, ...args]) : await runInNode(bytes));
+const run = inChromium ? runInChromium : runInNode;
+process.exit(await run(bytes, [file, ...args]));
 
-async function runInNode(bytes) {
+async function runInNode(bytes, argv) {
   const wasi = new WASI({
     version: "preview1",
-    args: [file, ...args],
+    args: argv,
     env: process.env,
     preopens: { "/": "/" },
     returnOnExit: true,

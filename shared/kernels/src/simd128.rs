@@ -123,6 +123,8 @@ impl<'a> RowPtrs<'a> {
     /// `Σ w x` over the `16 N` values of `w` and row `t` from value `at`, as four i32 lanes.
     #[inline(always)]
     fn dot<const N: usize>(&self, t: usize, at: usize, w: &Weights<N>) -> v128 {
+        // One check for the whole span (the loads' own checks then fold away).
+        assert!(at + 16 * N <= self.x[t].len());
         let mut s = i32x4_splat(0);
         for i in 0..N {
             s = multiply_add(self.load_x(t, at + 16 * i), &w.0[i], s);
