@@ -8,7 +8,7 @@ use hlm_eval::costs::Costs;
 use hlm_eval::harness::{self, EvalConfig, RunInfo};
 use hlm_eval::method::{Method, RunKnobs};
 use hlm_eval::samples::{Shard, Store};
-use hlm_eval::shaped_link::{ShapedLink, ShapedLinkError, ShapedLinkSpec};
+use hlm_eval::shaped_link::ShapedLink;
 use hlm_eval::tasks::{self, Task};
 use hlm_eval::trace::{TaskTrace, TraceConfig};
 use hlm_eval::{bertscore::BertScorer, energy::Constants, humaneval, report};
@@ -81,15 +81,13 @@ pub struct EvalArgs {
     /// root; the link's rate and RTT default to the constants' analytic preset).
     #[arg(long, default_value = "in-process")]
     link: String,
-    /// Shaped link: rate each way in kbit/s (default: the constants' W·log2(1+SNR)).
-    #[arg(long)]
-    link_rate_kbit: Option<f64>,
-    /// Shaped link: round-trip time in ms added by the relay (default: the constants' RTT).
-    #[arg(long)]
-    link_rtt_ms: Option<f64>,
-    /// Shaped link: the `verifier-server` binary (default: next to this `hlm`).
-    #[arg(long)]
-    verifier_server: Option<PathBuf>,
+    #[command(flatten)]
+    link_shape: crate::link::LinkShape,
+    /// Do not generate: write each task × method the run would generate (the chat prompt and
+    /// the loop's options, JSON lines) to this file, for another driver of the same loop (the
+    /// browser side of `scripts/two-device.sh`).
+    #[arg(long, value_name = "FILE.jsonl")]
+    write_requests: Option<PathBuf>,
     /// Do not generate: rebuild the table, results.json and the plots of the run in `--out` from
     /// its samples (energy and throughput under `--constants`).
     #[arg(long, alias = "replot")]
@@ -139,6 +137,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     );
     let (tasks, dataset) = load_tasks(&args)?;
     anyhow::ensure!(!tasks.is_empty(), "no tasks: check --limit");
+    if let Some(path) = &args.write_requests {
+        return write_requests(path, &tasks, &methods, &cfg);
+    }
     let scorer = scorer(&args)?;
     let mut drafter = crate::load_drafter(&args.draft)?;
     let verifier = crate::load_drafter(&args.verifier)?.model_arc();
@@ -364,46 +365,33 @@ fn scorer(args: &EvalArgs) -> anyhow::Result<Option<BertScorer>> {
 fn link(args: &EvalArgs, constants: &Constants) -> anyhow::Result<(Option<ShapedLink>, String)> {
     Ok(match args.link.as_str() {
         "in-process" => (None, "in process".to_string()),
-        "shaped" => {
-            let spec = ShapedLinkSpec {
-                rate_bps: args
-                    .link_rate_kbit
-                    .map_or(constants.link.rate_bps(), |k| k * 1000.0),
-                rtt: std::time::Duration::from_secs_f64(
-                    args.link_rtt_ms
-                        .map_or(constants.link.rtt_s, |ms| ms / 1000.0),
-                ),
-            };
-            let bin = match &args.verifier_server {
-                Some(p) => p.clone(),
-                None => std::env::current_exe()?.with_file_name("verifier-server"),
-            };
-            anyhow::ensure!(
-                bin.is_file(),
-                "{} not found: build it (cargo build --release -p verifier-server) or pass \
-                 --verifier-server",
-                bin.display()
-            );
-            let verifier_path = hlm_fetch::resolve(&args.verifier, &mut |_| {})?;
-            let note = format!(
-                "over a real link: namespace + veth, tc tbf {:.0} kbit/s each way, relay RTT {:.0} ms",
-                spec.rate_bps / 1000.0,
-                spec.rtt.as_secs_f64() * 1000.0
-            );
-            match ShapedLink::start(spec, &bin, &verifier_path.to_string_lossy(), &[]) {
-                Ok(l) => (Some(l), note),
-                Err(ShapedLinkError::Unavailable(why)) => {
-                    eprintln!(
-                        "real constrained link not available ({why}); the loop runs in process \
-                         and the real-link column is left empty"
-                    );
-                    (None, format!("in process (real link not available: {why})"))
-                }
-                Err(e) => return Err(e.into()),
+        "shaped" => match args.link_shape.start(&args.verifier, constants, &[])? {
+            Ok((l, note)) => (Some(l), note),
+            Err(why) => {
+                eprintln!(
+                    "real constrained link not available ({why}); the loop runs in process \
+                     and the real-link column is left empty"
+                );
+                (None, format!("in process (real link not available: {why})"))
             }
-        }
+        },
         other => anyhow::bail!("unknown --link `{other}` (in-process, shaped)"),
     })
+}
+
+/// `--write-requests`: the run's generations as JSON lines, nothing generated.
+fn write_requests(
+    path: &Path,
+    tasks: &[Task],
+    methods: &[Method],
+    cfg: &EvalConfig,
+) -> anyhow::Result<()> {
+    let mut out = String::new();
+    for r in harness::requests(tasks, methods, cfg) {
+        out.push_str(&serde_json::to_string(&r)?);
+        out.push('\n');
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The run's tasks and how the table names their source.

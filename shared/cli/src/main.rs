@@ -8,6 +8,7 @@
 mod backend_bench;
 mod bench;
 mod eval;
+mod link;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -43,6 +44,10 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Evaluate methods (LLM-only, SLM-only, standard HLM, U-HLM, ours) on a dataset.
     Eval(Box<eval::EvalArgs>),
+    /// Start a real constrained link (network namespace, tc tbf, delaying relay) with a
+    /// verifier-server behind it, print its URL and token as JSON, and keep it up until
+    /// SIGINT/SIGTERM: for a client that is not `hlm` (a browser page). Needs root.
+    Link(link::LinkArgs),
 }
 
 #[derive(Args, Clone)]
@@ -318,5 +323,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Generate(args) => rt.block_on(generate(args)),
         Cmd::Bench(args) => rt.block_on(bench::run(args)),
         Cmd::Eval(args) => eval::run(*args),
+        Cmd::Link(args) => link::run(args),
     }
 }

@@ -12,7 +12,8 @@ use crate::tasks::Task;
 use crate::{EvalError, Result};
 use hlm_engine::chat::TextStream;
 use hlm_engine::decode::{
-    Drafter, HybridSession, StopMatcher, StopReason, Summary, TokenEvent, TokenKind,
+    Drafter, GenerationOptions, HybridSession, StopMatcher, StopReason, Summary, TokenEvent,
+    TokenKind,
 };
 use hlm_engine::link::{block_on, LocalLink};
 use hlm_engine::model::Model;
@@ -50,6 +51,48 @@ fn llm_only_bytes(prompt_tokens: usize, tokens: usize) -> (usize, usize) {
     (2 + 4 * prompt_tokens, 6 * tokens)
 }
 
+/// The text a task's generations start from: its instruction in the chat template.
+fn prompt_text(task: &Task) -> String {
+    hlm_engine::chat::chatml(&task.instruction, None)
+}
+
+/// The tasks of the run's shard (all of them without one).
+fn shard_tasks<'a>(tasks: &'a [Task], cfg: &EvalConfig) -> Vec<&'a Task> {
+    tasks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| cfg.shard.is_none_or(|s| s.takes(*i)))
+        .map(|(_, t)| t)
+        .collect()
+}
+
+/// One generation of a run as another driver of the same loop needs it (a browser page, with
+/// `chat: false`): the prompt text and the loop's options, absent for LLM-only (the server
+/// alone, which runs no loop).
+#[derive(Debug, Serialize)]
+pub struct Request {
+    pub task: String,
+    pub method: String,
+    pub prompt: String,
+    pub options: Option<GenerationOptions>,
+}
+
+/// Every task × method of `tasks` and `methods` as the harness would run it (shard included).
+pub fn requests(tasks: &[Task], methods: &[Method], cfg: &EvalConfig) -> Vec<Request> {
+    let mut out = Vec::new();
+    for task in shard_tasks(tasks, cfg) {
+        for method in methods {
+            out.push(Request {
+                task: task.id.clone(),
+                method: method.name(),
+                prompt: prompt_text(task),
+                options: method.options(&cfg.knobs, &task.stop()),
+            });
+        }
+    }
+    out
+}
+
 /// Runs every method on every task of the shard that `store` does not hold yet, appending each
 /// sample as it finishes; `progress(done, total, what)` after each generation.
 #[allow(clippy::too_many_arguments)]
@@ -63,12 +106,7 @@ pub fn run(
     store: &mut Store,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<()> {
-    let mine: Vec<&Task> = tasks
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| cfg.shard.is_none_or(|s| s.takes(*i)))
-        .map(|(_, t)| t)
-        .collect();
+    let mine = shard_tasks(tasks, cfg);
     let total = mine.len() * methods.len();
     let mut done = mine
         .iter()
@@ -80,8 +118,7 @@ pub fn run(
         })
         .sum();
     for task in mine {
-        let text = hlm_engine::chat::chatml(&task.instruction, None);
-        let prompt = drafter.encode(&text)?;
+        let prompt = drafter.encode(&prompt_text(task))?;
         for method in methods {
             if store.is_done(&task.id, &method.name()) {
                 continue;
@@ -178,6 +215,7 @@ pub(crate) fn llm_only(
         wall_s,
         real_link_wall_s: None,
         real_link_first_token_s: None,
+        draft_time_s: None,
         llm_compute_us: None,
         passed: None,
         bert_vs_llm: None,
@@ -240,6 +278,7 @@ fn llm_only_remote(
         wall_s,
         real_link_wall_s: Some(summary.wall_time_s),
         real_link_first_token_s: first_token_s,
+        draft_time_s: None,
         llm_compute_us: Some(t.llm_compute_us),
         passed: None,
         bert_vs_llm: None,
@@ -313,6 +352,7 @@ fn hybrid(
         wall_s,
         real_link_wall_s: cfg.remote.as_ref().map(|_| summary.wall_time_s),
         real_link_first_token_s: cfg.remote.as_ref().and(first_token_s),
+        draft_time_s: Some(summary.draft_time_s),
         llm_compute_us: Some(t.llm_compute_us),
         passed: None,
         bert_vs_llm: None,

@@ -46,6 +46,10 @@ pub struct Sample {
     /// own tokens): the server's busy time. Absent where the verifier does not report it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm_compute_us: Option<u64>,
+    /// Seconds the client spent drafting (the draft model and the filter); absent for LLM-only
+    /// and in runs from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_time_s: Option<f64>,
     pub passed: Option<bool>,
     pub bert_vs_llm: Option<Score>,
     pub bert_vs_reference: Option<Score>,
@@ -258,6 +262,7 @@ pub(crate) mod tests {
             wall_s: 0.5,
             real_link_wall_s: None,
             real_link_first_token_s: None,
+            draft_time_s: None,
             llm_compute_us: None,
             passed: Some(true),
             bert_vs_llm: None,
