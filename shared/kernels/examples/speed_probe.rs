@@ -1,5 +1,6 @@
-//! Probe: one activation row against a 896 × 4864 matrix (the 0.5B's `ffn_down`) of each format,
-//! on one thread, the portable reference and the best backend here, in ms and weight GB/s.
+//! Probe: one activation row (or `M`, the first argument) against a 896 × 4864 matrix (the 0.5B's
+//! `ffn_down`) of each format, on one thread, the portable reference and the best backend here,
+//! in ms per product and weight GB/s.
 //!
 //! Natively: `cargo run --release -p hlm-kernels --example speed_probe`; in WebAssembly (SIMD128,
 //! under Node's V8): `CARGO_TARGET_WASM32_WASIP1_RUNNER="node scripts/wasi-run.mjs" cargo run
@@ -41,11 +42,20 @@ fn weights(format: Format, n: usize, k: usize) -> Vec<u8> {
 
 fn main() {
     let (n, k) = (896, 4864);
-    let x: Vec<f32> = (0..k)
+    let m: usize = std::env::args()
+        .nth(1)
+        .map_or(1, |a| a.parse().expect("the first argument is the rows M"));
+    let x: Vec<f32> = (0..m * k)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
         .collect();
-    let mut y = vec![0f32; n];
-    for format in [Format::Q4K, Format::Q6K, Format::Q8_0, Format::Q4_1] {
+    let mut y = vec![0f32; m * n];
+    for format in [
+        Format::Q4K,
+        Format::Q6K,
+        Format::Q8_0,
+        Format::Q5_0,
+        Format::Q4_1,
+    ] {
         let data = weights(format, n, k);
         let w = Weights::new(format, &data, n, k).unwrap();
         for backend in [Backend::Portable, Backend::best()] {
@@ -53,16 +63,16 @@ fn main() {
             // Warm up first (V8 runs WebAssembly on its baseline compiler until the optimised
             // code is ready).
             for _ in 0..reps {
-                matmul(backend, &w, &x, 1, &mut y, &Serial).unwrap();
+                matmul(backend, &w, &x, m, &mut y, &Serial).unwrap();
             }
             let t = Instant::now();
             for _ in 0..reps {
-                matmul(backend, &w, &x, 1, &mut y, &Serial).unwrap();
+                matmul(backend, &w, &x, m, &mut y, &Serial).unwrap();
             }
             let s = t.elapsed().as_secs_f64() / reps as f64;
             let gbs = data.len() as f64 / s / 1e9;
             println!(
-                "{format:?} {}: {:.2} ms, {gbs:.2} GB/s",
+                "{format:?} {} ({m} rows): {:.2} ms, {gbs:.2} GB/s",
                 backend.name(),
                 s * 1e3
             );

@@ -41,6 +41,12 @@ pub struct Activations {
     /// The 32-value formats, `rows × padded / 4`: per pair of blocks, 16 f64 lanes, 0-7 holding
     /// the first block's scale and 8-15 the second's (zero past the last block).
     pub(crate) pair_d: Vec<f64>,
+    /// The 32-value formats, for the AVX2 kernels (built only where they can run), per row
+    /// [`Activations::quad_blocks`] lanes (zero past the last block): the block scales `d_x`.
+    pub(crate) d64: Vec<f64>,
+    /// Alongside `d64`: `d_x · Σ q_x` over each block (exact in f64: a 24-bit mantissa times a
+    /// 12-bit integer), for the terms of `Q4_1`'s minimum and `Q5_0`'s offset.
+    pub(crate) dsum64: Vec<f64>,
     /// The same rows interleaved for the multi-row kernels (when `rows > PER_ROW_UP_TO`): groups of
     /// [`GROUP_ROWS`] rows (the last one completed with zero rows), and in each group 8 values of
     /// each row in turn, so that one 512-bit register holds the same 8 positions of 8 rows:
@@ -105,6 +111,8 @@ impl Activations {
             qs16: Vec::new(),
             offset4: Vec::new(),
             pair_d: Vec::new(),
+            d64: Vec::new(),
+            dsum64: Vec::new(),
             il_qs: Vec::new(),
             il_d: Vec::new(),
             il_sums: Vec::new(),
@@ -174,7 +182,43 @@ impl Activations {
                 }
             }
         }
+        // Interleaved or not: on an AVX-512 machine the AVX2 kernels can still be asked for.
+        if block == 32 && crate::Backend::Avx2.is_supported() {
+            a.build_d64();
+        }
         Ok(a)
+    }
+
+    /// `d64` and `dsum64`, from `qs` and `d`.
+    fn build_d64(&mut self) {
+        let (blocks, quad) = (self.blocks(), self.quad_blocks());
+        self.d64 = vec![0.0; self.rows * quad];
+        self.dsum64 = vec![0.0; self.rows * quad];
+        for r in 0..self.rows {
+            let sums = &self.sums32[r * self.padded / 32..];
+            for b in 0..blocks {
+                let d = self.d[r * blocks + b] as f64;
+                self.d64[r * quad + b] = d;
+                self.dsum64[r * quad + b] = d * sums[b] as f64;
+            }
+        }
+    }
+
+    /// Blocks per row rounded up to 4: the stride of `d64` and `dsum64`.
+    pub(crate) fn quad_blocks(&self) -> usize {
+        self.blocks().next_multiple_of(4)
+    }
+
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the AVX2 kernels
+    pub(crate) fn row_d64(&self, r: usize) -> &[f64] {
+        let n = self.quad_blocks();
+        &self.d64[r * n..(r + 1) * n]
+    }
+
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the AVX2 kernels
+    pub(crate) fn row_dsum64(&self, r: usize) -> &[f64] {
+        let n = self.quad_blocks();
+        &self.dsum64[r * n..(r + 1) * n]
     }
 
     pub fn format(&self) -> Format {
