@@ -195,11 +195,11 @@ impl Activations {
         self.d64 = vec![0.0; self.rows * quad];
         self.dsum64 = vec![0.0; self.rows * quad];
         for r in 0..self.rows {
-            let sums = &self.sums32[r * self.padded / 32..];
-            for b in 0..blocks {
-                let d = self.d[r * blocks + b] as f64;
-                self.d64[r * quad + b] = d;
-                self.dsum64[r * quad + b] = d * sums[b] as f64;
+            let sums = &self.sums32[r * self.padded / 32..][..blocks];
+            let d = &self.d[r * blocks..(r + 1) * blocks];
+            for (b, (&d, &sum)) in d.iter().zip(sums).enumerate() {
+                self.d64[r * quad + b] = d as f64;
+                self.dsum64[r * quad + b] = d as f64 * sum as f64;
             }
         }
     }
