@@ -91,7 +91,7 @@ pub struct LinkArgs {
     constants: Option<PathBuf>,
 }
 
-/// Starts the link, prints `{"url", "token", "link"}` as one JSON line, and keeps it up until
+/// Starts the link, prints `{"url", "token", "namespace", "link"}` as one JSON line, and keeps it up until
 /// SIGINT or SIGTERM; then tears it down (server, namespace).
 pub fn run(args: LinkArgs) -> anyhow::Result<()> {
     let constants = match &args.constants {
@@ -107,7 +107,12 @@ pub fn run(args: LinkArgs) -> anyhow::Result<()> {
         .shape
         .start(&args.verifier, &constants, &server_args)?
         .map_err(|why| anyhow::anyhow!("a real constrained link cannot be made here: {why}"))?;
-    let line = serde_json::json!({ "url": link.url(), "token": link.token(), "link": note });
+    let line = serde_json::json!({
+        "url": link.url(),
+        "token": link.token(),
+        "namespace": link.namespace(),
+        "link": note,
+    });
     println!("{line}");
     link.runtime().block_on(until_stopped())?;
     eprintln!("hlm link: stopping");

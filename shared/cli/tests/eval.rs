@@ -390,3 +390,132 @@ fn eval_over_the_shaped_link_matches_in_process() {
     }
     assert!(local.0["rows"][0]["throughput_real_link_tok_s"].is_null());
 }
+
+/// `--write-requests` writes what each task × method would be generated with (the chat prompt,
+/// the loop's options; none for LLM-only) and generates nothing.
+#[test]
+fn write_requests_lists_the_runs_generations_without_running_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("pr.jsonl");
+    std::fs::write(
+        &tasks,
+        r#"{"id": "greet", "prompt": "Say hello to Ada.", "reference": "Hello, Ada!"}"#,
+    )
+    .unwrap();
+    let requests = dir.path().join("requests.jsonl");
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_hlm"))
+        .args(["eval", "--max-tokens", "48", "--pipeline", "off"])
+        .args(["--methods", "llm-only,u-hlm,ours", "--tasks"])
+        .arg(&tasks)
+        .arg("--write-requests")
+        .arg(&requests)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join("samples.jsonl").exists(), "nothing ran");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&requests)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let methods: Vec<&str> = lines
+        .iter()
+        .map(|l| l["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["llm-only", "u-hlm", "ours"]);
+    for l in &lines {
+        assert_eq!(l["task"], "greet");
+        let prompt = l["prompt"].as_str().unwrap();
+        assert!(
+            prompt.contains("<|im_start|>user\nSay hello to Ada.<|im_end|>"),
+            "{prompt}"
+        );
+    }
+    assert!(
+        lines[0]["options"].is_null(),
+        "the server alone runs no loop"
+    );
+    assert_eq!(lines[1]["options"]["mode"], "uncertainty");
+    assert_eq!(lines[2]["options"]["mode"], "uncertainty+importance");
+    for l in &lines[1..] {
+        assert_eq!(l["options"]["maxTokens"], 48);
+        assert_eq!(l["options"]["pipelineDepth"], 0);
+    }
+}
+
+/// `hlm link` keeps a real shaped link up with a verifier behind it for another client (here
+/// `hlm generate`), prints where it is, and tears it down (server, namespace) on SIGTERM.
+/// Without root it says why it cannot.
+#[test]
+fn hlm_link_serves_another_client_until_stopped() {
+    use std::io::BufRead;
+    let mut link = Command::new(env!("CARGO_BIN_EXE_hlm"))
+        .args(["link", "--verifier", "smollm2-135m-instruct-q4_1"])
+        .args(["--link-rate-kbit", "1000", "--link-rtt-ms", "20"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(link.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.is_empty() {
+        let o = link.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("cannot be made here"),
+            "{err}"
+        );
+        eprintln!("SKIPPED the real link (no namespaces here): {err}");
+        return;
+    }
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (url, token) = (v["url"].as_str().unwrap(), v["token"].as_str().unwrap());
+    assert!(
+        v["link"].as_str().unwrap().contains("tbf 1000 kbit/s"),
+        "{v}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_hlm"))
+        .args(["generate", "--draft", "smollm2-135m-instruct-q4_1"])
+        .args(["--server", url, "--token", token, "--max-tokens", "8"])
+        .args(["--prompt", "Say hello."])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!o.stdout.is_empty());
+    let wrong = Command::new(env!("CARGO_BIN_EXE_hlm"))
+        .args(["generate", "--draft", "smollm2-135m-instruct-q4_1"])
+        .args([
+            "--server",
+            url,
+            "--token",
+            "not-the-token",
+            "--max-tokens",
+            "8",
+        ])
+        .args(["--prompt", "Say hello."])
+        .output()
+        .unwrap();
+    assert!(
+        !wrong.status.success(),
+        "the link's verifier checks the token"
+    );
+    let namespace = v["namespace"].as_str().unwrap();
+    let listed = || {
+        let o = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert!(listed().contains(namespace), "{}", listed());
+    let kill = Command::new("kill")
+        .args(["-TERM", &link.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = link.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!listed().contains(namespace), "left behind: {}", listed());
+}
