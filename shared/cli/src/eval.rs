@@ -114,11 +114,7 @@ pub struct EvalArgs {
 const HUMANEVAL_DEV: usize = 20;
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let constants = match &args.constants {
-        Some(p) => hlm_eval::energy::constants_from_file(p)
-            .with_context(|| format!("reading {}", p.display()))?,
-        None => Constants::default_constants(),
-    };
+    let constants = crate::link::constants(args.constants.as_deref())?;
     if args.trace && args.rescore {
         return write_study(&args.out, &args.trace_from);
     }

@@ -2,10 +2,11 @@
 //! or on its own by `hlm link` for a client that is not this process (the draft model in a
 //! browser page), which it serves until stopped.
 
+use anyhow::Context;
 use clap::Args;
 use hlm_eval::energy::Constants;
 use hlm_eval::shaped_link::{ShapedLink, ShapedLinkError, ShapedLinkSpec};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The link's shape: each flag falls back to the constants' analytic preset.
@@ -94,10 +95,7 @@ pub struct LinkArgs {
 /// Starts the link, prints `{"url", "token", "namespace", "link"}` as one JSON line, and keeps it up until
 /// SIGINT or SIGTERM; then tears it down (server, namespace).
 pub fn run(args: LinkArgs) -> anyhow::Result<()> {
-    let constants = match &args.constants {
-        Some(p) => hlm_eval::energy::constants_from_file(p)?,
-        None => Constants::default_constants(),
-    };
+    let constants = constants(args.constants.as_deref())?;
     let server_args: Vec<&str> = args
         .allowed_origin
         .iter()
@@ -118,6 +116,15 @@ pub fn run(args: LinkArgs) -> anyhow::Result<()> {
     eprintln!("hlm link: stopping");
     drop(link);
     Ok(())
+}
+
+/// The constants of the energy and link models: from `path`, or the shipped ones.
+pub fn constants(path: Option<&Path>) -> anyhow::Result<Constants> {
+    match path {
+        Some(p) => hlm_eval::energy::constants_from_file(p)
+            .with_context(|| format!("reading {}", p.display())),
+        None => Ok(Constants::default_constants()),
+    }
 }
 
 /// Waits for SIGINT or SIGTERM.

@@ -239,7 +239,7 @@ impl SmallFormat for Q5_0 {
     }
     #[inline(always)]
     unsafe fn terms(bp: *const u8) -> __m256d {
-        unsafe { _mm256_mul_pd(scales4::<22>(bp), _mm256_set1_pd(-16.0)) }
+        unsafe { _mm256_mul_pd(scales4(bp, 22), _mm256_set1_pd(-16.0)) }
     }
 }
 
@@ -260,15 +260,16 @@ impl SmallFormat for Q4_1 {
     }
     #[inline(always)]
     unsafe fn terms(bp: *const u8) -> __m256d {
-        unsafe { scales4::<20>(bp.add(2)) }
+        unsafe { scales4(bp.add(2), 20) }
     }
 }
 
-/// The f16s at `bp`, `bp + S`, `bp + 2S` and `bp + 3S` (one per block of four), as f64 lanes.
+/// The f16s at `bp` and `stride`, 2 · `stride` and 3 · `stride` bytes on (one per block of four),
+/// as f64 lanes.
 #[inline(always)]
-unsafe fn scales4<const S: usize>(bp: *const u8) -> __m256d {
+unsafe fn scales4(bp: *const u8, stride: usize) -> __m256d {
     unsafe {
-        let at = |i: usize| std::ptr::read_unaligned(bp.add(S * i) as *const u16) as i16;
+        let at = |i: usize| std::ptr::read_unaligned(bp.add(stride * i) as *const u16) as i16;
         let h = _mm_set_epi16(0, 0, 0, 0, at(3), at(2), at(1), at(0));
         _mm256_cvtps_pd(_mm_cvtph_ps(h))
     }
@@ -318,7 +319,8 @@ unsafe fn small_quad<F: SmallFormat, const G: usize>(
 ) {
     unsafe {
         let w: [F::Unpacked; 4] = std::array::from_fn(|i| F::unpack(bp.add(i * F::BYTES)));
-        let dw = scales4_of::<F>(bp);
+        // Each block starts with its `d_w`.
+        let dw = scales4(bp, F::BYTES);
         let cw = F::terms(bp);
         for t in 0..G {
             // A zero block is multiplied with the last real one's activations (in bounds).
@@ -337,18 +339,6 @@ unsafe fn small_quad<F: SmallFormat, const G: usize>(
                 let dsum = _mm256_loadu_pd(p.dsum64[t].add(b0));
                 acc[1][t] = _mm256_fmadd_pd(cw, dsum, acc[1][t]);
             }
-        }
-    }
-}
-
-/// `d_w` of the four blocks from `bp` (each block starts with it), as f64 lanes.
-#[inline(always)]
-unsafe fn scales4_of<F: SmallFormat>(bp: *const u8) -> __m256d {
-    unsafe {
-        match F::BYTES {
-            34 => scales4::<34>(bp),
-            22 => scales4::<22>(bp),
-            _ => scales4::<20>(bp),
         }
     }
 }
