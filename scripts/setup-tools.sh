@@ -10,6 +10,8 @@ command -v curl >/dev/null || need+=(curl)
 [ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
 # ip and tc: the evaluation's real constrained link (network namespace, veth, tbf).
 { command -v ip && command -v tc; } >/dev/null || need+=(iproute2)
+# /bin/kill (procps; minimal images lack it): the test that stops `hlm link` with SIGTERM.
+[ -x /bin/kill ] || [ -x /usr/bin/kill ] || need+=(procps)
 # nginx: the load balancer in front of several verifiers (scripts/cluster.sh, the failover test).
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 # openssl: the wss:// test makes its own CA and server certificate.
