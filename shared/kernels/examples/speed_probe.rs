@@ -1,5 +1,6 @@
 //! Probe: one activation row (or `M`, the first argument) against a 896 × 4864 matrix (the 0.5B's
-//! `ffn_down`) of each format, on one thread, the portable reference and the best backend here,
+//! `ffn_down`; or `N × K`, the next two arguments) of each format (or of the formats named after
+//! them, best backend only), on one thread, the portable reference and the best backend here,
 //! in ms per product and weight GB/s.
 //!
 //! Natively: `cargo run --release -p hlm-kernels --example speed_probe`; in WebAssembly (SIMD128,
@@ -41,14 +42,27 @@ fn weights(format: Format, n: usize, k: usize) -> Vec<u8> {
 }
 
 fn main() {
-    let (n, k) = (896, 4864);
-    let m: usize = std::env::args()
-        .nth(1)
-        .map_or(1, |a| a.parse().expect("the first argument is the rows M"));
+    let arg = |i: usize, default: usize, what: &str| {
+        std::env::args().nth(i).map_or(default, |a| {
+            a.parse().unwrap_or_else(|_| panic!("{what}: {a}"))
+        })
+    };
+    let m = arg(1, 1, "the first argument is the rows M");
+    let (n, k) = (
+        arg(2, 896, "then the outputs N"),
+        arg(3, 4864, "then the inputs K"),
+    );
     let x: Vec<f32> = (0..m * k)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
         .collect();
     let mut y = vec![0f32; m * n];
+    // Formats named after the sizes (`Q4K Q6K ...`): only those, and only the best backend.
+    let only: Vec<String> = std::env::args().skip(4).collect();
+    let backends: &[Backend] = if only.is_empty() {
+        &[Backend::Portable, Backend::best()]
+    } else {
+        &[Backend::best()]
+    };
     for format in [
         Format::Q4K,
         Format::Q6K,
@@ -56,9 +70,12 @@ fn main() {
         Format::Q5_0,
         Format::Q4_1,
     ] {
+        if !only.is_empty() && !only.contains(&format!("{format:?}")) {
+            continue;
+        }
         let data = weights(format, n, k);
         let w = Weights::new(format, &data, n, k).unwrap();
-        for backend in [Backend::Portable, Backend::best()] {
+        for &backend in backends {
             let reps = 20;
             // Warm up first (V8 runs WebAssembly on its baseline compiler until the optimised
             // code is ready).

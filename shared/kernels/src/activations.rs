@@ -348,8 +348,11 @@ impl Activations {
 
 /// Where `Q4_K` sub-block `sb` (0..8) of a block sits in [`Activations`]: 32-value slot
 /// `q4k_slot(sb)` (the map is its own inverse).
+/// (`[0, 2, 1, 3, 4, 6, 5, 7]`, as arithmetic: a table lookup in a kernel's loop is a memory
+/// access).
+#[inline(always)]
 pub(crate) const fn q4k_slot(sb: usize) -> usize {
-    [0, 2, 1, 3, 4, 6, 5, 7][sb]
+    4 * (sb / 4) + 2 * (sb % 2) + (sb / 2) % 2
 }
 
 /// ggml's `Q8_0`: `d = amax / 127`, `q = round(x / d)`, `d` kept as f16. Returns `d`.

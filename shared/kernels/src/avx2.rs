@@ -23,12 +23,20 @@
 
 use crate::activations::q4k_slot;
 use crate::driver::by_tiles_and_groups;
-use crate::x86::{f16, hsum256d, q4k_add_mins, q4k_scales_mins_words, scale};
+use crate::x86::{f16, hsum256d, q4k_scales_mins_words};
 use crate::{Activations, Format};
 use std::arch::x86_64::*;
 
-/// Activation rows multiplied with one unpacked weight block.
-const GROUP: usize = 4;
+/// Activation rows multiplied with one unpacked weight block: [`MAX_GROUP`] for `Q4_K`, whose
+/// kernel holds one sub-block at a time, else 4.
+const fn group(format: Format) -> usize {
+    match format {
+        Format::Q4K | Format::Q6K => MAX_GROUP,
+        _ => 4,
+    }
+}
+
+const MAX_GROUP: usize = 8;
 
 /// Rows of `format` weights (`data`, `row_bytes` each) against all activation rows of `a`;
 /// `dst[j · m + r]` gets row `j` times activation row `r`.
@@ -44,19 +52,24 @@ pub(crate) unsafe fn rows(
 ) {
     debug_assert_eq!(row_bytes, format.row_bytes(a.cols));
     // Each group's pointers once, not once per weight row (a few percent of a batched pass).
+    let group = group(format);
     let groups: Vec<RowPtrs> = (0..a.rows)
-        .step_by(GROUP)
-        .map(|r0| RowPtrs::new(a, r0, (a.rows - r0).min(GROUP)))
+        .step_by(group)
+        .map(|r0| RowPtrs::new(format, a, r0, (a.rows - r0).min(group)))
         .collect();
-    by_tiles_and_groups(data, row_bytes, a.rows, GROUP, dst, |row, r0, outs| {
-        let p = &groups[r0 / GROUP];
+    by_tiles_and_groups(data, row_bytes, a.rows, group, dst, |row, r0, outs| {
+        let p = &groups[r0 / group];
         // SAFETY: the caller's contract.
         unsafe {
             match outs.len() {
                 1 => row_kernel::<1>(format, row, p, outs),
                 2 => row_kernel::<2>(format, row, p, outs),
                 3 => row_kernel::<3>(format, row, p, outs),
-                _ => row_kernel::<4>(format, row, p, outs),
+                4 => row_kernel::<4>(format, row, p, outs),
+                5 => k_row::<5>(format, row, p, outs),
+                6 => k_row::<6>(format, row, p, outs),
+                7 => k_row::<7>(format, row, p, outs),
+                _ => k_row::<8>(format, row, p, outs),
             }
         }
     });
@@ -76,32 +89,69 @@ unsafe fn row_kernel<const G: usize>(format: Format, row: &[u8], p: &RowPtrs, ou
     }
 }
 
-/// Pointers to activation rows `r0 .. r0 + g`.
+/// One weight row of a 256-value format against the `G` (up to 8) activation rows of `p`.
+#[inline(always)]
+unsafe fn k_row<const G: usize>(format: Format, row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+    unsafe {
+        match format {
+            Format::Q4K => q4k_row::<G>(row, p, outs),
+            Format::Q6K => q6k_row::<G>(row, p, outs),
+            _ => unreachable!("groups of more than 4 rows are for the 256-value formats"),
+        }
+    }
+}
+
+/// Pointers to activation rows `r0 .. r0 + g`, and what the 256-value formats read of all of
+/// them per block, side by side.
 struct RowPtrs {
-    qs: [*const i8; GROUP],
-    d: [*const f32; GROUP],
-    sums16: [*const i16; GROUP],
-    sums32: [*const i16; GROUP],
+    qs: [*const i8; MAX_GROUP],
     /// The 32-value formats: `d_x` and `d_x Σ q_x` per block, in f64.
-    d64: [*const f64; GROUP],
-    dsum64: [*const f64; GROUP],
+    d64: [*const f64; MAX_GROUP],
+    dsum64: [*const f64; MAX_GROUP],
+    /// `Q4_K` and `Q6_K`, per block: every row's `d_x` in f64 (`MAX_GROUP` lanes, zero from `g`
+    /// on), read as one register per four rows.
+    lanes: Vec<f64>,
+    /// Alongside: every row's sums `Σ q_x` over the block's sub-blocks of 32 values (`Q4_K`'s
+    /// mins, 8 per row) or groups of 16 (`Q6_K`'s offset, 16 per row). Two places for a block
+    /// instead of `2 g` pointers, which no longer fit in the general registers.
+    lane_sums: Vec<i16>,
 }
 
 impl RowPtrs {
-    fn new(a: &Activations, r0: usize, g: usize) -> Self {
+    fn new(format: Format, a: &Activations, r0: usize, g: usize) -> Self {
         let mut p = RowPtrs {
-            qs: [std::ptr::null(); GROUP],
-            d: [std::ptr::null(); GROUP],
-            sums16: [std::ptr::null(); GROUP],
-            sums32: [std::ptr::null(); GROUP],
-            d64: [std::ptr::null(); GROUP],
-            dsum64: [std::ptr::null(); GROUP],
+            qs: [std::ptr::null(); MAX_GROUP],
+            d64: [std::ptr::null(); MAX_GROUP],
+            dsum64: [std::ptr::null(); MAX_GROUP],
+            lanes: Vec::new(),
+            lane_sums: Vec::new(),
         };
+        if matches!(format, Format::Q4K | Format::Q6K) {
+            // Σ q per sub-block of 32 values (`Q4_K`'s mins) or group of 16 (`Q6_K`'s offset).
+            let (span, sums) = match format {
+                Format::Q4K => (
+                    8,
+                    Activations::row_sums32 as fn(&Activations, usize) -> &[i16],
+                ),
+                _ => (
+                    16,
+                    Activations::row_sums16 as fn(&Activations, usize) -> &[i16],
+                ),
+            };
+            let blocks = a.cols / 256;
+            p.lanes = vec![0.0; blocks * MAX_GROUP];
+            p.lane_sums = vec![0; blocks * MAX_GROUP * span];
+            for t in 0..g {
+                let (d, sums) = (a.row_d(r0 + t), sums(a, r0 + t));
+                for b in 0..blocks {
+                    p.lanes[b * MAX_GROUP + t] = d[b] as f64;
+                    let at = (b * MAX_GROUP + t) * span;
+                    p.lane_sums[at..at + span].copy_from_slice(&sums[span * b..span * (b + 1)]);
+                }
+            }
+        }
         for t in 0..g {
             p.qs[t] = a.row_qs(r0 + t).as_ptr();
-            p.d[t] = a.row_d(r0 + t).as_ptr();
-            p.sums16[t] = a.row_sums16(r0 + t).as_ptr();
-            p.sums32[t] = a.row_sums32(r0 + t).as_ptr();
             if !a.d64.is_empty() {
                 p.d64[t] = a.row_d64(r0 + t).as_ptr();
                 p.dsum64[t] = a.row_dsum64(r0 + t).as_ptr();
@@ -114,35 +164,6 @@ impl RowPtrs {
     #[inline(always)]
     unsafe fn x(&self, t: usize, at: usize) -> __m256i {
         unsafe { _mm256_loadu_si256(self.qs[t].add(at) as *const __m256i) }
-    }
-
-    /// Row `t`'s scale of block `b`.
-    #[inline(always)]
-    unsafe fn d(&self, t: usize, b: usize) -> f32 {
-        unsafe { *self.d[t].add(b) }
-    }
-}
-
-/// A row's sum in f64, four lanes: each block adds its integer sum (eight i32 lanes, added as
-/// integers first) times its scale `d_w · d_x`, exact in f64.
-#[derive(Clone, Copy)]
-struct Acc(__m256d);
-
-impl Acc {
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        Acc(_mm256_setzero_pd())
-    }
-
-    #[inline(always)]
-    unsafe fn add(&mut self, s: __m256i, scale: f64) {
-        let folded = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
-        self.0 = _mm256_fmadd_pd(_mm256_cvtepi32_pd(folded), _mm256_set1_pd(scale), self.0);
-    }
-
-    #[inline(always)]
-    unsafe fn sum(self) -> f64 {
-        unsafe { hsum256d(self.0) }
     }
 }
 
@@ -359,91 +380,177 @@ unsafe fn q4_1_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
 }
 
 /// `Q4_K`: `Σ_b d d_x Σ_sb s_sb (q · x) − dmin d_x Σ_sb n_sb Σx`.
+///
+/// One sub-block (32 values) at a time against every row of the group (up to 8), so that a
+/// block's unpacked values and scales never sit in registers all at once; the rows' block sums
+/// are then folded four rows to a register, row `t` in lane `t % 4` ([`fold4`]), and scaled
+/// together.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     let low4 = _mm256_set1_epi8(0x0F);
-    let mut acc = [unsafe { Acc::zero() }; G];
-    let mut acc_min = [_mm256_setzero_pd(); G];
+    // Register h, lane i: row 4h + i's sums (lanes from G on stay zero).
+    let mut acc = [_mm256_setzero_pd(); 2];
+    let mut acc_min = [_mm256_setzero_pd(); 2];
+    let halves = G.div_ceil(4);
     for (b, blk) in row.chunks_exact(144).enumerate() {
         unsafe {
             let bp = blk.as_ptr();
-            let (d, dmin) = (f16(bp), f16(bp.add(2)));
             let sm: [u8; 16] = std::mem::transmute(q4k_scales_mins_words(bp));
+            let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(
+                sm.as_ptr() as *const __m128i,
+            )));
             let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().add(8) as *const __m128i));
+            let mut s = [_mm256_setzero_si256(); MAX_GROUP];
             // Sub-blocks 2j and 2j + 1: the low and high nibbles of the 32 bytes of run j.
-            let mut q = [_mm256_setzero_si256(); 8];
             for j in 0..4 {
                 let raw = _mm256_loadu_si256(bp.add(16 + 32 * j) as *const __m256i);
-                q[2 * j] = _mm256_and_si256(raw, low4);
-                q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4);
-            }
-            let scales: [__m256i; 8] = std::array::from_fn(|sb| _mm256_set1_epi16(sm[sb] as i16));
-            for t in 0..G {
-                let x = 256 * b;
-                let mut s = _mm256_setzero_si256();
-                for sb in 0..8 {
-                    let pairs = _mm256_maddubs_epi16(q[sb], p.x(t, x + 32 * q4k_slot(sb)));
-                    s = _mm256_add_epi32(s, _mm256_madd_epi16(pairs, scales[sb]));
+                for h in 0..2 {
+                    let sb = 2 * j + h;
+                    let q = if h == 0 {
+                        _mm256_and_si256(raw, low4)
+                    } else {
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4)
+                    };
+                    let scale = _mm256_shuffle_epi8(scales, word_broadcast(sb));
+                    for t in 0..G {
+                        let pairs = _mm256_maddubs_epi16(q, p.x(t, 256 * b + 32 * q4k_slot(sb)));
+                        s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(pairs, scale));
+                    }
                 }
-                let dx = p.d(t, b);
-                acc[t].add(s, scale(d, dx));
-                acc_min[t] =
-                    q4k_add_mins(acc_min[t], mins, p.sums32[t].add(8 * b), scale(dmin, dx));
+            }
+            let mut m = [_mm_setzero_si128(); MAX_GROUP];
+            let lane_sums = p.lane_sums.as_ptr().add(b * MAX_GROUP * 8);
+            for t in 0..G {
+                let sums = _mm_loadu_si128(lane_sums.add(8 * t) as *const __m128i);
+                m[t] = _mm_madd_epi16(mins, sums);
+            }
+            let (d, dmin) = (
+                _mm256_set1_pd(f16(bp) as f64),
+                _mm256_set1_pd(f16(bp.add(2)) as f64),
+            );
+            for h in 0..halves {
+                let dx = _mm256_loadu_pd(p.lanes.as_ptr().add(b * MAX_GROUP + 4 * h));
+                let [m0, m1, m2, m3] = [m[4 * h], m[4 * h + 1], m[4 * h + 2], m[4 * h + 3]];
+                let mins = _mm_hadd_epi32(_mm_hadd_epi32(m0, m1), _mm_hadd_epi32(m2, m3));
+                let sums = fold4(s[4 * h], s[4 * h + 1], s[4 * h + 2], s[4 * h + 3]);
+                // `d · d_x` and `dmin · d_x` are exact in f64; one rounding per fma.
+                let scaled = _mm256_cvtepi32_pd(sums);
+                acc[h] = _mm256_fmadd_pd(scaled, _mm256_mul_pd(d, dx), acc[h]);
+                let mins = _mm256_cvtepi32_pd(mins);
+                acc_min[h] = _mm256_fmadd_pd(mins, _mm256_mul_pd(dmin, dx), acc_min[h]);
             }
         }
     }
-    for t in 0..G {
-        outs[t] = unsafe { (acc[t].sum() - hsum256d(acc_min[t])) as f32 };
-    }
+    unsafe { store_lanes::<G>(acc, acc_min, outs) }
+}
+
+/// The `vpshufb` pattern that copies 16-bit word `i` (of each 128-bit half) to all eight.
+#[inline(always)]
+unsafe fn word_broadcast(i: usize) -> __m256i {
+    let lo = (2 * i) as i8;
+    let pair = i16::from_le_bytes([lo as u8, lo as u8 + 1]);
+    _mm256_set1_epi16(pair)
 }
 
 /// `Q6_K`: `Σ_b d d_x (Σ_g s_g (q · x) − 32 Σ_g s_g Σx)`, groups `g` of 16 values.
+///
+/// As [`q4k_row`]: 32 values at a time against every row of the group, then the rows' block
+/// sums folded four rows to a register and scaled together.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m2 = _mm256_set1_epi8(0x03);
-    // Register k holds values 32k .. 32k + 32: groups 2k (bytes 0-15) and 2k + 1 (16-31).
-    let pick: [__m128i; 8] = std::array::from_fn(|k| {
-        let bytes: [u8; 16] = std::array::from_fn(|i| (2 * k + i / 8) as u8);
-        unsafe { _mm_loadu_si128(bytes.as_ptr() as *const __m128i) }
-    });
-    let mut acc = [unsafe { Acc::zero() }; G];
+    let mut acc = [_mm256_setzero_pd(); 2];
+    let halves = G.div_ceil(4);
     for (b, blk) in row.chunks_exact(210).enumerate() {
         unsafe {
             let bp = blk.as_ptr();
             let sc8 = _mm_loadu_si128(bp.add(192) as *const __m128i);
+            let mut s = [_mm256_setzero_si256(); MAX_GROUP];
+            q6k_step::<0, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<1, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<2, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<3, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<4, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<5, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<6, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<7, G>(bp, b, sc8, p, &mut s);
+            // The offset: 32 Σ_g s_g Σx_g per row.
             let sc16 = _mm256_cvtepi8_epi16(sc8);
-            let scales: [__m256i; 8] =
-                std::array::from_fn(|k| _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick[k])));
-            let top = |bits: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(bits, m2));
-            let mut v = [_mm256_setzero_si256(); 8];
-            for h in 0..2 {
-                // ggml's order: 128 values from 64 low-nibble bytes and 32 bytes of high bits.
-                let ql0 = _mm256_loadu_si256(bp.add(64 * h) as *const __m256i);
-                let ql1 = _mm256_loadu_si256(bp.add(64 * h + 32) as *const __m256i);
-                let qh = _mm256_loadu_si256(bp.add(128 + 32 * h) as *const __m256i);
-                let hi4 = |q: __m256i| _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                v[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, m4), top(qh));
-                v[4 * h + 1] =
-                    _mm256_or_si256(_mm256_and_si256(ql1, m4), top(_mm256_srli_epi16::<2>(qh)));
-                v[4 * h + 2] = _mm256_or_si256(hi4(ql0), top(_mm256_srli_epi16::<4>(qh)));
-                v[4 * h + 3] = _mm256_or_si256(hi4(ql1), top(_mm256_srli_epi16::<6>(qh)));
-            }
-            let d = f16(bp.add(208));
+            let lane_sums = p.lane_sums.as_ptr().add(b * MAX_GROUP * 16);
             for t in 0..G {
-                let x = 256 * b;
-                let mut s = _mm256_setzero_si256();
-                for k in 0..8 {
-                    let pairs = _mm256_maddubs_epi16(v[k], p.x(t, x + 32 * k));
-                    s = _mm256_add_epi32(s, _mm256_madd_epi16(pairs, scales[k]));
-                }
-                let sums = _mm256_loadu_si256(p.sums16[t].add(16 * b) as *const __m256i);
+                let sums = _mm256_loadu_si256(lane_sums.add(16 * t) as *const __m256i);
                 let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sums, sc16));
-                acc[t].add(_mm256_sub_epi32(s, offset), scale(d, p.d(t, b)));
+                s[t] = _mm256_sub_epi32(s[t], offset);
+            }
+            let d = _mm256_set1_pd(f16(bp.add(208)) as f64);
+            for h in 0..halves {
+                let dx = _mm256_loadu_pd(p.lanes.as_ptr().add(b * MAX_GROUP + 4 * h));
+                let sums = fold4(s[4 * h], s[4 * h + 1], s[4 * h + 2], s[4 * h + 3]);
+                // `d · d_x` is exact in f64; one rounding per fma.
+                acc[h] = _mm256_fmadd_pd(_mm256_cvtepi32_pd(sums), _mm256_mul_pd(d, dx), acc[h]);
             }
         }
     }
-    for t in 0..G {
-        outs[t] = unsafe { acc[t].sum() as f32 };
+    store_lanes::<G>(acc, [_mm256_setzero_pd(); 2], outs);
+}
+
+/// Values `32 K .. 32 K + 32` of the `Q6_K` block at `bp` (groups `2 K` and `2 K + 1`, with
+/// the scales in `sc8`) against each row of the group, added to `s`.
+#[inline(always)]
+unsafe fn q6k_step<const K: usize, const G: usize>(
+    bp: *const u8,
+    b: usize,
+    sc8: __m128i,
+    p: &RowPtrs,
+    s: &mut [__m256i; MAX_GROUP],
+) {
+    unsafe {
+        // ggml's order: each 128 values from 64 bytes of low nibbles and 32 bytes of high bits
+        // (2 per value), register K of four from nibble K / 2 of bytes 32 (K % 2) on and bit
+        // pair K of the high bytes.
+        let ql = _mm256_loadu_si256(bp.add(64 * (K / 4) + 32 * (K % 2)) as *const __m256i);
+        let qh = _mm256_loadu_si256(bp.add(128 + 32 * (K / 4)) as *const __m256i);
+        let low = match (K % 4) / 2 {
+            0 => ql,
+            _ => _mm256_srli_epi16::<4>(ql),
+        };
+        // Bit pair K % 4 moved to bits 4-5 of each byte (16-bit shifts: the bits that cross
+        // into the next byte are masked off).
+        let high = match K % 4 {
+            0 => _mm256_slli_epi16::<4>(qh),
+            1 => _mm256_slli_epi16::<2>(qh),
+            2 => qh,
+            _ => _mm256_srli_epi16::<2>(qh),
+        };
+        let v = _mm256_or_si256(
+            _mm256_and_si256(low, _mm256_set1_epi8(0x0F)),
+            _mm256_and_si256(high, _mm256_set1_epi8(0x30)),
+        );
+        let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pair_broadcast(K % 8)));
+        for t in 0..G {
+            let pairs = _mm256_maddubs_epi16(v, p.x(t, 256 * b + 32 * K));
+            s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(pairs, scale));
+        }
     }
+}
+
+/// `outs[t] = acc − sub` in lane `t % 4` of register `t / 4`, as f32.
+#[inline(always)]
+unsafe fn store_lanes<const G: usize>(acc: [__m256d; 2], sub: [__m256d; 2], outs: &mut [f32]) {
+    let (mut a, mut m) = ([0f64; MAX_GROUP], [0f64; MAX_GROUP]);
+    for h in 0..G.div_ceil(4) {
+        unsafe {
+            _mm256_storeu_pd(a.as_mut_ptr().add(4 * h), acc[h]);
+            _mm256_storeu_pd(m.as_mut_ptr().add(4 * h), sub[h]);
+        }
+    }
+    for t in 0..G {
+        outs[t] = (a[t] - m[t]) as f32;
+    }
+}
+
+/// The `vpshufb` pattern that copies byte `2k` to bytes 0-7 and byte `2k + 1` to bytes 8-15.
+#[inline(always)]
+unsafe fn pair_broadcast(k: usize) -> __m128i {
+    let ones = 0x0101_0101_0101_0101_i64;
+    _mm_set_epi64x((2 * k as i64 + 1) * ones, 2 * k as i64 * ones)
 }

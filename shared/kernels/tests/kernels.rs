@@ -105,7 +105,16 @@ fn shapes(format: Format) -> Vec<(usize, usize, usize)> {
     }
     let mut out = vec![];
     for &k in &cols {
-        for (n, m) in [(1, 1), (3, 2), (17, 1), (5, 8), (4, 9), (2, 17), (40, 6)] {
+        for (n, m) in [
+            (1, 1),
+            (3, 2),
+            (17, 1),
+            (5, 8),
+            (4, 9),
+            (2, 17),
+            (40, 6),
+            (6, 7),
+        ] {
             out.push((n, k, m));
         }
     }
@@ -262,7 +271,7 @@ fn a_row_alone_or_with_others(backend: Backend) {
         let (n, k) = (5, format.block_values() * 6);
         let data = random_weights(&mut rng, format, n, k);
         let w = Weights::new(format, &data, n, k).unwrap();
-        for m in [2, 3, 5, 9, 17] {
+        for m in [2, 3, 5, 7, 9, 17] {
             let x = random_x(&mut rng, m * k);
             let mut together = vec![0f32; m * n];
             matmul(backend, &w, &x, m, &mut together, &Serial).unwrap();
