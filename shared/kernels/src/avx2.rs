@@ -1,31 +1,38 @@
 //! AVX2 kernels (with FMA and F16C: Intel Haswell and AMD Zen onwards), for CPUs without
 //! AVX-512.
 //!
-//! One weight row at a time against up to [`GROUP`] activation rows: each block is unpacked into
-//! 256-bit registers of 32 values once and multiplied with every row of the group. More rows
-//! come four at a time over a tile of weight rows small enough to stay in the L1 cache, so the
-//! weights are read from memory once whatever the number of rows.
-//!
 //! The integer products are `vpmaddubsw` (u8 × i8 → i16 pairs), then `vpmaddwd` (i16 pairs → i32)
 //! against ones, or against the sub-block scales for the K formats. `Q8_0`'s weights are signed:
 //! the product takes `|q_w|` and the activations with `q_w`'s sign (`vpsignb`), as llama.cpp does.
 //! Each block's integer sum is scaled by `d_w · d_x` in f64, exactly as the reference does (see
-//! `portable`). The 32-value formats take four blocks at a time: their sums folded into four f64
-//! lanes and scaled together (one fused multiply-add, so the product is not rounded), with `d_x`
-//! read in f64 from the activations, and for `Q4_1` and `Q5_0` the term `c_w · d_x Σ q_x` from
-//! the activations' `d_x Σ q_x`: a few operations per four blocks where a block at a time cost a
-//! dozen per block (they ran 1.6-3.5 × faster). The K formats, with 256 values to a block, gained
-//! nothing from it (measured) and add a block at a time. Every row goes through
-//! the same instructions whatever the group: a row gets the same f32 alone or with others.
+//! `portable`): one fused multiply-add per block and row, so the product is not rounded.
+//!
+//! Three shapes, by format and number of activation rows; the weights are walked tile by tile
+//! (small enough to stay in the L1 cache) so they are read from memory once whatever the rows:
+//! - **32-value formats, up to 4 rows at a time** ([`small_row`]): four blocks unpacked into
+//!   registers, each row's four block sums folded into four f64 lanes and scaled together, with
+//!   `d_x` and, for `Q4_1`'s minimum and `Q5_0`'s offset, `d_x Σ q_x` read in f64 from the
+//!   activations (1.6-3.5 × faster than a block at a time).
+//! - **32-value formats, 8 rows at a time** ([`small_row8`], for batches): the rows interleaved
+//!   four values at a time, four weights broadcast to all eight, so one `vpmaddubsw` advances every
+//!   row and the sums come out one row per lane with no horizontal folding.
+//! - **`Q4_K` and `Q6_K`, up to 8 rows** ([`q4k_row`], [`q6k_row`]): 32 values (one sub-block) at a
+//!   time against every row, so a block's unpacked values and scales never sit in registers all at
+//!   once (holding a whole block for 4 rows spilled, and a forward over 8 tokens cost 4-4.8 × one
+//!   token; this way 2.4-2.6 ×); the rows' block sums then folded four rows to a register.
+//!
+//! Every row goes through the same f64 arithmetic whatever the shape and the group: a row gets
+//! the same f32 alone or with others (the kernel tests check it to the bit).
 
 // Loops index several parallel arrays (accumulators, pointers, registers) by row or sub-block.
 #![allow(clippy::needless_range_loop)]
 
 use crate::activations::q4k_slot;
-use crate::driver::by_tiles_and_groups;
-use crate::x86::{f16, hsum256d, q4k_scales_mins_words};
+use crate::driver::by_tiles;
+use crate::x86::{f16, hsum256d, q4k_scales_mins_words, sum4};
 use crate::{Activations, Format};
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 /// Activation rows multiplied with one unpacked weight block: [`MAX_GROUP`] for `Q4_K`, whose
 /// kernel holds one sub-block at a time, else 4.
@@ -51,28 +58,68 @@ pub(crate) unsafe fn rows(
     dst: &mut [f32],
 ) {
     debug_assert_eq!(row_bytes, format.row_bytes(a.cols));
-    // Each group's pointers once, not once per weight row (a few percent of a batched pass).
-    let group = group(format);
-    let groups: Vec<RowPtrs> = (0..a.rows)
-        .step_by(group)
-        .map(|r0| RowPtrs::new(format, a, r0, (a.rows - r0).min(group)))
-        .collect();
-    by_tiles_and_groups(data, row_bytes, a.rows, group, dst, |row, r0, outs| {
-        let p = &groups[r0 / group];
+    // Each group's pointers (or interleaved rows) once, not once per weight row.
+    let units = units(format, a);
+    let ranges: Vec<Range<usize>> = units.iter().map(|(r, _)| r.clone()).collect();
+    by_tiles(data, row_bytes, a.rows, &ranges, dst, |row, i, outs| {
         // SAFETY: the caller's contract.
+        unsafe { units[i].1.run(format, row, outs) }
+    });
+}
+
+/// How a group of activation rows goes through the kernels.
+enum Unit {
+    /// Up to [`group`]`(format)` rows, each a block at a time.
+    Rows(RowPtrs),
+    /// Eight rows of a 32-value format, interleaved ([`small_row8`]).
+    Interleaved(Interleaved8),
+}
+
+/// The groups of `a`'s rows: for the 32-value formats, eight at a time interleaved and the rest
+/// up to four at a time; for the others [`group`] at a time.
+fn units(format: Format, a: &Activations) -> Vec<(Range<usize>, Unit)> {
+    let mut units = Vec::new();
+    let mut r0 = 0;
+    if format.block_values() == 32 {
+        while a.rows - r0 >= 8 {
+            units.push((r0..r0 + 8, Unit::Interleaved(Interleaved8::new(a, r0))));
+            r0 += 8;
+        }
+    }
+    let group = group(format);
+    while r0 < a.rows {
+        let g = (a.rows - r0).min(group);
+        units.push((r0..r0 + g, Unit::Rows(RowPtrs::new(format, a, r0, g))));
+        r0 += g;
+    }
+    units
+}
+
+impl Unit {
+    /// One weight row against this group's rows.
+    #[inline(always)]
+    unsafe fn run(&self, format: Format, row: &[u8], outs: &mut [f32]) {
         unsafe {
-            match outs.len() {
-                1 => row_kernel::<1>(format, row, p, outs),
-                2 => row_kernel::<2>(format, row, p, outs),
-                3 => row_kernel::<3>(format, row, p, outs),
-                4 => row_kernel::<4>(format, row, p, outs),
-                5 => k_row::<5>(format, row, p, outs),
-                6 => k_row::<6>(format, row, p, outs),
-                7 => k_row::<7>(format, row, p, outs),
-                _ => k_row::<8>(format, row, p, outs),
+            match self {
+                Unit::Interleaved(il) => match format {
+                    Format::Q8_0 => q8_0_row8(row, il, outs),
+                    Format::Q5_0 => q5_0_row8(row, il, outs),
+                    Format::Q4_1 => q4_1_row8(row, il, outs),
+                    Format::Q4K | Format::Q6K => unreachable!("built for the 32-value formats"),
+                },
+                Unit::Rows(p) => match outs.len() {
+                    1 => row_kernel::<1>(format, row, p, outs),
+                    2 => row_kernel::<2>(format, row, p, outs),
+                    3 => row_kernel::<3>(format, row, p, outs),
+                    4 => row_kernel::<4>(format, row, p, outs),
+                    5 => k_row::<5>(format, row, p, outs),
+                    6 => k_row::<6>(format, row, p, outs),
+                    7 => k_row::<7>(format, row, p, outs),
+                    _ => k_row::<8>(format, row, p, outs),
+                },
             }
         }
-    });
+    }
 }
 
 /// One weight row against the `G` activation rows of `p`.
@@ -214,6 +261,18 @@ trait SmallFormat {
     unsafe fn dot(w: &Self::Unpacked, x: __m256i) -> __m256i;
     /// `c_w` of the four blocks from `bp`, as f64 lanes (with `HAS_TERM`).
     unsafe fn terms(bp: *const u8) -> __m256d;
+    /// `c_w` of the block at `bp` (with `HAS_TERM`), the value [`SmallFormat::terms`] gives it.
+    unsafe fn term(bp: *const u8) -> f64;
+    /// Whether the weights are signed (`Q8_0`): the product then takes `|q_w|`, and the
+    /// activations with the sign of `q_w`.
+    const SIGNED: bool;
+    /// The block's 32 weights as the unsigned bytes `vpmaddubsw` takes (`|q_w|` when signed).
+    unsafe fn magnitudes(w: &Self::Unpacked) -> __m256i;
+    /// Signed formats: the weights whose signs go on the activations.
+    unsafe fn signs(w: &Self::Unpacked) -> __m256i;
+    /// How many `vpmaddubsw` results (pairs of products, each at most `2 · 127 · max u_w`) can be
+    /// added as i16 before they are widened: `32767 / (254 · max u_w)`.
+    const I16_STEPS: usize;
 }
 
 /// `Q8_0`: `Σ |q_w| · (q_x with the sign of q_w)`.
@@ -237,6 +296,21 @@ impl SmallFormat for Q8_0 {
     unsafe fn terms(_: *const u8) -> __m256d {
         _mm256_setzero_pd()
     }
+    #[inline(always)]
+    unsafe fn term(_: *const u8) -> f64 {
+        0.0
+    }
+    const SIGNED: bool = true;
+    #[inline(always)]
+    unsafe fn magnitudes(w: &Self::Unpacked) -> __m256i {
+        w.1
+    }
+    #[inline(always)]
+    unsafe fn signs(w: &Self::Unpacked) -> __m256i {
+        w.0
+    }
+    /// `2 · 127 · 127` already fills an i16.
+    const I16_STEPS: usize = 1;
 }
 
 /// `Q5_0`: `Σ u_w q_x − 16 Σ q_x` with `u_w = q_w + 16` in 0..31, so `c_w = −16 d_w`.
@@ -262,6 +336,21 @@ impl SmallFormat for Q5_0 {
     unsafe fn terms(bp: *const u8) -> __m256d {
         unsafe { _mm256_mul_pd(scales4(bp, 22), _mm256_set1_pd(-16.0)) }
     }
+    #[inline(always)]
+    unsafe fn term(bp: *const u8) -> f64 {
+        unsafe { f16(bp) as f64 * -16.0 }
+    }
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn magnitudes(w: &__m256i) -> __m256i {
+        *w
+    }
+    #[inline(always)]
+    unsafe fn signs(w: &__m256i) -> __m256i {
+        *w
+    }
+    /// `u_w ≤ 31`: `4 · 254 · 31 = 31496`.
+    const I16_STEPS: usize = 4;
 }
 
 /// `Q4_1`: `Σ q_w q_x` plus the minimum `m_w · d_x Σ q_x`.
@@ -283,6 +372,21 @@ impl SmallFormat for Q4_1 {
     unsafe fn terms(bp: *const u8) -> __m256d {
         unsafe { scales4(bp.add(2), 20) }
     }
+    #[inline(always)]
+    unsafe fn term(bp: *const u8) -> f64 {
+        unsafe { f16(bp.add(2)) as f64 }
+    }
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn magnitudes(w: &__m256i) -> __m256i {
+        *w
+    }
+    #[inline(always)]
+    unsafe fn signs(w: &__m256i) -> __m256i {
+        *w
+    }
+    /// `q_w ≤ 15`: `8 · 254 · 15 = 30480`.
+    const I16_STEPS: usize = 8;
 }
 
 /// The f16s at `bp` and `stride`, 2 · `stride` and 3 · `stride` bytes on (one per block of four),
@@ -299,9 +403,37 @@ unsafe fn scales4(bp: *const u8, stride: usize) -> __m256d {
 /// The sums of the eight i32 lanes of each of four vectors: `[Σ s0, Σ s1, Σ s2, Σ s3]`.
 #[inline(always)]
 unsafe fn fold4(s0: __m256i, s1: __m256i, s2: __m256i, s3: __m256i) -> __m128i {
-    // Per 128-bit half: [s0 01, s0 23, s1 01, s1 23], then [s0 0123, s1 0123, s2 0123, s3 0123].
-    let c = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
+    // Per 128-bit half: [s0 02, s1 02, s0 13, s1 13] and the same of s2, s3, then
+    // [s0 0123, s1 0123, s2 0123, s3 0123]. (Unpacks and adds: `vphaddd` costs several
+    // operations on AMD's cores.)
+    let a = _mm256_add_epi32(_mm256_unpacklo_epi32(s0, s1), _mm256_unpackhi_epi32(s0, s1));
+    let b = _mm256_add_epi32(_mm256_unpacklo_epi32(s2, s3), _mm256_unpackhi_epi32(s2, s3));
+    let c = _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
     _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256::<1>(c))
+}
+
+/// [`fold4`] of 128-bit vectors: `[Σ s0, Σ s1, Σ s2, Σ s3]` of four lanes each.
+#[inline(always)]
+unsafe fn fold4_128(s0: __m128i, s1: __m128i, s2: __m128i, s3: __m128i) -> __m128i {
+    let a = _mm_add_epi32(_mm_unpacklo_epi32(s0, s1), _mm_unpackhi_epi32(s0, s1));
+    let b = _mm_add_epi32(_mm_unpacklo_epi32(s2, s3), _mm_unpackhi_epi32(s2, s3));
+    _mm_add_epi32(_mm_unpacklo_epi64(a, b), _mm_unpackhi_epi64(a, b))
+}
+
+/// Rows `4h .. 4h + 4`'s sums of `s` in lanes 0-3 ([`fold4`]); with one row, its sum in lane 0
+/// by a cheaper route (the other lanes are not read), the same integer.
+#[inline(always)]
+unsafe fn fold_rows<const G: usize>(s: [__m256i; MAX_GROUP], h: usize) -> __m128i {
+    if G == 1 {
+        let v = _mm_add_epi32(
+            _mm256_castsi256_si128(s[0]),
+            _mm256_extracti128_si256::<1>(s[0]),
+        );
+        let v = _mm_add_epi32(v, _mm_shuffle_epi32::<0b1110>(v));
+        _mm_add_epi32(v, _mm_shuffle_epi32::<0b0001>(v))
+    } else {
+        fold4(s[4 * h], s[4 * h + 1], s[4 * h + 2], s[4 * h + 3])
+    }
 }
 
 /// A 32-value format's weight row against the `G` rows of `p`, four blocks at a time
@@ -379,6 +511,129 @@ unsafe fn q4_1_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     unsafe { small_row::<Q4_1, G>(row, p, outs) }
 }
 
+/// Eight activation rows interleaved for [`small_row8`]: per block, eight 32-byte chunks, chunk
+/// `c` holding values `4c .. 4c + 4` of each row in turn (so one register holds the same four
+/// positions of the eight rows); and per block the rows' `d_x` and `d_x Σ q_x`, 8 f64 lanes.
+struct Interleaved8 {
+    qs: Vec<i8>,
+    d: Vec<f64>,
+    dsum: Vec<f64>,
+}
+
+impl Interleaved8 {
+    /// Rows `r0 .. r0 + 8` of `a` (a 32-value format's activations, with `d64` built).
+    fn new(a: &Activations, r0: usize) -> Self {
+        let blocks = a.cols / 32;
+        let mut il = Interleaved8 {
+            qs: vec![0; blocks * 256],
+            d: vec![0.0; blocks * 8],
+            dsum: vec![0.0; blocks * 8],
+        };
+        for t in 0..8 {
+            let (x, d, dsum) = (a.row_qs(r0 + t), a.row_d64(r0 + t), a.row_dsum64(r0 + t));
+            for (c, vals) in x[..a.cols].chunks_exact(4).enumerate() {
+                il.qs[(8 * c + t) * 4..][..4].copy_from_slice(vals);
+            }
+            for b in 0..blocks {
+                il.d[8 * b + t] = d[b];
+                il.dsum[8 * b + t] = dsum[b];
+            }
+        }
+        il
+    }
+}
+
+/// A 32-value format's weight row against eight interleaved rows, for batches: each step
+/// broadcasts four weights to all eight rows (`vpbroadcastd`), so one `vpmaddubsw` advances every
+/// row and the integer sums come out one row per lane, with no horizontal folding; `I16_STEPS`
+/// steps add up as i16 before one `vpmaddwd`.
+///
+/// The f64 arithmetic is the row path's ([`small_row`]), lane for lane: block `b` of a row goes
+/// into accumulator lane `b % 4` by the same fused multiply-add, and the lanes are summed in the
+/// same order, so a row gets the same f32 here as alone.
+#[inline(always)]
+unsafe fn small_row8<F: SmallFormat>(row: &[u8], il: &Interleaved8, outs: &mut [f32]) {
+    let blocks = row.len() / F::BYTES;
+    // [products, terms][block % 4][rows 0-3, rows 4-7].
+    let mut acc = [[[_mm256_setzero_pd(); 2]; 4]; 2];
+    let mut mag = [0u8; 32];
+    let mut sgn = [0u8; 32];
+    for b in 0..blocks {
+        unsafe {
+            let bp = row.as_ptr().add(b * F::BYTES);
+            let w = F::unpack(bp);
+            _mm256_storeu_si256(mag.as_mut_ptr() as *mut __m256i, F::magnitudes(&w));
+            if F::SIGNED {
+                _mm256_storeu_si256(sgn.as_mut_ptr() as *mut __m256i, F::signs(&w));
+            }
+            let four = |bytes: &[u8; 32], c: usize| {
+                _mm256_set1_epi32(std::ptr::read_unaligned(
+                    bytes.as_ptr().add(4 * c) as *const i32
+                ))
+            };
+            let x = il.qs.as_ptr().add(256 * b);
+            let mut s = _mm256_setzero_si256();
+            for c0 in (0..8).step_by(F::I16_STEPS) {
+                let mut pairs = _mm256_setzero_si256();
+                for c in c0..c0 + F::I16_STEPS {
+                    let mut xc = _mm256_loadu_si256(x.add(32 * c) as *const __m256i);
+                    if F::SIGNED {
+                        xc = _mm256_sign_epi8(xc, four(&sgn, c));
+                    }
+                    pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(four(&mag, c), xc));
+                }
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+            }
+            let (i, dw) = (b % 4, _mm256_set1_pd(f16(bp) as f64));
+            let halves = [_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s)];
+            for h in 0..2 {
+                let dx = _mm256_loadu_pd(il.d.as_ptr().add(8 * b + 4 * h));
+                let sums = _mm256_cvtepi32_pd(halves[h]);
+                acc[0][i][h] = _mm256_fmadd_pd(sums, _mm256_mul_pd(dw, dx), acc[0][i][h]);
+                if F::HAS_TERM {
+                    let dsum = _mm256_loadu_pd(il.dsum.as_ptr().add(8 * b + 4 * h));
+                    let cw = _mm256_set1_pd(F::term(bp));
+                    acc[1][i][h] = _mm256_fmadd_pd(cw, dsum, acc[1][i][h]);
+                }
+            }
+        }
+    }
+    let mut lanes = [[[0f64; 8]; 4]; 2];
+    for k in 0..2 {
+        for i in 0..4 {
+            for h in 0..2 {
+                unsafe { _mm256_storeu_pd(lanes[k][i].as_mut_ptr().add(4 * h), acc[k][i][h]) };
+            }
+        }
+    }
+    for t in 0..8 {
+        let sum = |k: usize| {
+            sum4([
+                lanes[k][0][t],
+                lanes[k][1][t],
+                lanes[k][2][t],
+                lanes[k][3][t],
+            ])
+        };
+        outs[t] = (sum(0) + sum(1)) as f32;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_row8(row: &[u8], il: &Interleaved8, outs: &mut [f32]) {
+    unsafe { small_row8::<Q8_0>(row, il, outs) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_row8(row: &[u8], il: &Interleaved8, outs: &mut [f32]) {
+    unsafe { small_row8::<Q5_0>(row, il, outs) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_row8(row: &[u8], il: &Interleaved8, outs: &mut [f32]) {
+    unsafe { small_row8::<Q4_1>(row, il, outs) }
+}
+
 /// `Q4_K`: `Σ_b d d_x Σ_sb s_sb (q · x) − dmin d_x Σ_sb n_sb Σx`.
 ///
 /// One sub-block (32 values) at a time against every row of the group (up to 8), so that a
@@ -431,8 +686,8 @@ unsafe fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
             for h in 0..halves {
                 let dx = _mm256_loadu_pd(p.lanes.as_ptr().add(b * MAX_GROUP + 4 * h));
                 let [m0, m1, m2, m3] = [m[4 * h], m[4 * h + 1], m[4 * h + 2], m[4 * h + 3]];
-                let mins = _mm_hadd_epi32(_mm_hadd_epi32(m0, m1), _mm_hadd_epi32(m2, m3));
-                let sums = fold4(s[4 * h], s[4 * h + 1], s[4 * h + 2], s[4 * h + 3]);
+                let mins = fold4_128(m0, m1, m2, m3);
+                let sums = fold_rows::<G>(s, h);
                 // `d · d_x` and `dmin · d_x` are exact in f64; one rounding per fma.
                 let scaled = _mm256_cvtepi32_pd(sums);
                 acc[h] = _mm256_fmadd_pd(scaled, _mm256_mul_pd(d, dx), acc[h]);
@@ -484,7 +739,7 @@ unsafe fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
             let d = _mm256_set1_pd(f16(bp.add(208)) as f64);
             for h in 0..halves {
                 let dx = _mm256_loadu_pd(p.lanes.as_ptr().add(b * MAX_GROUP + 4 * h));
-                let sums = fold4(s[4 * h], s[4 * h + 1], s[4 * h + 2], s[4 * h + 3]);
+                let sums = fold_rows::<G>(s, h);
                 // `d · d_x` is exact in f64; one rounding per fma.
                 acc[h] = _mm256_fmadd_pd(_mm256_cvtepi32_pd(sums), _mm256_mul_pd(d, dx), acc[h]);
             }

@@ -136,15 +136,35 @@ pub(crate) const TILE_BYTES: usize = 16 << 10;
 /// activation rows `group` at a time: `f(row, r0, outs)` for each weight row of the tile, with
 /// `outs` its outputs for activation rows `r0 .. r0 + g` (`dst[j · m + r]` is row `j` times
 /// activation row `r`). The weights are read from memory once whatever `m`.
-#[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "wasm32")),
-    allow(dead_code)
-)]
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the WebAssembly kernels
 pub(crate) fn by_tiles_and_groups(
     data: &[u8],
     row_bytes: usize,
     m: usize,
     group: usize,
+    dst: &mut [f32],
+    mut f: impl FnMut(&[u8], usize, &mut [f32]),
+) {
+    let groups: Vec<Range<usize>> = (0..m)
+        .step_by(group)
+        .map(|r0| r0..(r0 + group).min(m))
+        .collect();
+    by_tiles(data, row_bytes, m, &groups, dst, |row, i, outs| {
+        f(row, groups[i].start, outs)
+    });
+}
+
+/// [`by_tiles_and_groups`] with groups of activation rows of any sizes (`groups` must cover
+/// `0..m` in order): `f(row, i, outs)` with `outs` the outputs for the rows of `groups[i]`.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "wasm32")),
+    allow(dead_code)
+)]
+pub(crate) fn by_tiles(
+    data: &[u8],
+    row_bytes: usize,
+    m: usize,
+    groups: &[Range<usize>],
     dst: &mut [f32],
     mut f: impl FnMut(&[u8], usize, &mut [f32]),
 ) {
@@ -154,10 +174,9 @@ pub(crate) fn by_tiles_and_groups(
         .chunks(tile_rows * row_bytes)
         .zip(dst.chunks_mut(tile_rows * m))
     {
-        for r0 in (0..m).step_by(group) {
-            let g = (m - r0).min(group);
+        for (i, rows) in groups.iter().enumerate() {
             for (row, outs) in tile.chunks_exact(row_bytes).zip(outs.chunks_exact_mut(m)) {
-                f(row, r0, &mut outs[r0..r0 + g]);
+                f(row, i, &mut outs[rows.clone()]);
             }
         }
     }

@@ -18,12 +18,18 @@ pub(crate) fn scale(a: f32, b: f32) -> f64 {
     a as f64 * b as f64
 }
 
-/// The sum of the four lanes.
+/// The sum of the four lanes ([`sum4`]).
 #[inline(always)]
 pub(crate) unsafe fn hsum256d(v: __m256d) -> f64 {
     let mut out = [0f64; 4];
     unsafe { _mm256_storeu_pd(out.as_mut_ptr(), v) };
-    out.iter().sum()
+    sum4(out)
+}
+
+/// `((l0 + l1) + l2) + l3`: every kernel that must agree to the last bit sums four lanes so.
+#[inline(always)]
+pub(crate) fn sum4(l: [f64; 4]) -> f64 {
+    l.iter().sum()
 }
 
 /// `Q4_K`'s 6-bit scales and mins of the block at `bp` (bytes 4..16), unpacked the way ggml does
