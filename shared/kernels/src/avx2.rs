@@ -13,9 +13,9 @@
 //!   registers, each row's four block sums folded into four f64 lanes and scaled together, with
 //!   `d_x` and, for `Q4_1`'s minimum and `Q5_0`'s offset, `d_x Σ q_x` read in f64 from the
 //!   activations (1.6-3.5 × faster than a block at a time).
-//! - **32-value formats, 8 rows at a time** ([`small_row8`], for batches): the rows interleaved
-//!   four values at a time, four weights broadcast to all eight, so one `vpmaddubsw` advances every
-//!   row and the sums come out one row per lane with no horizontal folding.
+//! - **32-value formats, 8 or 16 rows at a time** ([`small_rows8`], for batches): the rows
+//!   interleaved four values at a time, four weights broadcast to eight rows, so one `vpmaddubsw`
+//!   advances eight rows and the sums come out one row per lane with no horizontal folding.
 //! - **`Q4_K` and `Q6_K`, up to 8 rows** ([`q4k_row`], [`q6k_row`]): 32 values (one sub-block) at a
 //!   time against every row, so a block's unpacked values and scales never sit in registers all at
 //!   once (holding a whole block for 4 rows spilled, and a forward over 8 tokens cost 4-4.8 × one
@@ -70,9 +70,10 @@ pub(crate) unsafe fn rows(
 /// How a group of activation rows goes through the kernels.
 enum Unit {
     /// Up to [`group`]`(format)` rows, each a block at a time.
-    Rows(RowPtrs),
-    /// Eight rows of a 32-value format, interleaved ([`small_row8`]).
-    Interleaved(Interleaved8),
+    Rows(Box<RowPtrs>),
+    /// Eight or sixteen rows of a 32-value format, interleaved eight at a time
+    /// ([`small_rows8`]).
+    Interleaved(Vec<Interleaved8>),
 }
 
 /// The groups of `a`'s rows: for the 32-value formats, eight at a time interleaved and the rest
@@ -82,14 +83,19 @@ fn units(format: Format, a: &Activations) -> Vec<(Range<usize>, Unit)> {
     let mut r0 = 0;
     if format.block_values() == 32 {
         while a.rows - r0 >= 8 {
-            units.push((r0..r0 + 8, Unit::Interleaved(Interleaved8::new(a, r0))));
-            r0 += 8;
+            let n = if a.rows - r0 >= 16 { 2 } else { 1 };
+            let ils = (0..n).map(|g| Interleaved8::new(a, r0 + 8 * g)).collect();
+            units.push((r0..r0 + 8 * n, Unit::Interleaved(ils)));
+            r0 += 8 * n;
         }
     }
     let group = group(format);
     while r0 < a.rows {
         let g = (a.rows - r0).min(group);
-        units.push((r0..r0 + g, Unit::Rows(RowPtrs::new(format, a, r0, g))));
+        units.push((
+            r0..r0 + g,
+            Unit::Rows(Box::new(RowPtrs::new(format, a, r0, g))),
+        ));
         r0 += g;
     }
     units
@@ -101,11 +107,14 @@ impl Unit {
     unsafe fn run(&self, format: Format, row: &[u8], outs: &mut [f32]) {
         unsafe {
             match self {
-                Unit::Interleaved(il) => match format {
-                    Format::Q8_0 => q8_0_row8(row, il, outs),
-                    Format::Q5_0 => q5_0_row8(row, il, outs),
-                    Format::Q4_1 => q4_1_row8(row, il, outs),
-                    Format::Q4K | Format::Q6K => unreachable!("built for the 32-value formats"),
+                Unit::Interleaved(ils) => match (format, &ils[..]) {
+                    (Format::Q8_0, [a]) => q8_0_rows8(row, [a], outs),
+                    (Format::Q8_0, [a, b]) => q8_0_rows8(row, [a, b], outs),
+                    (Format::Q5_0, [a]) => q5_0_rows8(row, [a], outs),
+                    (Format::Q5_0, [a, b]) => q5_0_rows8(row, [a, b], outs),
+                    (Format::Q4_1, [a]) => q4_1_rows8(row, [a], outs),
+                    (Format::Q4_1, [a, b]) => q4_1_rows8(row, [a, b], outs),
+                    _ => unreachable!("one or two groups of a 32-value format"),
                 },
                 Unit::Rows(p) => match outs.len() {
                     1 => row_kernel::<1>(format, row, p, outs),
@@ -511,7 +520,7 @@ unsafe fn q4_1_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     unsafe { small_row::<Q4_1, G>(row, p, outs) }
 }
 
-/// Eight activation rows interleaved for [`small_row8`]: per block, eight 32-byte chunks, chunk
+/// Eight activation rows interleaved for [`small_rows8`]: per block, eight 32-byte chunks, chunk
 /// `c` holding values `4c .. 4c + 4` of each row in turn (so one register holds the same four
 /// positions of the eight rows); and per block the rows' `d_x` and `d_x Σ q_x`, 8 f64 lanes.
 struct Interleaved8 {
@@ -529,11 +538,15 @@ impl Interleaved8 {
             d: vec![0.0; blocks * 8],
             dsum: vec![0.0; blocks * 8],
         };
-        for t in 0..8 {
-            let (x, d, dsum) = (a.row_qs(r0 + t), a.row_d64(r0 + t), a.row_dsum64(r0 + t));
-            for (c, vals) in x[..a.cols].chunks_exact(4).enumerate() {
-                il.qs[(8 * c + t) * 4..][..4].copy_from_slice(vals);
+        // Four values at a time as one u32, in the order they are written.
+        let rows: [&[i8]; 8] = std::array::from_fn(|t| &a.row_qs(r0 + t)[..a.cols]);
+        for (c, out) in il.qs.chunks_exact_mut(32).enumerate() {
+            for (t, four) in out.chunks_exact_mut(4).enumerate() {
+                four.copy_from_slice(&rows[t][4 * c..4 * c + 4]);
             }
+        }
+        for t in 0..8 {
+            let (d, dsum) = (a.row_d64(r0 + t), a.row_dsum64(r0 + t));
             for b in 0..blocks {
                 il.d[8 * b + t] = d[b];
                 il.dsum[8 * b + t] = dsum[b];
@@ -543,19 +556,24 @@ impl Interleaved8 {
     }
 }
 
-/// A 32-value format's weight row against eight interleaved rows, for batches: each step
-/// broadcasts four weights to all eight rows (`vpbroadcastd`), so one `vpmaddubsw` advances every
-/// row and the integer sums come out one row per lane, with no horizontal folding; `I16_STEPS`
-/// steps add up as i16 before one `vpmaddwd`.
+/// A 32-value format's weight row against `N` groups of eight interleaved rows, for batches:
+/// each step broadcasts four weights to all eight rows of a group (`vpbroadcastd`), so one
+/// `vpmaddubsw` advances every row and the integer sums come out one row per lane, with no
+/// horizontal folding; `I16_STEPS` steps add up as i16 before one `vpmaddwd`. Two groups share
+/// each block's unpacking, broadcasts and scales.
 ///
 /// The f64 arithmetic is the row path's ([`small_row`]), lane for lane: block `b` of a row goes
 /// into accumulator lane `b % 4` by the same fused multiply-add, and the lanes are summed in the
 /// same order, so a row gets the same f32 here as alone.
 #[inline(always)]
-unsafe fn small_row8<F: SmallFormat>(row: &[u8], il: &Interleaved8, outs: &mut [f32]) {
+unsafe fn small_rows8<F: SmallFormat, const N: usize>(
+    row: &[u8],
+    ils: [&Interleaved8; N],
+    outs: &mut [f32],
+) {
     let blocks = row.len() / F::BYTES;
-    // [products, terms][block % 4][rows 0-3, rows 4-7].
-    let mut acc = [[[_mm256_setzero_pd(); 2]; 4]; 2];
+    // [products, terms][block % 4][group, rows 0-3 / 4-7].
+    let mut acc = [[[[_mm256_setzero_pd(); 2]; N]; 4]; 2];
     let mut mag = [0u8; 32];
     let mut sgn = [0u8; 32];
     for b in 0..blocks {
@@ -571,67 +589,81 @@ unsafe fn small_row8<F: SmallFormat>(row: &[u8], il: &Interleaved8, outs: &mut [
                     bytes.as_ptr().add(4 * c) as *const i32
                 ))
             };
-            let x = il.qs.as_ptr().add(256 * b);
-            let mut s = _mm256_setzero_si256();
+            let x: [*const i8; N] = std::array::from_fn(|g| ils[g].qs.as_ptr().add(256 * b));
+            let mut s = [_mm256_setzero_si256(); N];
             for c0 in (0..8).step_by(F::I16_STEPS) {
-                let mut pairs = _mm256_setzero_si256();
+                let mut pairs = [_mm256_setzero_si256(); N];
                 for c in c0..c0 + F::I16_STEPS {
-                    let mut xc = _mm256_loadu_si256(x.add(32 * c) as *const __m256i);
-                    if F::SIGNED {
-                        xc = _mm256_sign_epi8(xc, four(&sgn, c));
+                    let wc = four(&mag, c);
+                    for g in 0..N {
+                        let mut xc = _mm256_loadu_si256(x[g].add(32 * c) as *const __m256i);
+                        if F::SIGNED {
+                            xc = _mm256_sign_epi8(xc, four(&sgn, c));
+                        }
+                        pairs[g] = _mm256_add_epi16(pairs[g], _mm256_maddubs_epi16(wc, xc));
                     }
-                    pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(four(&mag, c), xc));
                 }
-                s = _mm256_add_epi32(s, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+                for g in 0..N {
+                    s[g] =
+                        _mm256_add_epi32(s[g], _mm256_madd_epi16(pairs[g], _mm256_set1_epi16(1)));
+                }
             }
             let (i, dw) = (b % 4, _mm256_set1_pd(f16(bp) as f64));
-            let halves = [_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s)];
-            for h in 0..2 {
-                let dx = _mm256_loadu_pd(il.d.as_ptr().add(8 * b + 4 * h));
-                let sums = _mm256_cvtepi32_pd(halves[h]);
-                acc[0][i][h] = _mm256_fmadd_pd(sums, _mm256_mul_pd(dw, dx), acc[0][i][h]);
-                if F::HAS_TERM {
-                    let dsum = _mm256_loadu_pd(il.dsum.as_ptr().add(8 * b + 4 * h));
-                    let cw = _mm256_set1_pd(F::term(bp));
-                    acc[1][i][h] = _mm256_fmadd_pd(cw, dsum, acc[1][i][h]);
+            let cw = _mm256_set1_pd(if F::HAS_TERM { F::term(bp) } else { 0.0 });
+            for g in 0..N {
+                let halves = [
+                    _mm256_castsi256_si128(s[g]),
+                    _mm256_extracti128_si256::<1>(s[g]),
+                ];
+                for h in 0..2 {
+                    let dx = _mm256_loadu_pd(ils[g].d.as_ptr().add(8 * b + 4 * h));
+                    let sums = _mm256_cvtepi32_pd(halves[h]);
+                    acc[0][i][g][h] = _mm256_fmadd_pd(sums, _mm256_mul_pd(dw, dx), acc[0][i][g][h]);
+                    if F::HAS_TERM {
+                        let dsum = _mm256_loadu_pd(ils[g].dsum.as_ptr().add(8 * b + 4 * h));
+                        acc[1][i][g][h] = _mm256_fmadd_pd(cw, dsum, acc[1][i][g][h]);
+                    }
                 }
             }
         }
     }
-    let mut lanes = [[[0f64; 8]; 4]; 2];
-    for k in 0..2 {
-        for i in 0..4 {
-            for h in 0..2 {
-                unsafe { _mm256_storeu_pd(lanes[k][i].as_mut_ptr().add(4 * h), acc[k][i][h]) };
+    for g in 0..N {
+        let mut lanes = [[[0f64; 8]; 4]; 2];
+        for k in 0..2 {
+            for i in 0..4 {
+                for h in 0..2 {
+                    let at = lanes[k][i].as_mut_ptr().add(4 * h);
+                    unsafe { _mm256_storeu_pd(at, acc[k][i][g][h]) };
+                }
             }
         }
+        for t in 0..8 {
+            let sum = |k: usize| {
+                sum4([
+                    lanes[k][0][t],
+                    lanes[k][1][t],
+                    lanes[k][2][t],
+                    lanes[k][3][t],
+                ])
+            };
+            outs[8 * g + t] = (sum(0) + sum(1)) as f32;
+        }
     }
-    for t in 0..8 {
-        let sum = |k: usize| {
-            sum4([
-                lanes[k][0][t],
-                lanes[k][1][t],
-                lanes[k][2][t],
-                lanes[k][3][t],
-            ])
-        };
-        outs[t] = (sum(0) + sum(1)) as f32;
-    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_row8(row: &[u8], il: &Interleaved8, outs: &mut [f32]) {
-    unsafe { small_row8::<Q8_0>(row, il, outs) }
+unsafe fn q8_0_rows8<const N: usize>(row: &[u8], ils: [&Interleaved8; N], outs: &mut [f32]) {
+    unsafe { small_rows8::<Q8_0, N>(row, ils, outs) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_row8(row: &[u8], il: &Interleaved8, outs: &mut [f32]) {
-    unsafe { small_row8::<Q5_0>(row, il, outs) }
+unsafe fn q5_0_rows8<const N: usize>(row: &[u8], ils: [&Interleaved8; N], outs: &mut [f32]) {
+    unsafe { small_rows8::<Q5_0, N>(row, ils, outs) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1_row8(row: &[u8], il: &Interleaved8, outs: &mut [f32]) {
-    unsafe { small_row8::<Q4_1>(row, il, outs) }
+unsafe fn q4_1_rows8<const N: usize>(row: &[u8], ils: [&Interleaved8; N], outs: &mut [f32]) {
+    unsafe { small_rows8::<Q4_1, N>(row, ils, outs) }
 }
 
 /// `Q4_K`: `Σ_b d d_x Σ_sb s_sb (q · x) − dmin d_x Σ_sb n_sb Σx`.

@@ -86,13 +86,23 @@ pub fn matmul_quantized(
         run_rows(backend, w, rows, a, dst);
     });
     if m > 1 {
-        for (j, outs) in transposed.chunks_exact(m).enumerate() {
-            for (r, &v) in outs.iter().enumerate() {
-                y[r * n + j] = v;
+        transpose(&transposed, n, m, y);
+    }
+    Ok(())
+}
+
+/// `y[r · n + j] = t[j · m + r]`, a band of 16 columns of `y` at a time, so that both sides stay
+/// in the cache for large `m` (one column at a time wrote `m` rows apart: 5 % of a batched pass).
+fn transpose(t: &[f32], n: usize, m: usize, y: &mut [f32]) {
+    const BAND: usize = 16;
+    for j0 in (0..n).step_by(BAND) {
+        let j1 = (j0 + BAND).min(n);
+        for (r, y_row) in y.chunks_exact_mut(n).enumerate() {
+            for (j, v) in y_row[j0..j1].iter_mut().enumerate() {
+                *v = t[(j0 + j) * m + r];
             }
         }
     }
-    Ok(())
 }
 
 /// Rows `rows` of `w` against every activation row: `dst[(j − rows.start) · m + r]`.
