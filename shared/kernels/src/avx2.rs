@@ -45,25 +45,42 @@ const fn group(format: Format) -> usize {
 
 const MAX_GROUP: usize = 8;
 
-/// Rows of `format` weights (`data`, `row_bytes` each) against all activation rows of `a`;
-/// `dst[j · m + r]` gets row `j` times activation row `r`.
+/// What a product's activation rows need before the kernels run (each group's pointers, or its
+/// rows interleaved): made once per product and shared by its threads ([`prepare`]).
+pub(crate) struct Prepared {
+    units: Vec<(Range<usize>, Unit)>,
+    ranges: Vec<Range<usize>>,
+}
+
+// SAFETY: the pointers in `RowPtrs` point into the `Activations` the product borrows for its
+// whole duration, which nothing writes while the threads read.
+unsafe impl Sync for Prepared {}
+unsafe impl Send for Prepared {}
+
+/// The groups of `a`'s rows for `format` weights, ready for [`rows`].
+pub(crate) fn prepare(format: Format, a: &Activations) -> Prepared {
+    let units = units(format, a);
+    let ranges = units.iter().map(|(r, _)| r.clone()).collect();
+    Prepared { units, ranges }
+}
+
+/// Rows of `format` weights (`data`, `row_bytes` each) against all `m` activation rows prepared
+/// in `p`; `dst[j · m + r]` gets row `j` times activation row `r`.
 ///
-/// SAFETY: the CPU must have AVX2, FMA and F16C; `data` must be whole rows of `a.cols` values
-/// and `dst` hold `rows · a.rows` values.
+/// SAFETY: the CPU must have AVX2, FMA and F16C; `p` must come from [`prepare`] with the same
+/// format and activations, which must still be alive; `data` must be whole rows of their
+/// columns and `dst` hold `rows · m` values.
 pub(crate) unsafe fn rows(
     format: Format,
     data: &[u8],
     row_bytes: usize,
-    a: &Activations,
+    p: &Prepared,
+    m: usize,
     dst: &mut [f32],
 ) {
-    debug_assert_eq!(row_bytes, format.row_bytes(a.cols));
-    // Each group's pointers (or interleaved rows) once, not once per weight row.
-    let units = units(format, a);
-    let ranges: Vec<Range<usize>> = units.iter().map(|(r, _)| r.clone()).collect();
-    by_tiles(data, row_bytes, a.rows, &ranges, dst, |row, i, outs| {
+    by_tiles(data, row_bytes, m, &p.ranges, dst, |row, i, outs| {
         // SAFETY: the caller's contract.
-        unsafe { units[i].1.run(format, row, outs) }
+        unsafe { p.units[i].1.run(format, row, outs) }
     });
 }
 
@@ -533,26 +550,23 @@ impl Interleaved8 {
     /// Rows `r0 .. r0 + 8` of `a` (a 32-value format's activations, with `d64` built).
     fn new(a: &Activations, r0: usize) -> Self {
         let blocks = a.cols / 32;
-        let mut il = Interleaved8 {
-            qs: vec![0; blocks * 256],
-            d: vec![0.0; blocks * 8],
-            dsum: vec![0.0; blocks * 8],
-        };
-        // Four values at a time as one u32, in the order they are written.
+        // Written in order, four values of a row at a time (nothing zeroed first).
         let rows: [&[i8]; 8] = std::array::from_fn(|t| &a.row_qs(r0 + t)[..a.cols]);
-        for (c, out) in il.qs.chunks_exact_mut(32).enumerate() {
-            for (t, four) in out.chunks_exact_mut(4).enumerate() {
-                four.copy_from_slice(&rows[t][4 * c..4 * c + 4]);
+        let mut qs = Vec::with_capacity(a.cols * 8);
+        for c in 0..a.cols / 4 {
+            for row in rows {
+                qs.extend_from_slice(&row[4 * c..4 * c + 4]);
             }
         }
-        for t in 0..8 {
-            let (d, dsum) = (a.row_d64(r0 + t), a.row_dsum64(r0 + t));
-            for b in 0..blocks {
-                il.d[8 * b + t] = d[b];
-                il.dsum[8 * b + t] = dsum[b];
-            }
+        let per_block = |f: fn(&Activations, usize) -> &[f64]| -> Vec<f64> {
+            let rows: [&[f64]; 8] = std::array::from_fn(|t| f(a, r0 + t));
+            (0..blocks).flat_map(|b| rows.map(|row| row[b])).collect()
+        };
+        Interleaved8 {
+            qs,
+            d: per_block(Activations::row_d64),
+            dsum: per_block(Activations::row_dsum64),
         }
-        il
     }
 }
 

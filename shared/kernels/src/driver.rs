@@ -79,11 +79,12 @@ pub fn matmul_quantized(
     };
     let out_t: &mut [f32] = if m == 1 { y } else { &mut transposed };
     let out = SharedOut(out_t.as_mut_ptr(), out_t.len());
+    let prepared = Prepared::new(backend, w, a);
     par.for_ranges(n, &|rows: Range<usize>| {
         // SAFETY: the ranges are disjoint (the `Parallel` contract), so each call writes its own
         // part of `out_t`, which outlives `for_ranges`.
         let dst = unsafe { out.slice(rows.start * m..rows.end * m) };
-        run_rows(backend, w, rows, a, dst);
+        run_rows(backend, w, rows, a, &prepared, dst);
     });
     if m > 1 {
         transpose(&transposed, n, m, y);
@@ -105,8 +106,32 @@ fn transpose(t: &[f32], n: usize, m: usize, y: &mut [f32]) {
     }
 }
 
+/// What a backend makes of the activations once per product, before its threads start.
+enum Prepared {
+    Nothing,
+    #[cfg(target_arch = "x86_64")]
+    Avx2(crate::avx2::Prepared),
+}
+
+impl Prepared {
+    fn new(backend: Backend, w: &Weights, a: &Activations) -> Self {
+        match backend {
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => Prepared::Avx2(crate::avx2::prepare(w.format(), a)),
+            _ => Prepared::Nothing,
+        }
+    }
+}
+
 /// Rows `rows` of `w` against every activation row: `dst[(j − rows.start) · m + r]`.
-fn run_rows(backend: Backend, w: &Weights, rows: Range<usize>, a: &Activations, dst: &mut [f32]) {
+fn run_rows(
+    backend: Backend,
+    w: &Weights,
+    rows: Range<usize>,
+    a: &Activations,
+    prepared: &Prepared,
+    dst: &mut [f32],
+) {
     let data = w.rows_data(rows.clone());
     match backend {
         Backend::Portable => {
@@ -119,7 +144,13 @@ fn run_rows(backend: Backend, w: &Weights, rows: Range<usize>, a: &Activations, 
         }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_quantized` checked `backend.is_supported()`.
-        Backend::Avx2 => unsafe { crate::avx2::rows(w.format(), data, w.row_bytes(), a, dst) },
+        Backend::Avx2 => match prepared {
+            // SAFETY: `prepared` was made from `a` for this format, which outlive this call.
+            Prepared::Avx2(p) => unsafe {
+                crate::avx2::rows(w.format(), data, w.row_bytes(), p, a.rows, dst)
+            },
+            Prepared::Nothing => unreachable!("prepared for the AVX2 backend"),
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Backend::Avx512Vnni => unsafe {

@@ -33,6 +33,7 @@ pub use loader::{LoadOptions, ModelFormat};
 
 use crate::{EngineError, Result};
 use linear::{Embedding, Linear};
+use rayon::prelude::*;
 
 /// A weight matrix as a [`Model`] holds it, `(out, in)`: what another backend (the wgpu one in
 /// `hlm-gpu`) uploads. Quantised matrices are the GGUF blocks as stored (or re-quantised to Q8_0 at
@@ -285,13 +286,24 @@ impl Model {
             let capture = capture_attention > 0 && li >= capture_from;
             captured += capture as usize;
             let (qw, kvw) = (cfg.heads * cfg.head_dim, cfg.kv_width());
-            let mut attn = Vec::with_capacity(total * qw);
-            for ((it, span), acc) in items.iter_mut().zip(&spans).zip(&mut attn_acc) {
-                let (m, p0) = (span.len(), it.cache.len());
+            for (it, span) in items.iter_mut().zip(&spans) {
                 let rows_kv = span.start * kvw..span.end * kvw;
-                it.cache.append(li, &k[rows_kv.clone()], &v[rows_kv], m);
-                let q_rows = &q[span.start * qw..span.end * qw];
-                let (a, probs) = attention::causal(cfg, q_rows, it.cache.layer(li), p0, m, capture);
+                it.cache
+                    .append(li, &k[rows_kv.clone()], &v[rows_kv], span.len());
+            }
+            // Every sequence's attention in one parallel pass: one dispatch per layer rather
+            // than one per sequence. (A cache's length moves only at `commit`, below.)
+            let per_item: Vec<(Vec<f32>, Option<Vec<f32>>)> = items
+                .par_iter()
+                .zip(spans.par_iter())
+                .map(|(it, span)| {
+                    let q_rows = &q[span.start * qw..span.end * qw];
+                    let (p0, layer_kv) = (it.cache.len(), it.cache.layer(li));
+                    attention::causal(cfg, q_rows, layer_kv, p0, span.len(), capture)
+                })
+                .collect();
+            let mut attn = Vec::with_capacity(total * qw);
+            for ((a, probs), acc) in per_item.into_iter().zip(&mut attn_acc) {
                 attn.extend_from_slice(&a);
                 if let Some(p) = probs {
                     match acc {
