@@ -114,6 +114,7 @@ enum Prepared {
 }
 
 impl Prepared {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // only AVX2 prepares
     fn new(backend: Backend, w: &Weights, a: &Activations) -> Self {
         match backend {
             #[cfg(target_arch = "x86_64")]
@@ -124,6 +125,7 @@ impl Prepared {
 }
 
 /// Rows `rows` of `w` against every activation row: `dst[(j − rows.start) · m + r]`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // only AVX2 prepares
 fn run_rows(
     backend: Backend,
     w: &Weights,
