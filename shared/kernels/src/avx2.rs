@@ -34,8 +34,9 @@ use crate::{Activations, Format};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-/// Activation rows multiplied with one unpacked weight block: [`MAX_GROUP`] for `Q4_K`, whose
-/// kernel holds one sub-block at a time, else 4.
+/// Activation rows multiplied with one unpacked weight block on the row path: [`MAX_GROUP`] for
+/// `Q4_K` and `Q6_K`, whose kernels hold 32 values at a time, else 4 (more rows of the 32-value
+/// formats go interleaved, [`small_rows8`]).
 const fn group(format: Format) -> usize {
     match format {
         Format::Q4K | Format::Q6K => MAX_GROUP,
@@ -93,8 +94,8 @@ enum Unit {
     Interleaved(Vec<Interleaved8>),
 }
 
-/// The groups of `a`'s rows: for the 32-value formats, eight at a time interleaved and the rest
-/// up to four at a time; for the others [`group`] at a time.
+/// The groups of `a`'s rows: for the 32-value formats, sixteen (or eight) at a time interleaved
+/// and the rest up to four at a time; for the others [`group`] at a time.
 fn units(format: Format, a: &Activations) -> Vec<(Range<usize>, Unit)> {
     let mut units = Vec::new();
     let mut r0 = 0;
