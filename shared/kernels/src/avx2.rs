@@ -49,8 +49,9 @@ const MAX_GROUP: usize = 8;
 /// What a product's activation rows need before the kernels run (each group's pointers, or its
 /// rows interleaved): made once per product and shared by its threads ([`prepare`]).
 pub(crate) struct Prepared {
-    units: Vec<(Range<usize>, Unit)>,
+    /// The rows of each unit, in order.
     ranges: Vec<Range<usize>>,
+    units: Vec<Unit>,
 }
 
 // SAFETY: the pointers in `RowPtrs` point into the `Activations` the product borrows for its
@@ -60,9 +61,8 @@ unsafe impl Send for Prepared {}
 
 /// The groups of `a`'s rows for `format` weights, ready for [`rows`].
 pub(crate) fn prepare(format: Format, a: &Activations) -> Prepared {
-    let units = units(format, a);
-    let ranges = units.iter().map(|(r, _)| r.clone()).collect();
-    Prepared { units, ranges }
+    let (ranges, units) = units(format, a).into_iter().unzip();
+    Prepared { ranges, units }
 }
 
 /// Rows of `format` weights (`data`, `row_bytes` each) against all `m` activation rows prepared
@@ -81,7 +81,7 @@ pub(crate) unsafe fn rows(
 ) {
     by_tiles(data, row_bytes, m, &p.ranges, dst, |row, i, outs| {
         // SAFETY: the caller's contract.
-        unsafe { p.units[i].1.run(format, row, outs) }
+        unsafe { p.units[i].run(format, row, outs) }
     });
 }
 
@@ -202,21 +202,20 @@ impl RowPtrs {
         };
         if matches!(format, Format::Q4K | Format::Q6K) {
             // Σ q per sub-block of 32 values (`Q4_K`'s mins) or group of 16 (`Q6_K`'s offset).
-            let (span, sums) = match format {
-                Format::Q4K => (
-                    8,
-                    Activations::row_sums32 as fn(&Activations, usize) -> &[i16],
-                ),
-                _ => (
-                    16,
-                    Activations::row_sums16 as fn(&Activations, usize) -> &[i16],
-                ),
+            let q4k = format == Format::Q4K;
+            let span = if q4k { 8 } else { 16 };
+            let sums = |r| {
+                if q4k {
+                    a.row_sums32(r)
+                } else {
+                    a.row_sums16(r)
+                }
             };
             let blocks = a.cols / 256;
             p.lanes = vec![0.0; blocks * MAX_GROUP];
             p.lane_sums = vec![0; blocks * MAX_GROUP * span];
             for t in 0..g {
-                let (d, sums) = (a.row_d(r0 + t), sums(a, r0 + t));
+                let (d, sums) = (a.row_d(r0 + t), sums(r0 + t));
                 for b in 0..blocks {
                     p.lanes[b * MAX_GROUP + t] = d[b] as f64;
                     let at = (b * MAX_GROUP + t) * span;
