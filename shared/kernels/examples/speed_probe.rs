@@ -82,11 +82,16 @@ fn main() {
             for _ in 0..reps {
                 matmul(backend, &w, &x, m, &mut y, &Serial).unwrap();
             }
-            let t = Instant::now();
-            for _ in 0..reps {
-                matmul(backend, &w, &x, m, &mut y, &Serial).unwrap();
-            }
-            let s = t.elapsed().as_secs_f64() / reps as f64;
+            // The best of fifteen batches: the machines here are shared and noisy.
+            let s = (0..15)
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..reps {
+                        matmul(backend, &w, &x, m, &mut y, &Serial).unwrap();
+                    }
+                    t.elapsed().as_secs_f64() / reps as f64
+                })
+                .fold(f64::INFINITY, f64::min);
             let gbs = data.len() as f64 / s / 1e9;
             println!(
                 "{format:?} {} ({m} rows): {:.2} ms, {gbs:.2} GB/s",

@@ -69,18 +69,27 @@ pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
 /// `get_scale_min_k4`): sub-blocks 0-3 keep the low 6 bits of bytes 0-3 (scales) and 4-7 (mins);
 /// sub-blocks 4-7 take a nibble of bytes 8-11 and the top 2 bits of bytes 0-7.
 pub(crate) fn q4k_scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut mn = [0u8; 8];
-    for j in 0..8 {
-        if j < 4 {
-            sc[j] = s[j] & 63;
-            mn[j] = s[j + 4] & 63;
-        } else {
-            sc[j] = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-            mn[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-        }
-    }
-    (sc, mn)
+    let w = q4k_scales_mins_words(s);
+    let pair = |a: u32, b: u32| (a as u64 | (b as u64) << 32).to_le_bytes();
+    (pair(w[0], w[1]), pair(w[2], w[3]))
+}
+
+/// [`q4k_scales_mins`] unpacked the way ggml does it, on whole words: bytes 0-7 of the four
+/// little-endian words are the eight scales, bytes 8-15 the eight mins.
+#[inline(always)]
+pub(crate) fn q4k_scales_mins_words(s: &[u8]) -> [u32; 4] {
+    const LOW6: u32 = 0x3f3f3f3f;
+    const LOW4: u32 = 0x0f0f0f0f;
+    const LOW2: u32 = 0x03030303;
+    let s: &[u8; 12] = s[..12].try_into().expect("12 bytes");
+    let word = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    [
+        w0 & LOW6,
+        (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4),
+        w1 & LOW6,
+        ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4),
+    ]
 }
 
 /// `Q6_K`'s 6-bit value `i` (0..256) of a block, before the `− 32`: the low nibble from `ql`, the

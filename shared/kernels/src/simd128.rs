@@ -26,7 +26,7 @@
 
 use crate::activations::q4k_slot;
 use crate::driver::by_tiles_and_groups;
-use crate::formats::{f16_at, q4k_scales_mins};
+use crate::formats::q4k_scales_mins_words;
 use crate::{Activations, Format};
 use core::arch::wasm32::*;
 
@@ -48,6 +48,19 @@ pub(crate) fn rows(
         .step_by(GROUP)
         .map(|r0| RowPtrs::new(a, r0, (a.rows - r0).min(GROUP)))
         .collect();
+    if a.rows == 1 && format == Format::Q8_0 {
+        // One activation row (a decode step): `Q8_0`'s weight rows two at a time share its
+        // loads (the K formats' kernels run out of registers that way).
+        let mut pairs = data.chunks_exact(2 * row_bytes);
+        let mut outs = dst.chunks_exact_mut(2);
+        for (pair, outs) in (&mut pairs).zip(&mut outs) {
+            q8_0_pair(pair.split_at(row_bytes), &groups[0], outs);
+        }
+        if !pairs.remainder().is_empty() {
+            q8_0_row::<1>(pairs.remainder(), &groups[0], outs.into_remainder());
+        }
+        return;
+    }
     by_tiles_and_groups(data, row_bytes, a.rows, GROUP, dst, |row, r0, outs| {
         let p = &groups[r0 / GROUP];
         match outs.len() {
@@ -83,6 +96,8 @@ struct RowPtrs<'a> {
     #[cfg(target_feature = "relaxed-simd")]
     sums16: [&'a [i16]; GROUP],
     sums32: [&'a [i16]; GROUP],
+    /// f16 → f32 for the weights' block scales.
+    f16: &'static [f32; 1 << 16],
 }
 
 impl<'a> RowPtrs<'a> {
@@ -93,6 +108,7 @@ impl<'a> RowPtrs<'a> {
             #[cfg(target_feature = "relaxed-simd")]
             sums16: [&[]; GROUP],
             sums32: [&[]; GROUP],
+            f16: f16_table(),
         };
         for t in 0..g {
             #[cfg(target_feature = "relaxed-simd")]
@@ -108,6 +124,24 @@ impl<'a> RowPtrs<'a> {
             p.sums32[t] = a.row_sums32(r0 + t);
         }
         p
+    }
+
+    /// The f16 at byte `i` of a weight block, as f32.
+    #[inline(always)]
+    fn f16_at(&self, blk: &[u8], i: usize) -> f32 {
+        self.f16[u16::from_le_bytes([blk[i], blk[i + 1]]) as usize]
+    }
+
+    /// `Σ_sb n_sb Σx_sb` over the eight sub-blocks of `Q4_K` block `b` of row `t`, with the
+    /// mins `n_sb` as i16.
+    #[inline(always)]
+    fn mins_dot(&self, t: usize, b: usize, mins: v128) -> i32 {
+        let sums = &self.sums32[t][8 * b..8 * b + 8];
+        // SAFETY: eight i16 are 16 bytes; unaligned loads are fine.
+        let sums = unsafe { v128_load(sums.as_ptr() as *const v128) };
+        let v = i32x4_dot_i16x8(mins, sums);
+        let v = i32x4_add(v, i32x4_shuffle::<2, 3, 0, 1>(v, v));
+        i32x4_extract_lane::<0>(v) + i32x4_extract_lane::<1>(v)
     }
 
     /// The 16 activation values of row `t` from value `at`, as bytes or as two halves in i16.
@@ -218,18 +252,28 @@ impl SignedWeights {
 }
 
 impl RowPtrs<'_> {
-    /// `Σ w x` over the 32 values of `w` and row `t` from value `at`, as four i32 lanes.
+    /// The 32 activation values of row `t` from value `at`.
     #[inline(always)]
-    fn dot_signed(&self, t: usize, at: usize, w: &SignedWeights) -> v128 {
+    fn load_x32(&self, t: usize, at: usize) -> X32 {
+        X32 {
+            x: [self.load_x(t, at), self.load_x(t, at + 16)],
+            t,
+            at,
+        }
+    }
+
+    /// `Σ w x` over the 32 values of `w` and the activations `x`, as four i32 lanes.
+    #[inline(always)]
+    fn dot_signed(&self, x: &X32, w: &SignedWeights) -> v128 {
         #[cfg(target_feature = "relaxed-simd")]
         {
             if !w.fits {
-                return self.dot_signed_scalar(t, at, &w.raw);
+                return self.dot_signed_scalar(x.t, x.at, &w.raw);
             }
             let mut s = i32x4_splat(0);
             for i in 0..2 {
                 // (x ^ m) − m: x where m = 0, −x where m = −1.
-                let [x] = self.load_x(t, at + 16 * i);
+                let [x] = x.x[i];
                 let x = i8x16_sub(v128_xor(x, w.negative[i]), w.negative[i]);
                 s = multiply_add([x], &w.size.0[i], s);
             }
@@ -237,7 +281,8 @@ impl RowPtrs<'_> {
         }
         #[cfg(not(target_feature = "relaxed-simd"))]
         {
-            self.dot(t, at, &w.wide)
+            let s = multiply_add(x.x[0], &w.wide.0[0], i32x4_splat(0));
+            multiply_add(x.x[1], &w.wide.0[1], s)
         }
     }
 
@@ -257,6 +302,15 @@ impl RowPtrs<'_> {
         }
         i32x4(sum, 0, 0, 0)
     }
+}
+
+/// 32 activation values of row `t` from value `at`, loaded once for several weight rows.
+struct X32 {
+    x: [[v128; PER16]; 2],
+    #[cfg_attr(not(target_feature = "relaxed-simd"), allow(dead_code))]
+    t: usize,
+    #[cfg_attr(not(target_feature = "relaxed-simd"), allow(dead_code))]
+    at: usize,
 }
 
 /// One `Q6_K` group's 16 values `q` (0..63), prepared for `Σ (q − 32) x`: with relaxed SIMD as
@@ -316,6 +370,18 @@ impl Acc {
     }
 }
 
+/// f16 → f32 for every bit pattern, 256 KB built on first use: WebAssembly has no conversion
+/// instruction, and the software one costs about as much as a `Q8_0` block's products.
+fn f16_table() -> &'static [f32; 1 << 16] {
+    static TABLE: std::sync::OnceLock<Box<[f32; 1 << 16]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let all: Vec<f32> = (0..=u16::MAX)
+            .map(|b| half::f16::from_bits(b).to_f32())
+            .collect();
+        all.into_boxed_slice().try_into().expect("65536 values")
+    })
+}
+
 /// `a · b` in f64 (exact for an f16 times an f32).
 #[inline(always)]
 fn scale(a: f32, b: f32) -> f64 {
@@ -356,14 +422,34 @@ fn q8_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     let mut acc = [Acc::zero(); G];
     for (b, blk) in row.chunks_exact(34).enumerate() {
         let w = SignedWeights::new([load16(blk, 2), load16(blk, 18)]);
-        let d = f16_at(blk, 0);
+        let d = p.f16_at(blk, 0);
         for t in 0..G {
-            acc[t].add(p.dot_signed(t, 32 * b, &w), scale(d, p.d[t][b]));
+            acc[t].add(
+                p.dot_signed(&p.load_x32(t, 32 * b), &w),
+                scale(d, p.d[t][b]),
+            );
         }
     }
     for t in 0..G {
         outs[t] = acc[t].sum() as f32;
     }
+}
+
+/// Two `Q8_0` weight rows against the one activation row of `p` (a decode step): each block of
+/// activation values is loaded once for both.
+fn q8_0_pair(rows: (&[u8], &[u8]), p: &RowPtrs, outs: &mut [f32]) {
+    let mut acc = [Acc::zero(); 2];
+    let blocks = rows.0.chunks_exact(34).zip(rows.1.chunks_exact(34));
+    for (b, (blk0, blk1)) in blocks.enumerate() {
+        let x = p.load_x32(0, 32 * b);
+        let dx = p.d[0][b];
+        for (acc, blk) in acc.iter_mut().zip([blk0, blk1]) {
+            let w = SignedWeights::new([load16(blk, 2), load16(blk, 18)]);
+            acc.add(p.dot_signed(&x, &w), scale(p.f16_at(blk, 0), dx));
+        }
+    }
+    outs[0] = acc[0].sum() as f32;
+    outs[1] = acc[1].sum() as f32;
 }
 
 /// `Q5_0`: `Σ_b d_w d_x (Σ u_w q_x − 16 Σ q_x)`, `u_w = q_w + 16` in 0..31.
@@ -385,7 +471,7 @@ fn q5_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
         let lo = v128_or(v128_and(raw, u8x16_splat(0x0F)), fifth(high & 0xFFFF));
         let hi = v128_or(u8x16_shr(raw, 4), fifth(high >> 16));
         let w = Weights::small([lo, hi]);
-        let d = f16_at(blk, 0);
+        let d = p.f16_at(blk, 0);
         for t in 0..G {
             let offset = 16 * p.sums32[t][b] as i32;
             let s = i32x4_sub(p.dot(t, 32 * b, &w), i32x4(offset, 0, 0, 0));
@@ -403,7 +489,7 @@ fn q4_1_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     let mut acc_min = [0f64; G];
     for (b, blk) in row.chunks_exact(20).enumerate() {
         let w = nibbles(blk, 4);
-        let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
+        let (d, m) = (p.f16_at(blk, 0), p.f16_at(blk, 2));
         for t in 0..G {
             let dx = p.d[t][b];
             acc[t].add(p.dot(t, 32 * b, &w), scale(d, dx));
@@ -420,8 +506,11 @@ fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     let mut acc = [Acc::zero(); G];
     let mut acc_min = [0f64; G];
     for (b, blk) in row.chunks_exact(144).enumerate() {
-        let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-        let (sc, mn) = q4k_scales_mins(&blk[4..16]);
+        let (d, dmin) = (p.f16_at(blk, 0), p.f16_at(blk, 2));
+        let sm = q4k_scales_mins_words(&blk[4..16]);
+        let sc = |sb: usize| i32x4_splat(((sm[sb / 4] >> (8 * (sb % 4))) & 0xFF) as i32);
+        // The eight mins as i16.
+        let mins = u16x8_extend_low_u8x16(u32x4(sm[2], sm[3], 0, 0));
         let mut s = [i32x4_splat(0); G];
         // Run j's 32 bytes: sub-block 2j in the low nibbles, 2j + 1 in the high ones.
         for j in 0..4 {
@@ -429,10 +518,7 @@ fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
             let m4 = u8x16_splat(0x0F);
             let lo = Weights::small([v128_and(r0, m4), v128_and(r1, m4)]);
             let hi = Weights::small([u8x16_shr(r0, 4), u8x16_shr(r1, 4)]);
-            let (sc_lo, sc_hi) = (
-                i32x4_splat(sc[2 * j] as i32),
-                i32x4_splat(sc[2 * j + 1] as i32),
-            );
+            let (sc_lo, sc_hi) = (sc(2 * j), sc(2 * j + 1));
             for t in 0..G {
                 let x = 256 * b;
                 let dot_lo = p.dot(t, x + 32 * q4k_slot(2 * j), &lo);
@@ -444,9 +530,7 @@ fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
         for t in 0..G {
             let dx = p.d[t][b];
             acc[t].add(s[t], scale(d, dx));
-            let sums = &p.sums32[t][8 * b..8 * b + 8];
-            let mins: i32 = (0..8).map(|sb| mn[sb] as i32 * sums[sb] as i32).sum();
-            acc_min[t] += scale(dmin, dx) * mins as f64;
+            acc_min[t] += scale(dmin, dx) * p.mins_dot(t, b, mins) as f64;
         }
     }
     for t in 0..G {
@@ -456,7 +540,7 @@ fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
 
 /// `Q6_K`: `Σ_b d d_x Σ_g s_g Σ (q − 32) x`, groups `g` of 16 values.
 fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
-    let (m4, m2) = (u8x16_splat(0x0F), u8x16_splat(0x03));
+    let (m4, bits45) = (u8x16_splat(0x0F), u8x16_splat(0x30));
     let mut acc = [Acc::zero(); G];
     for (b, blk) in row.chunks_exact(210).enumerate() {
         let mut s = [i32x4_splat(0); G];
@@ -467,7 +551,18 @@ fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
                 let ql_a = load16(blk, 64 * h + 16 * half);
                 let ql_b = load16(blk, 64 * h + 32 + 16 * half);
                 let qh = load16(blk, 128 + 32 * h + 16 * half);
-                let top = |shift: u32| i8x16_shl(v128_and(u8x16_shr(qh, shift), m2), 4);
+                // Bits `shift, shift + 1` of each byte of `qh` moved to bits 4 and 5: shifted
+                // as 16-bit lanes (one instruction on x86, where byte shifts take two), the bits
+                // that cross into the next byte masked off.
+                let top = |shift: u32| {
+                    let moved = match shift {
+                        0 => i16x8_shl(qh, 4),
+                        2 => i16x8_shl(qh, 2),
+                        4 => qh,
+                        _ => u16x8_shr(qh, 2),
+                    };
+                    v128_and(moved, bits45)
+                };
                 let values = [
                     v128_or(v128_and(ql_a, m4), top(0)),
                     v128_or(v128_and(ql_b, m4), top(2)),
@@ -485,7 +580,7 @@ fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
                 }
             }
         }
-        let d = f16_at(blk, 208);
+        let d = p.f16_at(blk, 208);
         for t in 0..G {
             acc[t].add(s[t], scale(d, p.d[t][b]));
         }

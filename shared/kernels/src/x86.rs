@@ -32,21 +32,15 @@ pub(crate) fn sum4(l: [f64; 4]) -> f64 {
     l.iter().sum()
 }
 
-/// `Q4_K`'s 6-bit scales and mins of the block at `bp` (bytes 4..16), unpacked the way ggml does
-/// it on whole words: `[u32; 4]` whose bytes 0-7 are the eight scales and 8-15 the eight mins.
+/// `Q4_K`'s 6-bit scales and mins of the block at `bp` (bytes 4..16), as
+/// [`crate::formats::q4k_scales_mins_words`].
+///
+/// # Safety
+/// `bp` must point to a whole `Q4_K` block (144 bytes).
 #[inline(always)]
 pub(crate) unsafe fn q4k_scales_mins_words(bp: *const u8) -> [u32; 4] {
-    const KMASK1: u32 = 0x3f3f3f3f;
-    const KMASK2: u32 = 0x0f0f0f0f;
-    const KMASK3: u32 = 0x03030303;
-    let mut u = [0u32; 4];
-    unsafe { std::ptr::copy_nonoverlapping(bp.add(4), u.as_mut_ptr() as *mut u8, 12) };
-    u[3] = ((u[2] >> 4) & KMASK2) | (((u[1] >> 6) & KMASK3) << 4);
-    let m_low = u[1] & KMASK1;
-    u[1] = (u[2] & KMASK2) | (((u[0] >> 6) & KMASK3) << 4);
-    u[2] = m_low;
-    u[0] &= KMASK1;
-    u
+    // SAFETY: the caller's block holds bytes 4..16.
+    crate::formats::q4k_scales_mins_words(unsafe { std::slice::from_raw_parts(bp.add(4), 12) })
 }
 
 /// `acc + dmin · d_x · Σ_sb n_sb Σx_sb` (four f64 lanes): `Q4_K`'s mins term of one block for one
