@@ -51,12 +51,69 @@ pub fn sum_exp_shifted(logits: &[f32], m: f32, inv: f32) -> f64 {
     let mut total = 0f64;
     for block in logits.chunks(512) {
         let b = &mut buf[..block.len()];
-        for (o, &l) in b.iter_mut().zip(block) {
-            *o = exp_neg((l - m) * inv);
-        }
+        exp_shifted_into(block, m, inv, b);
         total += sum_f32(b);
     }
     total
+}
+
+/// `out[i] = exp_neg((l[i] − m) · inv)` for each logit `l[i]`.
+#[inline(always)]
+fn exp_shifted_into(logits: &[f32], m: f32, inv: f32, out: &mut [f32]) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    let (logits, out) = {
+        let whole = logits.len() / 4 * 4;
+        simd128::exp_shifted_into(&logits[..whole], m, inv, &mut out[..whole]);
+        (&logits[whole..], &mut out[whole..])
+    };
+    for (o, &l) in out.iter_mut().zip(logits) {
+        *o = exp_neg((l - m) * inv);
+    }
+}
+
+/// [`exp_neg`] four lanes at a time in WebAssembly, where the compiler leaves the scalar loop
+/// unvectorised (its float-to-int conversion traps in scalar form): the same operations in the
+/// same order, so the same f32 for every value (tested against the scalar function).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128 {
+    use core::arch::wasm32::*;
+
+    /// `logits.len()` must be a multiple of 4 and equal `out.len()`.
+    #[inline(always)]
+    pub(super) fn exp_shifted_into(logits: &[f32], m: f32, inv: f32, out: &mut [f32]) {
+        assert!(logits.len() % 4 == 0 && logits.len() == out.len());
+        for (o, l) in out.chunks_exact_mut(4).zip(logits.chunks_exact(4)) {
+            // SAFETY: four f32 each; unaligned loads and stores are fine.
+            unsafe {
+                let l = v128_load(l.as_ptr() as *const v128);
+                let x = f32x4_mul(f32x4_sub(l, f32x4_splat(m)), f32x4_splat(inv));
+                v128_store(o.as_mut_ptr() as *mut v128, exp_neg4(x));
+            }
+        }
+    }
+
+    /// [`super::exp_neg`] of each lane.
+    #[inline(always)]
+    fn exp_neg4(x: v128) -> v128 {
+        let floor = f32x4_splat(-87.0);
+        let zero = f32x4_splat(0.0);
+        // x ≥ −87 ? x : −87 (NaN too), then x > 0 ? 0 : x.
+        let x = v128_bitselect(x, floor, f32x4_ge(x, floor));
+        let x = v128_bitselect(zero, x, f32x4_gt(x, zero));
+        let t = f32x4_mul(x, f32x4_splat(std::f32::consts::LOG2_E));
+        let n = f32x4_floor(f32x4_add(t, f32x4_splat(0.5)));
+        let f = f32x4_sub(t, n);
+        // Horner's rule, innermost first: c + f · (…).
+        let step = |c: f32, inner: v128| f32x4_add(f32x4_splat(c), f32x4_mul(f, inner));
+        let p = step(0.001_333_355, f32x4_splat(0.000_154_035_3));
+        let p = step(0.009_618_129, p);
+        let p = step(0.055_504_11, p);
+        let p = step(0.240_226_5, p);
+        let p = step(std::f32::consts::LN_2, p);
+        let p = step(1.0, p);
+        let e = i32x4_add(i32x4_trunc_sat_f32x4(n), i32x4_splat(127));
+        f32x4_mul(i32x4_shl(e, 23), p)
+    }
 }
 
 /// `softmax(logits / temperature)`; `temperature ≤ 0` (or not finite) gives the one-hot argmax.
@@ -70,10 +127,7 @@ pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
         return out;
     }
     let m = logits[argmax(logits) as usize];
-    let inv_t = 1.0 / temperature;
-    for (o, &l) in out.iter_mut().zip(logits) {
-        *o = exp_neg((l - m) * inv_t);
-    }
+    exp_shifted_into(logits, m, 1.0 / temperature, &mut out);
     let sum: f64 = sum_f32(&out);
     let inv = (1.0 / sum) as f32;
     out.iter_mut().for_each(|p| *p *= inv);
@@ -135,6 +189,26 @@ mod tests {
             let x = -(i as f32) * 0.04;
             let (a, b) = (exp_neg(x), x.exp());
             assert!(((a - b) / b).abs() < 5e-6, "x = {x}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn exp_of_a_block_is_exp_neg_of_each_value() {
+        // Every lane path (SIMD in WebAssembly) against the scalar function, to the bit; with
+        // values past both clamps, a NaN and a length that leaves a remainder.
+        let mut logits: Vec<f32> = (0..1003).map(|i| (i as f32 * 0.37).sin() * 60.0).collect();
+        logits[5] = f32::NAN;
+        logits[6] = f32::NEG_INFINITY;
+        logits[7] = 500.0;
+        let (m, inv) = (20.0, 1.7);
+        let mut out = vec![0f32; logits.len()];
+        exp_shifted_into(&logits, m, inv, &mut out);
+        for (i, (&l, &o)) in logits.iter().zip(&out).enumerate() {
+            assert_eq!(
+                o.to_bits(),
+                exp_neg((l - m) * inv).to_bits(),
+                "value {i}: {l}"
+            );
         }
     }
 

@@ -28,7 +28,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::activations::q4k_slot;
-use crate::driver::by_tiles;
+use crate::driver::{by_tiles, stream_order};
 use crate::x86::{f16, hsum256d, q4k_scales_mins_words, sum4};
 use crate::{Activations, Format};
 use std::arch::x86_64::*;
@@ -79,6 +79,14 @@ pub(crate) unsafe fn rows(
     m: usize,
     dst: &mut [f32],
 ) {
+    if m == 1 {
+        for r in stream_order(format, data.len() / row_bytes) {
+            let row = &data[r * row_bytes..(r + 1) * row_bytes];
+            // SAFETY: the caller's contract.
+            unsafe { p.units[0].run(format, row, &mut dst[r..r + 1]) }
+        }
+        return;
+    }
     by_tiles(data, row_bytes, m, &p.ranges, dst, |row, i, outs| {
         // SAFETY: the caller's contract.
         unsafe { p.units[i].run(format, row, outs) }

@@ -25,7 +25,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::activations::q4k_slot;
-use crate::driver::by_tiles_and_groups;
+use crate::driver::{by_tiles_and_groups, stream_order};
 use crate::formats::q4k_scales_mins_words;
 use crate::{Activations, Format};
 use core::arch::wasm32::*;
@@ -48,17 +48,8 @@ pub(crate) fn rows(
         .step_by(GROUP)
         .map(|r0| RowPtrs::new(a, r0, (a.rows - r0).min(GROUP)))
         .collect();
-    if a.rows == 1 && format == Format::Q8_0 {
-        // One activation row (a decode step): `Q8_0`'s weight rows two at a time share its
-        // loads (the K formats' kernels run out of registers that way).
-        let mut pairs = data.chunks_exact(2 * row_bytes);
-        let mut outs = dst.chunks_exact_mut(2);
-        for (pair, outs) in (&mut pairs).zip(&mut outs) {
-            q8_0_pair(pair.split_at(row_bytes), &groups[0], outs);
-        }
-        if !pairs.remainder().is_empty() {
-            q8_0_row::<1>(pairs.remainder(), &groups[0], outs.into_remainder());
-        }
+    if a.rows == 1 {
+        one_row(format, data, row_bytes, &groups[0], dst);
         return;
     }
     by_tiles_and_groups(data, row_bytes, a.rows, GROUP, dst, |row, r0, outs| {
@@ -70,6 +61,24 @@ pub(crate) fn rows(
             _ => row_kernel::<4>(format, row, p, outs),
         }
     });
+}
+
+/// All weight rows against one activation row (a decode step), in [`stream_order`]; `Q8_0`'s
+/// rows go two at a time (from two parts), sharing the activation loads.
+fn one_row(format: Format, data: &[u8], row_bytes: usize, p: &RowPtrs, dst: &mut [f32]) {
+    let row = |j: usize| &data[j * row_bytes..(j + 1) * row_bytes];
+    let mut order = stream_order(format, data.len() / row_bytes);
+    while let Some(r0) = order.next() {
+        if format != Format::Q8_0 {
+            row_kernel::<1>(format, row(r0), p, &mut dst[r0..r0 + 1]);
+        } else if let Some(r1) = order.next() {
+            let mut two = [0f32; 2];
+            q8_0_pair((row(r0), row(r1)), p, &mut two);
+            (dst[r0], dst[r1]) = (two[0], two[1]);
+        } else {
+            q8_0_row::<1>(row(r0), p, &mut dst[r0..r0 + 1]);
+        }
+    }
 }
 
 /// One weight row against the `G` activation rows of `p`.
