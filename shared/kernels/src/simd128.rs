@@ -153,27 +153,29 @@ impl<'a> RowPtrs<'a> {
         i32x4_extract_lane::<0>(v) + i32x4_extract_lane::<1>(v)
     }
 
-    /// The 16 activation values of row `t` from value `at`, as bytes or as two halves in i16.
+    /// Row `t`'s activation values of `V`-value block `b` (one bounds check per block, where
+    /// each load's offset in it is then known).
     #[inline(always)]
-    fn load_x(&self, t: usize, at: usize) -> [v128; PER16] {
-        let x = self.x[t];
-        assert!(at + 16 <= x.len());
-        let x = x.as_ptr();
-        // SAFETY: checked above; unaligned loads are fine.
-        core::array::from_fn(|h| unsafe { v128_load(x.add(at + 8 * h) as *const v128) })
+    fn block<const V: usize>(&self, t: usize, b: usize) -> &[XValue; V] {
+        self.x[t][V * b..V * (b + 1)]
+            .try_into()
+            .expect("a whole block")
     }
+}
 
-    /// `Σ w x` over the `16 N` values of `w` and row `t` from value `at`, as four i32 lanes.
-    #[inline(always)]
-    fn dot<const N: usize>(&self, t: usize, at: usize, w: &Weights<N>) -> v128 {
-        // One check for the whole span (the loads' own checks then fold away).
-        assert!(at + 16 * N <= self.x[t].len());
-        let mut s = i32x4_splat(0);
-        for i in 0..N {
-            s = multiply_add(self.load_x(t, at + 16 * i), &w.0[i], s);
-        }
-        s
+/// `Σ w x` over the `16 N` values of `w` and the activation values `x[at ..]` of a block.
+#[inline(always)]
+fn dot_in<const N: usize, const V: usize>(x: &[XValue; V], at: usize, w: &Weights<N>) -> v128 {
+    assert!(at + 16 * N <= V);
+    let mut s = i32x4_splat(0);
+    for i in 0..N {
+        // SAFETY: checked above; unaligned loads are fine.
+        let x16 = core::array::from_fn(|h| unsafe {
+            v128_load(x.as_ptr().add(at + 16 * i + h * 16 / PER16) as *const v128)
+        });
+        s = multiply_add(x16, &w.0[i], s);
     }
+    s
 }
 
 /// Vectors per 16 weight values: one of bytes with relaxed SIMD, else two of i16.
@@ -261,16 +263,6 @@ impl SignedWeights {
 }
 
 impl RowPtrs<'_> {
-    /// The 32 activation values of row `t` from value `at`.
-    #[inline(always)]
-    fn load_x32(&self, t: usize, at: usize) -> X32 {
-        X32 {
-            x: [self.load_x(t, at), self.load_x(t, at + 16)],
-            t,
-            at,
-        }
-    }
-
     /// `Σ w x` over the 32 values of `w` and the activations `x`, as four i32 lanes.
     #[inline(always)]
     fn dot_signed(&self, x: &X32, w: &SignedWeights) -> v128 {
@@ -322,6 +314,35 @@ struct X32 {
     at: usize,
 }
 
+/// An activation value as the kernels read it: i8 with relaxed SIMD, else widened to i16.
+#[cfg(target_feature = "relaxed-simd")]
+type XValue = i8;
+#[cfg(not(target_feature = "relaxed-simd"))]
+type XValue = i16;
+
+impl X32 {
+    /// The 32 values of `x`, which start at value `at` of row `t`.
+    #[inline(always)]
+    fn of(x: &[XValue; 32], t: usize, at: usize) -> X32 {
+        // SAFETY: 32 values.
+        unsafe { X32::load(x.as_ptr(), t, at) }
+    }
+
+    /// The 32 values from `from`, which is value `at` of row `t`.
+    ///
+    /// SAFETY: `from` must point to 32 readable values.
+    #[inline(always)]
+    unsafe fn load(from: *const XValue, t: usize, at: usize) -> X32 {
+        // Each vector holds 16 / PER16 values.
+        let vector = |k: usize| unsafe { v128_load(from.add(k * 16 / PER16) as *const v128) };
+        X32 {
+            x: core::array::from_fn(|half| core::array::from_fn(|h| vector(half * PER16 + h))),
+            t,
+            at,
+        }
+    }
+}
+
 /// One `Q6_K` group's 16 values `q` (0..63), prepared for `Σ (q − 32) x`: with relaxed SIMD as
 /// they are (bytes in 0..127; the 32 comes off afterwards with the activations' sum), else minus 32
 /// and widened (one subtraction for every row of the group).
@@ -344,14 +365,18 @@ impl Q6Group {
 impl RowPtrs<'_> {
     /// `Σ (q − 32) x` over a group and row `t` from value `at`, as four i32 lanes.
     #[inline(always)]
-    fn dot_q6(&self, t: usize, at: usize, w: &Q6Group) -> v128 {
-        let s = self.dot(t, at, &w.0);
+    fn dot_q6(&self, x: &[XValue; 256], t: usize, b: usize, at: usize, w: &Q6Group) -> v128 {
+        let s = dot_in(x, at, &w.0);
         #[cfg(target_feature = "relaxed-simd")]
         {
-            i32x4_sub(s, i32x4(32 * self.sums16[t][at / 16] as i32, 0, 0, 0))
+            i32x4_sub(
+                s,
+                i32x4(32 * self.sums16[t][16 * b + at / 16] as i32, 0, 0, 0),
+            )
         }
         #[cfg(not(target_feature = "relaxed-simd"))]
         {
+            let _ = (t, b);
             s
         }
     }
@@ -434,7 +459,7 @@ fn q8_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
         let d = p.f16_at(blk, 0);
         for t in 0..G {
             acc[t].add(
-                p.dot_signed(&p.load_x32(t, 32 * b), &w),
+                p.dot_signed(&X32::of(p.block(t, b), t, 32 * b), &w),
                 scale(d, p.d[t][b]),
             );
         }
@@ -445,16 +470,28 @@ fn q8_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
 }
 
 /// Two `Q8_0` weight rows against the one activation row of `p` (a decode step): each block of
-/// activation values is loaded once for both.
+/// activation values is loaded once for both. Pointers walk the rows: the slices' index
+/// arithmetic took as many instructions as the products.
 fn q8_0_pair(rows: (&[u8], &[u8]), p: &RowPtrs, outs: &mut [f32]) {
+    let blocks = rows.0.len() / 34;
+    let (x, d) = (p.x[0], p.d[0]);
+    assert!(rows.1.len() == rows.0.len() && x.len() >= 32 * blocks && d.len() >= blocks);
     let mut acc = [Acc::zero(); 2];
-    let blocks = rows.0.chunks_exact(34).zip(rows.1.chunks_exact(34));
-    for (b, (blk0, blk1)) in blocks.enumerate() {
-        let x = p.load_x32(0, 32 * b);
-        let dx = p.d[0][b];
-        for (acc, blk) in acc.iter_mut().zip([blk0, blk1]) {
-            let w = SignedWeights::new([load16(blk, 2), load16(blk, 18)]);
-            acc.add(p.dot_signed(&x, &w), scale(p.f16_at(blk, 0), dx));
+    let mut w = [rows.0.as_ptr(), rows.1.as_ptr()];
+    for b in 0..blocks {
+        // SAFETY: block `b` of both rows (34 bytes from `w`) and the activations' values
+        // `32 b .. 32 b + 32` and scale `b` are in the slices, checked above.
+        unsafe {
+            let x = X32::load(x.as_ptr().add(32 * b), 0, 32 * b);
+            let dx = *d.get_unchecked(b);
+            for (acc, &w) in acc.iter_mut().zip(&w) {
+                let load = |at: usize| v128_load(w.add(at) as *const v128);
+                let weights = SignedWeights::new([load(2), load(18)]);
+                // The block's scale: an f16, little-endian as WebAssembly is.
+                let dw = p.f16[std::ptr::read_unaligned(w as *const u16) as usize];
+                acc.add(p.dot_signed(&x, &weights), scale(dw, dx));
+            }
+            w = w.map(|w| w.add(34));
         }
     }
     outs[0] = acc[0].sum() as f32;
@@ -483,7 +520,7 @@ fn q5_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
         let d = p.f16_at(blk, 0);
         for t in 0..G {
             let offset = 16 * p.sums32[t][b] as i32;
-            let s = i32x4_sub(p.dot(t, 32 * b, &w), i32x4(offset, 0, 0, 0));
+            let s = i32x4_sub(dot_in(p.block::<32>(t, b), 0, &w), i32x4(offset, 0, 0, 0));
             acc[t].add(s, scale(d, p.d[t][b]));
         }
     }
@@ -501,7 +538,7 @@ fn q4_1_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
         let (d, m) = (p.f16_at(blk, 0), p.f16_at(blk, 2));
         for t in 0..G {
             let dx = p.d[t][b];
-            acc[t].add(p.dot(t, 32 * b, &w), scale(d, dx));
+            acc[t].add(dot_in(p.block::<32>(t, b), 0, &w), scale(d, dx));
             acc_min[t] += scale(m, dx) * p.sums32[t][b] as f64;
         }
     }
@@ -515,6 +552,7 @@ fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     let mut acc = [Acc::zero(); G];
     let mut acc_min = [0f64; G];
     for (b, blk) in row.chunks_exact(144).enumerate() {
+        let x: [&[XValue; 256]; G] = core::array::from_fn(|t| p.block(t, b));
         let (d, dmin) = (p.f16_at(blk, 0), p.f16_at(blk, 2));
         let sm = q4k_scales_mins_words(&blk[4..16]);
         let sc = |sb: usize| i32x4_splat(((sm[sb / 4] >> (8 * (sb % 4))) & 0xFF) as i32);
@@ -529,9 +567,8 @@ fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
             let hi = Weights::small([u8x16_shr(r0, 4), u8x16_shr(r1, 4)]);
             let (sc_lo, sc_hi) = (sc(2 * j), sc(2 * j + 1));
             for t in 0..G {
-                let x = 256 * b;
-                let dot_lo = p.dot(t, x + 32 * q4k_slot(2 * j), &lo);
-                let dot_hi = p.dot(t, x + 32 * q4k_slot(2 * j + 1), &hi);
+                let dot_lo = dot_in(x[t], 32 * q4k_slot(2 * j), &lo);
+                let dot_hi = dot_in(x[t], 32 * q4k_slot(2 * j + 1), &hi);
                 s[t] = i32x4_add(s[t], i32x4_mul(dot_lo, sc_lo));
                 s[t] = i32x4_add(s[t], i32x4_mul(dot_hi, sc_hi));
             }
@@ -552,6 +589,7 @@ fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     let (m4, bits45) = (u8x16_splat(0x0F), u8x16_splat(0x30));
     let mut acc = [Acc::zero(); G];
     for (b, blk) in row.chunks_exact(210).enumerate() {
+        let x: [&[XValue; 256]; G] = core::array::from_fn(|t| p.block(t, b));
         let mut s = [i32x4_splat(0); G];
         // ggml's order: each 128 values from 64 low-nibble bytes and 32 bytes of high bits;
         // 16 of them at a time (one group), as q in 0..63.
@@ -583,7 +621,7 @@ fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
                     let w = Q6Group::new(v);
                     let sc = i32x4_splat(blk[192 + at / 16] as i8 as i32);
                     for t in 0..G {
-                        let part = p.dot_q6(t, 256 * b + at, &w);
+                        let part = p.dot_q6(x[t], t, b, at, &w);
                         s[t] = i32x4_add(s[t], i32x4_mul(part, sc));
                     }
                 }
