@@ -357,11 +357,14 @@ pub(crate) const fn q4k_slot(sb: usize) -> usize {
 
 /// ggml's `Q8_0`: `d = amax / 127`, `q = round(x / d)`, `d` kept as f16. Returns `d`.
 fn quantize_q8_0(x: &[f32], q: &mut [i8]) -> f32 {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    // A comparison, not `f32::max` (a library call in WebAssembly); a NaN is skipped either way.
+    let amax = x
+        .iter()
+        .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = (v * id).round() as i8;
+        *q = round_half_away(v * id) as i8;
     }
     half::f16::from_f32(d).to_f32()
 }
@@ -382,7 +385,45 @@ fn quantize_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
     }
     let iscale = -127.0 / max;
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = (iscale * v).round().clamp(-128.0, 127.0) as i8;
+        *q = round_half_away(iscale * v).clamp(-128.0, 127.0) as i8;
     }
     1.0 / iscale
+}
+
+/// `v.round()` (halves away from zero), exactly, from instructions every target has:
+/// WebAssembly's own rounding instruction takes halves to even, so `f32::round` is a library
+/// call there. `v − trunc(v)` is exact.
+#[inline(always)]
+fn round_half_away(v: f32) -> f32 {
+    let t = v.trunc();
+    if (v - t).abs() >= 0.5 {
+        t + 1f32.copysign(v)
+    } else {
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_half_away;
+
+    #[test]
+    fn round_half_away_is_f32_round() {
+        let mut values = vec![
+            0.5,
+            -0.5,
+            1.5,
+            -2.5,
+            0.499_999_97,
+            -0.499_999_97,
+            8388607.5,
+            1e30,
+        ];
+        values.extend([f32::INFINITY, f32::NEG_INFINITY, -0.0, f32::MIN_POSITIVE]);
+        values.extend((-3000..3000).map(|i| i as f32 * 0.0625 + 0.001 * (i % 7) as f32));
+        for v in values {
+            assert_eq!(round_half_away(v).to_bits(), v.round().to_bits(), "{v}");
+        }
+        assert!(round_half_away(f32::NAN).is_nan());
+    }
 }
