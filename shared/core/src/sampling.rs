@@ -81,7 +81,7 @@ mod simd128 {
     /// `logits.len()` must be a multiple of 4 and equal `out.len()`.
     #[inline(always)]
     pub(super) fn exp_shifted_into(logits: &[f32], m: f32, inv: f32, out: &mut [f32]) {
-        assert!(logits.len() % 4 == 0 && logits.len() == out.len());
+        assert!(logits.len().is_multiple_of(4) && logits.len() == out.len());
         for (o, l) in out.chunks_exact_mut(4).zip(logits.chunks_exact(4)) {
             // SAFETY: four f32 each; unaligned loads and stores are fine.
             unsafe {
