@@ -11,6 +11,7 @@
 //! MB; building with the memory there from the start avoids it: `RUSTFLAGS="-C
 //! target-feature=+simd128 -C link-arg=--initial-memory=1073741824" ... --target-dir
 //! target/wasm-probe`.
+use hlm_core::sampling::argmax;
 use hlm_core::uncertainty::{uncertainty, UncertaintyConfig};
 use hlm_engine::model::{LoadOptions, LogitRows};
 use std::time::Instant;
@@ -59,10 +60,4 @@ fn report(what: &str, mut s: Vec<f64>) {
         s[s.len() / 2] * 1e3,
         s[0] * 1e3
     );
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    (0..v.len())
-        .max_by(|&a, &b| v[a].total_cmp(&v[b]))
-        .unwrap_or(0) as u32
 }
