@@ -1,7 +1,8 @@
 //! Probe: one activation row (or `M`, the first argument) against a 896 × 4864 matrix (the 0.5B's
 //! `ffn_down`; or `N × K`, the next two arguments) of each format (or of the formats named after
 //! them, best backend only), on one thread, the portable reference and the best backend here,
-//! in ms per product and weight GB/s.
+//! in ms per product and weight GB/s. `HLM_KERNELS=avx2` (a backend's name) runs that backend in
+//! place of the best one.
 //!
 //! Natively: `cargo run --release -p hlm-kernels --example speed_probe`; in WebAssembly (SIMD128,
 //! under Node's V8): `CARGO_TARGET_WASM32_WASIP1_RUNNER="node scripts/wasi-run.mjs" cargo run
@@ -58,10 +59,15 @@ fn main() {
     let mut y = vec![0f32; m * n];
     // Formats named after the sizes (`Q4K Q6K ...`): only those, and only the best backend.
     let only: Vec<String> = std::env::args().skip(4).collect();
+    // `HLM_KERNELS=avx2` (a backend's name) in place of the best one.
+    let best = std::env::var("HLM_KERNELS")
+        .ok()
+        .and_then(|name| Backend::by_name(&name))
+        .unwrap_or_else(Backend::best);
     let backends: &[Backend] = if only.is_empty() {
-        &[Backend::Portable, Backend::best()]
+        &[Backend::Portable, best]
     } else {
-        &[Backend::best()]
+        &[best]
     };
     for format in [
         Format::Q4K,

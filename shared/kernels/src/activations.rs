@@ -8,8 +8,7 @@
 //!   magnitude (ggml's `Q8_K`).
 //!
 //! Besides `q` and `d`, the sums the kernels need are kept: `Σ q` per 16 values (the offset 32 of
-//! `Q6_K`) and per 32 (the mins of `Q4_K` and `Q4_1`), and for `Q8_0` the `−128 Σ q` per 4
-//! values that undo the unsigned offset of VNNI's `u8 × i8` product.
+//! `Q6_K`) and per 32 (the mins of `Q4_K` and `Q4_1`).
 //!
 //! For `Q4_K`, each block's 32-value sub-blocks are stored in the order its nibbles unpack from
 //! 64 weight bytes (sub-blocks 0, 2, 1, 3, 4, 6, 5, 7: low nibbles, then high, of two 32-byte
@@ -22,7 +21,7 @@ pub struct Activations {
     pub(crate) format: Format,
     pub(crate) rows: usize,
     pub(crate) cols: usize,
-    /// `cols` rounded up to 64 values (one 512-bit register); the padding is zero.
+    /// `cols` rounded up to 64 values; the padding is zero.
     pub(crate) padded: usize,
     /// `rows × padded` quantised values.
     pub(crate) qs: Vec<i8>,
@@ -35,50 +34,13 @@ pub struct Activations {
     /// `qs` widened to i16, for the WebAssembly kernels without relaxed SIMD (which have no
     /// 8-bit multiply-add): built only where they run.
     pub(crate) qs16: Vec<i16>,
-    /// `Q8_0` and `Q5_0`, `rows × padded / 4`: `−o · Σ q` over each 4 values, `o` the offset
-    /// of the weights' unsigned values (128 for `Q8_0` flipped to `q + 128`, 16 for `Q5_0`).
-    pub(crate) offset4: Vec<i32>,
-    /// The 32-value formats, `rows × padded / 4`: per pair of blocks, 16 f64 lanes, 0-7 holding
-    /// the first block's scale and 8-15 the second's (zero past the last block).
-    pub(crate) pair_d: Vec<f64>,
-    /// The 32-value formats, for the AVX2 kernels (built only where they can run), per row
+    /// The 32-value formats, for the x86-64 kernels (built only where they can run), per row
     /// [`Activations::quad_blocks`] lanes (zero past the last block): the block scales `d_x`.
     pub(crate) d64: Vec<f64>,
     /// Alongside `d64`: `d_x · Σ q_x` over each block (exact in f64: a 24-bit mantissa times a
     /// 12-bit integer), for the terms of `Q4_1`'s minimum and `Q5_0`'s offset.
     pub(crate) dsum64: Vec<f64>,
-    /// The same rows interleaved for the multi-row kernels (when `rows > PER_ROW_UP_TO`): groups of
-    /// [`GROUP_ROWS`] rows (the last one completed with zero rows), and in each group 8 values of
-    /// each row in turn, so that one 512-bit register holds the same 8 positions of 8 rows:
-    /// `il_qs[((g · cols/8 + c) · 8 + t) · 8 + i]` is value `8c + i` of row `8g + t`, in the
-    /// values' own order (for `Q4_K` too).
-    pub(crate) il_qs: Vec<i8>,
-    /// Per group and block, 16 lanes: lanes `2t` and `2t + 1` hold the block scale of row `8g + t`.
-    pub(crate) il_d: Vec<f32>,
-    /// Per group and span of [`Activations::il_span`] values, 16 i32 lanes: lane `2t` holds `Σ q`
-    /// of row `8g + t` over the span, lane `2t + 1` zero.
-    pub(crate) il_sums: Vec<i32>,
-    /// `Q4_K`, per group and block: each row's 8 sub-block sums `Σ q` as i16 (row `8g + t` at
-    /// `8t .. 8t + 8`), for `vpdpwssd` against the block's 8 mins.
-    pub(crate) il_sub_sums: Vec<i16>,
-    /// `Q4_K`, per group and block, 32 lanes: the block scale of row `8g + t` at `4t .. 4t + 4`.
-    pub(crate) il_d4: Vec<f32>,
-    /// The 32-value formats (`Q8_0`, `Q5_0`, `Q4_1`), per group and block, 8 f64 lanes: lane `t`
-    /// holds the block scale `d_x` of row `8g + t`.
-    pub(crate) il_d64: Vec<f64>,
-    /// The 32-value formats, per group and block, 8 f64 lanes: lane `t` holds `d_x · Σ q_x` of
-    /// row `8g + t` over the block (exact in f64: a 24-bit mantissa times a 12-bit integer).
-    pub(crate) il_dsum64: Vec<f64>,
 }
-
-/// Rows per group of the interleaved layout.
-pub(crate) const GROUP_ROWS: usize = 8;
-
-/// Up to this many activation rows, the SIMD kernels multiply each unpacked weight block with
-/// each row in turn (and read `offset4`, `pair_d`); from one more on, the interleaved layout
-/// (`il_*`) is built and used instead, whose cost is that of 8 rows whatever the count (measured
-/// on the 1.5B's `ffn_gate`: one row 16 ms, two 19, four 29, an interleaved group 41).
-pub(crate) const PER_ROW_UP_TO: usize = 4;
 
 impl Activations {
     /// Quantises `x` (`rows × cols`, row-major) for a product with `format` weights.
@@ -109,17 +71,8 @@ impl Activations {
             sums16: vec![0; rows * padded / 16],
             sums32: vec![0; rows * padded / 32],
             qs16: Vec::new(),
-            offset4: Vec::new(),
-            pair_d: Vec::new(),
             d64: Vec::new(),
             dsum64: Vec::new(),
-            il_qs: Vec::new(),
-            il_d: Vec::new(),
-            il_sums: Vec::new(),
-            il_sub_sums: Vec::new(),
-            il_d4: Vec::new(),
-            il_d64: Vec::new(),
-            il_dsum64: Vec::new(),
         };
         for r in 0..rows {
             let xr = &x[r * cols..(r + 1) * cols];
@@ -143,10 +96,6 @@ impl Activations {
         for (s, q) in a.sums32.iter_mut().zip(a.sums16.chunks_exact(2)) {
             *s = q[0] + q[1];
         }
-        let interleaved = a.interleaved();
-        if interleaved {
-            a.interleave();
-        }
         if format == Format::Q4K {
             for block in a.qs.chunks_exact_mut(256) {
                 // Slots 1 and 2 (and 5 and 6) trade places: sub-blocks 0 2 1 3 4 6 5 7.
@@ -159,30 +108,6 @@ impl Activations {
         if crate::Backend::Simd128.is_supported() && !cfg!(target_feature = "relaxed-simd") {
             a.qs16 = a.qs.iter().map(|&q| q as i16).collect();
         }
-        let weight_offset = match format {
-            Format::Q8_0 => 128,
-            Format::Q5_0 => 16,
-            _ => 0,
-        };
-        if weight_offset != 0 && !interleaved {
-            a.offset4 =
-                a.qs.chunks_exact(4)
-                    .map(|q| -weight_offset * q.iter().map(|&v| v as i32).sum::<i32>())
-                    .collect();
-        }
-        if block == 32 && !interleaved {
-            a.pair_d = vec![0.0; rows * padded / 4];
-            for r in 0..rows {
-                let lanes = &mut a.pair_d[r * padded / 4..(r + 1) * padded / 4];
-                for (i, lane) in lanes.iter_mut().enumerate() {
-                    // Lane i of pair i / 16 belongs to block 2 (i / 16) + (i % 16) / 8 = i / 8.
-                    if i / 8 < blocks {
-                        *lane = a.d[r * blocks + i / 8] as f64;
-                    }
-                }
-            }
-        }
-        // Interleaved or not: on an AVX-512 machine the AVX2 kernels can still be asked for.
         if block == 32 && crate::Backend::Avx2.is_supported() {
             a.build_d64();
         }
@@ -228,86 +153,6 @@ impl Activations {
     /// `(rows, cols)`.
     pub fn dims(&self) -> (usize, usize) {
         (self.rows, self.cols)
-    }
-
-    /// Values per entry of `il_sums`: `Q6_K`'s scale groups of 16, else 32.
-    pub(crate) fn il_span(&self) -> usize {
-        if self.format == Format::Q6K {
-            16
-        } else {
-            32
-        }
-    }
-
-    /// Groups of [`GROUP_ROWS`] in the interleaved layout.
-    pub(crate) fn groups(&self) -> usize {
-        self.rows.div_ceil(GROUP_ROWS)
-    }
-
-    /// Whether the AVX-512 kernels take these rows in the interleaved layout (built only where
-    /// they can run: the other kernels read the rows as they are).
-    pub(crate) fn interleaved(&self) -> bool {
-        self.rows > PER_ROW_UP_TO && crate::Backend::Avx512Vnni.is_supported()
-    }
-
-    /// Builds `il_qs`, and the per-block extras each format's kernel reads: `il_d64` and
-    /// `il_dsum64` for the 32-value formats, `il_d` for the 256-value ones, `il_sums` for `Q6_K`
-    /// (`il_sub_sums` and `il_d4` for `Q4_K`), from `qs` and `d`, before `Q4_K`'s reordering.
-    fn interleave(&mut self) {
-        let (groups, blocks, span) = (self.groups(), self.blocks(), self.il_span());
-        let (chunks, spans) = (self.cols / 8, self.cols / span);
-        let q4k = self.format == Format::Q4K;
-        let small = self.format.block_values() == 32;
-        self.il_qs = vec![0; groups * chunks * 64];
-        if small {
-            self.il_d64 = vec![0.0; groups * blocks * 8];
-            self.il_dsum64 = vec![0.0; groups * blocks * 8];
-        } else {
-            self.il_d = vec![0.0; groups * blocks * 16];
-        }
-        if self.format == Format::Q6K {
-            self.il_sums = vec![0; groups * spans * 16];
-        }
-        for r in 0..self.rows {
-            let (g, t) = (r / GROUP_ROWS, r % GROUP_ROWS);
-            let qs = &self.qs[r * self.padded..r * self.padded + self.cols];
-            for (c, vals) in qs.chunks_exact(8).enumerate() {
-                let at = ((g * chunks + c) * 8 + t) * 8;
-                self.il_qs[at..at + 8].copy_from_slice(vals);
-            }
-            for b in 0..blocks {
-                let d = self.d[r * blocks + b];
-                if small {
-                    let at = (g * blocks + b) * 8 + t;
-                    let sum: i32 = qs[32 * b..32 * b + 32].iter().map(|&v| v as i32).sum();
-                    self.il_d64[at] = d as f64;
-                    self.il_dsum64[at] = d as f64 * sum as f64;
-                } else {
-                    let at = (g * blocks + b) * 16 + 2 * t;
-                    self.il_d[at..at + 2].copy_from_slice(&[d, d]);
-                }
-            }
-            if !self.il_sums.is_empty() {
-                for (sp, vals) in qs.chunks_exact(span).enumerate() {
-                    self.il_sums[(g * spans + sp) * 16 + 2 * t] =
-                        vals.iter().map(|&v| v as i32).sum();
-                }
-            }
-        }
-        if q4k {
-            self.il_sub_sums = vec![0; groups * blocks * 64];
-            self.il_d4 = vec![0.0; groups * blocks * 32];
-            for r in 0..self.rows {
-                let (g, t) = (r / GROUP_ROWS, r % GROUP_ROWS);
-                for b in 0..blocks {
-                    let at = (g * blocks + b) * 64 + 8 * t;
-                    let sums = &self.sums32[r * self.padded / 32 + 8 * b..][..8];
-                    self.il_sub_sums[at..at + 8].copy_from_slice(sums);
-                    let at = (g * blocks + b) * 32 + 4 * t;
-                    self.il_d4[at..at + 4].fill(self.d[r * blocks + b]);
-                }
-            }
-        }
     }
 
     pub(crate) fn blocks(&self) -> usize {

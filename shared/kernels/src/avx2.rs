@@ -1,8 +1,11 @@
-//! AVX2 kernels (with FMA and F16C: Intel Haswell and AMD Zen onwards), for CPUs without
-//! AVX-512.
+//! The x86-64 kernels: AVX2 (with FMA and F16C: Intel Haswell and AMD Zen onwards), compiled a
+//! second time with AVX-512 VNNI's fused products for the CPUs that have them ([`Products`]).
 //!
 //! The integer products are `vpmaddubsw` (u8 × i8 → i16 pairs), then `vpmaddwd` (i16 pairs → i32)
-//! against ones, or against the sub-block scales for the K formats. `Q8_0`'s weights are signed:
+//! against ones, or against the sub-block scales for the K formats; with VNNI, one `vpdpbusd`
+//! or `vpdpwssd` in place of each such pair (on 256-bit registers: AMD's Zen 4 runs 512-bit ones
+//! as two halves, and the earlier 512-bit kernels here were no faster on it: 1.3-2 × slower for
+//! the 32-value formats). `Q8_0`'s weights are signed:
 //! the product takes `|q_w|` and the activations with `q_w`'s sign (`vpsignb`), as llama.cpp does.
 //! Each block's integer sum is scaled by `d_w · d_x` in f64, exactly as the reference does (see
 //! `portable`): one fused multiply-add per block and row, so the product is not rounded.
@@ -68,28 +71,30 @@ pub(crate) fn prepare(format: Format, a: &Activations) -> Prepared {
 /// Rows of `format` weights (`data`, `row_bytes` each) against all `m` activation rows prepared
 /// in `p`; `dst[j · m + r]` gets row `j` times activation row `r`.
 ///
-/// SAFETY: the CPU must have AVX2, FMA and F16C; `p` must come from [`prepare`] with the same
-/// format and activations, which must still be alive; `data` must be whole rows of their
-/// columns and `dst` hold `rows · m` values.
+/// SAFETY: the CPU must have AVX2, FMA and F16C, and with `vnni` AVX-512 F/BW/VL/VNNI; `p`
+/// must come from [`prepare`] with the same format and activations, which must still be alive;
+/// `data` must be whole rows of their columns and `dst` hold `rows · m` values.
 pub(crate) unsafe fn rows(
     format: Format,
     data: &[u8],
     row_bytes: usize,
     p: &Prepared,
     m: usize,
+    vnni: bool,
     dst: &mut [f32],
 ) {
+    let run = if vnni { vnni::run } else { two_step::run };
     if m == 1 {
         for r in stream_order(format, data.len() / row_bytes) {
             let row = &data[r * row_bytes..(r + 1) * row_bytes];
             // SAFETY: the caller's contract.
-            unsafe { p.units[0].run(format, row, &mut dst[r..r + 1]) }
+            unsafe { run(&p.units[0], format, row, &mut dst[r..r + 1]) }
         }
         return;
     }
     by_tiles(data, row_bytes, m, &p.ranges, dst, |row, i, outs| {
         // SAFETY: the caller's contract.
-        unsafe { p.units[i].run(format, row, outs) }
+        unsafe { run(&p.units[i], format, row, outs) }
     });
 }
 
@@ -127,61 +132,163 @@ fn units(format: Format, a: &Activations) -> Vec<(Range<usize>, Unit)> {
     units
 }
 
-impl Unit {
-    /// One weight row against this group's rows.
+/// The integer products the kernels are made of, in two instruction sets. AVX2 sums u8 × i8
+/// products in two steps, `vpmaddubsw` (pairs → i16) then `vpmaddwd` (i16 pairs → i32); AVX-512
+/// VNNI fuses each pair of steps into one instruction (`vpdpbusd`, `vpdpwssd`), used here on
+/// 256-bit registers (AVX512-VL). Both give the same exact integers, and the f64 arithmetic
+/// around them is shared: the two backends give the same f32s, bit for bit.
+trait Products {
+    /// Whether [`Products::dot_add`] is one instruction (the batch kernel then keeps no i16
+    /// partial sums).
+    const FUSED: bool;
+    /// `acc + Σ w x` over each 4 bytes (u8 `w` × i8 `x`), as eight i32 lanes.
+    unsafe fn dot_add(acc: __m256i, w: __m256i, x: __m256i) -> __m256i;
+    /// `acc + Σ pairs · scale` over each 2 i16 lanes, as eight i32 lanes.
+    unsafe fn madd_add(acc: __m256i, pairs: __m256i, scale: __m256i) -> __m256i;
+}
+
+/// AVX2's two-step products.
+struct TwoStep;
+
+impl Products for TwoStep {
+    const FUSED: bool = false;
     #[inline(always)]
-    unsafe fn run(&self, format: Format, row: &[u8], outs: &mut [f32]) {
-        unsafe {
-            match self {
-                Unit::Interleaved(ils) => match (format, &ils[..]) {
-                    (Format::Q8_0, [a]) => q8_0_rows8(row, [a], outs),
-                    (Format::Q8_0, [a, b]) => q8_0_rows8(row, [a, b], outs),
-                    (Format::Q5_0, [a]) => q5_0_rows8(row, [a], outs),
-                    (Format::Q5_0, [a, b]) => q5_0_rows8(row, [a, b], outs),
-                    (Format::Q4_1, [a]) => q4_1_rows8(row, [a], outs),
-                    (Format::Q4_1, [a, b]) => q4_1_rows8(row, [a, b], outs),
-                    _ => unreachable!("one or two groups of a 32-value format"),
-                },
-                Unit::Rows(p) => match outs.len() {
-                    1 => row_kernel::<1>(format, row, p, outs),
-                    2 => row_kernel::<2>(format, row, p, outs),
-                    3 => row_kernel::<3>(format, row, p, outs),
-                    4 => row_kernel::<4>(format, row, p, outs),
-                    5 => k_row::<5>(format, row, p, outs),
-                    6 => k_row::<6>(format, row, p, outs),
-                    7 => k_row::<7>(format, row, p, outs),
-                    _ => k_row::<8>(format, row, p, outs),
-                },
+    unsafe fn dot_add(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        let pairs = _mm256_maddubs_epi16(w, x);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+    #[inline(always)]
+    unsafe fn madd_add(acc: __m256i, pairs: __m256i, scale: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, scale))
+    }
+}
+
+/// AVX-512 VNNI's fused products.
+struct Fused;
+
+impl Products for Fused {
+    const FUSED: bool = true;
+    #[inline(always)]
+    unsafe fn dot_add(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, w, x)
+    }
+    #[inline(always)]
+    unsafe fn madd_add(acc: __m256i, pairs: __m256i, scale: __m256i) -> __m256i {
+        _mm256_dpwssd_epi32(acc, pairs, scale)
+    }
+}
+
+/// The kernels compiled for one instruction set: `$products` ([`Products`]) with the CPU
+/// features `$features`, and `run`, one weight row against a [`Unit`]'s rows.
+macro_rules! instruction_set {
+    ($name:ident, $products:ty, $features:literal) => {
+        mod $name {
+            use super::*;
+
+            /// One weight row against the unit's rows.
+            ///
+            /// SAFETY: as [`rows`](super::rows), for this instruction set.
+            pub(super) unsafe fn run(unit: &Unit, format: Format, row: &[u8], outs: &mut [f32]) {
+                unsafe {
+                    match unit {
+                        Unit::Interleaved(ils) => match (format, &ils[..]) {
+                            (Format::Q8_0, [a]) => rows8::<Q8_0, 1>(row, [a], outs),
+                            (Format::Q8_0, [a, b]) => rows8::<Q8_0, 2>(row, [a, b], outs),
+                            (Format::Q5_0, [a]) => rows8::<Q5_0, 1>(row, [a], outs),
+                            (Format::Q5_0, [a, b]) => rows8::<Q5_0, 2>(row, [a, b], outs),
+                            (Format::Q4_1, [a]) => rows8::<Q4_1, 1>(row, [a], outs),
+                            (Format::Q4_1, [a, b]) => rows8::<Q4_1, 2>(row, [a, b], outs),
+                            _ => unreachable!("one or two groups of a 32-value format"),
+                        },
+                        Unit::Rows(p) => match outs.len() {
+                            1 => row_kernel::<1>(format, row, p, outs),
+                            2 => row_kernel::<2>(format, row, p, outs),
+                            3 => row_kernel::<3>(format, row, p, outs),
+                            4 => row_kernel::<4>(format, row, p, outs),
+                            5 => k_row::<5>(format, row, p, outs),
+                            6 => k_row::<6>(format, row, p, outs),
+                            7 => k_row::<7>(format, row, p, outs),
+                            _ => k_row::<8>(format, row, p, outs),
+                        },
+                    }
+                }
+            }
+
+            /// One weight row against the `G` activation rows of `p`.
+            #[inline(always)]
+            unsafe fn row_kernel<const G: usize>(
+                format: Format,
+                row: &[u8],
+                p: &RowPtrs,
+                outs: &mut [f32],
+            ) {
+                unsafe {
+                    match format {
+                        Format::Q8_0 => small::<Q8_0, G>(row, p, outs),
+                        Format::Q5_0 => small::<Q5_0, G>(row, p, outs),
+                        Format::Q4_1 => small::<Q4_1, G>(row, p, outs),
+                        Format::Q4K => q4k::<G>(row, p, outs),
+                        Format::Q6K => q6k::<G>(row, p, outs),
+                    }
+                }
+            }
+
+            /// One weight row of a 256-value format against the `G` (up to 8) rows of `p`.
+            #[inline(always)]
+            unsafe fn k_row<const G: usize>(
+                format: Format,
+                row: &[u8],
+                p: &RowPtrs,
+                outs: &mut [f32],
+            ) {
+                unsafe {
+                    match format {
+                        Format::Q4K => q4k::<G>(row, p, outs),
+                        Format::Q6K => q6k::<G>(row, p, outs),
+                        _ => {
+                            unreachable!("groups of more than 4 rows are for the 256-value formats")
+                        }
+                    }
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn small<F: SmallFormat, const G: usize>(
+                row: &[u8],
+                p: &RowPtrs,
+                outs: &mut [f32],
+            ) {
+                unsafe { small_row::<F, $products, G>(row, p, outs) }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn rows8<F: SmallFormat, const N: usize>(
+                row: &[u8],
+                ils: [&Interleaved8; N],
+                outs: &mut [f32],
+            ) {
+                unsafe { small_rows8::<F, $products, N>(row, ils, outs) }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q4k<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+                unsafe { q4k_row::<$products, G>(row, p, outs) }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q6k<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+                unsafe { q6k_row::<$products, G>(row, p, outs) }
             }
         }
-    }
+    };
 }
 
-/// One weight row against the `G` activation rows of `p`.
-#[inline(always)]
-unsafe fn row_kernel<const G: usize>(format: Format, row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
-    unsafe {
-        match format {
-            Format::Q8_0 => q8_0_row::<G>(row, p, outs),
-            Format::Q5_0 => q5_0_row::<G>(row, p, outs),
-            Format::Q4_1 => q4_1_row::<G>(row, p, outs),
-            Format::Q4K => q4k_row::<G>(row, p, outs),
-            Format::Q6K => q6k_row::<G>(row, p, outs),
-        }
-    }
-}
-
-/// One weight row of a 256-value format against the `G` (up to 8) activation rows of `p`.
-#[inline(always)]
-unsafe fn k_row<const G: usize>(format: Format, row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
-    unsafe {
-        match format {
-            Format::Q4K => q4k_row::<G>(row, p, outs),
-            Format::Q6K => q6k_row::<G>(row, p, outs),
-            _ => unreachable!("groups of more than 4 rows are for the 256-value formats"),
-        }
-    }
-}
+instruction_set!(two_step, TwoStep, "avx2,fma,f16c");
+instruction_set!(
+    vnni,
+    Fused,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);
 
 /// Pointers to activation rows `r0 .. r0 + g`, and what the 256-value formats read of all of
 /// them per block, side by side.
@@ -248,12 +355,6 @@ impl RowPtrs {
     }
 }
 
-/// `Σ w x` over 32 values as eight i32 lanes: `w` unsigned bytes, `x` signed.
-#[inline(always)]
-unsafe fn dot32(w: __m256i, x: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1))
-}
-
 /// 16 bytes of nibbles as 32 values: the low nibbles first, then the high ones.
 #[inline(always)]
 unsafe fn nibbles(p: *const u8) -> __m256i {
@@ -292,7 +393,7 @@ trait SmallFormat {
     type Unpacked: Copy;
     unsafe fn unpack(bp: *const u8) -> Self::Unpacked;
     /// `Σ w x` over the block against 32 activation values, as eight i32 lanes.
-    unsafe fn dot(w: &Self::Unpacked, x: __m256i) -> __m256i;
+    unsafe fn dot<P: Products>(w: &Self::Unpacked, x: __m256i) -> __m256i;
     /// `c_w` of the four blocks from `bp`, as f64 lanes (with `HAS_TERM`).
     unsafe fn terms(bp: *const u8) -> __m256d;
     /// `c_w` of the block at `bp` (with `HAS_TERM`), the value [`SmallFormat::terms`] gives it.
@@ -323,8 +424,8 @@ impl SmallFormat for Q8_0 {
         (q, _mm256_abs_epi8(q))
     }
     #[inline(always)]
-    unsafe fn dot(w: &Self::Unpacked, x: __m256i) -> __m256i {
-        unsafe { dot32(w.1, _mm256_sign_epi8(x, w.0)) }
+    unsafe fn dot<P: Products>(w: &Self::Unpacked, x: __m256i) -> __m256i {
+        unsafe { P::dot_add(_mm256_setzero_si256(), w.1, _mm256_sign_epi8(x, w.0)) }
     }
     #[inline(always)]
     unsafe fn terms(_: *const u8) -> __m256d {
@@ -363,8 +464,8 @@ impl SmallFormat for Q5_0 {
         }
     }
     #[inline(always)]
-    unsafe fn dot(w: &__m256i, x: __m256i) -> __m256i {
-        unsafe { dot32(*w, x) }
+    unsafe fn dot<P: Products>(w: &__m256i, x: __m256i) -> __m256i {
+        unsafe { P::dot_add(_mm256_setzero_si256(), *w, x) }
     }
     #[inline(always)]
     unsafe fn terms(bp: *const u8) -> __m256d {
@@ -399,8 +500,8 @@ impl SmallFormat for Q4_1 {
         unsafe { nibbles(bp.add(4)) }
     }
     #[inline(always)]
-    unsafe fn dot(w: &__m256i, x: __m256i) -> __m256i {
-        unsafe { dot32(*w, x) }
+    unsafe fn dot<P: Products>(w: &__m256i, x: __m256i) -> __m256i {
+        unsafe { P::dot_add(_mm256_setzero_si256(), *w, x) }
     }
     #[inline(always)]
     unsafe fn terms(bp: *const u8) -> __m256d {
@@ -474,19 +575,23 @@ unsafe fn fold_rows<const G: usize>(s: [__m256i; MAX_GROUP], h: usize) -> __m128
 /// ([`small_quad`]); the last one to three blocks go through the same path from a copy followed by
 /// zero blocks.
 #[inline(always)]
-unsafe fn small_row<F: SmallFormat, const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+unsafe fn small_row<F: SmallFormat, P: Products, const G: usize>(
+    row: &[u8],
+    p: &RowPtrs,
+    outs: &mut [f32],
+) {
     let blocks = row.len() / F::BYTES;
     let full = blocks / 4 * 4;
     // The products and the `c_w` terms in two sums, so that one row has two chains of f64
     // additions side by side (one alone bounds a row by its latency).
     let mut acc = [[_mm256_setzero_pd(); G]; 2];
     for b0 in (0..full).step_by(4) {
-        unsafe { small_quad::<F, G>(row.as_ptr().add(b0 * F::BYTES), b0, 4, p, &mut acc) };
+        unsafe { small_quad::<F, P, G>(row.as_ptr().add(b0 * F::BYTES), b0, 4, p, &mut acc) };
     }
     if full < blocks {
         let mut tail = [0u8; 4 * 34];
         tail[..(blocks - full) * F::BYTES].copy_from_slice(&row[full * F::BYTES..]);
-        unsafe { small_quad::<F, G>(tail.as_ptr(), full, blocks - full, p, &mut acc) };
+        unsafe { small_quad::<F, P, G>(tail.as_ptr(), full, blocks - full, p, &mut acc) };
     }
     for t in 0..G {
         outs[t] = unsafe { (hsum256d(acc[0][t]) + hsum256d(acc[1][t])) as f32 };
@@ -497,7 +602,7 @@ unsafe fn small_row<F: SmallFormat, const G: usize>(row: &[u8], p: &RowPtrs, out
 /// four blocks' integer sums go into four f64 lanes at once, times `d_w · d_x` per lane, plus
 /// `c_w · d_x Σ q_x`. The products are exact; only the additions round, in f64.
 #[inline(always)]
-unsafe fn small_quad<F: SmallFormat, const G: usize>(
+unsafe fn small_quad<F: SmallFormat, P: Products, const G: usize>(
     bp: *const u8,
     b0: usize,
     n: usize,
@@ -513,10 +618,10 @@ unsafe fn small_quad<F: SmallFormat, const G: usize>(
             // A zero block is multiplied with the last real one's activations (in bounds).
             let x = |i: usize| p.x(t, 32 * (b0 + i.min(n - 1)));
             let sums = fold4(
-                F::dot(&w[0], x(0)),
-                F::dot(&w[1], x(1)),
-                F::dot(&w[2], x(2)),
-                F::dot(&w[3], x(3)),
+                F::dot::<P>(&w[0], x(0)),
+                F::dot::<P>(&w[1], x(1)),
+                F::dot::<P>(&w[2], x(2)),
+                F::dot::<P>(&w[3], x(3)),
             );
             let dx = _mm256_loadu_pd(p.d64[t].add(b0));
             // One rounding per fma: the product of the sum and `d_w d_x` is not rounded.
@@ -528,21 +633,6 @@ unsafe fn small_quad<F: SmallFormat, const G: usize>(
             }
         }
     }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
-    unsafe { small_row::<Q8_0, G>(row, p, outs) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
-    unsafe { small_row::<Q5_0, G>(row, p, outs) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
-    unsafe { small_row::<Q4_1, G>(row, p, outs) }
 }
 
 /// Eight activation rows interleaved for [`small_rows8`]: per block, eight 32-byte chunks, chunk
@@ -588,7 +678,7 @@ impl Interleaved8 {
 /// into accumulator lane `b % 4` by the same fused multiply-add, and the lanes are summed in the
 /// same order, so a row gets the same f32 here as alone.
 #[inline(always)]
-unsafe fn small_rows8<F: SmallFormat, const N: usize>(
+unsafe fn small_rows8<F: SmallFormat, P: Products, const N: usize>(
     row: &[u8],
     ils: [&Interleaved8; N],
     outs: &mut [f32],
@@ -613,21 +703,28 @@ unsafe fn small_rows8<F: SmallFormat, const N: usize>(
             };
             let x: [*const i8; N] = std::array::from_fn(|g| ils[g].qs.as_ptr().add(256 * b));
             let mut s = [_mm256_setzero_si256(); N];
-            for c0 in (0..8).step_by(F::I16_STEPS) {
+            // Fused products go straight to i32; two-step ones add up `I16_STEPS` pairs as i16.
+            let steps = if P::FUSED { 1 } else { F::I16_STEPS };
+            for c0 in (0..8).step_by(steps) {
                 let mut pairs = [_mm256_setzero_si256(); N];
-                for c in c0..c0 + F::I16_STEPS {
+                for c in c0..c0 + steps {
                     let wc = four(&mag, c);
                     for g in 0..N {
                         let mut xc = _mm256_loadu_si256(x[g].add(32 * c) as *const __m256i);
                         if F::SIGNED {
                             xc = _mm256_sign_epi8(xc, four(&sgn, c));
                         }
-                        pairs[g] = _mm256_add_epi16(pairs[g], _mm256_maddubs_epi16(wc, xc));
+                        if P::FUSED {
+                            s[g] = P::dot_add(s[g], wc, xc);
+                        } else {
+                            pairs[g] = _mm256_add_epi16(pairs[g], _mm256_maddubs_epi16(wc, xc));
+                        }
                     }
                 }
-                for g in 0..N {
-                    s[g] =
-                        _mm256_add_epi32(s[g], _mm256_madd_epi16(pairs[g], _mm256_set1_epi16(1)));
+                if !P::FUSED {
+                    for g in 0..N {
+                        s[g] = P::madd_add(s[g], pairs[g], _mm256_set1_epi16(1));
+                    }
                 }
             }
             let (i, dw) = (b % 4, _mm256_set1_pd(f16(bp) as f64));
@@ -673,29 +770,14 @@ unsafe fn small_rows8<F: SmallFormat, const N: usize>(
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_rows8<const N: usize>(row: &[u8], ils: [&Interleaved8; N], outs: &mut [f32]) {
-    unsafe { small_rows8::<Q8_0, N>(row, ils, outs) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_rows8<const N: usize>(row: &[u8], ils: [&Interleaved8; N], outs: &mut [f32]) {
-    unsafe { small_rows8::<Q5_0, N>(row, ils, outs) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1_rows8<const N: usize>(row: &[u8], ils: [&Interleaved8; N], outs: &mut [f32]) {
-    unsafe { small_rows8::<Q4_1, N>(row, ils, outs) }
-}
-
 /// `Q4_K`: `Σ_b d d_x Σ_sb s_sb (q · x) − dmin d_x Σ_sb n_sb Σx`.
 ///
 /// One sub-block (32 values) at a time against every row of the group (up to 8), so that a
 /// block's unpacked values and scales never sit in registers all at once; the rows' block sums
 /// are then folded four rows to a register, row `t` in lane `t % 4` ([`fold4`]), and scaled
 /// together.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+#[inline(always)]
+unsafe fn q4k_row<P: Products, const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     let low4 = _mm256_set1_epi8(0x0F);
     // Register h, lane i: row 4h + i's sums (lanes from G on stay zero).
     let mut acc = [_mm256_setzero_pd(); 2];
@@ -723,7 +805,7 @@ unsafe fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
                     let scale = _mm256_shuffle_epi8(scales, word_broadcast(sb));
                     for t in 0..G {
                         let pairs = _mm256_maddubs_epi16(q, p.x(t, 256 * b + 32 * q4k_slot(sb)));
-                        s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(pairs, scale));
+                        s[t] = P::madd_add(s[t], pairs, scale);
                     }
                 }
             }
@@ -765,8 +847,8 @@ unsafe fn word_broadcast(i: usize) -> __m256i {
 ///
 /// As [`q4k_row`]: 32 values at a time against every row of the group, then the rows' block
 /// sums folded four rows to a register and scaled together.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+#[inline(always)]
+unsafe fn q6k_row<P: Products, const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     let mut acc = [_mm256_setzero_pd(); 2];
     let halves = G.div_ceil(4);
     for (b, blk) in row.chunks_exact(210).enumerate() {
@@ -774,14 +856,14 @@ unsafe fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
             let bp = blk.as_ptr();
             let sc8 = _mm_loadu_si128(bp.add(192) as *const __m128i);
             let mut s = [_mm256_setzero_si256(); MAX_GROUP];
-            q6k_step::<0, G>(bp, b, sc8, p, &mut s);
-            q6k_step::<1, G>(bp, b, sc8, p, &mut s);
-            q6k_step::<2, G>(bp, b, sc8, p, &mut s);
-            q6k_step::<3, G>(bp, b, sc8, p, &mut s);
-            q6k_step::<4, G>(bp, b, sc8, p, &mut s);
-            q6k_step::<5, G>(bp, b, sc8, p, &mut s);
-            q6k_step::<6, G>(bp, b, sc8, p, &mut s);
-            q6k_step::<7, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<P, 0, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<P, 1, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<P, 2, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<P, 3, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<P, 4, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<P, 5, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<P, 6, G>(bp, b, sc8, p, &mut s);
+            q6k_step::<P, 7, G>(bp, b, sc8, p, &mut s);
             // The offset: 32 Σ_g s_g Σx_g per row.
             let sc16 = _mm256_cvtepi8_epi16(sc8);
             let lane_sums = p.lane_sums.as_ptr().add(b * MAX_GROUP * 16);
@@ -805,7 +887,7 @@ unsafe fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
 /// Values `32 K .. 32 K + 32` of the `Q6_K` block at `bp` (groups `2 K` and `2 K + 1`, with
 /// the scales in `sc8`) against each row of the group, added to `s`.
 #[inline(always)]
-unsafe fn q6k_step<const K: usize, const G: usize>(
+unsafe fn q6k_step<P: Products, const K: usize, const G: usize>(
     bp: *const u8,
     b: usize,
     sc8: __m128i,
@@ -837,7 +919,7 @@ unsafe fn q6k_step<const K: usize, const G: usize>(
         let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pair_broadcast(K % 8)));
         for t in 0..G {
             let pairs = _mm256_maddubs_epi16(v, p.x(t, 256 * b + 32 * K));
-            s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(pairs, scale));
+            s[t] = P::madd_add(s[t], pairs, scale);
         }
     }
 }

@@ -110,22 +110,24 @@ fn transpose(t: &[f32], n: usize, m: usize, y: &mut [f32]) {
 enum Prepared {
     Nothing,
     #[cfg(target_arch = "x86_64")]
-    Avx2(crate::avx2::Prepared),
+    X86(crate::avx2::Prepared),
 }
 
 impl Prepared {
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // only AVX2 prepares
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // only x86-64 prepares
     fn new(backend: Backend, w: &Weights, a: &Activations) -> Self {
         match backend {
             #[cfg(target_arch = "x86_64")]
-            Backend::Avx2 => Prepared::Avx2(crate::avx2::prepare(w.format(), a)),
+            Backend::Avx2 | Backend::Avx512Vnni => {
+                Prepared::X86(crate::avx2::prepare(w.format(), a))
+            }
             _ => Prepared::Nothing,
         }
     }
 }
 
 /// Rows `rows` of `w` against every activation row: `dst[(j − rows.start) · m + r]`.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // only AVX2 prepares
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // only x86-64 prepares
 fn run_rows(
     backend: Backend,
     w: &Weights,
@@ -145,18 +147,14 @@ fn run_rows(
             }
         }
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `matmul_quantized` checked `backend.is_supported()`.
-        Backend::Avx2 => match prepared {
-            // SAFETY: `prepared` was made from `a` for this format, which outlive this call.
-            Prepared::Avx2(p) => unsafe {
-                crate::avx2::rows(w.format(), data, w.row_bytes(), p, a.rows, dst)
+        Backend::Avx2 | Backend::Avx512Vnni => match prepared {
+            // SAFETY: `matmul_quantized` checked `backend.is_supported()`; `prepared` was made
+            // from `a` for this format, which outlive this call.
+            Prepared::X86(p) => unsafe {
+                let vnni = backend == Backend::Avx512Vnni;
+                crate::avx2::rows(w.format(), data, w.row_bytes(), p, a.rows, vnni, dst)
             },
-            Prepared::Nothing => unreachable!("prepared for the AVX2 backend"),
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Backend::Avx512Vnni => unsafe {
-            crate::avx512::rows(w.format(), data, w.row_bytes(), a, dst)
+            Prepared::Nothing => unreachable!("prepared for the x86-64 backends"),
         },
         #[cfg(not(target_arch = "x86_64"))]
         Backend::Avx2 | Backend::Avx512Vnni => unreachable!("checked by is_supported"),

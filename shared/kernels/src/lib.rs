@@ -4,9 +4,10 @@
 //! Decoding is bound by reading the weights, so the kernels here do three things:
 //! - they read each weight block once for all activation rows (`m` rows share every load);
 //! - they multiply 8-bit integers (the activations quantised per block, as llama.cpp does) with
-//!   AVX-512 instructions where the CPU has them (`vpmaddubsw`/`vpmaddwd`, VNNI `vpdpbusd`),
-//!   else AVX2 (`vpmaddubsw`/`vpmaddwd` on 256-bit registers), and in the browser WebAssembly
-//!   SIMD128 (`i32x4.dot_i16x8_s`, or relaxed SIMD's `i32x4.relaxed_dot_i8x16_i7x16_add_s`);
+//!   AVX2 (`vpmaddubsw` then `vpmaddwd`), or the same kernels with AVX-512 VNNI's fused
+//!   instructions where the CPU has them (`vpdpbusd`, `vpdpwssd`: the same integers, the same
+//!   results to the bit), and in the browser WebAssembly SIMD128 (`i32x4.dot_i16x8_s`, or relaxed
+//!   SIMD's `i32x4.relaxed_dot_i8x16_i7x16_add_s`);
 //! - they split the weight rows across the caller's threads ([`Parallel`]).
 //!
 //! [`Backend::Portable`] is the plain reference every SIMD kernel is tested against, and runs
@@ -24,8 +25,6 @@
 mod activations;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 mod driver;
 mod formats;
 mod portable;
@@ -76,7 +75,9 @@ pub enum Backend {
     Portable,
     /// x86-64 with AVX2, FMA and F16C (Intel Haswell and later, AMD Zen and later).
     Avx2,
-    /// x86-64 with AVX-512 F/BW/VL and VNNI (Intel Ice Lake and later, AMD Zen 4 and later).
+    /// x86-64 with AVX-512 F/BW/VL and VNNI (Intel Ice Lake and later, AMD Zen 4 and later): the
+    /// AVX2 kernels with VNNI's fused products, on 256-bit registers; the same results as
+    /// [`Backend::Avx2`], bit for bit.
     Avx512Vnni,
     /// WebAssembly with SIMD128 (chosen when the crate is compiled with it: WebAssembly has no
     /// run-time feature detection).
@@ -99,6 +100,14 @@ impl Backend {
             .rev()
             .find(|b| b.is_supported())
             .unwrap_or(Backend::Portable)
+    }
+
+    /// The backend called `name` ([`Backend::name`]), if this CPU can run it: for comparing
+    /// backends on one machine (`HLM_KERNELS=avx2` on an AVX-512 CPU, say).
+    pub fn by_name(name: &str) -> Option<Backend> {
+        Backend::ALL
+            .into_iter()
+            .find(|b| b.name() == name && b.is_supported())
     }
 
     /// Whether this CPU can run the backend.

@@ -1,6 +1,7 @@
 //! The reference kernels: one weight row against one activation row, one value at a time, in
-//! the order of the formulas. Each block contributes `scale × integer sum`, added up in f64 (see
-//! `Acc64` in the AVX-512 kernels): every SIMD kernel gives the same f32 as these.
+//! the order of the formulas. Each block contributes `scale × integer sum`, added up in f64: every
+//! SIMD kernel gives the same f32 as these, or one a rounding of an f64 sum away (they add the
+//! same exact terms in another order).
 
 use crate::activations::q4k_slot;
 use crate::formats::{f16_at, q4k_scales_mins, q5_0_value, q6k_value};

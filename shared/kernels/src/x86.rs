@@ -12,12 +12,6 @@ pub(crate) unsafe fn f16(p: *const u8) -> f32 {
     }
 }
 
-/// `a · b` in f64 (exact for an f16 times an f32).
-#[inline(always)]
-pub(crate) fn scale(a: f32, b: f32) -> f64 {
-    a as f64 * b as f64
-}
-
 /// The sum of the four lanes ([`sum4`]).
 #[inline(always)]
 pub(crate) unsafe fn hsum256d(v: __m256d) -> f64 {
@@ -41,21 +35,4 @@ pub(crate) fn sum4(l: [f64; 4]) -> f64 {
 pub(crate) unsafe fn q4k_scales_mins_words(bp: *const u8) -> [u32; 4] {
     // SAFETY: the caller's block holds bytes 4..16.
     crate::formats::q4k_scales_mins_words(unsafe { std::slice::from_raw_parts(bp.add(4), 12) })
-}
-
-/// `acc + dmin · d_x · Σ_sb n_sb Σx_sb` (four f64 lanes): `Q4_K`'s mins term of one block for one
-/// activation row, from the block's 8 mins `n_sb` (i16) and the row's 8 sub-block sums at `sums`.
-#[inline(always)]
-pub(crate) unsafe fn q4k_add_mins(
-    acc: __m256d,
-    mins: __m128i,
-    sums: *const i16,
-    dmin_dx: f64,
-) -> __m256d {
-    let s = unsafe { _mm_loadu_si128(sums as *const __m128i) };
-    _mm256_fmadd_pd(
-        _mm256_set1_pd(dmin_dx),
-        _mm256_cvtepi32_pd(_mm_madd_epi16(mins, s)),
-        acc,
-    )
 }

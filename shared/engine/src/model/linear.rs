@@ -9,7 +9,7 @@ use std::sync::Arc;
 /// matrix (safetensors).
 ///
 /// Which kernel runs a product, on the CPU:
-/// - our own kernels (`hlm-kernels`) when the CPU has a SIMD backend for them (AVX-512 VNNI) and
+/// - our own kernels (`hlm-kernels`) when the CPU has a SIMD backend for them (AVX2, AVX-512 VNNI, WebAssembly SIMD128) and
 ///   the format is one they cover (`Q8_0`, `Q5_0`, `Q4_1`, `Q4_K`, `Q6_K`), for any number of rows: they
 ///   read the file's blocks as stored, once for all rows, and give a row the same integer sums
 ///   whether it comes alone or with others;
@@ -158,11 +158,13 @@ impl Embedding {
 }
 
 /// The backend our kernels run on here (`Portable` means: not faster than candle's own, which
-/// then runs). `HLM_KERNELS=candle` in the environment turns our kernels off, to compare.
+/// then runs). `HLM_KERNELS=candle` in the environment turns our kernels off, to compare;
+/// `HLM_KERNELS=avx2` (any [`hlm_kernels::Backend::name`] this CPU supports) picks a backend.
 pub fn kernel_backend() -> hlm_kernels::Backend {
     static CHOICE: std::sync::OnceLock<hlm_kernels::Backend> = std::sync::OnceLock::new();
     *CHOICE.get_or_init(|| match std::env::var("HLM_KERNELS").as_deref() {
         Ok("candle") => hlm_kernels::Backend::Portable,
+        Ok(name) => hlm_kernels::Backend::by_name(name).unwrap_or_else(hlm_kernels::Backend::best),
         _ => hlm_kernels::Backend::best(),
     })
 }
