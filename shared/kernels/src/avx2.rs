@@ -588,7 +588,11 @@ unsafe fn small_row<F: SmallFormat, P: Products, const G: usize>(
     // additions side by side (one alone bounds a row by its latency).
     let mut acc = [[_mm256_setzero_pd(); G]; 2];
     for b0 in (0..full).step_by(4) {
-        unsafe { small_quad::<F, P, G>(row.as_ptr().add(b0 * F::BYTES), b0, 4, p, &mut acc) };
+        let bp = unsafe { row.as_ptr().add(b0 * F::BYTES) };
+        if G == 1 {
+            unsafe { prefetch_ahead(bp, 4 * F::BYTES) };
+        }
+        unsafe { small_quad::<F, P, G>(bp, b0, 4, p, &mut acc) };
     }
     if full < blocks {
         let mut tail = [0u8; 4 * 34];
@@ -788,6 +792,9 @@ unsafe fn q4k_row<P: Products, const G: usize>(row: &[u8], p: &RowPtrs, outs: &m
     for (b, blk) in row.chunks_exact(144).enumerate() {
         unsafe {
             let bp = blk.as_ptr();
+            if G == 1 {
+                prefetch_ahead(bp, 144);
+            }
             let sm: [u8; 16] = std::mem::transmute(q4k_scales_mins_words(bp));
             let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(
                 sm.as_ptr() as *const __m128i,
@@ -837,6 +844,22 @@ unsafe fn q4k_row<P: Products, const G: usize>(row: &[u8], p: &RowPtrs, outs: &m
     unsafe { store_lanes::<G>(acc, acc_min, outs) }
 }
 
+/// Asks for the cache lines of the weights [`PREFETCH_AHEAD`] bytes past the `bytes` at `bp`
+/// (a hint: an address past the matrix is not read, and does not fault).
+#[inline(always)]
+unsafe fn prefetch_ahead(bp: *const u8, bytes: usize) {
+    for line in 0..bytes.div_ceil(64) {
+        let at = bp.wrapping_add(PREFETCH_AHEAD + 64 * line);
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at as *const i8) };
+    }
+}
+
+/// How far ahead of the block being multiplied a decode step asks for weights. The hardware's
+/// own prefetching left a decode step short of the memory's pace: with this, the 1.5B's decode
+/// step took 6-8 % less time on the Zen 4 machine (`decode_probe`, four alternating rounds; 4096
+/// bytes ahead was no better).
+const PREFETCH_AHEAD: usize = 2048;
+
 /// The `vpshufb` pattern that copies 16-bit word `i` (of each 128-bit half) to all eight.
 #[inline(always)]
 unsafe fn word_broadcast(i: usize) -> __m256i {
@@ -856,6 +879,9 @@ unsafe fn q6k_row<P: Products, const G: usize>(row: &[u8], p: &RowPtrs, outs: &m
     for (b, blk) in row.chunks_exact(210).enumerate() {
         unsafe {
             let bp = blk.as_ptr();
+            if G == 1 {
+                prefetch_ahead(bp, 210);
+            }
             let sc8 = _mm_loadu_si128(bp.add(192) as *const __m128i);
             let mut s = [_mm256_setzero_si256(); MAX_GROUP];
             q6k_step::<P, 0, G>(bp, b, sc8, p, &mut s);
