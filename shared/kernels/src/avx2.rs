@@ -31,7 +31,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::activations::q4k_slot;
-use crate::driver::by_tiles;
+use crate::driver::{by_tiles, stream_order};
 use crate::x86::{f16, hsum256d, q4k_scales_mins_words, sum4};
 use crate::{Activations, Format};
 use std::arch::x86_64::*;
@@ -85,12 +85,21 @@ pub(crate) unsafe fn rows(
 ) {
     let run = if vnni { vnni::run } else { two_step::run };
     if m == 1 {
-        // In order: four streams (`driver::stream_order`, which pays in WebAssembly) made a
-        // decode step of the 0.5B 15 % slower on the Zen 4 machine (`decode_probe`, six
-        // alternating rounds), and gave no decode gain on the Zen 3 one.
-        for (row, out) in data.chunks_exact(row_bytes).zip(dst.iter_mut()) {
+        // Four streams (`driver::stream_order`) took the 0.5B's output matrix from 13.8 to
+        // 9.4-11.2 ms on the AVX2 machine (Zen 3), but made the 0.5B's decode step 15 % slower
+        // on the AVX-512 one (Zen 4: `decode_probe`, six alternating rounds), whose prefetcher
+        // follows one stream well. What decides is the CPU's prefetcher, not the instruction
+        // set; with one machine of each here, the backend stands for it.
+        let n = data.len() / row_bytes;
+        let mut one = |r: usize| {
+            let row = &data[r * row_bytes..(r + 1) * row_bytes];
             // SAFETY: the caller's contract.
-            unsafe { run(&p.units[0], format, row, std::slice::from_mut(out)) }
+            unsafe { run(&p.units[0], format, row, &mut dst[r..r + 1]) }
+        };
+        if vnni {
+            (0..n).for_each(&mut one);
+        } else {
+            stream_order(format, n).for_each(one);
         }
         return;
     }

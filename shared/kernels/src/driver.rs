@@ -178,13 +178,17 @@ pub(crate) const TILE_BYTES: usize = 16 << 10;
 pub(crate) const STREAMS: usize = 4;
 
 /// The rows `0..n` of a `format` matrix in the order a product with one activation row (a decode
-/// step, bound by reading the weights) takes them in WebAssembly. For the 32-value formats, row
-/// `j` of each of [`STREAMS`] equal parts in turn: the CPU's prefetcher follows each sequential
-/// stream on its own, and one stream read at WebAssembly's pace gets a fraction of the memory
-/// bandwidth that several do (`speed_probe 1 151936 896 Q8_0`, the 0.5B's output matrix, one
-/// thread on the AVX2 machine: 33 → 15 ms). The K formats' kernels do more work per byte and
-/// gain nothing: their rows go in order. (The x86-64 kernels take every format in order.)
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+/// step, bound by reading the weights) takes them. For the 32-value formats, row `j` of each of
+/// [`STREAMS`] equal parts in turn: the CPU's prefetcher follows each sequential stream on its
+/// own, and one stream read at the pace of the products gets a fraction of the memory bandwidth
+/// that several do (`speed_probe 1 151936 896 Q8_0`, the 0.5B's output matrix, one thread on the
+/// AVX2 machine: 33 → 15 ms in WebAssembly, 13.8 → 9.4-11.2 ms natively; the AVX-512 machine
+/// goes in order, see `avx2::rows`). The K formats' kernels do more work per byte and gain
+/// nothing (`Q6_K` lost a little): their rows go in order.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "wasm32")),
+    allow(dead_code)
+)]
 pub(crate) fn stream_order(format: Format, n: usize) -> impl Iterator<Item = usize> {
     let parts = if format.block_values() == 32 {
         STREAMS
