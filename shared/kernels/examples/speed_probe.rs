@@ -10,7 +10,7 @@
 //! `--chromium` after the script's name, and for the relaxed-SIMD kernels
 //! `RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd"` with a target dir of their own
 //! (`--target-dir target/wasm-relaxed`).
-use hlm_kernels::{matmul, Backend, Format, Serial, Weights};
+use hlm_kernels::{matmul, Backend, Format, Layout, Serial, Weights};
 use std::time::Instant;
 
 /// Random blocks whose f16 scales are all 0.0625 (bytes `00 2c`), so no product overflows, and
@@ -82,28 +82,41 @@ fn main() {
         let data = weights(format, n, k);
         let w = Weights::new(format, &data, n, k).unwrap();
         for &backend in backends {
-            let reps = 20;
-            // Warm up first (V8 runs WebAssembly on its baseline compiler until the optimised
-            // code is ready).
-            for _ in 0..reps {
-                matmul(backend, &w, &x, m, &mut y, &Serial).unwrap();
+            let packed = w.pack(backend);
+            let layouts = [Some(w), packed.as_ref().map(|p| p.weights())];
+            for w in layouts.iter().flatten() {
+                let s = time_product(backend, w, &x, m, &mut y);
+                let gbs = data.len() as f64 / s / 1e9;
+                println!(
+                    "{format:?} {}{} ({m} rows): {:.2} ms, {gbs:.2} GB/s",
+                    backend.name(),
+                    if w.layout() == Layout::Rows {
+                        ""
+                    } else {
+                        " packed"
+                    },
+                    s * 1e3
+                );
             }
-            // The best of fifteen batches: the machines here are shared and noisy.
-            let s = (0..15)
-                .map(|_| {
-                    let t = Instant::now();
-                    for _ in 0..reps {
-                        matmul(backend, &w, &x, m, &mut y, &Serial).unwrap();
-                    }
-                    t.elapsed().as_secs_f64() / reps as f64
-                })
-                .fold(f64::INFINITY, f64::min);
-            let gbs = data.len() as f64 / s / 1e9;
-            println!(
-                "{format:?} {} ({m} rows): {:.2} ms, {gbs:.2} GB/s",
-                backend.name(),
-                s * 1e3
-            );
         }
     }
+}
+
+/// Seconds per product: the best of fifteen batches (the machines here are shared and noisy),
+/// after a warm-up (V8 runs WebAssembly on its baseline compiler until the optimised code is
+/// ready).
+fn time_product(backend: Backend, w: &Weights, x: &[f32], m: usize, y: &mut [f32]) -> f64 {
+    let reps = 20;
+    for _ in 0..reps {
+        matmul(backend, w, x, m, y, &Serial).unwrap();
+    }
+    (0..15)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..reps {
+                matmul(backend, w, x, m, y, &Serial).unwrap();
+            }
+            t.elapsed().as_secs_f64() / reps as f64
+        })
+        .fold(f64::INFINITY, f64::min)
 }

@@ -32,6 +32,10 @@
 
 use crate::activations::q4k_slot;
 use crate::driver::{by_tiles, stream_order};
+use crate::packed::{
+    group_block_bytes, DMIN_AT, D_AT, GROUP_BLOCK_BYTES, GROUP_ROWS, MINS_AT, Q6K_D_AT,
+    Q6K_GROUP_BLOCK_BYTES, Q6K_SCALES_AT, SCALES_AT,
+};
 use crate::x86::{f16, hsum256d, q4k_scales_mins_words, sum4};
 use crate::{Activations, Format};
 use std::arch::x86_64::*;
@@ -156,6 +160,22 @@ trait Products {
     unsafe fn dot_add(acc: __m256i, w: __m256i, x: __m256i) -> __m256i;
     /// `acc + Σ pairs · scale` over each 2 i16 lanes, as eight i32 lanes.
     unsafe fn madd_add(acc: __m256i, pairs: __m256i, scale: __m256i) -> __m256i;
+    /// Eight i32 lanes of i16 scales, in the form [`Products::scaled_sum`] takes.
+    unsafe fn scales(s: __m256i) -> __m256i;
+    /// `scale · Σ_i w_i x_i` in each i32 lane, over `N` registers of u8 weights against 4
+    /// activation bytes each (at `x + 4 i`), broadcast to every lane. `RUN` is how many
+    /// `vpmaddubsw` results may be added as i16 without overflow: `32767 / (2 · 128 · max w)`.
+    unsafe fn scaled_sum<const N: usize, const RUN: usize>(
+        w: &[__m256i; N],
+        x: *const i8,
+        scale: __m256i,
+    ) -> __m256i;
+}
+
+/// The 4 bytes at `x`, in every 32-bit lane.
+#[inline(always)]
+unsafe fn broadcast4(x: *const i8) -> __m256i {
+    unsafe { _mm256_set1_epi32(std::ptr::read_unaligned(x as *const i32)) }
 }
 
 /// AVX2's two-step products.
@@ -172,6 +192,32 @@ impl Products for TwoStep {
     unsafe fn madd_add(acc: __m256i, pairs: __m256i, scale: __m256i) -> __m256i {
         _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, scale))
     }
+    /// The scale in both i16 halves of its lane.
+    #[inline(always)]
+    unsafe fn scales(s: __m256i) -> __m256i {
+        _mm256_blend_epi16::<0b1010_1010>(s, _mm256_slli_epi32::<16>(s))
+    }
+    /// The `vpmaddubsw` results added as i16 `RUN` at a time, each run then one `vpmaddwd`
+    /// with the scale.
+    #[inline(always)]
+    unsafe fn scaled_sum<const N: usize, const RUN: usize>(
+        w: &[__m256i; N],
+        x: *const i8,
+        scale: __m256i,
+    ) -> __m256i {
+        unsafe {
+            let mut total = _mm256_setzero_si256();
+            for i0 in (0..N).step_by(RUN) {
+                let mut s = _mm256_maddubs_epi16(w[i0], broadcast4(x.add(4 * i0)));
+                for i in i0 + 1..(i0 + RUN).min(N) {
+                    let p = _mm256_maddubs_epi16(w[i], broadcast4(x.add(4 * i)));
+                    s = _mm256_add_epi16(s, p);
+                }
+                total = _mm256_add_epi32(total, _mm256_madd_epi16(s, scale));
+            }
+            total
+        }
+    }
 }
 
 /// AVX-512 VNNI's fused products.
@@ -186,6 +232,26 @@ impl Products for Fused {
     #[inline(always)]
     unsafe fn madd_add(acc: __m256i, pairs: __m256i, scale: __m256i) -> __m256i {
         _mm256_dpwssd_epi32(acc, pairs, scale)
+    }
+    #[inline(always)]
+    unsafe fn scales(s: __m256i) -> __m256i {
+        s
+    }
+    /// Two chains of `vpdpbusd`, then one `vpmulld` with the scale.
+    #[inline(always)]
+    unsafe fn scaled_sum<const N: usize, const RUN: usize>(
+        w: &[__m256i; N],
+        x: *const i8,
+        scale: __m256i,
+    ) -> __m256i {
+        unsafe {
+            let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for i in (0..N).step_by(2) {
+                even = _mm256_dpbusd_epi32(even, w[i], broadcast4(x.add(4 * i)));
+                odd = _mm256_dpbusd_epi32(odd, w[i + 1], broadcast4(x.add(4 * i + 4)));
+            }
+            _mm256_mullo_epi32(_mm256_add_epi32(even, odd), scale)
+        }
     }
 }
 
@@ -279,6 +345,61 @@ macro_rules! instruction_set {
                 outs: &mut [f32],
             ) {
                 unsafe { small_rows8::<F, $products, N>(row, ils, outs) }
+            }
+
+            /// A group of eight interleaved `Q4_K` rows against activation rows `t0 ..` (up
+            /// to eight of them).
+            ///
+            /// SAFETY: as [`packed_rows`](super::packed_rows), for this instruction set.
+            pub(super) unsafe fn q4k_x8(grp: &[u8], a: &Activations, t0: usize, outs: &mut [f32]) {
+                unsafe {
+                    match a.rows - t0 {
+                        1 => q4k_x8_g::<1>(grp, a, t0, outs),
+                        2 => q4k_x8_g::<2>(grp, a, t0, outs),
+                        3 => q4k_x8_g::<3>(grp, a, t0, outs),
+                        4 => q4k_x8_g::<4>(grp, a, t0, outs),
+                        5 => q4k_x8_g::<5>(grp, a, t0, outs),
+                        6 => q4k_x8_g::<6>(grp, a, t0, outs),
+                        7 => q4k_x8_g::<7>(grp, a, t0, outs),
+                        _ => q4k_x8_g::<8>(grp, a, t0, outs),
+                    }
+                }
+            }
+
+            /// As [`q4k_x8`], for `Q6_K`.
+            pub(super) unsafe fn q6k_x8(grp: &[u8], a: &Activations, t0: usize, outs: &mut [f32]) {
+                unsafe {
+                    match a.rows - t0 {
+                        1 => q6k_x8_g::<1>(grp, a, t0, outs),
+                        2 => q6k_x8_g::<2>(grp, a, t0, outs),
+                        3 => q6k_x8_g::<3>(grp, a, t0, outs),
+                        4 => q6k_x8_g::<4>(grp, a, t0, outs),
+                        5 => q6k_x8_g::<5>(grp, a, t0, outs),
+                        6 => q6k_x8_g::<6>(grp, a, t0, outs),
+                        7 => q6k_x8_g::<7>(grp, a, t0, outs),
+                        _ => q6k_x8_g::<8>(grp, a, t0, outs),
+                    }
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q6k_x8_g<const G: usize>(
+                grp: &[u8],
+                a: &Activations,
+                t0: usize,
+                outs: &mut [f32],
+            ) {
+                unsafe { q6k_x8_rows::<$products, G>(grp, a, t0, outs) }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn q4k_x8_g<const G: usize>(
+                grp: &[u8],
+                a: &Activations,
+                t0: usize,
+                outs: &mut [f32],
+            ) {
+                unsafe { q4k_x8_rows::<$products, G>(grp, a, t0, outs) }
             }
 
             #[target_feature(enable = $features)]
@@ -981,4 +1102,259 @@ unsafe fn store_lanes<const G: usize>(acc: [__m256d; 2], sub: [__m256d; 2], outs
 unsafe fn pair_broadcast(k: usize) -> __m128i {
     let ones = 0x0101_0101_0101_0101_i64;
     _mm_set_epi64x((2 * k as i64 + 1) * ones, 2 * k as i64 * ones)
+}
+
+/// Groups of eight interleaved `Q4_K` or `Q6_K` rows ([`crate::packed`]; `cols` values each) against every
+/// row of `a`: `dst[j · m + r]` gets row `j` times activation row `r`. Each group's bytes (at most
+/// 41 KB for the 1.5B's widest rows) are read from memory once, and again from the caches for
+/// each eight activation rows past the first eight.
+///
+/// SAFETY: the CPU must have AVX2, FMA and F16C, and with `vnni` AVX-512 F/BW/VL/VNNI; `data`
+/// must be whole groups of `a.cols == cols` values and `dst` hold `8 · groups · m` values.
+pub(crate) unsafe fn packed_rows(
+    format: Format,
+    data: &[u8],
+    cols: usize,
+    a: &Activations,
+    vnni: bool,
+    dst: &mut [f32],
+) {
+    let run = match (format, vnni) {
+        (Format::Q6K, true) => vnni::q6k_x8,
+        (Format::Q6K, false) => two_step::q6k_x8,
+        (_, true) => vnni::q4k_x8,
+        (_, false) => two_step::q4k_x8,
+    };
+    let (m, group_bytes) = (a.rows, cols / 256 * group_block_bytes(format));
+    for (grp, outs) in data
+        .chunks_exact(group_bytes)
+        .zip(dst.chunks_exact_mut(GROUP_ROWS * m))
+    {
+        for t0 in (0..m).step_by(MAX_GROUP) {
+            // SAFETY: the caller's contract.
+            unsafe { run(grp, a, t0, outs) };
+        }
+    }
+}
+
+/// `Q4_K`, eight interleaved weight rows (one per 32-bit lane) against activation rows
+/// `t0 .. t0 + G`: per block, `Σ_sb s_sb (q · x)_sb` and `Σ_sb n_sb Σx_sb` for all eight rows
+/// at once ([`Products::scaled_sum`]), then scaled in f64 as [`q4k_row`] does, so the results
+/// are its own to the bit. `outs[j · m + t0 + t]` gets weight row `j` of the group times
+/// activation row `t0 + t`.
+#[inline(always)]
+unsafe fn q4k_x8_rows<P: Products, const G: usize>(
+    grp: &[u8],
+    a: &Activations,
+    t0: usize,
+    outs: &mut [f32],
+) {
+    let m = a.rows;
+    let qs: [*const i8; G] = std::array::from_fn(|t| a.row_qs(t0 + t).as_ptr());
+    let dx: [&[f32]; G] = std::array::from_fn(|t| a.row_d(t0 + t));
+    let sums: [*const i16; G] = std::array::from_fn(|t| a.row_sums32(t0 + t).as_ptr());
+    let low4 = _mm256_set1_epi8(0x0F);
+    // Per activation row, two registers of four weight rows each.
+    let mut acc = [[_mm256_setzero_pd(); 2]; G];
+    let mut acc_min = [[_mm256_setzero_pd(); 2]; G];
+    for (b, blk) in grp.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
+        unsafe {
+            let bp = blk.as_ptr();
+            if G == 1 {
+                prefetch_ahead(bp, GROUP_BLOCK_BYTES);
+            }
+            let mut s = [_mm256_setzero_si256(); G];
+            for sb in 0..8 {
+                // Sub-block sb: the low (even sb) or high nibbles of run sb / 2.
+                let run = bp.add(256 * (sb / 2));
+                let w: [__m256i; 8] = std::array::from_fn(|i| {
+                    let raw = _mm256_loadu_si256(run.add(32 * i) as *const __m256i);
+                    if sb % 2 == 0 {
+                        _mm256_and_si256(raw, low4)
+                    } else {
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4)
+                    }
+                });
+                let scale = _mm_loadl_epi64(bp.add(SCALES_AT + 8 * sb) as *const __m128i);
+                let scale = P::scales(_mm256_cvtepu8_epi32(scale));
+                for t in 0..G {
+                    let x = qs[t].add(256 * b + 32 * q4k_slot(sb));
+                    // Each pair of products at most 2 · 15 · 128: eight fit in an i16.
+                    s[t] = _mm256_add_epi32(s[t], P::scaled_sum::<8, 8>(&w, x, scale));
+                }
+            }
+            let mins: [__m256i; 4] = std::array::from_fn(|k| {
+                _mm256_cvtepu8_epi16(_mm_loadu_si128(bp.add(MINS_AT + 16 * k) as *const __m128i))
+            });
+            let f64x8 = |at: usize| {
+                let v = _mm256_cvtph_ps(_mm_loadu_si128(bp.add(at) as *const __m128i));
+                let hi = _mm256_extractf128_ps::<1>(v);
+                [
+                    _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                    _mm256_cvtps_pd(hi),
+                ]
+            };
+            let (d, dmin) = (f64x8(D_AT), f64x8(DMIN_AT));
+            for t in 0..G {
+                // Σ_sb n_sb Σx_sb: the mins in pairs against the sums of two sub-blocks.
+                let sp = sums[t].add(8 * b);
+                let mut n = _mm256_setzero_si256();
+                for k in 0..4 {
+                    let pair =
+                        _mm256_set1_epi32(std::ptr::read_unaligned(sp.add(2 * k) as *const i32));
+                    n = _mm256_add_epi32(n, _mm256_madd_epi16(mins[k], pair));
+                }
+                let dxv = _mm256_set1_pd(dx[t][b] as f64);
+                let halves = |v: __m256i| {
+                    let hi = _mm256_extracti128_si256::<1>(v);
+                    [
+                        _mm256_cvtepi32_pd(_mm256_castsi256_si128(v)),
+                        _mm256_cvtepi32_pd(hi),
+                    ]
+                };
+                let (sv, nv) = (halves(s[t]), halves(n));
+                for h in 0..2 {
+                    // `d · d_x` and `dmin · d_x` are exact in f64; one rounding per fma.
+                    acc[t][h] = _mm256_fmadd_pd(sv[h], _mm256_mul_pd(d[h], dxv), acc[t][h]);
+                    acc_min[t][h] =
+                        _mm256_fmadd_pd(nv[h], _mm256_mul_pd(dmin[h], dxv), acc_min[t][h]);
+                }
+            }
+        }
+    }
+    for t in 0..G {
+        let (mut total, mut mins) = ([0f64; 8], [0f64; 8]);
+        for h in 0..2 {
+            unsafe {
+                _mm256_storeu_pd(total.as_mut_ptr().add(4 * h), acc[t][h]);
+                _mm256_storeu_pd(mins.as_mut_ptr().add(4 * h), acc_min[t][h]);
+            }
+        }
+        for j in 0..GROUP_ROWS {
+            outs[j * m + t0 + t] = (total[j] - mins[j]) as f32;
+        }
+    }
+}
+
+/// `Q6_K`, eight interleaved weight rows (one per 32-bit lane) against activation rows
+/// `t0 .. t0 + G`: per block, `Σ_g s_g (q · x)_g − 32 Σ_g s_g Σx_g` over the 16-value groups
+/// `g` for all eight rows at once, then scaled in f64 as [`q6k_row`] does, so the results are
+/// its own to the bit. `outs[j · m + t0 + t]` gets weight row `j` of the group times activation
+/// row `t0 + t`.
+#[inline(always)]
+unsafe fn q6k_x8_rows<P: Products, const G: usize>(
+    grp: &[u8],
+    a: &Activations,
+    t0: usize,
+    outs: &mut [f32],
+) {
+    let m = a.rows;
+    let qs: [*const i8; G] = std::array::from_fn(|t| a.row_qs(t0 + t).as_ptr());
+    let dx: [&[f32]; G] = std::array::from_fn(|t| a.row_d(t0 + t));
+    let sums: [*const i16; G] = std::array::from_fn(|t| a.row_sums16(t0 + t).as_ptr());
+    let mut acc = [[_mm256_setzero_pd(); 2]; G];
+    for (b, blk) in grp.chunks_exact(Q6K_GROUP_BLOCK_BYTES).enumerate() {
+        unsafe {
+            let bp = blk.as_ptr();
+            if G == 1 {
+                prefetch_ahead(bp, Q6K_GROUP_BLOCK_BYTES);
+            }
+            // Scales of groups 2k and 2k + 1, as i16 pairs (row r in lane r).
+            let pairs: [__m256i; 8] = std::array::from_fn(|k| {
+                let at = bp.add(Q6K_SCALES_AT + 16 * k) as *const __m128i;
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(at))
+            });
+            let mut s = [_mm256_setzero_si256(); G];
+            q6k_x8_chunk::<P, 0, G>(bp, b, &pairs, &qs, &mut s);
+            q6k_x8_chunk::<P, 1, G>(bp, b, &pairs, &qs, &mut s);
+            q6k_x8_chunk::<P, 2, G>(bp, b, &pairs, &qs, &mut s);
+            q6k_x8_chunk::<P, 3, G>(bp, b, &pairs, &qs, &mut s);
+            q6k_x8_chunk::<P, 4, G>(bp, b, &pairs, &qs, &mut s);
+            q6k_x8_chunk::<P, 5, G>(bp, b, &pairs, &qs, &mut s);
+            q6k_x8_chunk::<P, 6, G>(bp, b, &pairs, &qs, &mut s);
+            q6k_x8_chunk::<P, 7, G>(bp, b, &pairs, &qs, &mut s);
+            let v = _mm256_cvtph_ps(_mm_loadu_si128(bp.add(Q6K_D_AT) as *const __m128i));
+            let d = [
+                _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)),
+            ];
+            for t in 0..G {
+                // The offset: 32 Σ_g s_g Σx_g, the scales in pairs against two groups' sums.
+                let sp = sums[t].add(16 * b);
+                let mut offset = _mm256_setzero_si256();
+                for k in 0..8 {
+                    let x =
+                        _mm256_set1_epi32(std::ptr::read_unaligned(sp.add(2 * k) as *const i32));
+                    offset = _mm256_add_epi32(offset, _mm256_madd_epi16(pairs[k], x));
+                }
+                let total = _mm256_sub_epi32(s[t], _mm256_slli_epi32::<5>(offset));
+                let dxv = _mm256_set1_pd(dx[t][b] as f64);
+                let halves = [
+                    _mm256_cvtepi32_pd(_mm256_castsi256_si128(total)),
+                    _mm256_cvtepi32_pd(_mm256_extracti128_si256::<1>(total)),
+                ];
+                for h in 0..2 {
+                    // `d · d_x` is exact in f64; one rounding per fma.
+                    acc[t][h] = _mm256_fmadd_pd(halves[h], _mm256_mul_pd(d[h], dxv), acc[t][h]);
+                }
+            }
+        }
+    }
+    for t in 0..G {
+        let mut total = [0f64; 8];
+        for h in 0..2 {
+            unsafe { _mm256_storeu_pd(total.as_mut_ptr().add(4 * h), acc[t][h]) };
+        }
+        for j in 0..GROUP_ROWS {
+            // As `store_lanes`: the sum less nothing.
+            outs[j * m + t0 + t] = (total[j] - 0.0) as f32;
+        }
+    }
+}
+
+/// Values `32 K .. 32 K + 32` of a `Q6_K` group's block at `bp` (groups `2K` and `2K + 1`,
+/// scales `pairs[K]`) against each activation row, added to `s`.
+#[inline(always)]
+unsafe fn q6k_x8_chunk<P: Products, const K: usize, const G: usize>(
+    bp: *const u8,
+    b: usize,
+    pairs: &[__m256i; 8],
+    qs: &[*const i8; G],
+    s: &mut [__m256i; G],
+) {
+    unsafe {
+        // Half K / 4 of the block; quarter c: its low nibbles from the first or second set of
+        // `ql`, low or high nibble, and bit pair c of `qh`, moved to bits 4-5.
+        let (half, c) = (bp.add(768 * (K / 4)), K % 4);
+        let w: [__m256i; 8] = std::array::from_fn(|i| {
+            let ql = _mm256_loadu_si256(half.add(256 * (c % 2) + 32 * i) as *const __m256i);
+            let qh = _mm256_loadu_si256(half.add(512 + 32 * i) as *const __m256i);
+            let low = if c < 2 {
+                ql
+            } else {
+                _mm256_srli_epi16::<4>(ql)
+            };
+            let high = match c {
+                0 => _mm256_slli_epi16::<4>(qh),
+                1 => _mm256_slli_epi16::<2>(qh),
+                2 => qh,
+                _ => _mm256_srli_epi16::<2>(qh),
+            };
+            _mm256_or_si256(
+                _mm256_and_si256(low, _mm256_set1_epi8(0x0F)),
+                _mm256_and_si256(high, _mm256_set1_epi8(0x30)),
+            )
+        });
+        // Group 2K: the low i16 of each pair, sign-extended; group 2K + 1: the high one.
+        let first = P::scales(_mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(pairs[K])));
+        let second = P::scales(_mm256_srai_epi32::<16>(pairs[K]));
+        let [w0, w1, w2, w3, w4, w5, w6, w7] = w;
+        for t in 0..G {
+            let x = qs[t].add(256 * b + 32 * K);
+            // Each pair of products at most 2 · 63 · 128: two fit in an i16.
+            let lo = P::scaled_sum::<4, 2>(&[w0, w1, w2, w3], x, first);
+            let hi = P::scaled_sum::<4, 2>(&[w4, w5, w6, w7], x.add(16), second);
+            s[t] = _mm256_add_epi32(s[t], _mm256_add_epi32(lo, hi));
+        }
+    }
 }

@@ -67,6 +67,7 @@ pub fn matmul_quantized(
     if !backend.is_supported() {
         return Err(KernelError::Unsupported(backend));
     }
+    crate::packed::check_layout(backend, w.layout())?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -80,7 +81,9 @@ pub fn matmul_quantized(
     let out_t: &mut [f32] = if m == 1 { y } else { &mut transposed };
     let out = SharedOut(out_t.as_mut_ptr(), out_t.len());
     let prepared = Prepared::new(backend, w, a);
-    par.for_ranges(n, &|rows: Range<usize>| {
+    let unit = w.unit().0;
+    par.for_ranges(n / unit, &|units: Range<usize>| {
+        let rows = units.start * unit..units.end * unit;
         // SAFETY: the ranges are disjoint (the `Parallel` contract), so each call writes its own
         // part of `out_t`, which outlives `for_ranges`.
         let dst = unsafe { out.slice(rows.start * m..rows.end * m) };
@@ -116,6 +119,9 @@ enum Prepared {
 impl Prepared {
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // only x86-64 prepares
     fn new(backend: Backend, w: &Weights, a: &Activations) -> Self {
+        if w.layout() != crate::Layout::Rows {
+            return Prepared::Nothing;
+        }
         match backend {
             #[cfg(target_arch = "x86_64")]
             Backend::Avx2 | Backend::Avx512Vnni => {
@@ -145,6 +151,12 @@ fn run_rows(
                     *o = portable::dot(w.format(), row, a, r);
                 }
             }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx2 | Backend::Avx512Vnni if w.layout() == crate::Layout::Interleaved8 => {
+            let vnni = backend == Backend::Avx512Vnni;
+            // SAFETY: `matmul_quantized` checked `backend.is_supported()` and the shapes.
+            unsafe { crate::avx2::packed_rows(w.format(), data, w.dims().1, a, vnni, dst) }
         }
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2 | Backend::Avx512Vnni => match prepared {

@@ -27,6 +27,7 @@ mod activations;
 mod avx2;
 mod driver;
 mod formats;
+mod packed;
 mod portable;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
@@ -36,6 +37,7 @@ mod x86;
 pub use activations::Activations;
 pub use driver::{matmul, matmul_quantized, Parallel, Serial};
 pub use formats::{dequantize_row, Format};
+pub use packed::{Layout, PackedWeights};
 
 /// What a kernel cannot do with its arguments.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,6 +68,8 @@ pub enum KernelError {
     ActivationFormat { quantised: Format, format: Format },
     #[error("the {0:?} kernels need CPU features this machine lacks")]
     Unsupported(Backend),
+    #[error("weights laid out as {layout:?} cannot be multiplied by the {backend:?} kernels")]
+    Layout { layout: Layout, backend: Backend },
 }
 
 /// Which implementation runs the products.
@@ -183,6 +187,7 @@ pub struct Weights<'a> {
     data: &'a [u8],
     rows: usize,
     cols: usize,
+    layout: Layout,
 }
 
 impl<'a> Weights<'a> {
@@ -209,6 +214,7 @@ impl<'a> Weights<'a> {
             data,
             rows,
             cols,
+            layout: Layout::Rows,
         })
     }
 
@@ -225,9 +231,21 @@ impl<'a> Weights<'a> {
         self.format.row_bytes(self.cols)
     }
 
-    /// The blocks of rows `range`.
+    /// The rows a thread takes together (eight for the interleaved layout, whose groups are not
+    /// split), and their bytes.
+    fn unit(&self) -> (usize, usize) {
+        match self.layout {
+            Layout::Rows => (1, self.row_bytes()),
+            Layout::Interleaved8 => (
+                packed::GROUP_ROWS,
+                self.cols / 256 * packed::group_block_bytes(self.format),
+            ),
+        }
+    }
+
+    /// The bytes of rows `range` (whole units, [`Weights::unit`]).
     fn rows_data(&self, range: std::ops::Range<usize>) -> &'a [u8] {
-        let rb = self.row_bytes();
-        &self.data[range.start * rb..range.end * rb]
+        let (rows, bytes) = self.unit();
+        &self.data[range.start / rows * bytes..range.end / rows * bytes]
     }
 }

@@ -233,6 +233,71 @@ fn avx512_vnni_gives_the_bits_of_avx2() {
     }
 }
 
+/// `Q4_K` and `Q6_K` repacked eight rows at a time (`Weights::pack`) give the bits of the
+/// file's layout, on every backend that packs, for every number of activation rows and with
+/// threads.
+#[test]
+fn packed_weights_give_the_bits_of_the_file_layout() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for (backend, format) in simd_backends()
+        .into_iter()
+        .flat_map(|b| [(b, Format::Q4K), (b, Format::Q6K)])
+    {
+        for (n, k) in [(8, 256), (16, 768), (40, 1792)] {
+            let data = random_weights(&mut rng, format, n, k);
+            let w = Weights::new(format, &data, n, k).unwrap();
+            let Some(packed) = w.pack(backend) else {
+                eprintln!("{backend:?} keeps the file's layout");
+                continue;
+            };
+            let per_block = if format == Format::Q4K { 148 } else { 210 };
+            assert_eq!(packed.bytes(), n * k / 256 * per_block);
+            for m in [1, 2, 3, 5, 8, 9, 17] {
+                let x = random_x(&mut rng, m * k);
+                let (mut want, mut got) = (vec![0f32; m * n], vec![0f32; m * n]);
+                matmul(backend, &w, &x, m, &mut want, &Serial).unwrap();
+                matmul(backend, &packed.weights(), &x, m, &mut got, &Threads).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&want),
+                    bits(&got),
+                    "{backend:?} {format:?} n={n} k={k} m={m}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn packing_is_for_the_layouts_that_have_one() {
+    let mut rng = Rng(11);
+    // Rows not a multiple of eight, another format, the portable backend: the file's layout.
+    let data = random_weights(&mut rng, Format::Q4K, 12, 256);
+    let w = Weights::new(Format::Q4K, &data, 12, 256).unwrap();
+    assert!(w.pack(Backend::Avx2).is_none());
+    let data = random_weights(&mut rng, Format::Q8_0, 8, 256);
+    let w = Weights::new(Format::Q8_0, &data, 8, 256).unwrap();
+    assert!(w.pack(Backend::Avx2).is_none());
+    let data = random_weights(&mut rng, Format::Q4K, 8, 256);
+    let w = Weights::new(Format::Q4K, &data, 8, 256).unwrap();
+    assert!(w.pack(Backend::Portable).is_none());
+    // Packed weights on a backend without their kernels: an error, not a wrong answer.
+    if let Some(packed) = w.pack(Backend::Avx2) {
+        let mut y = vec![0f32; 8];
+        assert!(matches!(
+            matmul(
+                Backend::Portable,
+                &packed.weights(),
+                &[0.5; 256],
+                1,
+                &mut y,
+                &Serial
+            ),
+            Err(KernelError::Layout { .. })
+        ));
+    }
+}
+
 #[test]
 fn bad_shapes_are_errors_not_panics() {
     let data = vec![0u8; 2 * 34];

@@ -29,6 +29,10 @@ pub struct Linear {
     blocks: Option<Arc<QTensor>>,
     /// The blocks' format, when our kernels cover it and this CPU accelerates them.
     kernel: Option<hlm_kernels::Format>,
+    /// The blocks repacked for our kernels, where they have a faster layout for them (`Q4_K`
+    /// on x86-64: eight rows interleaved, [`hlm_kernels::Weights::pack`]), held beside the
+    /// file's blocks (which the GPU backends and a move to another device read).
+    packed: Option<hlm_kernels::PackedWeights>,
     in_dim: usize,
     out_dim: usize,
     bytes: usize,
@@ -40,11 +44,16 @@ impl Linear {
         let bytes = qt.storage_size_in_bytes();
         let blocks = single_row_kernel(qt.dtype()).then(|| qt.clone());
         let kernel = kernel_format(qt.dtype()).filter(|_| kernel_backend().is_accelerated());
+        let packed = match kernel {
+            Some(format) => pack(format, &qt, in_dim, out_dim)?,
+            None => None,
+        };
         Ok(Self {
             mm: QMatMul::from_arc(qt)?,
             device: Device::Cpu,
             blocks,
             kernel,
+            packed,
             in_dim,
             out_dim,
             bytes,
@@ -59,6 +68,7 @@ impl Linear {
             device: Device::Cpu,
             blocks: None,
             kernel: None,
+            packed: None,
             in_dim,
             out_dim,
         })
@@ -79,6 +89,7 @@ impl Linear {
             device: device.clone(),
             blocks: None,
             kernel: None,
+            packed: None,
             in_dim: self.in_dim,
             out_dim: self.out_dim,
             bytes: self.bytes,
@@ -86,8 +97,14 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        if let Some(packed) = &self.packed {
+            return kernel_run(&packed.weights(), x, m);
+        }
         if let (Some(format), Some(qt)) = (self.kernel, &self.blocks) {
-            return kernel_matmul(format, qt, x, m, self.in_dim, self.out_dim);
+            let data = qt.data()?;
+            let w = hlm_kernels::Weights::new(format, &data, self.out_dim, self.in_dim)
+                .map_err(kernel_error)?;
+            return kernel_run(&w, x, m);
         }
         if let (1, Some(qt)) = (m, &self.blocks) {
             return matvec(qt, x, self.in_dim, self.out_dim);
@@ -100,6 +117,11 @@ impl Linear {
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Bytes held besides the file's blocks: their repacked copy, if any.
+    pub fn packed_bytes(&self) -> usize {
+        self.packed.as_ref().map_or(0, |p| p.bytes())
     }
 
     /// The weights as held (for other backends).
@@ -208,21 +230,32 @@ pub fn kernel_parallel() -> &'static dyn hlm_kernels::Parallel {
     KERNEL_PARALLEL.get().copied().unwrap_or(&CandlePool)
 }
 
-/// `y = x Wᵀ` through our kernels, on the blocks as stored.
-fn kernel_matmul(
+/// The blocks of `qt` repacked for our kernels' backend, if it has a faster layout for them.
+/// `HLM_REPACK=0` in the environment keeps the file's layout, to compare.
+fn pack(
     format: hlm_kernels::Format,
     qt: &QTensor,
-    x: &[f32],
-    m: usize,
-    k: usize,
-    n: usize,
-) -> Result<Vec<f32>> {
+    in_dim: usize,
+    out_dim: usize,
+) -> Result<Option<hlm_kernels::PackedWeights>> {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *OFF.get_or_init(|| std::env::var("HLM_REPACK").as_deref() == Ok("0")) {
+        return Ok(None);
+    }
     let data = qt.data()?;
-    let err =
-        |e: hlm_kernels::KernelError| crate::EngineError::model(format!("quantised product: {e}"));
-    let w = hlm_kernels::Weights::new(format, &data, n, k).map_err(err)?;
-    let mut y = vec![0f32; m * n];
-    hlm_kernels::matmul(kernel_backend(), &w, x, m, &mut y, kernel_parallel()).map_err(err)?;
+    let w = hlm_kernels::Weights::new(format, &data, out_dim, in_dim).map_err(kernel_error)?;
+    Ok(w.pack(kernel_backend()))
+}
+
+fn kernel_error(e: hlm_kernels::KernelError) -> crate::EngineError {
+    crate::EngineError::model(format!("quantised product: {e}"))
+}
+
+/// `y = x Wᵀ` through our kernels.
+fn kernel_run(w: &hlm_kernels::Weights, x: &[f32], m: usize) -> Result<Vec<f32>> {
+    let mut y = vec![0f32; m * w.dims().0];
+    hlm_kernels::matmul(kernel_backend(), w, x, m, &mut y, kernel_parallel())
+        .map_err(kernel_error)?;
     Ok(y)
 }
 

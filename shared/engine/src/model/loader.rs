@@ -346,7 +346,11 @@ impl Model {
             .map_err(|e| EngineError::model(format!("{name}: {e}")))?;
         let weight_bytes = embedding.bytes()
             + lm_head.bytes()
-            + layers.iter().map(Layer::matrix_bytes).sum::<usize>();
+            + lm_head.packed_bytes()
+            + layers
+                .iter()
+                .map(|l| l.matrix_bytes() + l.packed_bytes())
+                .sum::<usize>();
         let rope = Rope::new(config.head_dim, config.rope_theta, config.rope_style);
         Ok(Self {
             config,

@@ -120,8 +120,8 @@ pub(crate) struct Layer {
 }
 
 impl Layer {
-    /// Bytes of the layer's seven weight matrices.
-    fn matrix_bytes(&self) -> usize {
+    /// The layer's seven weight matrices.
+    fn matrices(&self) -> [&Linear; 7] {
         [
             &self.wq,
             &self.wk,
@@ -131,9 +131,16 @@ impl Layer {
             &self.w_up,
             &self.w_down,
         ]
-        .iter()
-        .map(|w| w.bytes())
-        .sum()
+    }
+
+    /// Bytes of the layer's seven weight matrices (the file's blocks).
+    fn matrix_bytes(&self) -> usize {
+        self.matrices().iter().map(|w| w.bytes()).sum()
+    }
+
+    /// Bytes of the matrices' copies repacked for the CPU kernels.
+    fn packed_bytes(&self) -> usize {
+        self.matrices().iter().map(|w| w.packed_bytes()).sum()
     }
 }
 
@@ -161,7 +168,8 @@ impl Model {
         &self.name
     }
 
-    /// Bytes of weights held in memory.
+    /// Bytes of weights held in memory: the file's blocks, and the copies of them repacked for
+    /// the CPU kernels (`Q4_K` on x86-64).
     pub fn weight_bytes(&self) -> usize {
         self.weight_bytes
     }

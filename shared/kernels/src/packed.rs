@@ -1,0 +1,221 @@
+//! `Q4_K` weights repacked at load, eight rows interleaved, for the x86-64 kernels
+//! ([`Weights::pack`]).
+//!
+//! In the file's layout a row's 4-bit values sit together, so a SIMD product over one row ends
+//! in a horizontal sum, and each row's scales are unpacked on their own: about 80 instructions
+//! per row and 256 values. Interleaved, one 32-byte register holds four values of each of eight
+//! rows (one 32-bit lane per row); four activation values broadcast to all lanes, and one
+//! `vpdpbusd` (VNNI) adds four products to each of the eight rows. The sums come out one row per
+//! lane, and the scales are read one row per lane: no horizontal sums, no shuffles. llama.cpp
+//! does the same (`block_q4_Kx8`, its "repacked" `Q4_K`).
+//!
+//! A group of eight rows, for each 256-value block `b` of the columns, holds
+//! [`GROUP_BLOCK_BYTES`] bytes:
+//! - `0..1024`, the values: for each of the block's four runs `j` of 32 bytes (the low nibbles
+//!   are sub-block `2j`, the high ones `2j + 1`), for each 4 bytes `i` of the run, the 4 bytes of
+//!   each row in turn (`256 j + 32 i + 4 r`);
+//! - `1024..1088`, the 6-bit scales as bytes, sub-block by sub-block, a byte per row;
+//! - `1088..1152`, the 6-bit mins as bytes, for each pair of sub-blocks `2k, 2k + 1`, two bytes
+//!   per row;
+//! - `1152..1168` and `1168..1184`: each row's `d` and `dmin`, f16 as in the file.
+//!
+//! That is 148 bytes per row and block against the file's 144 (the scales and mins unpacked
+//! from 12 bytes to 16).
+//!
+//! `Q6_K` the same way, [`Q6K_GROUP_BLOCK_BYTES`] per group and block (the file's bytes, moved):
+//! - `0..1536`, the values, for each half `n` of the block (768 bytes each), three sets of eight
+//!   registers of 4 bytes per row, as in the file's half: its low nibbles `ql[64 n + l]`
+//!   (values `l` and `l + 64` of the half), `ql[64 n + 32 + l]` (values `l + 32` and `l + 96`),
+//!   and the top two bits `qh[32 n + l]` (of all four), for `l = 4 i .. 4 i + 4`;
+//! - `1536..1664`, the i8 scales of each pair of 16-value groups `2k, 2k + 1`, two per row;
+//! - `1664..1680`, each row's `d`.
+//!
+//! The values are the file's, so the products are the same integers and the kernels' results
+//! the same f32s, bit for bit, as from the file's layout.
+
+use crate::formats::q4k_scales_mins;
+use crate::{Backend, Format, KernelError, Weights};
+
+/// Rows per group.
+pub(crate) const GROUP_ROWS: usize = 8;
+
+/// Bytes of one group (eight rows) for one 256-value block of the columns.
+pub(crate) const fn group_block_bytes(format: Format) -> usize {
+    match format {
+        Format::Q6K => Q6K_GROUP_BLOCK_BYTES,
+        _ => GROUP_BLOCK_BYTES,
+    }
+}
+
+/// `Q4_K`: bytes of a group's block, and where each part starts.
+pub(crate) const GROUP_BLOCK_BYTES: usize = 1184;
+pub(crate) const SCALES_AT: usize = 1024;
+pub(crate) const MINS_AT: usize = 1088;
+pub(crate) const D_AT: usize = 1152;
+pub(crate) const DMIN_AT: usize = 1168;
+
+/// `Q6_K`: bytes of a group's block (eight times the file's 210), and where each part starts.
+pub(crate) const Q6K_GROUP_BLOCK_BYTES: usize = 1680;
+pub(crate) const Q6K_SCALES_AT: usize = 1536;
+pub(crate) const Q6K_D_AT: usize = 1664;
+
+/// How a matrix's rows are laid out in its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// The file's: row after row, each a run of blocks.
+    Rows,
+    /// `Q4_K` or `Q6_K`, eight rows interleaved (this module), for the x86-64 backends.
+    Interleaved8,
+}
+
+/// A weight matrix repacked for one backend's kernels, owning its bytes.
+pub struct PackedWeights {
+    format: Format,
+    data: Vec<u8>,
+    rows: usize,
+    cols: usize,
+}
+
+impl PackedWeights {
+    /// The matrix, to multiply ([`crate::matmul`]) with the backend it was packed for.
+    pub fn weights(&self) -> Weights<'_> {
+        Weights {
+            format: self.format,
+            data: &self.data,
+            rows: self.rows,
+            cols: self.cols,
+            layout: Layout::Interleaved8,
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+impl Weights<'_> {
+    /// The matrix repacked for `backend`'s kernels, where they have a faster layout for it: the
+    /// x86-64 backends for `Q4_K` and `Q6_K` with a multiple of eight rows. `None` means: use
+    /// the file's.
+    pub fn pack(&self, backend: Backend) -> Option<PackedWeights> {
+        let x86 = matches!(backend, Backend::Avx2 | Backend::Avx512Vnni);
+        let fits = matches!(self.format, Format::Q4K | Format::Q6K)
+            && self.rows.is_multiple_of(GROUP_ROWS);
+        if !(x86 && fits && self.layout == Layout::Rows) {
+            return None;
+        }
+        let pack_block = match self.format {
+            Format::Q6K => pack_q6k_block,
+            _ => pack_q4k_block,
+        };
+        Some(PackedWeights {
+            format: self.format,
+            data: pack(self.format, self.data, self.rows, self.cols, pack_block),
+            rows: self.rows,
+            cols: self.cols,
+        })
+    }
+
+    /// The layout of the bytes.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+}
+
+/// Checks that `backend` can multiply a matrix of `layout`.
+pub(crate) fn check_layout(backend: Backend, layout: Layout) -> Result<(), KernelError> {
+    match (layout, backend) {
+        (Layout::Rows, _) | (Layout::Interleaved8, Backend::Avx2 | Backend::Avx512Vnni) => Ok(()),
+        (Layout::Interleaved8, _) => Err(KernelError::Layout { layout, backend }),
+    }
+}
+
+/// The matrix `data` (`rows × cols` of `format`, the file's layout) interleaved eight rows at a
+/// time, each row's block put in place by `pack_block`; `rows` must be a multiple of eight.
+fn pack(
+    format: Format,
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+    pack_block: fn(&[u8], usize, &mut [u8]),
+) -> Vec<u8> {
+    let (blocks, block_bytes) = (cols / 256, format.block_bytes());
+    let group_bytes = group_block_bytes(format);
+    let mut out = vec![0u8; rows / GROUP_ROWS * blocks * group_bytes];
+    for (group, dst) in out.chunks_exact_mut(blocks * group_bytes).enumerate() {
+        for (b, dst) in dst.chunks_exact_mut(group_bytes).enumerate() {
+            for r in 0..GROUP_ROWS {
+                let at = ((group * GROUP_ROWS + r) * blocks + b) * block_bytes;
+                pack_block(&data[at..at + block_bytes], r, dst);
+            }
+        }
+    }
+    out
+}
+
+/// Row `r`'s `Q6_K` block `blk` (`ql[128]`, `qh[64]`, 16 i8 scales, `d`) into its places in
+/// the group's block `dst`.
+fn pack_q6k_block(blk: &[u8], r: usize, dst: &mut [u8]) {
+    let (ql, qh) = (&blk[..128], &blk[128..192]);
+    for n in 0..2 {
+        for i in 0..8 {
+            let to = 768 * n + 32 * i + 4 * r;
+            let (from, from_h) = (64 * n + 4 * i, 32 * n + 4 * i);
+            dst[to..to + 4].copy_from_slice(&ql[from..from + 4]);
+            dst[to + 256..to + 260].copy_from_slice(&ql[from + 32..from + 36]);
+            dst[to + 512..to + 516].copy_from_slice(&qh[from_h..from_h + 4]);
+        }
+    }
+    for g in 0..16 {
+        dst[Q6K_SCALES_AT + 16 * (g / 2) + 2 * r + g % 2] = blk[192 + g];
+    }
+    dst[Q6K_D_AT + 2 * r..Q6K_D_AT + 2 * r + 2].copy_from_slice(&blk[208..210]);
+}
+
+/// Row `r`'s `Q4_K` block `blk` into its places in the group's block `dst`.
+fn pack_q4k_block(blk: &[u8], r: usize, dst: &mut [u8]) {
+    let qs = &blk[16..144];
+    for j in 0..4 {
+        for i in 0..8 {
+            let to = 256 * j + 32 * i + 4 * r;
+            let from = 32 * j + 4 * i;
+            dst[to..to + 4].copy_from_slice(&qs[from..from + 4]);
+        }
+    }
+    let (scales, mins) = q4k_scales_mins(&blk[4..16]);
+    for sb in 0..8 {
+        dst[SCALES_AT + 8 * sb + r] = scales[sb];
+        dst[MINS_AT + 16 * (sb / 2) + 2 * r + sb % 2] = mins[sb];
+    }
+    dst[D_AT + 2 * r..D_AT + 2 * r + 2].copy_from_slice(&blk[0..2]);
+    dst[DMIN_AT + 2 * r..DMIN_AT + 2 * r + 2].copy_from_slice(&blk[2..4]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte of the file's blocks lands somewhere, and the scales and mins where the
+    /// kernels read them.
+    #[test]
+    fn a_block_lands_where_the_layout_says() {
+        let (rows, cols) = (8, 512);
+        let data: Vec<u8> = (0..rows * 2 * 144).map(|i| (i * 7 % 251) as u8).collect();
+        let packed = pack(Format::Q4K, &data, rows, cols, pack_q4k_block);
+        assert_eq!(packed.len(), 2 * GROUP_BLOCK_BYTES);
+        let (r, b) = (5, 1);
+        let blk = &data[r * 288 + b * 144..][..144];
+        let g = &packed[b * GROUP_BLOCK_BYTES..][..GROUP_BLOCK_BYTES];
+        // Value byte 32 j + 4 i + c of the row.
+        assert_eq!(
+            g[256 * 3 + 32 * 6 + 4 * r + 2],
+            blk[16 + 32 * 3 + 4 * 6 + 2]
+        );
+        let (scales, mins) = q4k_scales_mins(&blk[4..16]);
+        assert_eq!(g[SCALES_AT + 8 * 6 + r], scales[6]);
+        assert_eq!(g[MINS_AT + 16 * 3 + 2 * r + 1], mins[7]);
+        assert_eq!(g[D_AT + 2 * r..D_AT + 2 * r + 2], blk[0..2]);
+        assert_eq!(g[DMIN_AT + 2 * r..DMIN_AT + 2 * r + 2], blk[2..4]);
+    }
+}
