@@ -92,6 +92,12 @@ impl PackedWeights {
     pub fn bytes(&self) -> usize {
         self.data.len()
     }
+
+    /// The matrix in the file's layout again, byte for byte (for a backend that reads the
+    /// file's blocks, such as a GPU's).
+    pub fn unpack(&self) -> Vec<u8> {
+        unpack(self.format, &self.data, self.rows, self.cols)
+    }
 }
 
 impl Weights<'_> {
@@ -154,47 +160,118 @@ fn pack(
     out
 }
 
-/// Row `r`'s `Q6_K` block `blk` (`ql[128]`, `qh[64]`, 16 i8 scales, `d`) into its places in
-/// the group's block `dst`.
+/// Where the bytes of row `r`'s `Q6_K` block (`ql[128]`, `qh[64]`, 16 i8 scales, `d`) go in
+/// the group's block: `(in the file's block, in the group's, length)`. All 210 of them: the
+/// layout only moves bytes.
+fn q6k_places(r: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let values = (0..2).flat_map(move |n| {
+        (0..8).flat_map(move |i| {
+            let (to, ql, qh) = (768 * n + 32 * i + 4 * r, 64 * n + 4 * i, 32 * n + 4 * i);
+            [(ql, to, 4), (ql + 32, to + 256, 4), (128 + qh, to + 512, 4)]
+        })
+    });
+    let scales = (0..16).map(move |g| (192 + g, Q6K_SCALES_AT + 16 * (g / 2) + 2 * r + g % 2, 1));
+    values.chain(scales).chain([(208, Q6K_D_AT + 2 * r, 2)])
+}
+
+/// Row `r`'s `Q6_K` block `blk` into its places in the group's block `dst`.
 fn pack_q6k_block(blk: &[u8], r: usize, dst: &mut [u8]) {
-    let (ql, qh) = (&blk[..128], &blk[128..192]);
-    for n in 0..2 {
-        for i in 0..8 {
-            let to = 768 * n + 32 * i + 4 * r;
-            let (from, from_h) = (64 * n + 4 * i, 32 * n + 4 * i);
-            dst[to..to + 4].copy_from_slice(&ql[from..from + 4]);
-            dst[to + 256..to + 260].copy_from_slice(&ql[from + 32..from + 36]);
-            dst[to + 512..to + 516].copy_from_slice(&qh[from_h..from_h + 4]);
-        }
+    for (from, to, len) in q6k_places(r) {
+        dst[to..to + len].copy_from_slice(&blk[from..from + len]);
     }
-    for g in 0..16 {
-        dst[Q6K_SCALES_AT + 16 * (g / 2) + 2 * r + g % 2] = blk[192 + g];
+}
+
+/// [`pack_q6k_block`] undone: row `r`'s block from the group's block `src`.
+fn unpack_q6k_block(src: &[u8], r: usize, blk: &mut [u8]) {
+    for (from, to, len) in q6k_places(r) {
+        blk[from..from + len].copy_from_slice(&src[to..to + len]);
     }
-    dst[Q6K_D_AT + 2 * r..Q6K_D_AT + 2 * r + 2].copy_from_slice(&blk[208..210]);
+}
+
+/// Where the values and scales of row `r`'s `Q4_K` block go, as [`q6k_places`] (the 6-bit
+/// scales and mins, 12 bytes in the file, are unpacked to 16 apart).
+fn q4k_places(r: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let values = (0..4)
+        .flat_map(move |j| (0..8).map(move |i| (16 + 32 * j + 4 * i, 256 * j + 32 * i + 4 * r, 4)));
+    values.chain([(0, D_AT + 2 * r, 2), (2, DMIN_AT + 2 * r, 2)])
+}
+
+/// Where row `r`'s scale and min of sub-block `sb` go in the group's block.
+fn q4k_scale_min_at(r: usize, sb: usize) -> (usize, usize) {
+    (
+        SCALES_AT + 8 * sb + r,
+        MINS_AT + 16 * (sb / 2) + 2 * r + sb % 2,
+    )
 }
 
 /// Row `r`'s `Q4_K` block `blk` into its places in the group's block `dst`.
 fn pack_q4k_block(blk: &[u8], r: usize, dst: &mut [u8]) {
-    let qs = &blk[16..144];
-    for j in 0..4 {
-        for i in 0..8 {
-            let to = 256 * j + 32 * i + 4 * r;
-            let from = 32 * j + 4 * i;
-            dst[to..to + 4].copy_from_slice(&qs[from..from + 4]);
-        }
+    for (from, to, len) in q4k_places(r) {
+        dst[to..to + len].copy_from_slice(&blk[from..from + len]);
     }
     let (scales, mins) = q4k_scales_mins(&blk[4..16]);
     for sb in 0..8 {
-        dst[SCALES_AT + 8 * sb + r] = scales[sb];
-        dst[MINS_AT + 16 * (sb / 2) + 2 * r + sb % 2] = mins[sb];
+        let (s, m) = q4k_scale_min_at(r, sb);
+        dst[s] = scales[sb];
+        dst[m] = mins[sb];
     }
-    dst[D_AT + 2 * r..D_AT + 2 * r + 2].copy_from_slice(&blk[0..2]);
-    dst[DMIN_AT + 2 * r..DMIN_AT + 2 * r + 2].copy_from_slice(&blk[2..4]);
+}
+
+/// [`pack_q4k_block`] undone: row `r`'s block from the group's block `src`, its scales and
+/// mins packed back into 12 bytes (ggml's `get_scale_min_k4` read backwards: every one of the
+/// 96 bits is a scale's or a min's, so the bytes are the file's).
+fn unpack_q4k_block(src: &[u8], r: usize, blk: &mut [u8]) {
+    for (from, to, len) in q4k_places(r) {
+        blk[from..from + len].copy_from_slice(&src[to..to + len]);
+    }
+    let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
+    for sb in 0..8 {
+        let (s, m) = q4k_scale_min_at(r, sb);
+        (sc[sb], mn[sb]) = (src[s], src[m]);
+    }
+    for j in 0..4 {
+        blk[4 + j] = sc[j] | (sc[j + 4] >> 4) << 6;
+        blk[8 + j] = mn[j] | (mn[j + 4] >> 4) << 6;
+        blk[12 + j] = (sc[j + 4] & 0x0F) | (mn[j + 4] & 0x0F) << 4;
+    }
+}
+
+/// [`pack`] undone: the matrix in the file's layout.
+fn unpack(format: Format, data: &[u8], rows: usize, cols: usize) -> Vec<u8> {
+    let unpack_block = match format {
+        Format::Q6K => unpack_q6k_block,
+        _ => unpack_q4k_block,
+    };
+    let (blocks, block_bytes) = (cols / 256, format.block_bytes());
+    let group_bytes = group_block_bytes(format);
+    let mut out = vec![0u8; rows * blocks * block_bytes];
+    for (group, src) in data.chunks_exact(blocks * group_bytes).enumerate() {
+        for (b, src) in src.chunks_exact(group_bytes).enumerate() {
+            for r in 0..GROUP_ROWS {
+                let at = ((group * GROUP_ROWS + r) * blocks + b) * block_bytes;
+                unpack_block(src, r, &mut out[at..at + block_bytes]);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Packing then unpacking gives the file's bytes back, for any bytes.
+    #[test]
+    fn unpacking_gives_the_file_back() {
+        for format in [Format::Q4K, Format::Q6K] {
+            let (rows, cols) = (16, 768);
+            let n = rows * format.row_bytes(cols);
+            let data: Vec<u8> = (0..n).map(|i| (i * 131 % 257) as u8).collect();
+            let w = Weights::new(format, &data, rows, cols).unwrap();
+            let packed = w.pack(Backend::Avx2).unwrap();
+            assert!(packed.unpack() == data, "{format:?}");
+        }
+    }
 
     /// Every byte of the file's blocks lands somewhere, and the scales and mins where the
     /// kernels read them.

@@ -24,15 +24,19 @@ use std::sync::Arc;
 /// On another device (CUDA, feature `cuda`) every product goes through `QMatMul` there; the
 /// activations travel to the device and back per product.
 pub struct Linear {
-    mm: QMatMul,
+    /// candle's product; `None` where the blocks are held repacked ([`Linear::packed`]).
+    mm: Option<QMatMul>,
     device: Device,
     blocks: Option<Arc<QTensor>>,
     /// The blocks' format, when our kernels cover it and this CPU accelerates them.
     kernel: Option<hlm_kernels::Format>,
     /// The blocks repacked for our kernels, where they have a faster layout for them (`Q4_K`
-    /// on x86-64: eight rows interleaved, [`hlm_kernels::Weights::pack`]), held beside the
-    /// file's blocks (which the GPU backends and a move to another device read).
+    /// and `Q6_K` on x86-64: eight rows interleaved, [`hlm_kernels::Weights::pack`]), in place
+    /// of the file's: the memory stays the file's size (`Q4_K` 3 % more).
     packed: Option<hlm_kernels::PackedWeights>,
+    /// The file's blocks, rebuilt from `packed` the first time something reads them (a GPU
+    /// backend's upload, [`Linear::weights`]; a move to another device).
+    unpacked: std::sync::OnceLock<Arc<QTensor>>,
     in_dim: usize,
     out_dim: usize,
     bytes: usize,
@@ -48,12 +52,17 @@ impl Linear {
             Some(format) => pack(format, &qt, in_dim, out_dim)?,
             None => None,
         };
+        let (mm, blocks) = match packed {
+            Some(_) => (None, None),
+            None => (Some(QMatMul::from_arc(qt)?), blocks),
+        };
         Ok(Self {
-            mm: QMatMul::from_arc(qt)?,
+            mm,
             device: Device::Cpu,
             blocks,
             kernel,
             packed,
+            unpacked: Default::default(),
             in_dim,
             out_dim,
             bytes,
@@ -64,11 +73,12 @@ impl Linear {
         let (out_dim, in_dim) = w.dims2()?;
         Ok(Self {
             bytes: w.elem_count() * w.dtype().size_in_bytes(),
-            mm: QMatMul::Tensor(w),
+            mm: Some(QMatMul::Tensor(w)),
             device: Device::Cpu,
             blocks: None,
             kernel: None,
             packed: None,
+            unpacked: Default::default(),
             in_dim,
             out_dim,
         })
@@ -76,20 +86,26 @@ impl Linear {
 
     /// The same weights on `device` (a no-op for the CPU).
     pub fn to_device(&self, device: &Device) -> Result<Self> {
-        let mm = match &self.mm {
-            QMatMul::QTensor(qt) => {
-                let storage = QStorage::from_data(qt.data()?, device, qt.dtype())?;
-                QMatMul::from_qtensor(QTensor::new(storage, qt.shape().clone())?)?
-            }
-            QMatMul::Tensor(w) => QMatMul::Tensor(w.to_device(device)?),
-            QMatMul::TensorF16(w) => QMatMul::TensorF16(w.to_device(device)?),
+        let quantized = |qt: &QTensor| -> Result<QMatMul> {
+            let storage = QStorage::from_data(qt.data()?, device, qt.dtype())?;
+            Ok(QMatMul::from_qtensor(QTensor::new(
+                storage,
+                qt.shape().clone(),
+            )?)?)
+        };
+        let mm = match (&self.mm, self.weights()) {
+            (Some(QMatMul::Tensor(w)), _) => QMatMul::Tensor(w.to_device(device)?),
+            (Some(QMatMul::TensorF16(w)), _) => QMatMul::TensorF16(w.to_device(device)?),
+            (_, super::WeightMatrix::Quantized(qt)) => quantized(qt)?,
+            (_, super::WeightMatrix::Dense(w)) => QMatMul::Tensor(w.to_device(device)?),
         };
         Ok(Self {
-            mm,
+            mm: Some(mm),
             device: device.clone(),
             blocks: None,
             kernel: None,
             packed: None,
+            unpacked: Default::default(),
             in_dim: self.in_dim,
             out_dim: self.out_dim,
             bytes: self.bytes,
@@ -109,8 +125,11 @@ impl Linear {
         if let (1, Some(qt)) = (m, &self.blocks) {
             return matvec(qt, x, self.in_dim, self.out_dim);
         }
+        let mm = self.mm.as_ref().ok_or_else(|| {
+            crate::EngineError::model("repacked weights without the kernels that read them")
+        })?;
         let t = Tensor::from_slice(x, (m, self.in_dim), &self.device)?;
-        let y = self.mm.forward(&t)?;
+        let y = mm.forward(&t)?;
         debug_assert_eq!(y.elem_count(), m * self.out_dim);
         Ok(y.flatten_all()?.to_vec1()?)
     }
@@ -119,16 +138,24 @@ impl Linear {
         self.bytes
     }
 
-    /// Bytes held besides the file's blocks: their repacked copy, if any.
+    /// Bytes held more than the file's blocks: those of their repacked layout, if any.
     pub fn packed_bytes(&self) -> usize {
-        self.packed.as_ref().map_or(0, |p| p.bytes())
+        self.packed
+            .as_ref()
+            .map_or(0, |p| p.bytes().saturating_sub(self.bytes))
     }
 
-    /// The weights as held (for other backends).
+    /// The weights in the file's layout (for other backends). Repacked weights are unpacked
+    /// into a copy the first time, which then stays.
     pub fn weights(&self) -> super::WeightMatrix<'_> {
-        match &self.mm {
-            QMatMul::QTensor(qt) => super::WeightMatrix::Quantized(qt),
-            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => super::WeightMatrix::Dense(w),
+        match (&self.mm, &self.packed) {
+            (Some(QMatMul::QTensor(qt)), _) => super::WeightMatrix::Quantized(qt),
+            (Some(QMatMul::Tensor(w) | QMatMul::TensorF16(w)), _) => super::WeightMatrix::Dense(w),
+            (None, Some(packed)) => super::WeightMatrix::Quantized(
+                self.unpacked
+                    .get_or_init(|| Arc::new(file_blocks(packed, self.out_dim, self.in_dim))),
+            ),
+            (None, None) => unreachable!("a Linear holds its weights one way or the other"),
         }
     }
 
@@ -247,6 +274,18 @@ fn pack(
     Ok(w.pack(kernel_backend()))
 }
 
+/// Repacked weights back in the file's blocks, as candle holds them.
+fn file_blocks(packed: &hlm_kernels::PackedWeights, rows: usize, cols: usize) -> QTensor {
+    use candle_core::quantized::k_quants::{BlockQ4K, BlockQ6K};
+    let bytes = std::io::Cursor::new(packed.unpack());
+    let (elems, dims) = (rows * cols, vec![rows, cols]);
+    let blocks = match packed.weights().format() {
+        hlm_kernels::Format::Q6K => super::loader::read_blocks::<BlockQ6K, _>,
+        _ => super::loader::read_blocks::<BlockQ4K, _>,
+    };
+    blocks(&mut { bytes }, 0, elems, dims).expect("the unpacked blocks are the matrix's")
+}
+
 fn kernel_error(e: hlm_kernels::KernelError) -> crate::EngineError {
     crate::EngineError::model(format!("quantised product: {e}"))
 }
@@ -321,7 +360,8 @@ mod tests {
         let qt = Arc::new(QTensor::quantize(&w, GgmlDType::Q4K).unwrap());
         let cpu = Linear::quantized(qt).unwrap();
         let dev = cpu.to_device(&Device::Cpu).unwrap();
-        assert!(cpu.blocks.is_some() && dev.blocks.is_none());
+        assert!(cpu.blocks.is_some() || cpu.packed.is_some());
+        assert!(dev.blocks.is_none() && dev.packed.is_none());
         for m in [1, 3] {
             let x: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
@@ -332,6 +372,33 @@ mod tests {
             for (u, v) in a.iter().zip(&b) {
                 assert!((u - v).abs() <= 0.02 * scale, "{u} vs {v}");
             }
+        }
+    }
+
+    /// Weights held repacked still give other backends the file's blocks, byte for byte.
+    #[test]
+    fn repacked_weights_unpack_to_the_file_blocks() {
+        let (n, k) = (16, 512);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 29 % 97) as f32 - 48.0) / 48.0)
+            .collect();
+        let w = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+            let qt = Arc::new(QTensor::quantize(&w, dtype).unwrap());
+            let file = qt.data().unwrap().to_vec();
+            let linear = Linear::quantized(qt).unwrap();
+            if linear.packed.is_none() {
+                eprintln!("{dtype:?}: not repacked on this CPU");
+                continue;
+            }
+            let super::super::WeightMatrix::Quantized(back) = linear.weights() else {
+                panic!("{dtype:?}: quantised weights came back dense");
+            };
+            assert_eq!(back.dtype(), dtype);
+            assert!(
+                back.data().unwrap().as_ref() == file.as_slice(),
+                "{dtype:?}"
+            );
         }
     }
 }

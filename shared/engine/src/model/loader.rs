@@ -427,7 +427,7 @@ fn file_stem(p: &Path) -> String {
 }
 
 /// `elems` values of block type `T` at `start`, read into a zeroed `Vec<T>` in place.
-fn read_blocks<T, R>(
+pub(super) fn read_blocks<T, R>(
     reader: &mut R,
     start: u64,
     elems: usize,
