@@ -978,8 +978,13 @@ unsafe fn q4k_row<P: Products, const G: usize>(row: &[u8], p: &RowPtrs, outs: &m
 /// (a hint: an address past the matrix is not read, and does not fault).
 #[inline(always)]
 unsafe fn prefetch_ahead(bp: *const u8, bytes: usize) {
+    prefetch_at(bp, bytes, PREFETCH_AHEAD)
+}
+
+#[inline(always)]
+unsafe fn prefetch_at(bp: *const u8, bytes: usize, ahead: usize) {
     for line in 0..bytes.div_ceil(64) {
-        let at = bp.wrapping_add(PREFETCH_AHEAD + 64 * line);
+        let at = bp.wrapping_add(ahead + 64 * line);
         unsafe { _mm_prefetch::<_MM_HINT_T0>(at as *const i8) };
     }
 }
@@ -989,6 +994,9 @@ unsafe fn prefetch_ahead(bp: *const u8, bytes: usize) {
 /// step took 6-8 % less time on the Zen 4 machine (`decode_probe`, four alternating rounds; 4096
 /// bytes ahead was no better).
 const PREFETCH_AHEAD: usize = 2048;
+
+const PACKED_AHEAD: usize = 2048;
+const Q6K_AHEAD: usize = 2048;
 
 /// The `vpshufb` pattern that copies 16-bit word `i` (of each 128-bit half) to all eight.
 #[inline(always)]
@@ -1161,7 +1169,9 @@ unsafe fn q4k_x8_rows<P: Products, const G: usize>(
         unsafe {
             let bp = blk.as_ptr();
             if G == 1 {
-                prefetch_ahead(bp, GROUP_BLOCK_BYTES);
+                if PACKED_AHEAD > 0 {
+                    prefetch_at(bp, GROUP_BLOCK_BYTES, PACKED_AHEAD);
+                }
             }
             let mut s = [_mm256_setzero_si256(); G];
             for sb in 0..8 {
@@ -1257,7 +1267,9 @@ unsafe fn q6k_x8_rows<P: Products, const G: usize>(
         unsafe {
             let bp = blk.as_ptr();
             if G == 1 {
-                prefetch_ahead(bp, Q6K_GROUP_BLOCK_BYTES);
+                if Q6K_AHEAD > 0 {
+                    prefetch_at(bp, Q6K_GROUP_BLOCK_BYTES, Q6K_AHEAD);
+                }
             }
             // Scales of groups 2k and 2k + 1, as i16 pairs (row r in lane r).
             let pairs: [__m256i; 8] = std::array::from_fn(|k| {
@@ -1265,13 +1277,15 @@ unsafe fn q6k_x8_rows<P: Products, const G: usize>(
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(at))
             });
             let mut s = [_mm256_setzero_si256(); G];
+            // In the order of the bytes: the chunks that read the first set of low nibbles (and
+            // the top bits after it), then the second set.
             q6k_x8_chunk::<P, 0, G>(bp, b, &pairs, &qs, &mut s);
-            q6k_x8_chunk::<P, 1, G>(bp, b, &pairs, &qs, &mut s);
             q6k_x8_chunk::<P, 2, G>(bp, b, &pairs, &qs, &mut s);
+            q6k_x8_chunk::<P, 1, G>(bp, b, &pairs, &qs, &mut s);
             q6k_x8_chunk::<P, 3, G>(bp, b, &pairs, &qs, &mut s);
             q6k_x8_chunk::<P, 4, G>(bp, b, &pairs, &qs, &mut s);
-            q6k_x8_chunk::<P, 5, G>(bp, b, &pairs, &qs, &mut s);
             q6k_x8_chunk::<P, 6, G>(bp, b, &pairs, &qs, &mut s);
+            q6k_x8_chunk::<P, 5, G>(bp, b, &pairs, &qs, &mut s);
             q6k_x8_chunk::<P, 7, G>(bp, b, &pairs, &qs, &mut s);
             let v = _mm256_cvtph_ps(_mm_loadu_si128(bp.add(Q6K_D_AT) as *const __m128i));
             let d = [
@@ -1327,8 +1341,8 @@ unsafe fn q6k_x8_chunk<P: Products, const K: usize, const G: usize>(
         // `ql`, low or high nibble, and bit pair c of `qh`, moved to bits 4-5.
         let (half, c) = (bp.add(768 * (K / 4)), K % 4);
         let w: [__m256i; 8] = std::array::from_fn(|i| {
-            let ql = _mm256_loadu_si256(half.add(256 * (c % 2) + 32 * i) as *const __m256i);
-            let qh = _mm256_loadu_si256(half.add(512 + 32 * i) as *const __m256i);
+            let ql = _mm256_loadu_si256(half.add(512 * (c % 2) + 32 * i) as *const __m256i);
+            let qh = _mm256_loadu_si256(half.add(256 + 32 * i) as *const __m256i);
             let low = if c < 2 {
                 ql
             } else {

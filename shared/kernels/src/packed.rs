@@ -24,11 +24,13 @@
 //!
 //! `Q6_K` the same way, [`Q6K_GROUP_BLOCK_BYTES`] per group and block (the file's bytes, moved):
 //! - `0..1536`, the values, for each half `n` of the block (768 bytes each), three sets of eight
-//!   registers of 4 bytes per row, as in the file's half: its low nibbles `ql[64 n + l]`
-//!   (values `l` and `l + 64` of the half), `ql[64 n + 32 + l]` (values `l + 32` and `l + 96`),
-//!   and the top two bits `qh[32 n + l]` (of all four), for `l = 4 i .. 4 i + 4`;
+//!   registers of 4 bytes per row: the low nibbles `ql[64 n + l]` (values `l` and `l + 64` of
+//!   the half), the top two bits `qh[32 n + l]` (of all four), and the low nibbles
+//!   `ql[64 n + 32 + l]` (values `l + 32` and `l + 96`), for `l = 4 i .. 4 i + 4`: the order in
+//!   which the kernel first reads them;
 //! - `1536..1664`, the i8 scales of each pair of 16-value groups `2k, 2k + 1`, two per row;
-//! - `1664..1680`, each row's `d`.
+//! - `1664..1680`, each row's `d`; then 16 bytes of padding, so that every group's block
+//!   starts on 32 bytes, as the whole starts on a cache line ([`CacheLines`]).
 //!
 //! The values are the file's, so the products are the same integers and the kernels' results
 //! the same f32s, bit for bit, as from the file's layout.
@@ -55,7 +57,7 @@ pub(crate) const D_AT: usize = 1152;
 pub(crate) const DMIN_AT: usize = 1168;
 
 /// `Q6_K`: bytes of a group's block (eight times the file's 210), and where each part starts.
-pub(crate) const Q6K_GROUP_BLOCK_BYTES: usize = 1680;
+pub(crate) const Q6K_GROUP_BLOCK_BYTES: usize = 1696;
 pub(crate) const Q6K_SCALES_AT: usize = 1536;
 pub(crate) const Q6K_D_AT: usize = 1664;
 
@@ -71,9 +73,38 @@ pub enum Layout {
 /// A weight matrix repacked for one backend's kernels, owning its bytes.
 pub struct PackedWeights {
     format: Format,
-    data: Vec<u8>,
+    data: CacheLines,
     rows: usize,
     cols: usize,
+}
+
+/// Bytes that start on a cache line (64 bytes), so that no 32-byte load of a group's block
+/// straddles two lines: read from the Rust allocator as bytes, they start 16 bytes into one,
+/// and half the loads did (the `Q6_K` kernel read memory at half the speed of the file's).
+struct CacheLines {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+impl CacheLines {
+    fn zeroed(len: usize) -> Self {
+        let lines = vec![Line([0; 64]); len.div_ceil(64)];
+        Self { lines, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `Line` is 64 plain bytes with no padding; `len` is within the lines.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const u8, self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as `bytes`, and the borrow is unique.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut u8, self.len) }
+    }
 }
 
 impl PackedWeights {
@@ -81,7 +112,7 @@ impl PackedWeights {
     pub fn weights(&self) -> Weights<'_> {
         Weights {
             format: self.format,
-            data: &self.data,
+            data: self.data.bytes(),
             rows: self.rows,
             cols: self.cols,
             layout: Layout::Interleaved8,
@@ -90,13 +121,13 @@ impl PackedWeights {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.data.len()
+        self.data.len
     }
 
     /// The matrix in the file's layout again, byte for byte (for a backend that reads the
     /// file's blocks, such as a GPU's).
     pub fn unpack(&self) -> Vec<u8> {
-        unpack(self.format, &self.data, self.rows, self.cols)
+        unpack(self.format, self.data.bytes(), self.rows, self.cols)
     }
 }
 
@@ -145,11 +176,15 @@ fn pack(
     rows: usize,
     cols: usize,
     pack_block: fn(&[u8], usize, &mut [u8]),
-) -> Vec<u8> {
+) -> CacheLines {
     let (blocks, block_bytes) = (cols / 256, format.block_bytes());
     let group_bytes = group_block_bytes(format);
-    let mut out = vec![0u8; rows / GROUP_ROWS * blocks * group_bytes];
-    for (group, dst) in out.chunks_exact_mut(blocks * group_bytes).enumerate() {
+    let mut out = CacheLines::zeroed(rows / GROUP_ROWS * blocks * group_bytes);
+    for (group, dst) in out
+        .bytes_mut()
+        .chunks_exact_mut(blocks * group_bytes)
+        .enumerate()
+    {
         for (b, dst) in dst.chunks_exact_mut(group_bytes).enumerate() {
             for r in 0..GROUP_ROWS {
                 let at = ((group * GROUP_ROWS + r) * blocks + b) * block_bytes;
@@ -167,7 +202,7 @@ fn q6k_places(r: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     let values = (0..2).flat_map(move |n| {
         (0..8).flat_map(move |i| {
             let (to, ql, qh) = (768 * n + 32 * i + 4 * r, 64 * n + 4 * i, 32 * n + 4 * i);
-            [(ql, to, 4), (ql + 32, to + 256, 4), (128 + qh, to + 512, 4)]
+            [(ql, to, 4), (128 + qh, to + 256, 4), (ql + 32, to + 512, 4)]
         })
     });
     let scales = (0..16).map(move |g| (192 + g, Q6K_SCALES_AT + 16 * (g / 2) + 2 * r + g % 2, 1));
@@ -280,7 +315,9 @@ mod tests {
         let (rows, cols) = (8, 512);
         let data: Vec<u8> = (0..rows * 2 * 144).map(|i| (i * 7 % 251) as u8).collect();
         let packed = pack(Format::Q4K, &data, rows, cols, pack_q4k_block);
+        let packed = packed.bytes();
         assert_eq!(packed.len(), 2 * GROUP_BLOCK_BYTES);
+        assert_eq!(packed.as_ptr() as usize % 64, 0);
         let (r, b) = (5, 1);
         let blk = &data[r * 288 + b * 144..][..144];
         let g = &packed[b * GROUP_BLOCK_BYTES..][..GROUP_BLOCK_BYTES];
