@@ -238,7 +238,7 @@ impl<'a> Weights<'a> {
             Layout::Rows => (1, self.row_bytes()),
             Layout::Interleaved8 => (
                 packed::GROUP_ROWS,
-                self.cols / 256 * packed::group_block_bytes(self.format),
+                self.cols / 256 * packed::GROUP_BLOCK_BYTES,
             ),
         }
     }

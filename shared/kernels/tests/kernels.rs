@@ -233,16 +233,13 @@ fn avx512_vnni_gives_the_bits_of_avx2() {
     }
 }
 
-/// `Q4_K` and `Q6_K` repacked eight rows at a time (`Weights::pack`) give the bits of the
-/// file's layout, on every backend that packs, for every number of activation rows and with
-/// threads.
+/// `Q4_K` repacked eight rows at a time (`Weights::pack`) gives the bits of the file's layout,
+/// on every backend that packs, for every number of activation rows and with threads.
 #[test]
 fn packed_weights_give_the_bits_of_the_file_layout() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    for (backend, format) in simd_backends()
-        .into_iter()
-        .flat_map(|b| [(b, Format::Q4K), (b, Format::Q6K)])
-    {
+    let format = Format::Q4K;
+    for backend in simd_backends() {
         for (n, k) in [(8, 256), (16, 768), (40, 1792)] {
             let data = random_weights(&mut rng, format, n, k);
             let w = Weights::new(format, &data, n, k).unwrap();
@@ -250,8 +247,7 @@ fn packed_weights_give_the_bits_of_the_file_layout() {
                 eprintln!("{backend:?} keeps the file's layout");
                 continue;
             };
-            let per_block = if format == Format::Q4K { 148 } else { 212 };
-            assert_eq!(packed.bytes(), n * k / 256 * per_block);
+            assert_eq!(packed.bytes(), n * k / 256 * 148);
             for m in [1, 2, 3, 5, 8, 9, 17] {
                 let x = random_x(&mut rng, m * k);
                 let (mut want, mut got) = (vec![0f32; m * n], vec![0f32; m * n]);
@@ -275,8 +271,8 @@ fn packing_is_for_the_layouts_that_have_one() {
     let data = random_weights(&mut rng, Format::Q4K, 12, 256);
     let w = Weights::new(Format::Q4K, &data, 12, 256).unwrap();
     assert!(w.pack(Backend::Avx2).is_none());
-    let data = random_weights(&mut rng, Format::Q8_0, 8, 256);
-    let w = Weights::new(Format::Q8_0, &data, 8, 256).unwrap();
+    let data = random_weights(&mut rng, Format::Q6K, 8, 256);
+    let w = Weights::new(Format::Q6K, &data, 8, 256).unwrap();
     assert!(w.pack(Backend::Avx2).is_none());
     let data = random_weights(&mut rng, Format::Q4K, 8, 256);
     let w = Weights::new(Format::Q4K, &data, 8, 256).unwrap();

@@ -31,8 +31,8 @@ pub struct Linear {
     /// The blocks' format, when our kernels cover it and this CPU accelerates them.
     kernel: Option<hlm_kernels::Format>,
     /// The blocks repacked for our kernels, where they have a faster layout for them (`Q4_K`
-    /// and `Q6_K` on x86-64: eight rows interleaved, [`hlm_kernels::Weights::pack`]), in place
-    /// of the file's: the memory stays the file's size (`Q4_K` 3 % more).
+    /// on x86-64: eight rows interleaved, [`hlm_kernels::Weights::pack`]), in place of the
+    /// file's: 3 % more bytes than they.
     packed: Option<hlm_kernels::PackedWeights>,
     /// The file's blocks, rebuilt from `packed` the first time something reads them (a GPU
     /// backend's upload, [`Linear::weights`]; a move to another device).
@@ -276,14 +276,12 @@ fn pack(
 
 /// Repacked weights back in the file's blocks, as candle holds them.
 fn file_blocks(packed: &hlm_kernels::PackedWeights, rows: usize, cols: usize) -> QTensor {
-    use candle_core::quantized::k_quants::{BlockQ4K, BlockQ6K};
-    let bytes = std::io::Cursor::new(packed.unpack());
+    use candle_core::quantized::k_quants::BlockQ4K;
+    debug_assert_eq!(packed.weights().format(), hlm_kernels::Format::Q4K);
+    let mut bytes = std::io::Cursor::new(packed.unpack());
     let (elems, dims) = (rows * cols, vec![rows, cols]);
-    let blocks = match packed.weights().format() {
-        hlm_kernels::Format::Q6K => super::loader::read_blocks::<BlockQ6K, _>,
-        _ => super::loader::read_blocks::<BlockQ4K, _>,
-    };
-    blocks(&mut { bytes }, 0, elems, dims).expect("the unpacked blocks are the matrix's")
+    super::loader::read_blocks::<BlockQ4K, _>(&mut bytes, 0, elems, dims)
+        .expect("the unpacked blocks are the matrix's")
 }
 
 fn kernel_error(e: hlm_kernels::KernelError) -> crate::EngineError {
@@ -383,7 +381,7 @@ mod tests {
             .map(|i| ((i * 29 % 97) as f32 - 48.0) / 48.0)
             .collect();
         let w = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
-        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+        for dtype in [GgmlDType::Q4K] {
             let qt = Arc::new(QTensor::quantize(&w, dtype).unwrap());
             let file = qt.data().unwrap().to_vec();
             let linear = Linear::quantized(qt).unwrap();
