@@ -2,7 +2,9 @@
 //! uncertainty of each drafted token (U-HLM's 20 perturbed draws, the loop's main work per token),
 //! natively or in WebAssembly: where the browser's draft time goes, without a browser.
 //!
-//! Natively: `cargo run --release -p hlm-engine --example decode_probe -- FILE.gguf [TOKENS]`.
+//! Natively: `cargo run --release -p hlm-engine --example decode_probe -- FILE.gguf [TOKENS]`;
+//! with a third argument `K`, forwards over `K` new tokens each (all rows' logits, the cache
+//! truncated back after each) in place of decode steps.
 //! In WebAssembly under Node's WASI (the same SIMD128 kernels as the page, one thread):
 //! `cargo build --release --target wasm32-wasip1 -p hlm-engine --example decode_probe`, then
 //! `node scripts/wasi-run.mjs target/wasm32-wasip1/release/examples/decode_probe.wasm FILE.gguf`;
@@ -20,7 +22,7 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let path = args
         .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: decode_probe FILE.gguf [TOKENS]"))?;
+        .ok_or_else(|| anyhow::anyhow!("usage: decode_probe FILE.gguf [TOKENS [K]]"))?;
     let tokens: usize = args.next().map_or(Ok(32), |t| t.parse())?;
     let t = Instant::now();
     let (model, _) = hlm_engine::load_model_and_tokenizer(path.as_ref(), &LoadOptions::default())?;
@@ -31,6 +33,21 @@ fn main() -> anyhow::Result<()> {
     let mut next = argmax(&out.logits[0].1);
     let (mut steps, mut uncertain) = (vec![], vec![]);
     let mut rng = hlm_core::sampling::seeded_rng(1);
+    // A third argument K: forwards over K new tokens (a verification round's shape) instead.
+    let k: usize = args.next().map_or(Ok(0), |k| k.parse())?;
+    if k > 0 {
+        let base = cache.len();
+        let ids: Vec<u32> = (200..200 + k as u32).collect();
+        let mut steps = vec![];
+        for _ in 0..tokens {
+            let t = Instant::now();
+            model.forward(&mut cache, &ids, &LogitRows::All, 0)?;
+            steps.push(t.elapsed().as_secs_f64());
+            cache.truncate(base);
+        }
+        report(&format!("{tokens} forwards over {k}"), steps);
+        return Ok(());
+    }
     for _ in 0..tokens {
         let t = Instant::now();
         let out = model.forward(&mut cache, &[next], &LogitRows::Last, 0)?;

@@ -959,10 +959,12 @@ unsafe fn prefetch_ahead(bp: *const u8, bytes: usize) {
     }
 }
 
-/// How far ahead of the block being multiplied a decode step asks for weights. The hardware's
-/// own prefetching left a decode step short of the memory's pace: with this, the 1.5B's decode
-/// step took 6-8 % less time on the Zen 4 machine (`decode_probe`, four alternating rounds; 4096
-/// bytes ahead was no better).
+/// How far ahead of the block being multiplied the K formats' kernels ask for weights. The
+/// hardware's own prefetching left them short of the memory's pace: with this, the 1.5B's
+/// decode step took 6-8 % less time on the Zen 4 machine (`decode_probe`, four alternating
+/// rounds; 4096 bytes ahead was no better). The repacked `Q4_K` kernel needs it for any number
+/// of rows (`speed_probe 8 65536 1536 Q4K`, from memory: 12 ms without, 7 ms with), and `Q6_K`'s
+/// forward over 8 tokens gained 5-7 % (three alternating rounds).
 const PREFETCH_AHEAD: usize = 2048;
 
 /// The `vpshufb` pattern that copies 16-bit word `i` (of each 128-bit half) to all eight.
@@ -984,9 +986,7 @@ unsafe fn q6k_row<P: Products, const G: usize>(row: &[u8], p: &RowPtrs, outs: &m
     for (b, blk) in row.chunks_exact(210).enumerate() {
         unsafe {
             let bp = blk.as_ptr();
-            if G == 1 {
-                prefetch_ahead(bp, 210);
-            }
+            prefetch_ahead(bp, 210);
             let sc8 = _mm_loadu_si128(bp.add(192) as *const __m128i);
             let mut s = [_mm256_setzero_si256(); MAX_GROUP];
             q6k_step::<P, 0, G>(bp, b, sc8, p, &mut s);
@@ -1131,9 +1131,7 @@ unsafe fn q4k_x8_rows<P: Products, const G: usize>(
     for (b, blk) in grp.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
         unsafe {
             let bp = blk.as_ptr();
-            if G == 1 {
-                prefetch_ahead(bp, GROUP_BLOCK_BYTES);
-            }
+            prefetch_ahead(bp, GROUP_BLOCK_BYTES);
             let mut s = [_mm256_setzero_si256(); G];
             for sb in 0..8 {
                 // Sub-block sb: the low (even sb) or high nibbles of run sb / 2.
