@@ -163,14 +163,9 @@ trait Products {
     unsafe fn madd_add(acc: __m256i, pairs: __m256i, scale: __m256i) -> __m256i;
     /// Eight i32 lanes of i16 scales, in the form [`Products::scaled_sum`] takes.
     unsafe fn scales(s: __m256i) -> __m256i;
-    /// `scale · Σ_i w_i x_i` in each i32 lane, over `N` registers of u8 weights against 4
-    /// activation bytes each (at `x + 4 i`), broadcast to every lane. `RUN` is how many
-    /// `vpmaddubsw` results may be added as i16 without overflow: `32767 / (2 · 128 · max w)`.
-    unsafe fn scaled_sum<const N: usize, const RUN: usize>(
-        w: &[__m256i; N],
-        x: *const i8,
-        scale: __m256i,
-    ) -> __m256i;
+    /// `scale · Σ_i w_i x_i` in each i32 lane, over eight registers of u8 weights (at most 15)
+    /// against 4 activation bytes each (at `x + 4 i`), broadcast to every lane.
+    unsafe fn scaled_sum(w: &[__m256i; 8], x: *const i8, scale: __m256i) -> __m256i;
 }
 
 /// The 4 bytes at `x`, in every 32-bit lane.
@@ -198,25 +193,17 @@ impl Products for TwoStep {
     unsafe fn scales(s: __m256i) -> __m256i {
         _mm256_blend_epi16::<0b1010_1010>(s, _mm256_slli_epi32::<16>(s))
     }
-    /// The `vpmaddubsw` results added as i16 `RUN` at a time, each run then one `vpmaddwd`
-    /// with the scale.
+    /// The eight `vpmaddubsw` results added as i16 (each pair at most `2 · 15 · 128`, eight of
+    /// them 30720: no overflow), then one `vpmaddwd` with the scale.
     #[inline(always)]
-    unsafe fn scaled_sum<const N: usize, const RUN: usize>(
-        w: &[__m256i; N],
-        x: *const i8,
-        scale: __m256i,
-    ) -> __m256i {
+    unsafe fn scaled_sum(w: &[__m256i; 8], x: *const i8, scale: __m256i) -> __m256i {
         unsafe {
-            let mut total = _mm256_setzero_si256();
-            for i0 in (0..N).step_by(RUN) {
-                let mut s = _mm256_maddubs_epi16(w[i0], broadcast4(x.add(4 * i0)));
-                for i in i0 + 1..(i0 + RUN).min(N) {
-                    let p = _mm256_maddubs_epi16(w[i], broadcast4(x.add(4 * i)));
-                    s = _mm256_add_epi16(s, p);
-                }
-                total = _mm256_add_epi32(total, _mm256_madd_epi16(s, scale));
+            let mut s = _mm256_maddubs_epi16(w[0], broadcast4(x));
+            for i in 1..8 {
+                let p = _mm256_maddubs_epi16(w[i], broadcast4(x.add(4 * i)));
+                s = _mm256_add_epi16(s, p);
             }
-            total
+            _mm256_madd_epi16(s, scale)
         }
     }
 }
@@ -240,14 +227,10 @@ impl Products for Fused {
     }
     /// Two chains of `vpdpbusd`, then one `vpmulld` with the scale.
     #[inline(always)]
-    unsafe fn scaled_sum<const N: usize, const RUN: usize>(
-        w: &[__m256i; N],
-        x: *const i8,
-        scale: __m256i,
-    ) -> __m256i {
+    unsafe fn scaled_sum(w: &[__m256i; 8], x: *const i8, scale: __m256i) -> __m256i {
         unsafe {
             let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-            for i in (0..N).step_by(2) {
+            for i in (0..8).step_by(2) {
                 even = _mm256_dpbusd_epi32(even, w[i], broadcast4(x.add(4 * i)));
                 odd = _mm256_dpbusd_epi32(odd, w[i + 1], broadcast4(x.add(4 * i + 4)));
             }
@@ -1087,14 +1070,12 @@ unsafe fn pair_broadcast(k: usize) -> __m128i {
 /// SAFETY: the CPU must have AVX2, FMA and F16C, and with `vnni` AVX-512 F/BW/VL/VNNI; `data`
 /// must be whole groups of `a.cols == cols` values and `dst` hold `8 · groups · m` values.
 pub(crate) unsafe fn packed_rows(
-    format: Format,
     data: &[u8],
     cols: usize,
     a: &Activations,
     vnni: bool,
     dst: &mut [f32],
 ) {
-    debug_assert_eq!(format, Format::Q4K, "only Q4_K is repacked");
     let run = if vnni { vnni::q4k_x8 } else { two_step::q4k_x8 };
     let (m, group_bytes) = (a.rows, cols / 256 * GROUP_BLOCK_BYTES);
     for (grp, outs) in data
@@ -1148,8 +1129,7 @@ unsafe fn q4k_x8_rows<P: Products, const G: usize>(
                 let scale = P::scales(_mm256_cvtepu8_epi32(scale));
                 for t in 0..G {
                     let x = qs[t].add(256 * b + 32 * q4k_slot(sb));
-                    // Each pair of products at most 2 · 15 · 128: eight fit in an i16.
-                    s[t] = _mm256_add_epi32(s[t], P::scaled_sum::<8, 8>(&w, x, scale));
+                    s[t] = _mm256_add_epi32(s[t], P::scaled_sum(&w, x, scale));
                 }
             }
             let mins: [__m256i; 4] = std::array::from_fn(|k| {

@@ -156,7 +156,7 @@ fn run_rows(
         Backend::Avx2 | Backend::Avx512Vnni if w.layout() == crate::Layout::Interleaved8 => {
             let vnni = backend == Backend::Avx512Vnni;
             // SAFETY: `matmul_quantized` checked `backend.is_supported()` and the shapes.
-            unsafe { crate::avx2::packed_rows(w.format(), data, w.dims().1, a, vnni, dst) }
+            unsafe { crate::avx2::packed_rows(data, w.dims().1, a, vnni, dst) }
         }
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2 | Backend::Avx512Vnni => match prepared {

@@ -55,7 +55,6 @@ pub enum Layout {
 
 /// A weight matrix repacked for one backend's kernels, owning its bytes.
 pub struct PackedWeights {
-    format: Format,
     data: CacheLines,
     rows: usize,
     cols: usize,
@@ -93,7 +92,7 @@ impl PackedWeights {
     /// The matrix, to multiply ([`crate::matmul`]) with the backend it was packed for.
     pub fn weights(&self) -> Weights<'_> {
         Weights {
-            format: self.format,
+            format: Format::Q4K,
             data: self.data.bytes(),
             rows: self.rows,
             cols: self.cols,
@@ -123,7 +122,6 @@ impl Weights<'_> {
             return None;
         }
         Some(PackedWeights {
-            format: self.format,
             data: pack(self.data, self.rows, self.cols),
             rows: self.rows,
             cols: self.cols,
