@@ -14,7 +14,7 @@
 //! 64 weight bytes (sub-blocks 0, 2, 1, 3, 4, 6, 5, 7: low nibbles, then high, of two 32-byte
 //! runs), so that a SIMD kernel reads both operands contiguously; [`q4k_slot`] maps them.
 
-use crate::{Format, KernelError};
+use crate::{Format, KernelError, Parallel};
 
 /// `rows` activation rows of `cols` values, quantised for products with `format` weights.
 pub struct Activations {
@@ -50,6 +50,19 @@ impl Activations {
         rows: usize,
         cols: usize,
     ) -> Result<Self, KernelError> {
+        Self::quantize_on(format, x, rows, cols, &crate::Serial)
+    }
+
+    /// [`Activations::quantize`] with the rows split over the threads of `par` (when there are
+    /// enough of them to pay for waking the threads). Each row is quantised on its own, so the
+    /// result is the same whatever the threads.
+    pub fn quantize_on(
+        format: Format,
+        x: &[f32],
+        rows: usize,
+        cols: usize,
+        par: &dyn Parallel,
+    ) -> Result<Self, KernelError> {
         format.check_cols(cols)?;
         let block = format.block_values();
         if x.len() != rows * cols {
@@ -61,6 +74,11 @@ impl Activations {
         }
         let padded = cols.next_multiple_of(64);
         let blocks = cols / block;
+        let quad = blocks.next_multiple_of(4);
+        let widen =
+            crate::Backend::Simd128.is_supported() && !cfg!(target_feature = "relaxed-simd");
+        let wide_scales = block == 32 && crate::Backend::Avx2.is_supported();
+        let sized = |on: bool, n: usize| if on { n } else { 0 };
         let mut a = Activations {
             format,
             rows,
@@ -70,63 +88,50 @@ impl Activations {
             d: vec![0.0; rows * blocks],
             sums16: vec![0; rows * padded / 16],
             sums32: vec![0; rows * padded / 32],
-            qs16: Vec::new(),
-            d64: Vec::new(),
-            dsum64: Vec::new(),
+            qs16: vec![0; sized(widen, rows * padded)],
+            d64: vec![0.0; sized(wide_scales, rows * quad)],
+            dsum64: vec![0.0; sized(wide_scales, rows * quad)],
         };
-        for r in 0..rows {
-            let xr = &x[r * cols..(r + 1) * cols];
-            let qr = &mut a.qs[r * padded..r * padded + cols];
-            let dr = &mut a.d[r * blocks..(r + 1) * blocks];
-            for ((xb, qb), d) in xr
-                .chunks_exact(block)
-                .zip(qr.chunks_exact_mut(block))
-                .zip(dr)
-            {
-                *d = if block == 32 {
-                    quantize_q8_0(xb, qb)
-                } else {
-                    quantize_q8_k(xb, qb)
-                };
-            }
+        let outs: Vec<std::sync::Mutex<RowOut>> = a.row_outs(quad).map(Into::into).collect();
+        let one = |r: usize| {
+            let mut out = outs[r].lock().unwrap_or_else(|e| e.into_inner());
+            quantize_row(format, &x[r * cols..(r + 1) * cols], &mut out);
+        };
+        if rows * cols >= PARALLEL_VALUES {
+            par.for_ranges(rows, &|range| range.for_each(one));
+        } else {
+            (0..rows).for_each(one);
         }
-        for (s, q) in a.sums16.iter_mut().zip(a.qs.chunks_exact(16)) {
-            *s = q.iter().map(|&v| v as i16).sum();
-        }
-        for (s, q) in a.sums32.iter_mut().zip(a.sums16.chunks_exact(2)) {
-            *s = q[0] + q[1];
-        }
-        if format == Format::Q4K {
-            for block in a.qs.chunks_exact_mut(256) {
-                // Slots 1 and 2 (and 5 and 6) trade places: sub-blocks 0 2 1 3 4 6 5 7.
-                for base in [0, 128] {
-                    let (first, second) = block[base + 32..base + 96].split_at_mut(32);
-                    first.swap_with_slice(second);
-                }
-            }
-        }
-        if crate::Backend::Simd128.is_supported() && !cfg!(target_feature = "relaxed-simd") {
-            a.qs16 = a.qs.iter().map(|&q| q as i16).collect();
-        }
-        if block == 32 && crate::Backend::Avx2.is_supported() {
-            a.build_d64();
-        }
+        drop(outs);
         Ok(a)
     }
 
-    /// `d64` and `dsum64`, from `qs` and `d`.
-    fn build_d64(&mut self) {
-        let (blocks, quad) = (self.blocks(), self.quad_blocks());
-        self.d64 = vec![0.0; self.rows * quad];
-        self.dsum64 = vec![0.0; self.rows * quad];
-        for r in 0..self.rows {
-            let sums = &self.sums32[r * self.padded / 32..][..blocks];
-            let d = &self.d[r * blocks..(r + 1) * blocks];
-            for (b, (&d, &sum)) in d.iter().zip(sums).enumerate() {
-                self.d64[r * quad + b] = d as f64;
-                self.dsum64[r * quad + b] = d as f64 * sum as f64;
-            }
+    /// Each row's share of the buffers (the optional ones `None` where they are empty), to be
+    /// written on its own.
+    fn row_outs(&mut self, quad: usize) -> impl Iterator<Item = RowOut<'_>> {
+        let (padded, blocks) = (self.padded, self.blocks());
+        fn rows_of<T>(v: &mut [T], n: usize) -> impl Iterator<Item = Option<&mut [T]>> {
+            let some = v.chunks_exact_mut(n.max(1)).map(Some);
+            some.chain(std::iter::repeat_with(|| None))
         }
+        self.qs
+            .chunks_exact_mut(padded)
+            .zip(rows_of(&mut self.d, blocks))
+            .zip(self.sums16.chunks_exact_mut(padded / 16))
+            .zip(self.sums32.chunks_exact_mut(padded / 32))
+            .zip(rows_of(&mut self.qs16, padded))
+            .zip(rows_of(&mut self.d64, quad).zip(rows_of(&mut self.dsum64, quad)))
+            .map(
+                |(((((qs, d), sums16), sums32), qs16), (d64, dsum64))| RowOut {
+                    qs,
+                    d: d.unwrap_or_default(),
+                    sums16,
+                    sums32,
+                    qs16,
+                    d64,
+                    dsum64,
+                },
+            )
     }
 
     /// Blocks per row rounded up to 4: the stride of `d64` and `dsum64`.
@@ -191,6 +196,79 @@ impl Activations {
     }
 }
 
+/// Values in a product's activations from which their rows are quantised on several threads.
+const PARALLEL_VALUES: usize = 1 << 14;
+
+/// One row's share of an [`Activations`]' buffers.
+struct RowOut<'a> {
+    qs: &'a mut [i8],
+    d: &'a mut [f32],
+    sums16: &'a mut [i16],
+    sums32: &'a mut [i16],
+    qs16: Option<&'a mut [i16]>,
+    d64: Option<&'a mut [f64]>,
+    dsum64: Option<&'a mut [f64]>,
+}
+
+/// Quantises one row `x` into `out`. Compiled a second time for AVX2 where the CPU has it: the
+/// same operations on wider registers, so the same values.
+fn quantize_row(format: Format, x: &[f32], out: &mut RowOut<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { quantize_row_avx2(format, x, out) };
+    }
+    quantize_row_any(format, x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_avx2(format: Format, x: &[f32], out: &mut RowOut<'_>) {
+    quantize_row_any(format, x, out)
+}
+
+#[inline(always)]
+fn quantize_row_any(format: Format, x: &[f32], out: &mut RowOut<'_>) {
+    let block = format.block_values();
+    for ((xb, qb), d) in x
+        .chunks_exact(block)
+        .zip(out.qs.chunks_exact_mut(block))
+        .zip(out.d.iter_mut())
+    {
+        *d = if block == 32 {
+            quantize_q8_0(xb, qb)
+        } else {
+            quantize_q8_k(xb, qb)
+        };
+    }
+    for (s, q) in out.sums16.iter_mut().zip(out.qs.chunks_exact(16)) {
+        *s = q.iter().map(|&v| v as i16).sum();
+    }
+    for (s, q) in out.sums32.iter_mut().zip(out.sums16.chunks_exact(2)) {
+        *s = q[0] + q[1];
+    }
+    if format == Format::Q4K {
+        for block in out.qs.chunks_exact_mut(256) {
+            // Slots 1 and 2 (and 5 and 6) trade places: sub-blocks 0 2 1 3 4 6 5 7.
+            for base in [0, 128] {
+                let (first, second) = block[base + 32..base + 96].split_at_mut(32);
+                first.swap_with_slice(second);
+            }
+        }
+    }
+    if let Some(qs16) = out.qs16.as_deref_mut() {
+        qs16.iter_mut()
+            .zip(out.qs.iter())
+            .for_each(|(w, &q)| *w = q as i16);
+    }
+    if let (Some(d64), Some(dsum64)) = (out.d64.as_deref_mut(), out.dsum64.as_deref_mut()) {
+        for (b, (&d, &sum)) in out.d.iter().zip(out.sums32.iter()).enumerate() {
+            d64[b] = d as f64;
+            dsum64[b] = d as f64 * sum as f64;
+        }
+    }
+}
+
 /// Where `Q4_K` sub-block `sb` (0..8) of a block sits in [`Activations`]: 32-value slot
 /// `q4k_slot(sb)` (the map is its own inverse).
 /// (`[0, 2, 1, 3, 4, 6, 5, 7]`, as arithmetic: a table lookup in a kernel's loop is a memory
@@ -201,6 +279,7 @@ pub(crate) const fn q4k_slot(sb: usize) -> usize {
 }
 
 /// ggml's `Q8_0`: `d = amax / 127`, `q = round(x / d)`, `d` kept as f16. Returns `d`.
+#[inline(always)]
 fn quantize_q8_0(x: &[f32], q: &mut [i8]) -> f32 {
     // A comparison, not `f32::max` (a library call in WebAssembly); a NaN is skipped either way.
     let amax = x
@@ -216,6 +295,7 @@ fn quantize_q8_0(x: &[f32], q: &mut [i8]) -> f32 {
 
 /// ggml's `Q8_K`: `d = −max / 127` with `max` the value of largest magnitude, `q = round(x / d)`
 /// (so the largest-magnitude value becomes −127). Returns `d`.
+#[inline(always)]
 fn quantize_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
@@ -250,7 +330,36 @@ fn round_half_away(v: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::round_half_away;
+    use super::*;
+
+    /// Every format's rows quantised with this CPU's best path (AVX2 on x86-64) and with the
+    /// generic one: the same values.
+    #[test]
+    fn each_compilation_of_a_row_gives_the_same_values() {
+        let mut state = 7u64;
+        let x: Vec<f32> = (0..3 * 512)
+            .map(|i| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                if i % 61 == 3 {
+                    40.0 * u
+                } else {
+                    u
+                }
+            })
+            .collect();
+        for format in Format::ALL {
+            let mut a = Activations::quantize(format, &x, 3, 512).unwrap();
+            let (quad, cols) = (a.quad_blocks(), a.cols);
+            let want = (a.qs.clone(), a.d.clone(), a.sums16.clone(), a.d64.clone());
+            for (r, mut out) in a.row_outs(quad).enumerate() {
+                quantize_row_any(format, &x[r * cols..(r + 1) * cols], &mut out);
+            }
+            assert_eq!(want, (a.qs, a.d, a.sums16, a.d64), "{format:?}");
+        }
+    }
 
     #[test]
     fn round_half_away_is_f32_round() {

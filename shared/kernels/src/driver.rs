@@ -30,7 +30,7 @@ pub fn matmul(
     y: &mut [f32],
     par: &dyn Parallel,
 ) -> Result<(), KernelError> {
-    let a = Activations::quantize(w.format(), x, m, w.dims().1)?;
+    let a = Activations::quantize_on(w.format(), x, m, w.dims().1, par)?;
     matmul_quantized(backend, w, &a, y, par)
 }
 
@@ -71,42 +71,26 @@ pub fn matmul_quantized(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    // Rows of W are the unit of work; each writes its `m` outputs contiguously (`out_t` is
-    // `n × m`), transposed into `y` at the end when `m > 1`.
-    let mut transposed = if m == 1 {
-        Vec::new()
-    } else {
-        vec![0f32; n * m]
-    };
-    let out_t: &mut [f32] = if m == 1 { y } else { &mut transposed };
-    let out = SharedOut(out_t.as_mut_ptr(), out_t.len());
+    // Rows of W are the unit of work. The kernels write a row's `m` outputs contiguously
+    // (`rows × m`); with `m > 1` each call then puts its block into `y`'s columns itself
+    // (`y` is `m × n`), on its own thread.
+    let out = SharedOut(y.as_mut_ptr(), y.len());
     let prepared = Prepared::new(backend, w, a);
     let unit = w.unit().0;
     par.for_ranges(n / unit, &|units: Range<usize>| {
         let rows = units.start * unit..units.end * unit;
-        // SAFETY: the ranges are disjoint (the `Parallel` contract), so each call writes its own
-        // part of `out_t`, which outlives `for_ranges`.
-        let dst = unsafe { out.slice(rows.start * m..rows.end * m) };
-        run_rows(backend, w, rows, a, &prepared, dst);
-    });
-    if m > 1 {
-        transpose(&transposed, n, m, y);
-    }
-    Ok(())
-}
-
-/// `y[r · n + j] = t[j · m + r]`, a band of 16 columns of `y` at a time, so that both sides stay
-/// in the cache for large `m` (one column at a time wrote `m` rows apart: 5 % of a batched pass).
-fn transpose(t: &[f32], n: usize, m: usize, y: &mut [f32]) {
-    const BAND: usize = 16;
-    for j0 in (0..n).step_by(BAND) {
-        let j1 = (j0 + BAND).min(n);
-        for (r, y_row) in y.chunks_exact_mut(n).enumerate() {
-            for (j, v) in y_row[j0..j1].iter_mut().enumerate() {
-                *v = t[(j0 + j) * m + r];
-            }
+        if m == 1 {
+            // SAFETY: the ranges are disjoint (the `Parallel` contract), so each call writes
+            // its own part of `y`, which outlives `for_ranges`.
+            let dst = unsafe { out.slice(rows.clone()) };
+            return run_rows(backend, w, rows, a, &prepared, dst);
         }
-    }
+        let mut block = vec![0f32; rows.len() * m];
+        run_rows(backend, w, rows.clone(), a, &prepared, &mut block);
+        // SAFETY: as above: this call alone writes columns `rows` of `y`.
+        unsafe { out.put_columns(&block, rows, n, m) };
+    });
+    Ok(())
 }
 
 /// What a backend makes of the activations once per product, before its threads start.
@@ -277,5 +261,19 @@ impl SharedOut {
     unsafe fn slice(&self, r: Range<usize>) -> &mut [f32] {
         assert!(r.start <= r.end && r.end <= self.1);
         unsafe { std::slice::from_raw_parts_mut(self.0.add(r.start), r.end - r.start) }
+    }
+
+    /// `y[r · n + j] = block[(j − cols.start) · m + r]` for `j` in `cols`: a block of weight
+    /// rows' outputs (`cols.len() × m`) into their columns of `y` (`m × n`, the buffer).
+    ///
+    /// SAFETY: no other thread may write columns `cols` of `y` meanwhile.
+    unsafe fn put_columns(&self, block: &[f32], cols: Range<usize>, n: usize, m: usize) {
+        assert!(cols.end <= n && m * n <= self.1 && block.len() == cols.len() * m);
+        for r in 0..m {
+            for (c, j) in cols.clone().enumerate() {
+                // SAFETY: in bounds (asserted); the caller owns these columns.
+                unsafe { *self.0.add(r * n + j) = block[c * m + r] };
+            }
+        }
     }
 }

@@ -210,6 +210,25 @@ fn simd_backend_matches_the_portable_one(backend: Backend) {
     }
 }
 
+/// Activations large enough to be quantised on the threads (a batch's): the same products as
+/// quantised on one.
+#[test]
+fn quantising_on_threads_changes_nothing() {
+    let mut rng = Rng(0x2545F4914F6CDD1D);
+    let (n, k, m) = (24, 512, 40);
+    for backend in [Backend::Portable].into_iter().chain(simd_backends()) {
+        for format in Format::ALL {
+            let data = random_weights(&mut rng, format, n, k);
+            let x = random_x(&mut rng, m * k);
+            let w = Weights::new(format, &data, n, k).unwrap();
+            let (mut one, mut threads) = (vec![0f32; m * n], vec![0f32; m * n]);
+            hlm_kernels::matmul(backend, &w, &x, m, &mut one, &Serial).unwrap();
+            hlm_kernels::matmul(backend, &w, &x, m, &mut threads, &Threads).unwrap();
+            assert_eq!(one, threads, "{backend:?} {format:?}");
+        }
+    }
+}
+
 /// The VNNI kernels are the AVX2 ones with fused integer products: the same integers, the same
 /// f64 arithmetic, the same f32s.
 #[test]
