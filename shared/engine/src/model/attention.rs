@@ -3,61 +3,441 @@
 //! For query row `i` (absolute position `p = p0 + i`) and head `h` (sharing kv head `h / (H/KV)`):
 //! `a_j = softmax_j(q·k_j / sqrt(d))` for `j ≤ p`, output `Σ_j a_j v_j`. Optionally returns the
 //! last row's `a` averaged over heads: the attention row the importance filter reads.
+//!
+//! The work is split over the kernels' threads (the same pool as the matrix products, so no
+//! second pool competes with it for the cores) one task per sequence and head: a task takes its
+//! head's rows one after another, with one buffer of scores.
 
 use super::kv_cache::LayerKv;
 use super::ops::{axpy, dot};
 use super::ModelConfig;
-use rayon::prelude::*;
+use std::sync::OnceLock;
 
-/// Returns the attention output (`m` rows of `heads * head_dim`) and, if `capture`, the last row's
-/// head-averaged probabilities over positions `0 ..= p0 + m - 1`.
-pub fn causal(
+/// One sequence's share of a layer's attention: its query rows (`m` rows of `heads * head_dim`)
+/// at positions `p0 .. p0 + m`, against its cache's layer (already holding those positions).
+pub struct Queries<'a> {
+    pub q: &'a [f32],
+    pub kv: &'a LayerKv,
+    pub p0: usize,
+    pub m: usize,
+}
+
+/// What attention gives one sequence: its output rows (`m` rows of `heads * head_dim`) and, if
+/// asked, the last row's head-averaged probabilities over positions `0 ..= p0 + m - 1`.
+pub type Attended = (Vec<f32>, Option<Vec<f32>>);
+
+/// Attention for each sequence of `seqs`, on the threads of `par`. A sequence's result does not
+/// depend on the others: each task reads one sequence and writes its own buffer.
+pub fn causal_batch(
     cfg: &ModelConfig,
-    q: &[f32],
-    kv: &LayerKv,
-    p0: usize,
-    m: usize,
+    seqs: &[Queries<'_>],
     capture: bool,
-) -> (Vec<f32>, Option<Vec<f32>>) {
-    let (hd, nh, nkv) = (cfg.head_dim, cfg.heads, cfg.kv_heads);
-    let group = nh / nkv;
-    let kvw = nkv * hd;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let mut out = vec![0f32; m * nh * hd];
-    let total = p0 + m;
-    // One task per (row, head); each writes its own head_dim slice and returns its probabilities
-    // when they are wanted (the last row only).
-    let probs: Vec<Option<Vec<f32>>> = out
-        .par_chunks_mut(hd)
-        .enumerate()
-        .map(|(idx, o)| {
-            let (i, h) = (idx / nh, idx % nh);
-            let kvh = h / group;
-            let qh = &q[(i * nh + h) * hd..(i * nh + h + 1) * hd];
-            let n = p0 + i + 1;
-            let mut w: Vec<f32> = (0..n)
-                .map(|j| dot(qh, &kv.k[j * kvw + kvh * hd..j * kvw + (kvh + 1) * hd]) * scale)
-                .collect();
-            let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            w.iter_mut().for_each(|x| {
-                *x = (*x - max).exp();
-                sum += *x;
-            });
-            let inv = 1.0 / sum;
-            for (j, wj) in w.iter_mut().enumerate() {
-                *wj *= inv;
-                axpy(o, *wj, &kv.v[j * kvw + kvh * hd..j * kvw + (kvh + 1) * hd]);
-            }
-            (capture && i == m - 1).then_some(w)
+    par: &dyn hlm_kernels::Parallel,
+) -> Vec<Attended> {
+    let nh = cfg.heads;
+    let heads: Vec<OnceLock<Attended>> = (0..seqs.len() * nh).map(|_| OnceLock::new()).collect();
+    par.for_ranges(heads.len(), &|tasks| {
+        for t in tasks {
+            let (s, h) = (t / nh, t % nh);
+            let _ = heads[t].set(head(cfg, &seqs[s], h, capture));
+        }
+    });
+    let mut heads = heads
+        .into_iter()
+        .map(|c| c.into_inner().unwrap_or_default());
+    seqs.iter()
+        .map(|sq| {
+            let per_head: Vec<Attended> = heads.by_ref().take(nh).collect();
+            gather(cfg, sq, per_head, capture)
         })
-        .collect();
-    let row = capture.then(|| {
-        let mut acc = vec![0f32; total];
-        for p in probs.into_iter().flatten() {
-            axpy(&mut acc, 1.0 / nh as f32, &p);
+        .collect()
+}
+
+/// One head's rows of one sequence: `m × head_dim` outputs, and the last row's probabilities
+/// when `capture`. Compiled a second time for AVX2 where the CPU has it (the same operations in
+/// the same order on wider registers, so the same bits, twice as fast).
+fn head(cfg: &ModelConfig, sq: &Queries<'_>, h: usize, capture: bool) -> Attended {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { head_avx2(cfg, sq, h, capture) };
+    }
+    head_any(cfg, sq, h, capture)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn head_avx2(cfg: &ModelConfig, sq: &Queries<'_>, h: usize, capture: bool) -> Attended {
+    // SAFETY: the CPU has AVX2 (this function's contract).
+    let dots = |a: &[f32], b: [&[f32]; 4]| unsafe { x86::dot4(a, b) };
+    head_with(cfg, sq, h, capture, dots)
+}
+
+#[inline(always)]
+fn head_any(cfg: &ModelConfig, sq: &Queries<'_>, h: usize, capture: bool) -> Attended {
+    head_with(cfg, sq, h, capture, dot4)
+}
+
+/// [`head`] with `dots` for four keys at a time (the same results as [`dot4`]).
+#[inline(always)]
+fn head_with(
+    cfg: &ModelConfig,
+    sq: &Queries<'_>,
+    h: usize,
+    capture: bool,
+    dots: impl Fn(&[f32], [&[f32]; 4]) -> [f32; 4],
+) -> Attended {
+    let (hd, nh) = (cfg.head_dim, cfg.heads);
+    let kvw = cfg.kv_heads * hd;
+    let kvh = h / (nh / cfg.kv_heads);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let key = |j: usize| &sq.kv.k[j * kvw + kvh * hd..j * kvw + (kvh + 1) * hd];
+    let value = |j: usize| &sq.kv.v[j * kvw + kvh * hd..j * kvw + (kvh + 1) * hd];
+    let mut out = vec![0f32; sq.m * hd];
+    let mut w = Vec::with_capacity(sq.p0 + sq.m);
+    for (i, o) in out.chunks_exact_mut(hd).enumerate() {
+        let qh = &sq.q[(i * nh + h) * hd..(i * nh + h + 1) * hd];
+        let n = sq.p0 + i + 1;
+        w.clear();
+        let quads = n / 4 * 4;
+        for j in (0..quads).step_by(4) {
+            let d = dots(qh, [key(j), key(j + 1), key(j + 2), key(j + 3)]);
+            w.extend(d.map(|x| x * scale));
+        }
+        w.extend((quads..n).map(|j| dot(qh, key(j)) * scale));
+        softmax(&mut w);
+        weighted_sum(o, &w, value);
+    }
+    (out, capture.then_some(w))
+}
+
+/// `w_j ← exp(w_j − max w) / Σ exp(w_k − max w)`, in place. Every step runs eight lanes at a
+/// time in a fixed order (so it vectorises, and gives the same bits on every target).
+#[inline(always)]
+fn softmax(w: &mut [f32]) {
+    let max = lanes8(w, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
+    w.iter_mut().for_each(|x| *x = exp(*x - max));
+    let sum = lanes8(w, 0.0, |a, b| a + b);
+    let inv = 1.0 / sum;
+    w.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// `v` folded by `f` in eight lanes (lane `i` takes values `i, i + 8, …`), the lanes then
+/// folded `((0, 4), (1, 5)), ((2, 6), (3, 7))`, then the last values in order.
+#[inline(always)]
+fn lanes8(v: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let whole = v.len() / 8 * 8;
+    let mut acc = [init; 8];
+    for c in v[..whole].chunks_exact(8) {
+        for i in 0..8 {
+            acc[i] = f(acc[i], c[i]);
+        }
+    }
+    let a = &acc;
+    let folded = f(
+        f(f(a[0], a[4]), f(a[1], a[5])),
+        f(f(a[2], a[6]), f(a[3], a[7])),
+    );
+    v[whole..].iter().fold(folded, |s, &x| f(s, x))
+}
+
+/// `e^x` for `x ≤ 0` (softmax's arguments) to within 2 ulp, from operations that vectorise:
+/// `x = n ln 2 + r` with `n` an integer and `|r| ≤ ln 2 / 2`, `e^r` by a degree-6 polynomial
+/// (Cephes' `expf`), times `2^n` built in the exponent bits. Below −87.3 (where `e^x` leaves
+/// the normal floats) it gives 0.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 in two parts: `n · LN2_HI` is exact for the `n` that occur.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let low = x < -87.3;
+    let x = if low { 0.0 } else { x };
+    let n = (x * LOG2_E + 0.5).floor();
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.987_569_2e-4;
+    let p = p * r + 1.398_2e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 0.166_666_65;
+    let p = p * r + 0.5;
+    let e_r = p * (r * r) + r + 1.0;
+    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if low {
+        0.0
+    } else {
+        e_r * two_n
+    }
+}
+
+/// [`dot`] of `a` with four vectors at once (four independent chains of additions, where one
+/// alone waits on its own latency), each summed in `dot`'s order: the same four results.
+#[inline(always)]
+fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+    let whole = a.len() / 8 * 8;
+    let (mut s0, mut s1, mut s2, mut s3) = ([0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8]);
+    for c in (0..whole).step_by(8) {
+        let x = eight(&a[c..]);
+        mul_add8(&mut s0, x, eight(&b[0][c..]));
+        mul_add8(&mut s1, x, eight(&b[1][c..]));
+        mul_add8(&mut s2, x, eight(&b[2][c..]));
+        mul_add8(&mut s3, x, eight(&b[3][c..]));
+    }
+    let sums = [s0, s1, s2, s3];
+    std::array::from_fn(|k| {
+        let a8 = &sums[k];
+        let mut s = ((a8[0] + a8[4]) + (a8[1] + a8[5])) + ((a8[2] + a8[6]) + (a8[3] + a8[7]));
+        for (x, y) in a[whole..].iter().zip(&b[k][whole..]) {
+            s += x * y;
+        }
+        s
+    })
+}
+
+/// The first eight values of `x`.
+#[inline(always)]
+fn eight(x: &[f32]) -> &[f32; 8] {
+    x[..8].try_into().expect("eight values")
+}
+
+/// `acc[i] += x[i] * y[i]`, eight lanes (one AVX register).
+#[inline(always)]
+fn mul_add8(acc: &mut [f32; 8], x: &[f32; 8], y: &[f32; 8]) {
+    for i in 0..8 {
+        acc[i] += x[i] * y[i];
+    }
+}
+
+/// `o += Σ_j w_j v_j`, each element summed in order of `j` (as repeated [`axpy`]), 32 elements
+/// at a time held in registers across all `j` rather than loaded and stored for each.
+#[inline(always)]
+fn weighted_sum<'v>(o: &mut [f32], w: &[f32], value: impl Fn(usize) -> &'v [f32]) {
+    const CHUNK: usize = 32;
+    if !o.len().is_multiple_of(CHUNK) {
+        for (j, &wj) in w.iter().enumerate() {
+            axpy(o, wj, value(j));
+        }
+        return;
+    }
+    for (c, oc) in o.chunks_exact_mut(CHUNK).enumerate() {
+        let mut acc = [0f32; CHUNK];
+        acc.copy_from_slice(oc);
+        for (j, &wj) in w.iter().enumerate() {
+            let v = &value(j)[c * CHUNK..(c + 1) * CHUNK];
+            for i in 0..CHUNK {
+                acc[i] += wj * v[i];
+            }
+        }
+        oc.copy_from_slice(&acc);
+    }
+}
+
+/// A sequence's heads put together: rows of `heads * head_dim`, and the heads' last-row
+/// probabilities averaged.
+fn gather(cfg: &ModelConfig, sq: &Queries<'_>, per_head: Vec<Attended>, capture: bool) -> Attended {
+    let (hd, nh) = (cfg.head_dim, cfg.heads);
+    let mut out = vec![0f32; sq.m * nh * hd];
+    for (h, (o, _)) in per_head.iter().enumerate() {
+        for (i, row) in o.chunks_exact(hd).enumerate() {
+            out[(i * nh + h) * hd..(i * nh + h + 1) * hd].copy_from_slice(row);
+        }
+    }
+    let probs = capture.then(|| {
+        let mut acc = vec![0f32; sq.p0 + sq.m];
+        for (_, p) in per_head {
+            axpy(&mut acc, 1.0 / nh as f32, &p.unwrap_or_default());
         }
         acc
     });
-    (out, row)
+    (out, probs)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// [`super::dot4`] in AVX: each key's eight lanes are its eight partial sums there, and the
+    /// two rounds of horizontal additions add them in `dot`'s order, `((a0 + a4) + (a1 + a5)) +
+    /// ((a2 + a6) + (a3 + a7))`.
+    ///
+    /// SAFETY: the CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+        let whole = a.len() / 8 * 8;
+        assert!(b.iter().all(|b| b.len() >= a.len()));
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for c in (0..whole).step_by(8) {
+            // SAFETY: `c + 8 <= whole <= len` of `a` and of each `b` (asserted).
+            unsafe {
+                let x = _mm256_loadu_ps(a.as_ptr().add(c));
+                for k in 0..4 {
+                    let y = _mm256_loadu_ps(b[k].as_ptr().add(c));
+                    acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(x, y));
+                }
+            }
+        }
+        // [a0 + a4, a1 + a5, a2 + a6, a3 + a7] per key, then [(t0 + t1), (t2 + t3)] pairs and
+        // their sums, four keys at once.
+        let t = acc.map(|v| _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v)));
+        let sums = _mm_hadd_ps(_mm_hadd_ps(t[0], t[1]), _mm_hadd_ps(t[2], t[3]));
+        let mut out = [0f32; 4];
+        // SAFETY: four f32s into four.
+        unsafe { _mm_storeu_ps(out.as_mut_ptr(), sums) };
+        for (k, o) in out.iter_mut().enumerate() {
+            for (x, y) in a[whole..].iter().zip(&b[k][whole..]) {
+                *o += x * y;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Architecture, RopeStyle};
+
+    fn config(heads: usize, kv_heads: usize, head_dim: usize) -> ModelConfig {
+        ModelConfig {
+            arch: Architecture::Llama,
+            vocab_size: 16,
+            hidden: heads * head_dim,
+            layers: 1,
+            heads,
+            kv_heads,
+            head_dim,
+            ffn: 8,
+            rms_eps: 1e-5,
+            rope_theta: 1e4,
+            rope_style: RopeStyle::Interleaved,
+            max_context: 64,
+            bos_id: None,
+            eos_ids: vec![],
+        }
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+            })
+            .collect()
+    }
+
+    /// Plain attention in f64 over one sequence: rows of `heads * head_dim`, and the last
+    /// row's probabilities averaged over heads.
+    fn reference(cfg: &ModelConfig, sq: &Queries<'_>) -> (Vec<f64>, Vec<f64>) {
+        let (hd, nh, kvw) = (cfg.head_dim, cfg.heads, cfg.kv_width());
+        let mut out = vec![0f64; sq.m * nh * hd];
+        let mut last = vec![0f64; sq.p0 + sq.m];
+        for i in 0..sq.m {
+            for h in 0..nh {
+                let kvh = h / (nh / cfg.kv_heads);
+                let q = &sq.q[(i * nh + h) * hd..][..hd];
+                let n = sq.p0 + i + 1;
+                let s: Vec<f64> = (0..n)
+                    .map(|j| {
+                        let k = &sq.kv.k[j * kvw + kvh * hd..][..hd];
+                        let d: f64 = q.iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        d / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for (j, ej) in e.iter().enumerate() {
+                    let v = &sq.kv.v[j * kvw + kvh * hd..][..hd];
+                    for (o, &vd) in out[(i * nh + h) * hd..][..hd].iter_mut().zip(v) {
+                        *o += ej / sum * vd as f64;
+                    }
+                    if i == sq.m - 1 {
+                        last[j] += ej / sum / nh as f64;
+                    }
+                }
+            }
+        }
+        (out, last)
+    }
+
+    #[test]
+    fn attention_matches_a_plain_f64_reference() {
+        // Head sizes with and without a tail past the eight-value chunks; several query rows.
+        for (nh, nkv, hd) in [(4, 2, 64), (6, 3, 12), (2, 1, 5)] {
+            let cfg = config(nh, nkv, hd);
+            let (p0, m) = (13, 4);
+            let kvw = cfg.kv_width();
+            let kv = LayerKv {
+                k: values((p0 + m) * kvw, 1),
+                v: values((p0 + m) * kvw, 2),
+            };
+            let q = values(m * nh * hd, 3);
+            let sq = Queries {
+                q: &q,
+                kv: &kv,
+                p0,
+                m,
+            };
+            let got = causal_batch(&cfg, std::slice::from_ref(&sq), true, &hlm_kernels::Serial);
+            let (want, want_last) = reference(&cfg, &sq);
+            let (out, last) = &got[0];
+            for (g, w) in out.iter().zip(&want) {
+                assert!((*g as f64 - w).abs() < 1e-5, "{nh}/{nkv}/{hd}: {g} vs {w}");
+            }
+            for (g, w) in last.as_ref().unwrap().iter().zip(&want_last) {
+                assert!((*g as f64 - w).abs() < 1e-6, "{nh}/{nkv}/{hd}: {g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_of_the_library() {
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            let (got, want) = (exp(x), x.exp());
+            let ulps = (got.to_bits() as i64 - want.to_bits() as i64).unsigned_abs();
+            assert!(ulps <= 2, "exp({x}) = {got}, library {want}");
+            x += 0.000_731;
+        }
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(-100.0), 0.0);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+    }
+
+    /// The AVX2 compilation is the generic code on wider registers: the same bits.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_attention_gives_the_generic_bits() {
+        if !std::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        for (nh, nkv, hd) in [(9, 3, 64), (4, 2, 20)] {
+            let cfg = config(nh, nkv, hd);
+            let (p0, m) = (37, 5);
+            let kvw = cfg.kv_width();
+            let kv = LayerKv {
+                k: values((p0 + m) * kvw, 4),
+                v: values((p0 + m) * kvw, 5),
+            };
+            let q = values(m * nh * hd, 6);
+            let sq = Queries {
+                q: &q,
+                kv: &kv,
+                p0,
+                m,
+            };
+            for h in 0..nh {
+                // SAFETY: checked above.
+                let fast = unsafe { head_avx2(&cfg, &sq, h, true) };
+                assert_eq!(
+                    fast,
+                    head_any(&cfg, &sq, h, true),
+                    "{nh}/{nkv}/{hd} head {h}"
+                );
+            }
+        }
+    }
 }

@@ -114,14 +114,11 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
-        if let Some(packed) = &self.packed {
-            return kernel_run(&packed.weights(), x, m);
-        }
-        if let (Some(format), Some(qt)) = (self.kernel, &self.blocks) {
-            let data = qt.data()?;
-            let w = hlm_kernels::Weights::new(format, &data, self.out_dim, self.in_dim)
-                .map_err(kernel_error)?;
-            return kernel_run(&w, x, m);
+        if let Some(format) = self.kernel_format() {
+            let a =
+                hlm_kernels::Activations::quantize_on(format, x, m, self.in_dim, kernel_parallel())
+                    .map_err(kernel_error)?;
+            return self.kernel_run(&a);
         }
         if let (1, Some(qt)) = (m, &self.blocks) {
             return matvec(qt, x, self.in_dim, self.out_dim);
@@ -133,6 +130,79 @@ impl Linear {
         let y = mm.forward(&t)?;
         debug_assert_eq!(y.elem_count(), m * self.out_dim);
         Ok(y.flatten_all()?.to_vec1()?)
+    }
+
+    /// `x Wᵀ` for several matrices that read the same input `x` (the query, key and value
+    /// projections; the gate and the up ones): through our kernels, `x` is quantised once for
+    /// all the matrices of one format. Each result is [`Linear::forward`]'s.
+    pub fn forward_shared<const N: usize>(
+        ws: [&Linear; N],
+        x: &[f32],
+        m: usize,
+    ) -> Result<[Vec<f32>; N]> {
+        let mut quantised: Vec<hlm_kernels::Activations> = Vec::new();
+        let mut out = Vec::with_capacity(N);
+        for w in ws {
+            let Some(format) = w.kernel_format() else {
+                out.push(w.forward(x, m)?);
+                continue;
+            };
+            let a = match quantised.iter().position(|a| a.format() == format) {
+                Some(i) => &quantised[i],
+                None => {
+                    let a = hlm_kernels::Activations::quantize_on(
+                        format,
+                        x,
+                        m,
+                        w.in_dim,
+                        kernel_parallel(),
+                    )
+                    .map_err(kernel_error)?;
+                    quantised.push(a);
+                    &quantised[quantised.len() - 1]
+                }
+            };
+            out.push(w.kernel_run(a)?);
+        }
+        Ok(out
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one result per matrix")))
+    }
+
+    /// The format our kernels read this matrix in, when they run its products.
+    fn kernel_format(&self) -> Option<hlm_kernels::Format> {
+        match (&self.packed, self.kernel, &self.blocks) {
+            (Some(p), _, _) => Some(p.weights().format()),
+            (None, Some(format), Some(_)) => Some(format),
+            _ => None,
+        }
+    }
+
+    /// `a Wᵀ` through our kernels, `a` quantised for [`Linear::kernel_format`].
+    fn kernel_run(&self, a: &hlm_kernels::Activations) -> Result<Vec<f32>> {
+        let mut y = vec![0f32; a.dims().0 * self.out_dim];
+        let mut run = |w: &hlm_kernels::Weights| {
+            hlm_kernels::matmul_quantized(kernel_backend(), w, a, &mut y, kernel_parallel())
+                .map_err(kernel_error)
+        };
+        match (&self.packed, &self.blocks) {
+            (Some(packed), _) => run(&packed.weights())?,
+            (None, Some(qt)) => {
+                let data = qt.data()?;
+                let format = self.kernel.ok_or_else(|| {
+                    crate::EngineError::model("quantised product without a kernel format")
+                })?;
+                let w = hlm_kernels::Weights::new(format, &data, self.out_dim, self.in_dim)
+                    .map_err(kernel_error)?;
+                run(&w)?
+            }
+            (None, None) => {
+                return Err(crate::EngineError::model(
+                    "no blocks for our kernels to read",
+                ));
+            }
+        }
+        Ok(y)
     }
 
     pub fn bytes(&self) -> usize {
@@ -287,14 +357,6 @@ fn file_blocks(packed: &hlm_kernels::PackedWeights, rows: usize, cols: usize) ->
 
 fn kernel_error(e: hlm_kernels::KernelError) -> crate::EngineError {
     crate::EngineError::model(format!("quantised product: {e}"))
-}
-
-/// `y = x Wᵀ` through our kernels.
-fn kernel_run(w: &hlm_kernels::Weights, x: &[f32], m: usize) -> Result<Vec<f32>> {
-    let mut y = vec![0f32; m * w.dims().0];
-    hlm_kernels::matmul(kernel_backend(), w, x, m, &mut y, kernel_parallel())
-        .map_err(kernel_error)?;
-    Ok(y)
 }
 
 fn single_row_kernel(dtype: GgmlDType) -> bool {

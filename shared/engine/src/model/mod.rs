@@ -33,7 +33,6 @@ pub use loader::{LoadOptions, ModelFormat};
 
 use crate::{EngineError, Result};
 use linear::{Embedding, Linear};
-use rayon::prelude::*;
 
 /// A weight matrix as a [`Model`] holds it, `(out, in)`: what another backend (the wgpu one in
 /// `hlm-gpu`) uploads. Quantised matrices are the GGUF blocks as stored (or re-quantised to Q8_0 at
@@ -277,9 +276,8 @@ impl Model {
 
         for (li, layer) in self.layers.iter().enumerate() {
             let h = ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps);
-            let mut q = layer.wq.forward(&h, total)?;
-            let mut k = layer.wk.forward(&h, total)?;
-            let mut v = layer.wv.forward(&h, total)?;
+            let [mut q, mut k, mut v] =
+                Linear::forward_shared([&layer.wq, &layer.wk, &layer.wv], &h, total)?;
             for (t, b) in [
                 (&mut q, &layer.bq),
                 (&mut k, &layer.bk),
@@ -301,15 +299,17 @@ impl Model {
             }
             // Every sequence's attention in one parallel pass: one dispatch per layer rather
             // than one per sequence. (A cache's length moves only at `commit`, below.)
-            let per_item: Vec<(Vec<f32>, Option<Vec<f32>>)> = items
-                .par_iter()
-                .zip(spans.par_iter())
-                .map(|(it, span)| {
-                    let q_rows = &q[span.start * qw..span.end * qw];
-                    let (p0, layer_kv) = (it.cache.len(), it.cache.layer(li));
-                    attention::causal(cfg, q_rows, layer_kv, p0, span.len(), capture)
+            let seqs: Vec<attention::Queries> = items
+                .iter()
+                .zip(&spans)
+                .map(|(it, span)| attention::Queries {
+                    q: &q[span.start * qw..span.end * qw],
+                    kv: it.cache.layer(li),
+                    p0: it.cache.len(),
+                    m: span.len(),
                 })
                 .collect();
+            let per_item = attention::causal_batch(cfg, &seqs, capture, kernel_parallel());
             let mut attn = Vec::with_capacity(total * qw);
             for ((a, probs), acc) in per_item.into_iter().zip(&mut attn_acc) {
                 attn.extend_from_slice(&a);
@@ -323,8 +323,7 @@ impl Model {
             let o = layer.wo.forward(&attn, total)?;
             ops::add_assign(&mut x, &o);
             let h = ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps);
-            let mut g = layer.w_gate.forward(&h, total)?;
-            let u = layer.w_up.forward(&h, total)?;
+            let [mut g, u] = Linear::forward_shared([&layer.w_gate, &layer.w_up], &h, total)?;
             ops::silu_mul(&mut g, &u);
             let down = layer.w_down.forward(&g, total)?;
             ops::add_assign(&mut x, &down);
