@@ -54,8 +54,9 @@ pub fn causal_batch(
 }
 
 /// One head's rows of one sequence: `m × head_dim` outputs, and the last row's probabilities
-/// when `capture`. Compiled a second time for AVX2 where the CPU has it (the same operations in
-/// the same order on wider registers, so the same bits, twice as fast).
+/// when `capture`. Compiled a second time for AVX2 where the CPU has it, with the keys' dot
+/// products in AVX intrinsics: the same operations in the same order on wider registers, so the
+/// same bits (tested).
 fn head(cfg: &ModelConfig, sq: &Queries<'_>, h: usize, capture: bool) -> Attended {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
@@ -328,6 +329,16 @@ mod tests {
             .collect()
     }
 
+    /// A layer's cache of `p0 + m` positions and `m` query rows, of seeded random values.
+    fn random_inputs(cfg: &ModelConfig, p0: usize, m: usize, seed: u64) -> (LayerKv, Vec<f32>) {
+        let kvw = cfg.kv_width();
+        let kv = LayerKv {
+            k: values((p0 + m) * kvw, seed),
+            v: values((p0 + m) * kvw, seed + 1),
+        };
+        (kv, values(m * cfg.heads * cfg.head_dim, seed + 2))
+    }
+
     /// Plain attention in f64 over one sequence: rows of `heads * head_dim`, and the last
     /// row's probabilities averaged over heads.
     fn reference(cfg: &ModelConfig, sq: &Queries<'_>) -> (Vec<f64>, Vec<f64>) {
@@ -369,12 +380,7 @@ mod tests {
         for (nh, nkv, hd) in [(4, 2, 64), (6, 3, 12), (2, 1, 5)] {
             let cfg = config(nh, nkv, hd);
             let (p0, m) = (13, 4);
-            let kvw = cfg.kv_width();
-            let kv = LayerKv {
-                k: values((p0 + m) * kvw, 1),
-                v: values((p0 + m) * kvw, 2),
-            };
-            let q = values(m * nh * hd, 3);
+            let (kv, q) = random_inputs(&cfg, p0, m, 1);
             let sq = Queries {
                 q: &q,
                 kv: &kv,
@@ -417,12 +423,7 @@ mod tests {
         for (nh, nkv, hd) in [(9, 3, 64), (4, 2, 20)] {
             let cfg = config(nh, nkv, hd);
             let (p0, m) = (37, 5);
-            let kvw = cfg.kv_width();
-            let kv = LayerKv {
-                k: values((p0 + m) * kvw, 4),
-                v: values((p0 + m) * kvw, 5),
-            };
-            let q = values(m * nh * hd, 6);
+            let (kv, q) = random_inputs(&cfg, p0, m, 4);
             let sq = Queries {
                 q: &q,
                 kv: &kv,
