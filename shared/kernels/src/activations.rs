@@ -92,7 +92,7 @@ impl Activations {
             d64: vec![0.0; sized(wide_scales, rows * quad)],
             dsum64: vec![0.0; sized(wide_scales, rows * quad)],
         };
-        let outs: Vec<std::sync::Mutex<RowOut>> = a.row_outs(quad).map(Into::into).collect();
+        let outs: Vec<std::sync::Mutex<RowOut>> = a.row_outs().map(Into::into).collect();
         let one = |r: usize| {
             let mut out = outs[r].lock().unwrap_or_else(|e| e.into_inner());
             quantize_row(format, &x[r * cols..(r + 1) * cols], &mut out);
@@ -108,8 +108,8 @@ impl Activations {
 
     /// Each row's share of the buffers (the optional ones `None` where they are empty), to be
     /// written on its own.
-    fn row_outs(&mut self, quad: usize) -> impl Iterator<Item = RowOut<'_>> {
-        let (padded, blocks) = (self.padded, self.blocks());
+    fn row_outs(&mut self) -> impl Iterator<Item = RowOut<'_>> {
+        let (padded, blocks, quad) = (self.padded, self.blocks(), self.quad_blocks());
         fn rows_of<T>(v: &mut [T], n: usize) -> impl Iterator<Item = Option<&mut [T]>> {
             let some = v.chunks_exact_mut(n.max(1)).map(Some);
             some.chain(std::iter::repeat_with(|| None))
@@ -352,9 +352,9 @@ mod tests {
             .collect();
         for format in Format::ALL {
             let mut a = Activations::quantize(format, &x, 3, 512).unwrap();
-            let (quad, cols) = (a.quad_blocks(), a.cols);
+            let cols = a.cols;
             let want = (a.qs.clone(), a.d.clone(), a.sums16.clone(), a.d64.clone());
-            for (r, mut out) in a.row_outs(quad).enumerate() {
+            for (r, mut out) in a.row_outs().enumerate() {
                 quantize_row_any(format, &x[r * cols..(r + 1) * cols], &mut out);
             }
             assert_eq!(want, (a.qs, a.d, a.sums16, a.d64), "{format:?}");

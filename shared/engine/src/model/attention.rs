@@ -22,18 +22,20 @@ pub struct Queries<'a> {
     pub m: usize,
 }
 
-/// What attention gives one sequence: its output rows (`m` rows of `heads * head_dim`) and, if
-/// asked, the last row's head-averaged probabilities over positions `0 ..= p0 + m - 1`.
-pub type Attended = (Vec<f32>, Option<Vec<f32>>);
+/// What one head of one sequence gives: its rows' outputs (`m × head_dim`) and, if asked, its
+/// last row's probabilities over positions `0 ..= p0 + m - 1`.
+type Attended = (Vec<f32>, Option<Vec<f32>>);
 
-/// Attention for each sequence of `seqs`, on the threads of `par`. A sequence's result does not
-/// depend on the others: each task reads one sequence and writes its own buffer.
+/// Attention for each sequence of `seqs`, on the threads of `par`: the output rows of all the
+/// sequences stacked in order (each `heads * head_dim`), and per sequence, if `capture`, its
+/// last row's probabilities averaged over heads. A sequence's result does not depend on the
+/// others: each task reads one sequence and writes its own buffer.
 pub fn causal_batch(
     cfg: &ModelConfig,
     seqs: &[Queries<'_>],
     capture: bool,
     par: &dyn hlm_kernels::Parallel,
-) -> Vec<Attended> {
+) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
     let nh = cfg.heads;
     let heads: Vec<OnceLock<Attended>> = (0..seqs.len() * nh).map(|_| OnceLock::new()).collect();
     par.for_ranges(heads.len(), &|tasks| {
@@ -45,12 +47,19 @@ pub fn causal_batch(
     let mut heads = heads
         .into_iter()
         .map(|c| c.into_inner().unwrap_or_default());
-    seqs.iter()
+    let width = nh * cfg.head_dim;
+    let mut rows = vec![0f32; seqs.iter().map(|sq| sq.m).sum::<usize>() * width];
+    let mut at = 0;
+    let probs = seqs
+        .iter()
         .map(|sq| {
             let per_head: Vec<Attended> = heads.by_ref().take(nh).collect();
-            gather(cfg, sq, per_head, capture)
+            let out = &mut rows[at..at + sq.m * width];
+            at += sq.m * width;
+            gather(cfg, sq, per_head, capture, out)
         })
-        .collect()
+        .collect();
+    (rows, probs)
 }
 
 /// One head's rows of one sequence: `m × head_dim` outputs, and the last row's probabilities
@@ -233,24 +242,28 @@ fn weighted_sum<'v>(o: &mut [f32], w: &[f32], value: impl Fn(usize) -> &'v [f32]
     }
 }
 
-/// A sequence's heads put together: rows of `heads * head_dim`, and the heads' last-row
-/// probabilities averaged.
-fn gather(cfg: &ModelConfig, sq: &Queries<'_>, per_head: Vec<Attended>, capture: bool) -> Attended {
+/// A sequence's heads put together into `out` (its rows of `heads * head_dim`); returns the
+/// heads' last-row probabilities averaged, if `capture`.
+fn gather(
+    cfg: &ModelConfig,
+    sq: &Queries<'_>,
+    per_head: Vec<Attended>,
+    capture: bool,
+    out: &mut [f32],
+) -> Option<Vec<f32>> {
     let (hd, nh) = (cfg.head_dim, cfg.heads);
-    let mut out = vec![0f32; sq.m * nh * hd];
     for (h, (o, _)) in per_head.iter().enumerate() {
         for (i, row) in o.chunks_exact(hd).enumerate() {
             out[(i * nh + h) * hd..(i * nh + h + 1) * hd].copy_from_slice(row);
         }
     }
-    let probs = capture.then(|| {
+    capture.then(|| {
         let mut acc = vec![0f32; sq.p0 + sq.m];
         for (_, p) in per_head {
             axpy(&mut acc, 1.0 / nh as f32, &p.unwrap_or_default());
         }
         acc
-    });
-    (out, probs)
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -389,7 +402,7 @@ mod tests {
             };
             let got = causal_batch(&cfg, std::slice::from_ref(&sq), true, &hlm_kernels::Serial);
             let (want, want_last) = reference(&cfg, &sq);
-            let (out, last) = &got[0];
+            let (out, last) = (&got.0, &got.1[0]);
             for (g, w) in out.iter().zip(&want) {
                 assert!((*g as f64 - w).abs() < 1e-5, "{nh}/{nkv}/{hd}: {g} vs {w}");
             }

@@ -115,10 +115,7 @@ impl Linear {
 
     pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         if let Some(format) = self.kernel_format() {
-            let a =
-                hlm_kernels::Activations::quantize_on(format, x, m, self.in_dim, kernel_parallel())
-                    .map_err(kernel_error)?;
-            return self.kernel_run(&a);
+            return self.kernel_run(&self.quantize_input(format, x, m)?);
         }
         if let (1, Some(qt)) = (m, &self.blocks) {
             return matvec(qt, x, self.in_dim, self.out_dim);
@@ -150,15 +147,7 @@ impl Linear {
             let a = match quantised.iter().position(|a| a.format() == format) {
                 Some(i) => &quantised[i],
                 None => {
-                    let a = hlm_kernels::Activations::quantize_on(
-                        format,
-                        x,
-                        m,
-                        w.in_dim,
-                        kernel_parallel(),
-                    )
-                    .map_err(kernel_error)?;
-                    quantised.push(a);
+                    quantised.push(w.quantize_input(format, x, m)?);
                     &quantised[quantised.len() - 1]
                 }
             };
@@ -178,30 +167,36 @@ impl Linear {
         }
     }
 
+    /// `x` (`m` rows) quantised for this matrix's products through our kernels.
+    fn quantize_input(
+        &self,
+        format: hlm_kernels::Format,
+        x: &[f32],
+        m: usize,
+    ) -> Result<hlm_kernels::Activations> {
+        hlm_kernels::Activations::quantize_on(format, x, m, self.in_dim, kernel_parallel())
+            .map_err(kernel_error)
+    }
+
     /// `a Wᵀ` through our kernels, `a` quantised for [`Linear::kernel_format`].
     fn kernel_run(&self, a: &hlm_kernels::Activations) -> Result<Vec<f32>> {
-        let mut y = vec![0f32; a.dims().0 * self.out_dim];
-        let mut run = |w: &hlm_kernels::Weights| {
-            hlm_kernels::matmul_quantized(kernel_backend(), w, a, &mut y, kernel_parallel())
-                .map_err(kernel_error)
-        };
-        match (&self.packed, &self.blocks) {
-            (Some(packed), _) => run(&packed.weights())?,
-            (None, Some(qt)) => {
-                let data = qt.data()?;
-                let format = self.kernel.ok_or_else(|| {
-                    crate::EngineError::model("quantised product without a kernel format")
-                })?;
-                let w = hlm_kernels::Weights::new(format, &data, self.out_dim, self.in_dim)
-                    .map_err(kernel_error)?;
-                run(&w)?
+        let data;
+        let w = match (&self.packed, self.kernel, &self.blocks) {
+            (Some(packed), _, _) => packed.weights(),
+            (None, Some(format), Some(qt)) => {
+                data = qt.data()?;
+                hlm_kernels::Weights::new(format, &data, self.out_dim, self.in_dim)
+                    .map_err(kernel_error)?
             }
-            (None, None) => {
+            _ => {
                 return Err(crate::EngineError::model(
                     "no blocks for our kernels to read",
-                ));
+                ))
             }
-        }
+        };
+        let mut y = vec![0f32; a.dims().0 * self.out_dim];
+        hlm_kernels::matmul_quantized(kernel_backend(), &w, a, &mut y, kernel_parallel())
+            .map_err(kernel_error)?;
         Ok(y)
     }
 

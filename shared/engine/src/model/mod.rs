@@ -309,10 +309,8 @@ impl Model {
                     m: span.len(),
                 })
                 .collect();
-            let per_item = attention::causal_batch(cfg, &seqs, capture, kernel_parallel());
-            let mut attn = Vec::with_capacity(total * qw);
-            for ((a, probs), acc) in per_item.into_iter().zip(&mut attn_acc) {
-                attn.extend_from_slice(&a);
+            let (attn, probs) = attention::causal_batch(cfg, &seqs, capture, kernel_parallel());
+            for (probs, acc) in probs.into_iter().zip(&mut attn_acc) {
                 if let Some(p) = probs {
                     match acc {
                         Some(acc) => acc.iter_mut().zip(&p).for_each(|(a, b)| *a += b),
