@@ -37,7 +37,7 @@
 use crate::activations::q4k_slot;
 use crate::driver::{by_tiles, stream_order};
 use crate::packed::{DMIN_AT, D_AT, GROUP_BLOCK_BYTES, GROUP_ROWS, MINS_AT, SCALES_AT};
-use crate::x86::{f16, hsum256d, q4k_scales_mins_words, sum4};
+use crate::x86::{f16, hsum256d, q4k_scales_mins_words};
 use crate::{Activations, Format};
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -778,49 +778,17 @@ unsafe fn small_rows8<F: SmallFormat, P: Products, const N: usize>(
     outs: &mut [f32],
 ) {
     let blocks = row.len() / F::BYTES;
-    // [products, terms][block % 4][group, rows 0-3 / 4-7].
+    // [products, terms][block % 4][group][rows 0-3 / 4-7].
     let mut acc = [[[[_mm256_setzero_pd(); 2]; N]; 4]; 2];
-    let mut mag = [0u8; 32];
-    let mut sgn = [0u8; 32];
+    // The groups' pointers, read once (not again from the groups after each block's stores).
+    let x_at: [*const i8; N] = std::array::from_fn(|g| ils[g].qs.as_ptr());
+    let d_at: [*const f64; N] = std::array::from_fn(|g| ils[g].d.as_ptr());
+    let dsum_at: [*const f64; N] = std::array::from_fn(|g| ils[g].dsum.as_ptr());
     for b in 0..blocks {
         unsafe {
             let bp = row.as_ptr().add(b * F::BYTES);
-            let w = F::unpack(bp);
-            _mm256_storeu_si256(mag.as_mut_ptr() as *mut __m256i, F::magnitudes(&w));
-            if F::SIGNED {
-                _mm256_storeu_si256(sgn.as_mut_ptr() as *mut __m256i, F::signs(&w));
-            }
-            let four = |bytes: &[u8; 32], c: usize| {
-                _mm256_set1_epi32(std::ptr::read_unaligned(
-                    bytes.as_ptr().add(4 * c) as *const i32
-                ))
-            };
-            let x: [*const i8; N] = std::array::from_fn(|g| ils[g].qs.as_ptr().add(256 * b));
-            let mut s = [_mm256_setzero_si256(); N];
-            // Fused products go straight to i32; two-step ones add up `I16_STEPS` pairs as i16.
-            let steps = if P::FUSED { 1 } else { F::I16_STEPS };
-            for c0 in (0..8).step_by(steps) {
-                let mut pairs = [_mm256_setzero_si256(); N];
-                for c in c0..c0 + steps {
-                    let wc = four(&mag, c);
-                    for g in 0..N {
-                        let mut xc = _mm256_loadu_si256(x[g].add(32 * c) as *const __m256i);
-                        if F::SIGNED {
-                            xc = _mm256_sign_epi8(xc, four(&sgn, c));
-                        }
-                        if P::FUSED {
-                            s[g] = P::dot_add(s[g], wc, xc);
-                        } else {
-                            pairs[g] = _mm256_add_epi16(pairs[g], _mm256_maddubs_epi16(wc, xc));
-                        }
-                    }
-                }
-                if !P::FUSED {
-                    for g in 0..N {
-                        s[g] = P::madd_add(s[g], pairs[g], _mm256_set1_epi16(1));
-                    }
-                }
-            }
+            let x: [*const i8; N] = std::array::from_fn(|g| x_at[g].add(256 * b));
+            let s = rows8_block_sums::<F, P, N>(bp, x);
             let (i, dw) = (b % 4, _mm256_set1_pd(f16(bp) as f64));
             let cw = _mm256_set1_pd(if F::HAS_TERM { F::term(bp) } else { 0.0 });
             for g in 0..N {
@@ -829,38 +797,81 @@ unsafe fn small_rows8<F: SmallFormat, P: Products, const N: usize>(
                     _mm256_extracti128_si256::<1>(s[g]),
                 ];
                 for h in 0..2 {
-                    let dx = _mm256_loadu_pd(ils[g].d.as_ptr().add(8 * b + 4 * h));
+                    let dx = _mm256_loadu_pd(d_at[g].add(8 * b + 4 * h));
                     let sums = _mm256_cvtepi32_pd(halves[h]);
                     acc[0][i][g][h] = _mm256_fmadd_pd(sums, _mm256_mul_pd(dw, dx), acc[0][i][g][h]);
                     if F::HAS_TERM {
-                        let dsum = _mm256_loadu_pd(ils[g].dsum.as_ptr().add(8 * b + 4 * h));
+                        let dsum = _mm256_loadu_pd(dsum_at[g].add(8 * b + 4 * h));
                         acc[1][i][g][h] = _mm256_fmadd_pd(cw, dsum, acc[1][i][g][h]);
                     }
                 }
             }
         }
     }
+    // Row `t`'s lanes summed as `sum4` sums them (`((l0 + l1) + l2) + l3`), four rows at once.
+    let sum4_lanes =
+        |a: [__m256d; 4]| _mm256_add_pd(_mm256_add_pd(_mm256_add_pd(a[0], a[1]), a[2]), a[3]);
     for g in 0..N {
-        let mut lanes = [[[0f64; 8]; 4]; 2];
-        for k in 0..2 {
-            for i in 0..4 {
-                for h in 0..2 {
-                    let at = lanes[k][i].as_mut_ptr().add(4 * h);
-                    unsafe { _mm256_storeu_pd(at, acc[k][i][g][h]) };
+        for h in 0..2 {
+            let sum = |k: usize| sum4_lanes(std::array::from_fn(|i| acc[k][i][g][h]));
+            let out = _mm256_cvtpd_ps(_mm256_add_pd(sum(0), sum(1)));
+            unsafe { _mm_storeu_ps(outs[8 * g + 4 * h..8 * g + 4 * h + 4].as_mut_ptr(), out) };
+        }
+    }
+}
+
+/// One block of a 32-value format (at `bp`) against `N` groups of eight interleaved rows (their
+/// values for this block at `x`): each row's integer sum, one row per i32 lane.
+#[inline(always)]
+unsafe fn rows8_block_sums<F: SmallFormat, P: Products, const N: usize>(
+    bp: *const u8,
+    x: [*const i8; N],
+) -> [__m256i; N] {
+    // Fused products go straight to i32, in `CHAINS` sums per group added at the end (so that
+    // eight `vpdpbusd` do not wait on each other's latency); two-step ones add up `I16_STEPS`
+    // pairs as i16.
+    const CHAINS: usize = 4;
+    let mut mag = [0u8; 32];
+    let mut sgn = [0u8; 32];
+    unsafe {
+        let w = F::unpack(bp);
+        _mm256_storeu_si256(mag.as_mut_ptr() as *mut __m256i, F::magnitudes(&w));
+        if F::SIGNED {
+            _mm256_storeu_si256(sgn.as_mut_ptr() as *mut __m256i, F::signs(&w));
+        }
+        let four = |bytes: &[u8; 32], c: usize| {
+            _mm256_set1_epi32(std::ptr::read_unaligned(
+                bytes.as_ptr().add(4 * c) as *const i32
+            ))
+        };
+        let mut s = [[_mm256_setzero_si256(); CHAINS]; N];
+        let steps = if P::FUSED { 1 } else { F::I16_STEPS };
+        for c0 in (0..8).step_by(steps) {
+            let mut pairs = [_mm256_setzero_si256(); N];
+            for c in c0..c0 + steps {
+                let wc = four(&mag, c);
+                for g in 0..N {
+                    let mut xc = _mm256_loadu_si256(x[g].add(32 * c) as *const __m256i);
+                    if F::SIGNED {
+                        xc = _mm256_sign_epi8(xc, four(&sgn, c));
+                    }
+                    if P::FUSED {
+                        s[g][c % CHAINS] = P::dot_add(s[g][c % CHAINS], wc, xc);
+                    } else {
+                        pairs[g] = _mm256_add_epi16(pairs[g], _mm256_maddubs_epi16(wc, xc));
+                    }
+                }
+            }
+            if !P::FUSED {
+                for g in 0..N {
+                    s[g][0] = P::madd_add(s[g][0], pairs[g], _mm256_set1_epi16(1));
                 }
             }
         }
-        for t in 0..8 {
-            let sum = |k: usize| {
-                sum4([
-                    lanes[k][0][t],
-                    lanes[k][1][t],
-                    lanes[k][2][t],
-                    lanes[k][3][t],
-                ])
-            };
-            outs[8 * g + t] = (sum(0) + sum(1)) as f32;
-        }
+        std::array::from_fn(|g| {
+            let [a, b, c, d] = s[g];
+            _mm256_add_epi32(_mm256_add_epi32(a, b), _mm256_add_epi32(c, d))
+        })
     }
 }
 
