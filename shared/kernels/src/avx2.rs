@@ -35,12 +35,13 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::activations::q4k_slot;
-use crate::driver::{by_tiles, stream_order};
+use crate::driver::{by_tiles, stream_order, Parallel};
 use crate::packed::{DMIN_AT, D_AT, GROUP_BLOCK_BYTES, GROUP_ROWS, MINS_AT, SCALES_AT};
 use crate::x86::{f16, hsum256d, q4k_scales_mins_words};
 use crate::{Activations, Format};
 use std::arch::x86_64::*;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 /// Activation rows multiplied with one unpacked weight block on the row path: [`MAX_GROUP`] for
 /// `Q4_K` and `Q6_K`, whose kernels hold 32 values at a time, else 4 (more rows of the 32-value
@@ -67,9 +68,10 @@ pub(crate) struct Prepared {
 unsafe impl Sync for Prepared {}
 unsafe impl Send for Prepared {}
 
-/// The groups of `a`'s rows for `format` weights, ready for [`rows`].
-pub(crate) fn prepare(format: Format, a: &Activations) -> Prepared {
-    let (ranges, units) = units(format, a).into_iter().unzip();
+/// The groups of `a`'s rows for `format` weights, ready for [`rows`]; the interleaving runs on
+/// the threads of `par`.
+pub(crate) fn prepare(format: Format, a: &Activations, par: &dyn Parallel) -> Prepared {
+    let (ranges, units) = units(format, a, par).into_iter().unzip();
     Prepared { ranges, units }
 }
 
@@ -125,14 +127,27 @@ enum Unit {
 
 /// The groups of `a`'s rows: for the 32-value formats, sixteen (or eight) at a time interleaved
 /// and the rest up to four at a time; for the others [`group`] at a time.
-fn units(format: Format, a: &Activations) -> Vec<(Range<usize>, Unit)> {
+fn units(format: Format, a: &Activations, par: &dyn Parallel) -> Vec<(Range<usize>, Unit)> {
     let mut units = Vec::new();
     let mut r0 = 0;
     if format.block_values() == 32 {
+        // Each group of eight rows interleaved on its own (on any thread), then two to a unit.
+        let eights = a.rows / 8;
+        let slots: Vec<OnceLock<Interleaved8>> = (0..eights).map(|_| OnceLock::new()).collect();
+        par.for_ranges(eights, &|groups| {
+            for g in groups {
+                let _ = slots[g].set(Interleaved8::new(a, 8 * g));
+            }
+        });
+        let mut ils = slots
+            .into_iter()
+            .map(|s| s.into_inner().expect("every group interleaved"));
         while a.rows - r0 >= 8 {
             let n = if a.rows - r0 >= 16 { 2 } else { 1 };
-            let ils = (0..n).map(|g| Interleaved8::new(a, r0 + 8 * g)).collect();
-            units.push((r0..r0 + 8 * n, Unit::Interleaved(ils)));
+            units.push((
+                r0..r0 + 8 * n,
+                Unit::Interleaved(ils.by_ref().take(n).collect()),
+            ));
             r0 += 8 * n;
         }
     }
@@ -742,12 +757,11 @@ impl Interleaved8 {
     /// Rows `r0 .. r0 + 8` of `a` (a 32-value format's activations, with `d64` built).
     fn new(a: &Activations, r0: usize) -> Self {
         let blocks = a.cols / 32;
-        // Written in order, four values of a row at a time (nothing zeroed first).
         let rows: [&[i8]; 8] = std::array::from_fn(|t| &a.row_qs(r0 + t)[..a.cols]);
-        let mut qs = Vec::with_capacity(a.cols * 8);
-        for c in 0..a.cols / 4 {
-            for row in rows {
-                qs.extend_from_slice(&row[4 * c..4 * c + 4]);
+        let mut qs = vec![0i8; a.cols * 8];
+        for (c, out) in qs.chunks_exact_mut(32).enumerate() {
+            for (t, row) in rows.iter().enumerate() {
+                out[4 * t..4 * t + 4].copy_from_slice(&row[4 * c..4 * c + 4]);
             }
         }
         let per_block = |f: fn(&Activations, usize) -> &[f64]| -> Vec<f64> {

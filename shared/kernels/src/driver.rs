@@ -75,7 +75,7 @@ pub fn matmul_quantized(
     // (`rows × m`); with `m > 1` each call then puts its block into `y`'s columns itself
     // (`y` is `m × n`), on its own thread.
     let out = SharedOut(y.as_mut_ptr(), y.len());
-    let prepared = Prepared::new(backend, w, a);
+    let prepared = Prepared::new(backend, w, a, par);
     let unit = w.unit().0;
     par.for_ranges(n / unit, &|units: Range<usize>| {
         let rows = units.start * unit..units.end * unit;
@@ -85,10 +85,18 @@ pub fn matmul_quantized(
             let dst = unsafe { out.slice(rows.clone()) };
             return run_rows(backend, w, rows, a, &prepared, dst);
         }
-        let mut block = vec![0f32; rows.len() * m];
-        run_rows(backend, w, rows.clone(), a, &prepared, &mut block);
-        // SAFETY: as above: this call alone writes columns `rows` of `y`.
-        unsafe { out.put_columns(&block, rows, n, m) };
+        // A few tiles of rows at a time into a small buffer (not one buffer for all this
+        // thread's rows: the 0.5B's logits for 160 rows would be 16 MB to zero and then to
+        // read back from memory), whose outputs go into `y` while still in the cache.
+        let chunk = (BLOCK_BYTES / (4 * m)).div_ceil(unit).max(1) * unit;
+        let mut block = vec![0f32; chunk.min(rows.len()) * m];
+        for start in rows.clone().step_by(chunk) {
+            let part = start..(start + chunk).min(rows.end);
+            let block = &mut block[..part.len() * m];
+            run_rows(backend, w, part.clone(), a, &prepared, block);
+            // SAFETY: as above: this call alone writes columns `rows` of `y`.
+            unsafe { out.put_columns(block, part, n, m) };
+        }
     });
     Ok(())
 }
@@ -102,14 +110,14 @@ enum Prepared {
 
 impl Prepared {
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // only x86-64 prepares
-    fn new(backend: Backend, w: &Weights, a: &Activations) -> Self {
+    fn new(backend: Backend, w: &Weights, a: &Activations, par: &dyn Parallel) -> Self {
         if w.layout() != crate::Layout::Rows {
             return Prepared::Nothing;
         }
         match backend {
             #[cfg(target_arch = "x86_64")]
             Backend::Avx2 | Backend::Avx512Vnni => {
-                Prepared::X86(crate::avx2::prepare(w.format(), a))
+                Prepared::X86(crate::avx2::prepare(w.format(), a, par))
             }
             _ => Prepared::Nothing,
         }
@@ -168,6 +176,10 @@ fn run_rows(
     allow(dead_code)
 )]
 pub(crate) const TILE_BYTES: usize = 16 << 10;
+
+/// The outputs a thread of a multi-row product holds before putting them into their columns:
+/// about half a core's L2 cache.
+const BLOCK_BYTES: usize = 256 << 10;
 
 /// Weight rows read at once from this many places in a matrix of a 32-value format, for one
 /// activation row.

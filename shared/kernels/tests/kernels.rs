@@ -364,6 +364,26 @@ fn a_row_gets_the_same_result_alone_or_with_others() {
     }
 }
 
+/// A thread's outputs go into `y` a part at a time (about 256 KiB of them): with more weight
+/// rows than fit in one part, every part lands in its own columns.
+#[test]
+fn outputs_of_many_rows_land_in_their_columns() {
+    let mut rng = Rng(0x0DD5_EED5);
+    let (format, n, k, m) = (Format::Q8_0, 1700, 64, 40);
+    let data = random_weights(&mut rng, format, n, k);
+    let w = Weights::new(format, &data, n, k).unwrap();
+    let x = random_x(&mut rng, m * k);
+    for backend in Backend::ALL.into_iter().filter(|b| b.is_supported()) {
+        let mut together = vec![0f32; m * n];
+        matmul(backend, &w, &x, m, &mut together, &Serial).unwrap();
+        for r in [0, 17, m - 1] {
+            let mut alone = vec![0f32; n];
+            matmul(backend, &w, &x[r * k..(r + 1) * k], 1, &mut alone, &Serial).unwrap();
+            assert_eq!(alone, together[r * n..(r + 1) * n], "{backend:?} row {r}");
+        }
+    }
+}
+
 fn a_row_alone_or_with_others(backend: Backend) {
     // Every backend runs a row through the same f64 arithmetic whatever the others.
     let mut rng = Rng(0xA5A5_5A5A_1234_5678);

@@ -322,7 +322,7 @@ impl Model {
             ops::add_assign(&mut x, &o);
             let h = ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps);
             let [mut g, u] = Linear::forward_shared([&layer.w_gate, &layer.w_up], &h, total)?;
-            ops::silu_mul(&mut g, &u);
+            ops::silu_mul_on(&mut g, &u, kernel_parallel());
             let down = layer.w_down.forward(&g, total)?;
             ops::add_assign(&mut x, &down);
         }

@@ -1,6 +1,8 @@
 //! Row-wise operations on `f32` slices (`m` rows of width `d`). Each row is computed on its own, so
 //! a row's result does not depend on which other rows share the batch.
 
+use std::sync::Mutex;
+
 /// RMSNorm: `y = x / sqrt(mean(x²) + eps) * w`, row by row (`w.len()` is the row width).
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let d = w.len();
@@ -31,6 +33,27 @@ pub fn silu_mul(g: &mut [f32], u: &[f32]) {
     g.iter_mut()
         .zip(u)
         .for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
+}
+
+/// [`silu_mul`] on the threads of `par`, in parts of [`PART`] values (a batch's gate is a
+/// few hundred thousand values, each with an `exp`): the same values.
+pub fn silu_mul_on(g: &mut [f32], u: &[f32], par: &dyn hlm_kernels::Parallel) {
+    const PART: usize = 16 << 10;
+    if g.len() <= PART {
+        return silu_mul(g, u);
+    }
+    let parts: Vec<Mutex<(&mut [f32], &[f32])>> = g
+        .chunks_mut(PART)
+        .zip(u.chunks(PART))
+        .map(Mutex::new)
+        .collect();
+    par.for_ranges(parts.len(), &|range| {
+        for part in &parts[range] {
+            let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
+            let (g, u) = &mut *part;
+            silu_mul(g, u);
+        }
+    });
 }
 
 /// Dot product with eight independent accumulators (lets the compiler vectorise it; the summation
