@@ -86,7 +86,7 @@ pub fn matmul_quantized(
             return run_rows(backend, w, rows, a, &prepared, dst);
         }
         // A few tiles of rows at a time into a small buffer (not one buffer for all this
-        // thread's rows: the 0.5B's logits for 160 rows would be 16 MB to zero and then to
+        // thread's rows: SmolLM2's logits for 160 rows are 16 MB a thread to zero and then to
         // read back from memory), whose outputs go into `y` while still in the cache.
         let chunk = (BLOCK_BYTES / (4 * m)).div_ceil(unit).max(1) * unit;
         let mut block = vec![0f32; chunk.min(rows.len()) * m];
