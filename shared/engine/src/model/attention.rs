@@ -79,46 +79,68 @@ fn head(cfg: &ModelConfig, sq: &Queries<'_>, h: usize, capture: bool) -> Attende
 #[target_feature(enable = "avx2")]
 unsafe fn head_avx2(cfg: &ModelConfig, sq: &Queries<'_>, h: usize, capture: bool) -> Attended {
     // SAFETY: the CPU has AVX2 (this function's contract).
-    let dots = |a: &[f32], b: [&[f32]; 4]| unsafe { x86::dot4(a, b) };
+    let dots = |a: &[f32], b: [&[f32]; 8]| unsafe { x86::dot8(a, b) };
     head_with(cfg, sq, h, capture, dots)
 }
 
 #[inline(always)]
 fn head_any(cfg: &ModelConfig, sq: &Queries<'_>, h: usize, capture: bool) -> Attended {
-    head_with(cfg, sq, h, capture, dot4)
+    head_with(cfg, sq, h, capture, dot8)
 }
 
-/// [`head`] with `dots` for four keys at a time (the same results as [`dot4`]).
+/// [`head`] with `dots` for eight keys at a time (the same results as [`dot8`]).
+///
+/// The head's `m` query rows go through the keys and values together, a few keys at a time, so
+/// that each key and value is fetched from memory once for all rows and then read from the L1
+/// cache (one row at a time, a head's 256 positions of values were fetched from the L2 cache
+/// again for every row). Each row's sums keep their order: its scores over keys `0, 1, …`, and
+/// each output element summed in order of position, so the results are the same bits as row by
+/// row.
 #[inline(always)]
 fn head_with(
     cfg: &ModelConfig,
     sq: &Queries<'_>,
     h: usize,
     capture: bool,
-    dots: impl Fn(&[f32], [&[f32]; 4]) -> [f32; 4],
+    dots: impl Fn(&[f32], [&[f32]; 8]) -> [f32; 8],
 ) -> Attended {
     let (hd, nh) = (cfg.head_dim, cfg.heads);
     let kvw = cfg.kv_heads * hd;
     let kvh = h / (nh / cfg.kv_heads);
     let scale = 1.0 / (hd as f32).sqrt();
-    let key = |j: usize| &sq.kv.k[j * kvw + kvh * hd..j * kvw + (kvh + 1) * hd];
-    let value = |j: usize| &sq.kv.v[j * kvw + kvh * hd..j * kvw + (kvh + 1) * hd];
-    let mut out = vec![0f32; sq.m * hd];
-    let mut w = Vec::with_capacity(sq.p0 + sq.m);
-    for (i, o) in out.chunks_exact_mut(hd).enumerate() {
-        let qh = &sq.q[(i * nh + h) * hd..(i * nh + h + 1) * hd];
-        let n = sq.p0 + i + 1;
-        w.clear();
-        let quads = n / 4 * 4;
-        for j in (0..quads).step_by(4) {
-            let d = dots(qh, [key(j), key(j + 1), key(j + 2), key(j + 3)]);
-            w.extend(d.map(|x| x * scale));
+    let (keys, values) = (&sq.kv.k[..], &sq.kv.v[..]);
+    let key = |j: usize| &keys[j * kvw + kvh * hd..j * kvw + (kvh + 1) * hd];
+    let value = |j: usize| &values[j * kvw + kvh * hd..j * kvw + (kvh + 1) * hd];
+    let query = |i: usize| &sq.q[(i * nh + h) * hd..(i * nh + h + 1) * hd];
+    // Row `i` (position `p0 + i`) sees keys `0 .. seen(i)`.
+    let seen = |i: usize| sq.p0 + i + 1;
+    let all = seen(sq.m - 1);
+    let mut w: Vec<Vec<f32>> = (0..sq.m).map(|i| Vec::with_capacity(seen(i))).collect();
+    // Scores: keys eight at a time against every row that sees all eight, then each row's last
+    // keys one by one (a key's score is the same bits either way).
+    for j in (0..all / 8 * 8).step_by(8) {
+        let eight = std::array::from_fn(|t| key(j + t));
+        for (i, wi) in w.iter_mut().enumerate().filter(|(i, _)| j + 8 <= seen(*i)) {
+            wi.extend(dots(query(i), eight).map(|x| x * scale));
         }
-        w.extend((quads..n).map(|j| dot(qh, key(j)) * scale));
-        softmax(&mut w);
-        weighted_sum(o, &w, value);
     }
-    (out, capture.then_some(w))
+    for (i, wi) in w.iter_mut().enumerate() {
+        let n = seen(i);
+        wi.extend((n / 8 * 8..n).map(|j| dot(query(i), key(j)) * scale));
+        softmax(wi);
+    }
+    // Outputs: the values `KEYS_AT_ONCE` positions at a time against every row.
+    const KEYS_AT_ONCE: usize = 16;
+    let mut out = vec![0f32; sq.m * hd];
+    for j0 in (0..all).step_by(KEYS_AT_ONCE) {
+        for (o, wi) in out.chunks_exact_mut(hd).zip(&w) {
+            let end = (j0 + KEYS_AT_ONCE).min(wi.len());
+            if j0 < end {
+                weighted_sum(o, &wi[j0..end], |j| value(j0 + j));
+            }
+        }
+    }
+    (out, capture.then(|| w.pop().unwrap_or_default()))
 }
 
 /// `w_j ← exp(w_j − max w) / Σ exp(w_k − max w)`, in place. Every step runs eight lanes at a
@@ -172,7 +194,11 @@ fn exp(x: f32) -> f32 {
     let p = p * r + 0.166_666_65;
     let p = p * r + 0.5;
     let e_r = p * (r * r) + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // `n` (an integer in −126 ..= 0) as an integer from the bits of `n + 1.5 · 2²³`, whose
+    // last bits hold it exactly: where `n as i32` (saturating) keeps the loop scalar, this
+    // vectorises.
+    let n_int = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+    let two_n = f32::from_bits(n_int.wrapping_add(127) << 23);
     if low {
         0.0
     } else {
@@ -204,6 +230,14 @@ fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
     })
 }
 
+/// [`dot`] of `a` with eight vectors: [`dot4`] of the first four and of the last four.
+#[inline(always)]
+fn dot8(a: &[f32], b: [&[f32]; 8]) -> [f32; 8] {
+    let [b0, b1, b2, b3, b4, b5, b6, b7] = b;
+    let (l, h) = (dot4(a, [b0, b1, b2, b3]), dot4(a, [b4, b5, b6, b7]));
+    std::array::from_fn(|k| if k < 4 { l[k] } else { h[k - 4] })
+}
+
 /// The first eight values of `x`.
 #[inline(always)]
 fn eight(x: &[f32]) -> &[f32; 8] {
@@ -218,17 +252,30 @@ fn mul_add8(acc: &mut [f32; 8], x: &[f32; 8], y: &[f32; 8]) {
     }
 }
 
-/// `o += Σ_j w_j v_j`, each element summed in order of `j` (as repeated [`axpy`]), 32 elements
-/// at a time held in registers across all `j` rather than loaded and stored for each.
+/// `o += Σ_j w_j v_j`, each element summed in order of `j` (as repeated [`axpy`]), a chunk of
+/// elements at a time held in registers across all `j` rather than loaded and stored for each:
+/// 64 on x86-64 (eight AVX registers, eight independent sums in flight), else 32 (eight
+/// WebAssembly SIMD registers of the sixteen there).
 #[inline(always)]
 fn weighted_sum<'v>(o: &mut [f32], w: &[f32], value: impl Fn(usize) -> &'v [f32]) {
-    const CHUNK: usize = 32;
-    if !o.len().is_multiple_of(CHUNK) {
+    if cfg!(target_arch = "x86_64") && o.len().is_multiple_of(64) {
+        weighted_sum_in::<64>(o, w, value)
+    } else if o.len().is_multiple_of(32) {
+        weighted_sum_in::<32>(o, w, value)
+    } else {
         for (j, &wj) in w.iter().enumerate() {
             axpy(o, wj, value(j));
         }
-        return;
     }
+}
+
+/// [`weighted_sum`] `CHUNK` elements at a time (`o`'s length a multiple of it).
+#[inline(always)]
+fn weighted_sum_in<'v, const CHUNK: usize>(
+    o: &mut [f32],
+    w: &[f32],
+    value: impl Fn(usize) -> &'v [f32],
+) {
     for (c, oc) in o.chunks_exact_mut(CHUNK).enumerate() {
         let mut acc = [0f32; CHUNK];
         acc.copy_from_slice(oc);
@@ -270,39 +317,47 @@ fn gather(
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// [`super::dot4`] in AVX: each key's eight lanes are its eight partial sums there, and the
-    /// two rounds of horizontal additions add them in `dot`'s order, `((a0 + a4) + (a1 + a5)) +
-    /// ((a2 + a6) + (a3 + a7))`.
+    /// [`super::dot8`] in AVX: each key's eight lanes are its eight partial sums there (eight
+    /// independent chains of additions), and two rounds of horizontal additions add them in
+    /// `dot`'s order, `((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))`.
     ///
     /// SAFETY: the CPU must have AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+    pub(super) unsafe fn dot8(a: &[f32], b: [&[f32]; 8]) -> [f32; 8] {
         let whole = a.len() / 8 * 8;
         assert!(b.iter().all(|b| b.len() >= a.len()));
-        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut acc = [_mm256_setzero_ps(); 8];
         for c in (0..whole).step_by(8) {
             // SAFETY: `c + 8 <= whole <= len` of `a` and of each `b` (asserted).
             unsafe {
                 let x = _mm256_loadu_ps(a.as_ptr().add(c));
-                for k in 0..4 {
+                for k in 0..8 {
                     let y = _mm256_loadu_ps(b[k].as_ptr().add(c));
                     acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(x, y));
                 }
             }
         }
-        // [a0 + a4, a1 + a5, a2 + a6, a3 + a7] per key, then [(t0 + t1), (t2 + t3)] pairs and
-        // their sums, four keys at once.
-        let t = acc.map(|v| _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v)));
-        let sums = _mm_hadd_ps(_mm_hadd_ps(t[0], t[1]), _mm_hadd_ps(t[2], t[3]));
-        let mut out = [0f32; 4];
-        // SAFETY: four f32s into four.
-        unsafe { _mm_storeu_ps(out.as_mut_ptr(), sums) };
+        let mut out = [0f32; 8];
+        for half in 0..2 {
+            let sums = fold4(std::array::from_fn(|k| acc[4 * half + k]));
+            // SAFETY: four f32s into four.
+            unsafe { _mm_storeu_ps(out.as_mut_ptr().add(4 * half), sums) };
+        }
         for (k, o) in out.iter_mut().enumerate() {
             for (x, y) in a[whole..].iter().zip(&b[k][whole..]) {
                 *o += x * y;
             }
         }
         out
+    }
+
+    /// Four keys' eight partial sums each into their four dots: `[a0 + a4, a1 + a5, a2 + a6,
+    /// a3 + a7]` per key, then `(t0 + t1)`, `(t2 + t3)` and their sum, four keys at once.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn fold4(acc: [__m256; 4]) -> __m128 {
+        let t = acc.map(|v| _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v)));
+        _mm_hadd_ps(_mm_hadd_ps(t[0], t[1]), _mm_hadd_ps(t[2], t[3]))
     }
 }
 
@@ -408,6 +463,59 @@ mod tests {
             }
             for (g, w) in last.as_ref().unwrap().iter().zip(&want_last) {
                 assert!((*g as f64 - w).abs() < 1e-6, "{nh}/{nkv}/{hd}: {g} vs {w}");
+            }
+        }
+    }
+
+    /// One head's rows one after another, each key's score by [`dot`] and each value added by
+    /// [`axpy`] in order of position: the plain f32 arithmetic the blocked rows must equal bit
+    /// for bit.
+    fn row_by_row(cfg: &ModelConfig, sq: &Queries<'_>, h: usize) -> Attended {
+        let (hd, nh, kvw) = (cfg.head_dim, cfg.heads, cfg.kv_width());
+        let kvh = h / (nh / cfg.kv_heads);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut out = vec![0f32; sq.m * hd];
+        let mut w = Vec::new();
+        for (i, o) in out.chunks_exact_mut(hd).enumerate() {
+            let q = &sq.q[(i * nh + h) * hd..][..hd];
+            w = (0..sq.p0 + i + 1)
+                .map(|j| dot(q, &sq.kv.k[j * kvw + kvh * hd..][..hd]) * scale)
+                .collect();
+            softmax(&mut w);
+            for (j, &wj) in w.iter().enumerate() {
+                axpy(o, wj, &sq.kv.v[j * kvw + kvh * hd..][..hd]);
+            }
+        }
+        (out, Some(w))
+    }
+
+    #[test]
+    fn rows_taken_together_give_the_bits_of_one_row_at_a_time() {
+        // Histories around the eight-key and sixteen-position steps; head sizes on the 64- and
+        // 32-value paths and off them.
+        for (nh, nkv, hd) in [(9, 3, 64), (4, 2, 32), (2, 1, 20)] {
+            let cfg = config(nh, nkv, hd);
+            for (p0, m) in [(0, 1), (5, 3), (16, 5), (37, 5), (63, 9)] {
+                let (kv, q) = random_inputs(&cfg, p0, m, 7 + p0 as u64);
+                let sq = Queries {
+                    q: &q,
+                    kv: &kv,
+                    p0,
+                    m,
+                };
+                for h in 0..nh {
+                    let want = row_by_row(&cfg, &sq, h);
+                    assert_eq!(
+                        head(&cfg, &sq, h, true),
+                        want,
+                        "{nh}/{nkv}/{hd} at {p0}+{m}"
+                    );
+                    assert_eq!(
+                        head_any(&cfg, &sq, h, true),
+                        want,
+                        "generic {nh}/{nkv}/{hd}"
+                    );
+                }
             }
         }
     }
