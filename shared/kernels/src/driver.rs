@@ -1,6 +1,7 @@
 //! Splitting a product over threads, and choosing the kernel.
 
 use crate::{portable, Activations, Backend, Format, KernelError, Weights};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Runs work over the weight rows on the caller's threads. `for_ranges(n, f)` must call `f` on
@@ -43,6 +44,50 @@ pub fn matmul_quantized(
     y: &mut [f32],
     par: &dyn Parallel,
 ) -> Result<(), KernelError> {
+    let (m, n) = (a.rows, w.dims().0);
+    if y.len() != m * n {
+        return Err(KernelError::OutputShape {
+            expected: m * n,
+            got: y.len(),
+        });
+    }
+    let out = Outputs((0..m).map(|r| y[r * n..].as_mut_ptr()).collect(), n);
+    run(backend, w, a, &out, true, par)
+}
+
+/// [`matmul_quantized`] into rows that need not be initialised: `ys[r]` (`n` values each, `n`
+/// the rows of `w`) gets output row `r`. Every value of every row is written when this returns
+/// `Ok`. The caller's rows may be apart (one vector per row: a batch's logits go to their
+/// sequences without a copy) and need no zeroing first.
+pub fn matmul_quantized_rows(
+    backend: Backend,
+    w: &Weights,
+    a: &Activations,
+    ys: &mut [&mut [MaybeUninit<f32>]],
+    par: &dyn Parallel,
+) -> Result<(), KernelError> {
+    let n = w.dims().0;
+    let got: usize = ys.iter().map(|y| y.len()).sum();
+    if ys.len() != a.rows || ys.iter().any(|y| y.len() != n) {
+        return Err(KernelError::OutputShape {
+            expected: a.rows * n,
+            got,
+        });
+    }
+    let out = Outputs(ys.iter_mut().map(|y| y.as_mut_ptr().cast()).collect(), n);
+    run(backend, w, a, &out, false, par)
+}
+
+/// The product into `out`. With `direct` (the outputs are initialised), one activation row's
+/// outputs are written in place; otherwise every output goes through the thread's block.
+fn run(
+    backend: Backend,
+    w: &Weights,
+    a: &Activations,
+    out: &Outputs,
+    direct: bool,
+    par: &dyn Parallel,
+) -> Result<(), KernelError> {
     let (n, k) = w.dims();
     let m = a.rows;
     if a.format != w.format() {
@@ -58,12 +103,6 @@ pub fn matmul_quantized(
             got: m * a.cols,
         });
     }
-    if y.len() != m * n {
-        return Err(KernelError::OutputShape {
-            expected: m * n,
-            got: y.len(),
-        });
-    }
     if !backend.is_supported() {
         return Err(KernelError::Unsupported(backend));
     }
@@ -72,33 +111,43 @@ pub fn matmul_quantized(
         return Ok(());
     }
     // Rows of W are the unit of work. The kernels write a row's `m` outputs contiguously
-    // (`rows × m`); with `m > 1` each call then puts its block into `y`'s columns itself
-    // (`y` is `m × n`), on its own thread.
-    let out = SharedOut(y.as_mut_ptr(), y.len());
+    // (`rows × m`); each call then puts them into the output rows' columns itself, on its own
+    // thread.
     let prepared = Prepared::new(backend, w, a, par);
     let unit = w.unit().0;
     par.for_ranges(n / unit, &|units: Range<usize>| {
         let rows = units.start * unit..units.end * unit;
-        if m == 1 {
+        if m == 1 && direct {
             // SAFETY: the ranges are disjoint (the `Parallel` contract), so each call writes
-            // its own part of `y`, which outlives `for_ranges`.
-            let dst = unsafe { out.slice(rows.clone()) };
+            // its own part of the output row, which is initialised and outlives `for_ranges`.
+            let dst = unsafe { out.part_of_row(0, rows.clone()) };
             return run_rows(backend, w, rows, a, &prepared, dst);
         }
-        // A few tiles of rows at a time into a small buffer (not one buffer for all this
-        // thread's rows: SmolLM2's logits for 160 rows are 16 MB a thread to zero and then to
-        // read back from memory), whose outputs go into `y` while still in the cache.
+        // A few tiles of rows at a time into this thread's block (not one buffer for all this
+        // thread's rows: SmolLM2's logits for 160 rows are 16 MB a thread to fill and then to
+        // read back from memory), whose outputs go into place while still in the cache. The
+        // block is kept from one product to the next (not zeroed again for each).
         let chunk = (BLOCK_BYTES / (4 * m)).div_ceil(unit).max(1) * unit;
-        let mut block = vec![0f32; chunk.min(rows.len()) * m];
-        for start in rows.clone().step_by(chunk) {
-            let part = start..(start + chunk).min(rows.end);
-            let block = &mut block[..part.len() * m];
-            run_rows(backend, w, part.clone(), a, &prepared, block);
-            // SAFETY: as above: this call alone writes columns `rows` of `y`.
-            unsafe { out.put_columns(block, part, n, m) };
-        }
+        BLOCK.with_borrow_mut(|block| {
+            let need = chunk.min(rows.len()) * m;
+            if block.len() < need {
+                block.resize(need, 0.0);
+            }
+            for start in rows.clone().step_by(chunk) {
+                let part = start..(start + chunk).min(rows.end);
+                let block = &mut block[..part.len() * m];
+                run_rows(backend, w, part.clone(), a, &prepared, block);
+                // SAFETY: as above: this call alone writes columns `rows` of every output row.
+                unsafe { out.put_columns(block, part) };
+            }
+        });
     });
     Ok(())
+}
+
+thread_local! {
+    /// A thread's outputs of a multi-row product before they go into their columns.
+    static BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// What a backend makes of the activations once per product, before its threads start.
@@ -261,30 +310,34 @@ pub(crate) fn by_tiles(
     }
 }
 
-/// The output buffer, written from several threads at disjoint ranges.
-struct SharedOut(*mut f32, usize);
+/// The output rows (`n` values each, at the pointers), written from several threads at
+/// disjoint columns.
+struct Outputs(Vec<*mut f32>, usize);
 
-// SAFETY: only disjoint ranges are handed out (see `matmul_quantized`).
-unsafe impl Sync for SharedOut {}
+// SAFETY: only disjoint columns are handed out (see `run`).
+unsafe impl Sync for Outputs {}
 
-impl SharedOut {
-    /// SAFETY: no two live slices may overlap.
+impl Outputs {
+    /// Columns `cols` of output row `r`.
+    ///
+    /// SAFETY: no two live slices may overlap, and the row must be initialised.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, r: Range<usize>) -> &mut [f32] {
-        assert!(r.start <= r.end && r.end <= self.1);
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(r.start), r.end - r.start) }
+    unsafe fn part_of_row(&self, r: usize, cols: Range<usize>) -> &mut [f32] {
+        assert!(cols.start <= cols.end && cols.end <= self.1);
+        unsafe { std::slice::from_raw_parts_mut(self.0[r].add(cols.start), cols.len()) }
     }
 
-    /// `y[r · n + j] = block[(j − cols.start) · m + r]` for `j` in `cols`: a block of weight
-    /// rows' outputs (`cols.len() × m`) into their columns of `y` (`m × n`, the buffer).
+    /// `y_r[j] = block[(j − cols.start) · m + r]` for `j` in `cols` and each output row `r`: a
+    /// block of weight rows' outputs (`cols.len() × m`) into their columns.
     ///
-    /// SAFETY: no other thread may write columns `cols` of `y` meanwhile.
-    unsafe fn put_columns(&self, block: &[f32], cols: Range<usize>, n: usize, m: usize) {
-        assert!(cols.end <= n && m * n <= self.1 && block.len() == cols.len() * m);
-        for r in 0..m {
+    /// SAFETY: no other thread may write columns `cols` meanwhile.
+    unsafe fn put_columns(&self, block: &[f32], cols: Range<usize>) {
+        let m = self.0.len();
+        assert!(cols.end <= self.1 && block.len() == cols.len() * m);
+        for (r, &row) in self.0.iter().enumerate() {
             for (c, j) in cols.clone().enumerate() {
                 // SAFETY: in bounds (asserted); the caller owns these columns.
-                unsafe { *self.0.add(r * n + j) = block[c * m + r] };
+                unsafe { row.add(j).write(block[c * m + r]) };
             }
         }
     }

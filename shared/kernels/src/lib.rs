@@ -35,7 +35,7 @@ mod simd128;
 mod x86;
 
 pub use activations::Activations;
-pub use driver::{matmul, matmul_quantized, Parallel, Serial};
+pub use driver::{matmul, matmul_quantized, matmul_quantized_rows, Parallel, Serial};
 pub use formats::{dequantize_row, Format};
 pub use packed::{Layout, PackedWeights};
 

@@ -384,6 +384,56 @@ fn outputs_of_many_rows_land_in_their_columns() {
     }
 }
 
+/// Output rows of their own, apart and not initialised (here: filled with NaN first), get every
+/// value that one output buffer gets, for one activation row and for many, on several threads.
+#[test]
+fn outputs_into_rows_of_their_own_equal_one_buffer() {
+    use std::mem::MaybeUninit;
+    let mut rng = Rng(0x5EED_F0A5);
+    for (format, n, k) in [(Format::Q8_0, 1700, 64), (Format::Q4K, 24, 512)] {
+        let data = random_weights(&mut rng, format, n, k);
+        let w = Weights::new(format, &data, n, k).unwrap();
+        for m in [1, 3, 40] {
+            let x = random_x(&mut rng, m * k);
+            for backend in Backend::ALL.into_iter().filter(|b| b.is_supported()) {
+                let a = Activations::quantize(format, &x, m, k).unwrap();
+                let mut one = vec![0f32; m * n];
+                hlm_kernels::matmul_quantized(backend, &w, &a, &mut one, &Serial).unwrap();
+                let mut ys = vec![vec![MaybeUninit::new(f32::NAN); n]; m];
+                let mut rows: Vec<&mut [MaybeUninit<f32>]> =
+                    ys.iter_mut().map(|y| y.as_mut_slice()).collect();
+                hlm_kernels::matmul_quantized_rows(backend, &w, &a, &mut rows, &Threads).unwrap();
+                for (r, y) in ys.iter().enumerate() {
+                    // SAFETY: initialised (with NaN, then by the product).
+                    let got: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
+                    assert_eq!(
+                        got,
+                        one[r * n..(r + 1) * n],
+                        "{backend:?} {format:?} m={m} row {r}"
+                    );
+                }
+            }
+        }
+    }
+    // Rows of the wrong number or length are refused.
+    let data = random_weights(&mut rng, Format::Q8_0, 4, 32);
+    let w = Weights::new(Format::Q8_0, &data, 4, 32).unwrap();
+    let a = Activations::quantize(Format::Q8_0, &random_x(&mut rng, 64), 2, 32).unwrap();
+    let mut short = [MaybeUninit::new(0f32); 3];
+    let mut long = [MaybeUninit::new(0f32); 4];
+    let err = hlm_kernels::matmul_quantized_rows(
+        Backend::Portable,
+        &w,
+        &a,
+        &mut [&mut long[..], &mut short[..]],
+        &Serial,
+    );
+    assert!(
+        matches!(err, Err(KernelError::OutputShape { .. })),
+        "{err:?}"
+    );
+}
+
 fn a_row_alone_or_with_others(backend: Backend) {
     // Every backend runs a row through the same f64 arithmetic whatever the others.
     let mut rng = Rng(0xA5A5_5A5A_1234_5678);

@@ -180,6 +180,64 @@ impl Linear {
 
     /// `a Wᵀ` through our kernels, `a` quantised for [`Linear::kernel_format`].
     fn kernel_run(&self, a: &hlm_kernels::Activations) -> Result<Vec<f32>> {
+        let (m, n) = (a.dims().0, self.out_dim);
+        if m == 1 || n == 0 {
+            // One row is written in place, into a vector this small to zero.
+            let mut y = vec![0f32; m * n];
+            self.with_kernel_weights(|w| {
+                hlm_kernels::matmul_quantized(kernel_backend(), w, a, &mut y, kernel_parallel())
+            })?;
+            return Ok(y);
+        }
+        let mut y = Vec::with_capacity(m * n);
+        let mut rows: Vec<_> = y.spare_capacity_mut()[..m * n]
+            .chunks_exact_mut(n)
+            .collect();
+        self.kernel_into(a, &mut rows)?;
+        // SAFETY: `kernel_into` returned `Ok`: every value of every row was written.
+        unsafe { y.set_len(m * n) };
+        Ok(y)
+    }
+
+    /// `x Wᵀ` (`x` of `m` rows) as one vector per output row: [`Linear::forward`]'s values, with
+    /// no copy out of one buffer when our kernels run the product (a batch's logits).
+    pub fn forward_rows(&self, x: &[f32], m: usize) -> Result<Vec<Vec<f32>>> {
+        let n = self.out_dim;
+        let Some(format) = self.kernel_format().filter(|_| n > 0) else {
+            let all = self.forward(x, m)?;
+            return Ok(all.chunks(n.max(1)).map(<[f32]>::to_vec).collect());
+        };
+        let a = self.quantize_input(format, x, m)?;
+        let mut ys: Vec<Vec<f32>> = (0..m).map(|_| Vec::with_capacity(n)).collect();
+        let mut rows: Vec<_> = ys
+            .iter_mut()
+            .map(|y| &mut y.spare_capacity_mut()[..n])
+            .collect();
+        self.kernel_into(&a, &mut rows)?;
+        for y in &mut ys {
+            // SAFETY: `kernel_into` returned `Ok`: every value of every row was written.
+            unsafe { y.set_len(n) };
+        }
+        Ok(ys)
+    }
+
+    /// `a Wᵀ` through our kernels into `rows` (one per row of `a`, `out_dim` values each), which
+    /// need not be initialised: all written when this returns `Ok`.
+    fn kernel_into(
+        &self,
+        a: &hlm_kernels::Activations,
+        rows: &mut [&mut [std::mem::MaybeUninit<f32>]],
+    ) -> Result<()> {
+        self.with_kernel_weights(|w| {
+            hlm_kernels::matmul_quantized_rows(kernel_backend(), w, a, rows, kernel_parallel())
+        })
+    }
+
+    /// `f` on the blocks our kernels read (repacked, or the file's).
+    fn with_kernel_weights(
+        &self,
+        f: impl FnOnce(&hlm_kernels::Weights) -> std::result::Result<(), hlm_kernels::KernelError>,
+    ) -> Result<()> {
         let data;
         let w = match (&self.packed, self.kernel, &self.blocks) {
             (Some(packed), _, _) => packed.weights(),
@@ -194,10 +252,7 @@ impl Linear {
                 ))
             }
         };
-        let mut y = vec![0f32; a.dims().0 * self.out_dim];
-        hlm_kernels::matmul_quantized(kernel_backend(), &w, a, &mut y, kernel_parallel())
-            .map_err(kernel_error)?;
-        Ok(y)
+        f(&w).map_err(kernel_error)
     }
 
     pub fn bytes(&self) -> usize {

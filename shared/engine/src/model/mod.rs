@@ -394,7 +394,7 @@ impl Model {
         spans: &[std::ops::Range<usize>],
         wanted: &[Vec<usize>],
     ) -> Result<Vec<RowLogits>> {
-        let (d, v) = (self.config.hidden, self.config.vocab_size);
+        let d = self.config.hidden;
         let n: usize = wanted.iter().map(Vec::len).sum();
         let mut per_item: Vec<RowLogits> = wanted.iter().map(|_| Vec::new()).collect();
         if n == 0 {
@@ -408,12 +408,13 @@ impl Model {
             }
         }
         let normed = ops::rms_norm(&sel, &self.out_norm, self.config.rms_eps);
-        let all = self.lm_head.forward(&normed, n)?;
-        let mut chunks = all.chunks_exact(v);
+        let mut all = self.lm_head.forward_rows(&normed, n)?.into_iter();
         for (out, rows) in per_item.iter_mut().zip(wanted) {
             for &i in rows {
-                let l = chunks.next().unwrap_or_default();
-                out.push((i, l.to_vec()));
+                let l = all
+                    .next()
+                    .ok_or_else(|| EngineError::model("fewer logit rows than asked for"))?;
+                out.push((i, l));
             }
         }
         Ok(per_item)
