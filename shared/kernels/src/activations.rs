@@ -281,16 +281,43 @@ pub(crate) const fn q4k_slot(sb: usize) -> usize {
 /// ggml's `Q8_0`: `d = amax / 127`, `q = round(x / d)`, `d` kept as f16. Returns `d`.
 #[inline(always)]
 fn quantize_q8_0(x: &[f32], q: &mut [i8]) -> f32 {
-    // A comparison, not `f32::max` (a library call in WebAssembly); a NaN is skipped either way.
-    let amax = x
-        .iter()
-        .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+    let amax = abs_max(x);
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = round_half_away(v * id) as i8;
+        *q = to_i8(round_half_away(v * id));
     }
     half::f16::from_f32(d).to_f32()
+}
+
+/// The largest `|v|` of `x` (0 for none), NaNs skipped. Eight running maxima (the order of a
+/// maximum does not change it), so that it vectorises; a comparison, not `f32::max` (a
+/// library call in WebAssembly).
+#[inline(always)]
+fn abs_max(x: &[f32]) -> f32 {
+    let bigger = |m: f32, v: f32| if v.abs() > m { v.abs() } else { m };
+    let mut lanes = [0f32; 8];
+    let whole = x.len() / 8 * 8;
+    for c in x[..whole].chunks_exact(8) {
+        for i in 0..8 {
+            lanes[i] = bigger(lanes[i], c[i]);
+        }
+    }
+    let m = lanes.into_iter().fold(0f32, bigger);
+    x[whole..].iter().fold(m, |m, &v| bigger(m, v))
+}
+
+/// `r as i8` (saturating, NaN to 0) for a whole number `r`, by a clamp and a conversion that
+/// vectorise (`as` alone keeps the loop scalar).
+#[inline(always)]
+fn to_i8(r: f32) -> i8 {
+    let r = if r.is_nan() {
+        0.0
+    } else {
+        r.clamp(-128.0, 127.0)
+    };
+    // SAFETY: `r` is a finite whole number within the range of i8.
+    unsafe { r.to_int_unchecked::<i32>() as i8 }
 }
 
 /// ggml's `Q8_K`: `d = −max / 127` with `max` the value of largest magnitude, `q = round(x / d)`
@@ -379,5 +406,36 @@ mod tests {
             assert_eq!(round_half_away(v).to_bits(), v.round().to_bits(), "{v}");
         }
         assert!(round_half_away(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn vectorised_helpers_give_the_scalar_results() {
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e30,
+            -1e30,
+            127.0,
+            -128.0,
+        ];
+        for r in specials.into_iter().chain((-300..300).map(|i| i as f32)) {
+            assert_eq!(to_i8(r), r as i8, "{r}");
+        }
+        let x: Vec<f32> = (0..37)
+            .map(|i| {
+                if i % 11 == 5 {
+                    f32::NAN
+                } else {
+                    (i as f32 * 0.37).sin() * i as f32
+                }
+            })
+            .collect();
+        for n in [0, 1, 7, 8, 9, 16, 37] {
+            let scalar = x[..n]
+                .iter()
+                .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+            assert_eq!(abs_max(&x[..n]).to_bits(), scalar.to_bits(), "{n} values");
+        }
     }
 }
