@@ -9,7 +9,7 @@
 //! head's rows one after another, with one buffer of scores.
 
 use super::kv_cache::LayerKv;
-use super::ops::{axpy, dot};
+use super::ops::{axpy, dot, exp};
 use super::ModelConfig;
 use std::sync::OnceLock;
 
@@ -171,39 +171,6 @@ fn lanes8(v: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
         f(f(a[2], a[6]), f(a[3], a[7])),
     );
     v[whole..].iter().fold(folded, |s, &x| f(s, x))
-}
-
-/// `e^x` for `x ≤ 0` (softmax's arguments) to within 2 ulp, from operations that vectorise:
-/// `x = n ln 2 + r` with `n` an integer and `|r| ≤ ln 2 / 2`, `e^r` by a degree-6 polynomial
-/// (Cephes' `expf`), times `2^n` built in the exponent bits. Below −87.3 (where `e^x` leaves
-/// the normal floats) it gives 0.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 in two parts: `n · LN2_HI` is exact for the `n` that occur.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let low = x < -87.3;
-    let x = if low { 0.0 } else { x };
-    let n = (x * LOG2_E + 0.5).floor();
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.987_569_2e-4;
-    let p = p * r + 1.398_2e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 0.166_666_65;
-    let p = p * r + 0.5;
-    let e_r = p * (r * r) + r + 1.0;
-    // `n` (an integer in −126 ..= 0) as an integer from the bits of `n + 1.5 · 2²³`, whose
-    // last bits hold it exactly: where `n as i32` (saturating) keeps the loop scalar, this
-    // vectorises.
-    let n_int = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
-    let two_n = f32::from_bits(n_int.wrapping_add(127) << 23);
-    if low {
-        0.0
-    } else {
-        e_r * two_n
-    }
 }
 
 /// [`dot`] of `a` with four vectors at once (four independent chains of additions, where one
@@ -518,20 +485,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn exp_is_within_two_ulp_of_the_library() {
-        let mut x = -87.0f32;
-        while x <= 0.0 {
-            let (got, want) = (exp(x), x.exp());
-            let ulps = (got.to_bits() as i64 - want.to_bits() as i64).unsigned_abs();
-            assert!(ulps <= 2, "exp({x}) = {got}, library {want}");
-            x += 0.000_731;
-        }
-        assert_eq!(exp(0.0), 1.0);
-        assert_eq!(exp(-100.0), 0.0);
-        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
     }
 
     /// The AVX2 compilation is the generic code on wider registers: the same bits.
