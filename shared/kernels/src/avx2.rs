@@ -136,7 +136,7 @@ fn units(format: Format, a: &Activations, par: &dyn Parallel) -> Vec<(Range<usiz
         let slots: Vec<OnceLock<Interleaved8>> = (0..eights).map(|_| OnceLock::new()).collect();
         par.for_ranges(eights, &|groups| {
             for g in groups {
-                let _ = slots[g].set(Interleaved8::new(a, 8 * g));
+                let _ = slots[g].set(Interleaved8::new(format, a, 8 * g));
             }
         });
         let mut ils = slots
@@ -751,11 +751,14 @@ struct Interleaved8 {
     qs: Vec<i8>,
     d: Vec<f64>,
     dsum: Vec<f64>,
+    /// Per block, the rows' `128 Σ q_x` (8 i32 lanes): what the `Q8_0` weights' offset of 128
+    /// adds to the fused products ([`rows8_block_sums`]). Empty for the other formats.
+    sums128: Vec<i32>,
 }
 
 impl Interleaved8 {
     /// Rows `r0 .. r0 + 8` of `a` (a 32-value format's activations, with `d64` built).
-    fn new(a: &Activations, r0: usize) -> Self {
+    fn new(format: Format, a: &Activations, r0: usize) -> Self {
         let blocks = a.cols / 32;
         let rows: [&[i8]; 8] = std::array::from_fn(|t| &a.row_qs(r0 + t)[..a.cols]);
         let mut qs = vec![0i8; a.cols * 8];
@@ -768,10 +771,18 @@ impl Interleaved8 {
             let rows: [&[f64]; 8] = std::array::from_fn(|t| f(a, r0 + t));
             (0..blocks).flat_map(|b| rows.map(|row| row[b])).collect()
         };
+        let sums: [&[i16]; 8] = std::array::from_fn(|t| a.row_sums32(r0 + t));
+        let sums128 = match format {
+            Format::Q8_0 => (0..blocks)
+                .flat_map(|b| sums.map(|row| 128 * row[b] as i32))
+                .collect(),
+            _ => Vec::new(),
+        };
         Interleaved8 {
             qs,
             d: per_block(Activations::row_d64),
             dsum: per_block(Activations::row_dsum64),
+            sums128,
         }
     }
 }
@@ -798,11 +809,13 @@ unsafe fn small_rows8<F: SmallFormat, P: Products, const N: usize>(
     let x_at: [*const i8; N] = std::array::from_fn(|g| ils[g].qs.as_ptr());
     let d_at: [*const f64; N] = std::array::from_fn(|g| ils[g].d.as_ptr());
     let dsum_at: [*const f64; N] = std::array::from_fn(|g| ils[g].dsum.as_ptr());
+    let sums_at: [*const i32; N] = std::array::from_fn(|g| ils[g].sums128.as_ptr());
     for b in 0..blocks {
         unsafe {
             let bp = row.as_ptr().add(b * F::BYTES);
             let x: [*const i8; N] = std::array::from_fn(|g| x_at[g].add(256 * b));
-            let s = rows8_block_sums::<F, P, N>(bp, x);
+            let sums128: [*const i32; N] = std::array::from_fn(|g| sums_at[g].add(8 * b));
+            let s = rows8_block_sums::<F, P, N>(bp, x, sums128);
             let (i, dw) = (b % 4, _mm256_set1_pd(f16(bp) as f64));
             let cw = _mm256_set1_pd(if F::HAS_TERM { F::term(bp) } else { 0.0 });
             for g in 0..N {
@@ -835,22 +848,35 @@ unsafe fn small_rows8<F: SmallFormat, P: Products, const N: usize>(
 }
 
 /// One block of a 32-value format (at `bp`) against `N` groups of eight interleaved rows (their
-/// values for this block at `x`): each row's integer sum, one row per i32 lane.
+/// values for this block at `x`, their `128 Σ q_x` at `sums128`): each row's integer sum, one
+/// row per i32 lane.
+///
+/// Signed weights (`Q8_0`) with fused products take `u_w = q_w + 128` (0..255, unsigned as
+/// `vpdpbusd` wants it) and subtract `128 Σ q_x` at the end: `Σ u_w q_x − 128 Σ q_x = Σ q_w q_x`,
+/// the same integer as `Σ |q_w| · (q_x with q_w's sign)` without a sign operation per
+/// activation register. (Two-step products cannot: `u_w q_x` pairs overflow i16.)
 #[inline(always)]
 unsafe fn rows8_block_sums<F: SmallFormat, P: Products, const N: usize>(
     bp: *const u8,
     x: [*const i8; N],
+    sums128: [*const i32; N],
 ) -> [__m256i; N] {
     // Fused products go straight to i32, in `CHAINS` sums per group added at the end (so that
     // eight `vpdpbusd` do not wait on each other's latency); two-step ones add up `I16_STEPS`
     // pairs as i16.
     const CHAINS: usize = 4;
+    let offset = F::SIGNED && P::FUSED;
     let mut mag = [0u8; 32];
     let mut sgn = [0u8; 32];
     unsafe {
         let w = F::unpack(bp);
-        _mm256_storeu_si256(mag.as_mut_ptr() as *mut __m256i, F::magnitudes(&w));
-        if F::SIGNED {
+        let weights = if offset {
+            _mm256_xor_si256(F::signs(&w), _mm256_set1_epi8(i8::MIN))
+        } else {
+            F::magnitudes(&w)
+        };
+        _mm256_storeu_si256(mag.as_mut_ptr() as *mut __m256i, weights);
+        if F::SIGNED && !offset {
             _mm256_storeu_si256(sgn.as_mut_ptr() as *mut __m256i, F::signs(&w));
         }
         let four = |bytes: &[u8; 32], c: usize| {
@@ -866,7 +892,7 @@ unsafe fn rows8_block_sums<F: SmallFormat, P: Products, const N: usize>(
                 let wc = four(&mag, c);
                 for g in 0..N {
                     let mut xc = _mm256_loadu_si256(x[g].add(32 * c) as *const __m256i);
-                    if F::SIGNED {
+                    if F::SIGNED && !offset {
                         xc = _mm256_sign_epi8(xc, four(&sgn, c));
                     }
                     if P::FUSED {
@@ -884,7 +910,13 @@ unsafe fn rows8_block_sums<F: SmallFormat, P: Products, const N: usize>(
         }
         std::array::from_fn(|g| {
             let [a, b, c, d] = s[g];
-            _mm256_add_epi32(_mm256_add_epi32(a, b), _mm256_add_epi32(c, d))
+            let sum = _mm256_add_epi32(_mm256_add_epi32(a, b), _mm256_add_epi32(c, d));
+            if offset {
+                let minus = _mm256_loadu_si256(sums128[g] as *const __m256i);
+                _mm256_sub_epi32(sum, minus)
+            } else {
+                sum
+            }
         })
     }
 }
