@@ -5,8 +5,8 @@
 //! last row's `a` averaged over heads: the attention row the importance filter reads.
 //!
 //! The work is split over the kernels' threads (the same pool as the matrix products, so no
-//! second pool competes with it for the cores) one task per sequence and head: a task takes its
-//! head's rows one after another, with one buffer of scores.
+//! second pool competes with it for the cores) one task per sequence and head: a task takes all
+//! its head's rows through the keys and values together, a few positions at a time.
 
 use super::kv_cache::LayerKv;
 use super::ops::{axpy, dot, exp};
@@ -112,6 +112,9 @@ fn head_with(
     let key = |j: usize| &keys[j * kvw + kvh * hd..j * kvw + (kvh + 1) * hd];
     let value = |j: usize| &values[j * kvw + kvh * hd..j * kvw + (kvh + 1) * hd];
     let query = |i: usize| &sq.q[(i * nh + h) * hd..(i * nh + h + 1) * hd];
+    if sq.m == 0 {
+        return (Vec::new(), capture.then(Vec::new));
+    }
     // Row `i` (position `p0 + i`) sees keys `0 .. seen(i)`.
     let seen = |i: usize| sq.p0 + i + 1;
     let all = seen(sq.m - 1);
