@@ -814,7 +814,8 @@ unsafe fn small_rows8<F: SmallFormat, P: Products, const N: usize>(
         unsafe {
             let bp = row.as_ptr().add(b * F::BYTES);
             let x: [*const i8; N] = std::array::from_fn(|g| x_at[g].add(256 * b));
-            let sums128: [*const i32; N] = std::array::from_fn(|g| sums_at[g].add(8 * b));
+            // `wrapping_add`: the sums are empty (and not read) for the formats other than `Q8_0`.
+            let sums128: [*const i32; N] = std::array::from_fn(|g| sums_at[g].wrapping_add(8 * b));
             let s = rows8_block_sums::<F, P, N>(bp, x, sums128);
             let (i, dw) = (b % 4, _mm256_set1_pd(f16(bp) as f64));
             let cw = _mm256_set1_pd(if F::HAS_TERM { F::term(bp) } else { 0.0 });

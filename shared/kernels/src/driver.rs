@@ -51,7 +51,9 @@ pub fn matmul_quantized(
             got: y.len(),
         });
     }
-    let out = Outputs((0..m).map(|r| y[r * n..].as_mut_ptr()).collect(), n);
+    // Every row's pointer from the one base (not from a fresh borrow of `y` per row).
+    let base = y.as_mut_ptr();
+    let out = Outputs((0..m).map(|r| base.wrapping_add(r * n)).collect(), n);
     run(backend, w, a, &out, true, par)
 }
 

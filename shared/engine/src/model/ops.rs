@@ -40,10 +40,10 @@ pub fn silu_mul(g: &mut [f32], u: &[f32]) {
     });
 }
 
-/// `e^x` for `x ≤ 0` (softmax's arguments, SwiGLU's `e^-|z|`) to within 2 ulp, from operations that vectorise:
-/// `x = n ln 2 + r` with `n` an integer and `|r| ≤ ln 2 / 2`, `e^r` by a degree-6 polynomial
-/// (Cephes' `expf`), times `2^n` built in the exponent bits. Below −87.3 (where `e^x` leaves
-/// the normal floats) it gives 0.
+/// `e^x` for `x ≤ 0` (softmax's arguments, SwiGLU's `e^-|z|`) to within 2 ulp, from operations
+/// that vectorise: `x = n ln 2 + r` with `n` an integer and `|r| ≤ ln 2 / 2`, `e^r` by a
+/// degree-6 polynomial (Cephes' `expf`), times `2^n` built in the exponent bits. Below −87.3
+/// (where `e^x` leaves the normal floats) it gives 0.
 #[inline(always)]
 pub(super) fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
