@@ -281,13 +281,24 @@ pub(crate) const fn q4k_slot(sb: usize) -> usize {
 /// ggml's `Q8_0`: `d = amax / 127`, `q = round(x / d)`, `d` kept as f16. Returns `d`.
 #[inline(always)]
 fn quantize_q8_0(x: &[f32], q: &mut [i8]) -> f32 {
+    quantize_q8_0_f16(x, q).to_f32()
+}
+
+/// [`quantize_q8_0`] with `d` as the f16 a `Q8_0` block stores: the values of candle's (and
+/// ggml's) `Q8_0` quantiser, to the bit, in loops that vectorise and call no library function.
+#[inline(always)]
+pub(crate) fn quantize_q8_0_f16(x: &[f32], q: &mut [i8]) -> half::f16 {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if let (Ok(x), Ok(q)) = (x.try_into(), <&mut [i8; 32]>::try_from(&mut *q)) {
+        return simd128::quantize_q8_0(x, q);
+    }
     let amax = abs_max(x);
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     for (q, &v) in q.iter_mut().zip(x) {
         *q = to_i8(round_half_away(v * id));
     }
-    half::f16::from_f32(d).to_f32()
+    half::f16::from_f32(d)
 }
 
 /// The largest `|v|` of `x` (0 for none), NaNs skipped. Eight running maxima (the order of a
@@ -352,6 +363,56 @@ fn round_half_away(v: f32) -> f32 {
         t + 1f32.copysign(v)
     } else {
         t
+    }
+}
+
+/// [`quantize_q8_0_f16`] four values at a time in WebAssembly, where the compiler leaves its
+/// loops scalar (the conversion to an integer traps in scalar form): the same comparisons,
+/// roundings and clamps, so the same values.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128 {
+    use core::arch::wasm32::*;
+
+    #[inline(always)]
+    pub(super) fn quantize_q8_0(x: &[f32; 32], q: &mut [i8; 32]) -> half::f16 {
+        // SAFETY: eight loads of four f32 within the 32; unaligned loads are fine.
+        let v: [v128; 8] =
+            core::array::from_fn(|i| unsafe { v128_load(x.as_ptr().add(4 * i) as *const v128) });
+        // `abs_max`: a lane keeps `|v|` where it is larger (a NaN never is).
+        let mut m = f32x4_splat(0.0);
+        for &v in &v {
+            let a = f32x4_abs(v);
+            m = v128_bitselect(a, m, f32x4_gt(a, m));
+        }
+        let lanes = [
+            f32x4_extract_lane::<0>(m),
+            f32x4_extract_lane::<1>(m),
+            f32x4_extract_lane::<2>(m),
+            f32x4_extract_lane::<3>(m),
+        ];
+        let amax = lanes
+            .into_iter()
+            .fold(0f32, |m, a| if a > m { a } else { m });
+        let d = amax / 127.0;
+        let id = f32x4_splat(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let ints = v.map(|v| {
+            // `round_half_away`: `t + copysign(1, y)` where `|y − t| ≥ 0.5`, else `t`.
+            let y = f32x4_mul(v, id);
+            let t = f32x4_trunc(y);
+            let away = f32x4_ge(f32x4_abs(f32x4_sub(y, t)), f32x4_splat(0.5));
+            let step = v128_or(f32x4_splat(1.0), v128_and(y, f32x4_splat(-0.0)));
+            let r = v128_bitselect(f32x4_add(t, step), t, away);
+            // `to_i8`: clamped (a NaN stays NaN through both), then converted (NaN to 0).
+            let r = f32x4_pmin(f32x4_pmax(r, f32x4_splat(-128.0)), f32x4_splat(127.0));
+            i32x4_trunc_sat_f32x4(r)
+        });
+        for (i, out) in q.chunks_exact_mut(16).enumerate() {
+            let [a, b, c, e] = [0, 1, 2, 3].map(|k| ints[4 * i + k]);
+            let bytes = i8x16_narrow_i16x8(i16x8_narrow_i32x4(a, b), i16x8_narrow_i32x4(c, e));
+            // SAFETY: 16 bytes into a 16-byte chunk; unaligned stores are fine.
+            unsafe { v128_store(out.as_mut_ptr() as *mut v128, bytes) };
+        }
+        half::f16::from_f32(d)
     }
 }
 

@@ -122,6 +122,39 @@ pub(crate) fn q5_0_value(blk: &[u8], i: usize) -> i32 {
     (nibble as i32) | ((((qh >> i) & 1) as i32) << 4)
 }
 
+/// `x` as `Q8_0` blocks in `blocks` (34 bytes per 32 values: the scale `d` as a little-endian
+/// f16, then 32 values in i8): `d = amax / 127`, `q = round(x / d)`, the blocks candle's and
+/// ggml's quantiser write, to the bit (the loader re-quantises `Q5_0` matrices with it; candle's
+/// own quantiser calls a library function per value in WebAssembly).
+pub fn quantize_row_q8_0(x: &[f32], blocks: &mut [u8]) -> Result<(), KernelError> {
+    let format = Format::Q8_0;
+    if !x.len().is_multiple_of(32) {
+        return Err(KernelError::RaggedRow {
+            format,
+            cols: x.len(),
+            block: 32,
+        });
+    }
+    if blocks.len() != x.len() / 32 * 34 {
+        return Err(KernelError::WrongSize {
+            format,
+            rows: 1,
+            cols: x.len(),
+            expected: x.len() / 32 * 34,
+            got: blocks.len(),
+        });
+    }
+    for (x, blk) in x.chunks_exact(32).zip(blocks.chunks_exact_mut(34)) {
+        let mut q = [0i8; 32];
+        let d = crate::activations::quantize_q8_0_f16(x, &mut q);
+        blk[..2].copy_from_slice(&d.to_le_bytes());
+        for (b, q) in blk[2..].iter_mut().zip(q) {
+            *b = q as u8;
+        }
+    }
+    Ok(())
+}
+
 /// One row of `format` blocks as f32 (the reference the tests compare against).
 pub fn dequantize_row(format: Format, row: &[u8]) -> Result<Vec<f32>, KernelError> {
     let (bv, bb) = (format.block_values(), format.block_bytes());

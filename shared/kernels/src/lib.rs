@@ -36,7 +36,7 @@ mod x86;
 
 pub use activations::Activations;
 pub use driver::{matmul, matmul_quantized, matmul_quantized_rows, Parallel, Serial};
-pub use formats::{dequantize_row, Format};
+pub use formats::{dequantize_row, quantize_row_q8_0, Format};
 pub use packed::{Layout, PackedWeights};
 
 /// What a kernel cannot do with its arguments.

@@ -459,3 +459,45 @@ fn a_row_alone_or_with_others(backend: Backend) {
         }
     }
 }
+
+/// candle's `BlockQ8_0::from_float` as it is written (`f32::max`, `f32::round`, `as i8`).
+fn candle_q8_0(x: &[f32]) -> Vec<u8> {
+    let mut out = vec![];
+    for x in x.chunks_exact(32) {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(half::f16::from_f32(d).to_le_bytes());
+        out.extend(x.iter().map(|&v| (v * id).round() as i8 as u8));
+    }
+    out
+}
+
+#[test]
+fn weights_quantised_to_q8_0_are_candles_blocks() {
+    let mut rng = Rng(0x005E_ED0F_0008);
+    let mut x: Vec<f32> = (0..64 * 32).map(|_| rng.unit() * 3.0 - 1.5).collect();
+    // Whole numbers times a power of two (as a dequantised `Q5_0` block holds), blocks of
+    // zeros, of one value, with NaN and infinities, and of ties.
+    for (i, v) in x[..32 * 8].iter_mut().enumerate() {
+        *v = ((i * 7 % 32) as f32 - 16.0) * 0.125;
+    }
+    x[32 * 8..32 * 9].fill(0.0);
+    x[32 * 9..32 * 10].fill(-0.75);
+    x[32 * 10 + 3] = f32::NAN;
+    x[32 * 11 + 5] = f32::INFINITY;
+    x[32 * 12 + 7] = f32::NEG_INFINITY;
+    x[32 * 13 + 1] = 1e-40; // subnormal
+                            // `amax = 127`, so `d = 1` and every value x.5 is a tie, which goes away from zero.
+    for (i, v) in x[32 * 14..32 * 15].iter_mut().enumerate() {
+        *v = if i == 0 { 127.0 } else { i as f32 - 15.5 };
+    }
+    let mut got = vec![0u8; x.len() / 32 * 34];
+    hlm_kernels::quantize_row_q8_0(&x, &mut got).unwrap();
+    let want = candle_q8_0(&x);
+    for (b, (g, w)) in got.chunks(34).zip(want.chunks(34)).enumerate() {
+        assert_eq!(g, w, "block {b}");
+    }
+    assert!(hlm_kernels::quantize_row_q8_0(&x[..31], &mut got[..0]).is_err());
+    assert!(hlm_kernels::quantize_row_q8_0(&x[..32], &mut got[..33]).is_err());
+}

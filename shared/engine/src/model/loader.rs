@@ -490,12 +490,22 @@ where
     // block types are plain `repr(C)` data.
     let src = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const T, data.len() / size) };
     const CHUNK: usize = 1024;
+    const Q8_0_BYTES: usize = 34;
+    if std::mem::size_of::<BlockQ8_0>() != Q8_0_BYTES {
+        return Err("candle's Q8_0 block is not the file's 34 bytes".into());
+    }
     let mut dst = vec![BlockQ8_0::zeros(); src.len()];
     let mut buf = vec![0f32; CHUNK * T::BLCK_SIZE];
     for (s, d) in src.chunks(CHUNK).zip(dst.chunks_mut(CHUNK)) {
         let f = &mut buf[..s.len() * T::BLCK_SIZE];
         T::to_float(s, f);
-        BlockQ8_0::from_float(f, d);
+        // SAFETY: `BlockQ8_0` is a `repr(C)` pair of an f16 and 32 i8 (34 bytes, checked
+        // above), for which every byte pattern is valid.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(d.as_mut_ptr() as *mut u8, d.len() * Q8_0_BYTES)
+        };
+        // candle's `BlockQ8_0::from_float`, to the bit, without a library call per value.
+        hlm_kernels::quantize_row_q8_0(f, bytes).map_err(|e| e.to_string())?;
     }
     QTensor::new(
         candle_core::quantized::QStorage::Cpu(Box::new(dst)),
