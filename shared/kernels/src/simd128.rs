@@ -73,7 +73,7 @@ fn one_row(format: Format, data: &[u8], row_bytes: usize, p: &RowPtrs, dst: &mut
             row_kernel::<1>(format, row(r0), p, &mut dst[r0..r0 + 1]);
         } else if let Some(r1) = order.next() {
             let mut two = [0f32; 2];
-            q8_0_pair((row(r0), row(r1)), p, &mut two);
+            q8_0_together([row(r0), row(r1)], p, &mut two);
             (dst[r0], dst[r1]) = (two[0], two[1]);
         } else {
             q8_0_row::<1>(row(r0), p, &mut dst[r0..r0 + 1]);
@@ -469,33 +469,36 @@ fn q8_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     }
 }
 
-/// Two `Q8_0` weight rows against the one activation row of `p` (a decode step): each block of
-/// activation values is loaded once for both. Pointers walk the rows: the slices' index
-/// arithmetic took as many instructions as the products.
-fn q8_0_pair(rows: (&[u8], &[u8]), p: &RowPtrs, outs: &mut [f32]) {
-    let blocks = rows.0.len() / 34;
+/// `R` `Q8_0` weight rows against the one activation row of `p` (a decode step): each block of
+/// activation values is loaded once for all of them. The rows' blocks are found from one
+/// offset: pointers kept in an array that moves had the compiler pack two of them into one
+/// 64-bit integer and unpack them again in every iteration.
+fn q8_0_together<const R: usize>(rows: [&[u8]; R], p: &RowPtrs, outs: &mut [f32]) {
+    let blocks = rows[0].len() / 34;
     let (x, d) = (p.x[0], p.d[0]);
-    assert!(rows.1.len() == rows.0.len() && x.len() >= 32 * blocks && d.len() >= blocks);
-    let mut acc = [Acc::zero(); 2];
-    let mut w = [rows.0.as_ptr(), rows.1.as_ptr()];
+    assert!(rows.iter().all(|r| r.len() == 34 * blocks));
+    assert!(x.len() >= 32 * blocks && d.len() >= blocks && outs.len() == R);
+    let base = rows.map(<[u8]>::as_ptr);
+    let mut acc = [Acc::zero(); R];
     for b in 0..blocks {
-        // SAFETY: block `b` of both rows (34 bytes from `w`) and the activations' values
+        // SAFETY: block `b` of every row (34 bytes from `34 b`) and the activations' values
         // `32 b .. 32 b + 32` and scale `b` are in the slices, checked above.
         unsafe {
             let x = X32::load(x.as_ptr().add(32 * b), 0, 32 * b);
             let dx = *d.get_unchecked(b);
-            for (acc, &w) in acc.iter_mut().zip(&w) {
+            for (acc, &row) in acc.iter_mut().zip(&base) {
+                let w = row.add(34 * b);
                 let load = |at: usize| v128_load(w.add(at) as *const v128);
                 let weights = SignedWeights::new([load(2), load(18)]);
                 // The block's scale: an f16, little-endian as WebAssembly is.
                 let dw = p.f16[std::ptr::read_unaligned(w as *const u16) as usize];
                 acc.add(p.dot_signed(&x, &weights), scale(dw, dx));
             }
-            w = w.map(|w| w.add(34));
         }
     }
-    outs[0] = acc[0].sum() as f32;
-    outs[1] = acc[1].sum() as f32;
+    for (o, acc) in outs.iter_mut().zip(acc) {
+        *o = acc.sum() as f32;
+    }
 }
 
 /// `Q5_0`: `Σ_b d_w d_x (Σ u_w q_x − 16 Σ q_x)`, `u_w = q_w + 16` in 0..31.
