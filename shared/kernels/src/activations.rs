@@ -402,7 +402,9 @@ mod simd128 {
             let away = f32x4_ge(f32x4_abs(f32x4_sub(y, t)), f32x4_splat(0.5));
             let step = v128_or(f32x4_splat(1.0), v128_and(y, f32x4_splat(-0.0)));
             let r = v128_bitselect(f32x4_add(t, step), t, away);
-            // `to_i8`: clamped (a NaN stays NaN through both), then converted (NaN to 0).
+            // `to_i8`: a NaN to 0 first (with relaxed SIMD the clamp may become `maxps`, which
+            // turns a NaN into its other operand), then clamped and converted.
+            let r = v128_and(r, f32x4_eq(r, r));
             let r = f32x4_pmin(f32x4_pmax(r, f32x4_splat(-128.0)), f32x4_splat(127.0));
             i32x4_trunc_sat_f32x4(r)
         });
