@@ -128,23 +128,24 @@ pub(crate) fn q5_0_value(blk: &[u8], i: usize) -> i32 {
 /// own quantiser calls a library function per value in WebAssembly).
 pub fn quantize_row_q8_0(x: &[f32], blocks: &mut [u8]) -> Result<(), KernelError> {
     let format = Format::Q8_0;
-    if !x.len().is_multiple_of(32) {
+    let (bv, bb) = (format.block_values(), format.block_bytes());
+    if !x.len().is_multiple_of(bv) {
         return Err(KernelError::RaggedRow {
             format,
             cols: x.len(),
-            block: 32,
+            block: bv,
         });
     }
-    if blocks.len() != x.len() / 32 * 34 {
+    if blocks.len() != x.len() / bv * bb {
         return Err(KernelError::WrongSize {
             format,
             rows: 1,
             cols: x.len(),
-            expected: x.len() / 32 * 34,
+            expected: x.len() / bv * bb,
             got: blocks.len(),
         });
     }
-    for (x, blk) in x.chunks_exact(32).zip(blocks.chunks_exact_mut(34)) {
+    for (x, blk) in x.chunks_exact(bv).zip(blocks.chunks_exact_mut(bb)) {
         let mut q = [0i8; 32];
         let d = crate::activations::quantize_q8_0_f16(x, &mut q);
         blk[..2].copy_from_slice(&d.to_le_bytes());

@@ -490,8 +490,8 @@ where
     // block types are plain `repr(C)` data.
     let src = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const T, data.len() / size) };
     const CHUNK: usize = 1024;
-    const Q8_0_BYTES: usize = 34;
-    if std::mem::size_of::<BlockQ8_0>() != Q8_0_BYTES {
+    let q8_0_bytes = hlm_kernels::Format::Q8_0.block_bytes();
+    if std::mem::size_of::<BlockQ8_0>() != q8_0_bytes {
         return Err("candle's Q8_0 block is not the file's 34 bytes".into());
     }
     let mut dst = vec![BlockQ8_0::zeros(); src.len()];
@@ -502,7 +502,7 @@ where
         // SAFETY: `BlockQ8_0` is a `repr(C)` pair of an f16 and 32 i8 (34 bytes, checked
         // above), for which every byte pattern is valid.
         let bytes = unsafe {
-            std::slice::from_raw_parts_mut(d.as_mut_ptr() as *mut u8, d.len() * Q8_0_BYTES)
+            std::slice::from_raw_parts_mut(d.as_mut_ptr() as *mut u8, d.len() * q8_0_bytes)
         };
         // candle's `BlockQ8_0::from_float`, to the bit, without a library call per value.
         hlm_kernels::quantize_row_q8_0(f, bytes).map_err(|e| e.to_string())?;
