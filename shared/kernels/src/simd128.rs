@@ -240,6 +240,30 @@ struct SignedWeights {
 }
 
 impl SignedWeights {
+    /// The 32 values at `q`. Without relaxed SIMD each 8 go straight to i16 as they load
+    /// (`i16x8.load8x8_s`: one `pmovsxbw` from memory on x86, where widening the high half of a
+    /// loaded vector takes two instructions).
+    ///
+    /// SAFETY: `q` must point to 32 readable bytes.
+    #[inline(always)]
+    unsafe fn load(q: *const u8) -> Self {
+        #[cfg(target_feature = "relaxed-simd")]
+        {
+            // SAFETY: the caller's; unaligned loads are fine.
+            let load = |at: usize| unsafe { v128_load(q.add(at) as *const v128) };
+            SignedWeights::new([load(0), load(16)])
+        }
+        #[cfg(not(target_feature = "relaxed-simd"))]
+        {
+            // SAFETY: the caller's; unaligned loads are fine.
+            let load = |at: usize| unsafe { i16x8_load_extend_i8x8(q.add(at) as *const i8) };
+            SignedWeights {
+                wide: Weights([[load(0), load(8)], [load(16), load(24)]]),
+            }
+        }
+    }
+
+    #[cfg(target_feature = "relaxed-simd")]
     #[inline(always)]
     fn new(raw: [v128; 2]) -> Self {
         #[cfg(target_feature = "relaxed-simd")]
@@ -250,13 +274,6 @@ impl SignedWeights {
                 size: Weights::small(raw.map(|v| i8x16_abs(v))),
                 negative: raw.map(|v| i8x16_lt(v, i8x16_splat(0))),
                 fits: !v128_any_true(v128_or(i8x16_eq(raw[0], min), i8x16_eq(raw[1], min))),
-            }
-        }
-        #[cfg(not(target_feature = "relaxed-simd"))]
-        {
-            let [a, b] = raw.map(widen_i8);
-            SignedWeights {
-                wide: Weights([a, b]),
             }
         }
     }
@@ -455,7 +472,9 @@ fn nibbles(b: &[u8], at: usize) -> Weights<2> {
 fn q8_0_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
     let mut acc = [Acc::zero(); G];
     for (b, blk) in row.chunks_exact(34).enumerate() {
-        let w = SignedWeights::new([load16(blk, 2), load16(blk, 18)]);
+        assert_eq!(blk.len(), 34);
+        // SAFETY: the block's 32 values from byte 2.
+        let w = unsafe { SignedWeights::load(blk.as_ptr().add(2)) };
         let d = p.f16_at(blk, 0);
         for t in 0..G {
             acc[t].add(
@@ -488,8 +507,7 @@ fn q8_0_together<const R: usize>(rows: [&[u8]; R], p: &RowPtrs, outs: &mut [f32]
             let dx = *d.get_unchecked(b);
             for (acc, &row) in acc.iter_mut().zip(&base) {
                 let w = row.add(34 * b);
-                let load = |at: usize| v128_load(w.add(at) as *const v128);
-                let weights = SignedWeights::new([load(2), load(18)]);
+                let weights = SignedWeights::load(w.add(2));
                 // The block's scale: an f16, little-endian as WebAssembly is.
                 let dw = p.f16[std::ptr::read_unaligned(w as *const u16) as usize];
                 acc.add(p.dot_signed(&x, &weights), scale(dw, dx));
