@@ -17,6 +17,7 @@ pub mod energy;
 pub mod filter;
 pub mod head;
 pub mod importance;
+mod normaliser;
 pub mod sampling;
 pub mod signals;
 pub mod uncertainty;
