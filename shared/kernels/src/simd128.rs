@@ -570,26 +570,41 @@ fn q4_1_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
 
 /// `Q4_K`: `Σ_b d d_x Σ_sb s_sb (q · x) − dmin d_x Σ_sb n_sb Σx`.
 fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
+    // Where run j's low and high nibbles' sub-blocks (2j, 2j + 1) sit in a block's activations,
+    // from a table: worked out in the loop, they took a dozen instructions a run.
+    const AT: [[usize; 2]; 4] = {
+        let mut at = [[0; 2]; 4];
+        let mut j = 0;
+        while j < 4 {
+            at[j] = [32 * q4k_slot(2 * j), 32 * q4k_slot(2 * j + 1)];
+            j += 1;
+        }
+        at
+    };
+    // The mask as a value the compiler cannot see through: as a constant, V8 built it anew at
+    // each use (three instructions), and the byte shift became a 16-bit shift and a second mask.
+    let m4 = core::hint::black_box(u8x16_splat(0x0F));
     let mut acc = [Acc::zero(); G];
     let mut acc_min = [0f64; G];
     for (b, blk) in row.chunks_exact(144).enumerate() {
         let x: [&[XValue; 256]; G] = core::array::from_fn(|t| p.block(t, b));
         let (d, dmin) = (p.f16_at(blk, 0), p.f16_at(blk, 2));
         let sm = q4k_scales_mins_words(&blk[4..16]);
-        let sc = |sb: usize| i32x4_splat(((sm[sb / 4] >> (8 * (sb % 4))) & 0xFF) as i32);
+        let scales: [i32; 8] =
+            core::array::from_fn(|sb| ((sm[sb / 4] >> (8 * (sb % 4))) & 0xFF) as i32);
         // The eight mins as i16.
         let mins = u16x8_extend_low_u8x16(u32x4(sm[2], sm[3], 0, 0));
         let mut s = [i32x4_splat(0); G];
         // Run j's 32 bytes: sub-block 2j in the low nibbles, 2j + 1 in the high ones.
-        for j in 0..4 {
+        for (j, &[at_lo, at_hi]) in AT.iter().enumerate() {
             let (r0, r1) = (load16(blk, 16 + 32 * j), load16(blk, 32 + 32 * j));
-            let m4 = u8x16_splat(0x0F);
+            let high = |r: v128| v128_and(u16x8_shr(r, 4), m4);
             let lo = Weights::small([v128_and(r0, m4), v128_and(r1, m4)]);
-            let hi = Weights::small([u8x16_shr(r0, 4), u8x16_shr(r1, 4)]);
-            let (sc_lo, sc_hi) = (sc(2 * j), sc(2 * j + 1));
+            let hi = Weights::small([high(r0), high(r1)]);
+            let (sc_lo, sc_hi) = (i32x4_splat(scales[2 * j]), i32x4_splat(scales[2 * j + 1]));
             for t in 0..G {
-                let dot_lo = dot_in(x[t], 32 * q4k_slot(2 * j), &lo);
-                let dot_hi = dot_in(x[t], 32 * q4k_slot(2 * j + 1), &hi);
+                let dot_lo = dot_in(x[t], at_lo, &lo);
+                let dot_hi = dot_in(x[t], at_hi, &hi);
                 s[t] = i32x4_add(s[t], i32x4_mul(dot_lo, sc_lo));
                 s[t] = i32x4_add(s[t], i32x4_mul(dot_hi, sc_hi));
             }
@@ -607,44 +622,46 @@ fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
 
 /// `Q6_K`: `Σ_b d d_x Σ_g s_g Σ (q − 32) x`, groups `g` of 16 values.
 fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
-    let (m4, bits45) = (u8x16_splat(0x0F), u8x16_splat(0x30));
+    // Masks as values the compiler cannot see through (see `q4k_row`).
+    let (m4, bits45) = core::hint::black_box((u8x16_splat(0x0F), u8x16_splat(0x30)));
     let mut acc = [Acc::zero(); G];
     for (b, blk) in row.chunks_exact(210).enumerate() {
         let x: [&[XValue; 256]; G] = core::array::from_fn(|t| p.block(t, b));
         let mut s = [i32x4_splat(0); G];
-        // ggml's order: each 128 values from 64 low-nibble bytes and 32 bytes of high bits;
-        // 16 of them at a time (one group), as q in 0..63.
-        for h in 0..2 {
-            for half in 0..2 {
-                let ql_a = load16(blk, 64 * h + 16 * half);
-                let ql_b = load16(blk, 64 * h + 32 + 16 * half);
-                let qh = load16(blk, 128 + 32 * h + 16 * half);
-                // Bits `shift, shift + 1` of each byte of `qh` moved to bits 4 and 5: shifted
-                // as 16-bit lanes (one instruction on x86, where byte shifts take two), the bits
-                // that cross into the next byte masked off.
-                let top = |shift: u32| {
-                    let moved = match shift {
-                        0 => i16x8_shl(qh, 4),
-                        2 => i16x8_shl(qh, 2),
-                        4 => qh,
-                        _ => u16x8_shr(qh, 2),
-                    };
-                    v128_and(moved, bits45)
+        // ggml's order: each 128 values (`h`) from 64 low-nibble bytes and 32 bytes of high
+        // bits; 16 of them at a time (one group), as q in 0..63. One loop over the four
+        // quarters: nested, the inner one was unrolled and a dozen vectors went to the stack.
+        for quarter in 0..4 {
+            let (h, half) = (quarter / 2, quarter % 2);
+            let ql_a = load16(blk, 64 * h + 16 * half);
+            let ql_b = load16(blk, 64 * h + 32 + 16 * half);
+            let qh = load16(blk, 128 + 32 * h + 16 * half);
+            // Bits `shift, shift + 1` of each byte of `qh` moved to bits 4 and 5: shifted as
+            // 16-bit lanes (one instruction on x86, where byte shifts take two), the bits that
+            // cross into the next byte masked off.
+            let top = |shift: u32| {
+                let moved = match shift {
+                    0 => i16x8_shl(qh, 4),
+                    2 => i16x8_shl(qh, 2),
+                    4 => qh,
+                    _ => u16x8_shr(qh, 2),
                 };
-                let values = [
-                    v128_or(v128_and(ql_a, m4), top(0)),
-                    v128_or(v128_and(ql_b, m4), top(2)),
-                    v128_or(u8x16_shr(ql_a, 4), top(4)),
-                    v128_or(u8x16_shr(ql_b, 4), top(6)),
-                ];
-                for (k, v) in values.into_iter().enumerate() {
-                    let at = 128 * h + 32 * k + 16 * half;
-                    let w = Q6Group::new(v);
-                    let sc = i32x4_splat(blk[192 + at / 16] as i8 as i32);
-                    for t in 0..G {
-                        let part = p.dot_q6(x[t], t, b, at, &w);
-                        s[t] = i32x4_add(s[t], i32x4_mul(part, sc));
-                    }
+                v128_and(moved, bits45)
+            };
+            let high = |ql: v128| v128_and(u16x8_shr(ql, 4), m4);
+            let values = [
+                v128_or(v128_and(ql_a, m4), top(0)),
+                v128_or(v128_and(ql_b, m4), top(2)),
+                v128_or(high(ql_a), top(4)),
+                v128_or(high(ql_b), top(6)),
+            ];
+            for (k, v) in values.into_iter().enumerate() {
+                let at = 128 * h + 32 * k + 16 * half;
+                let w = Q6Group::new(v);
+                let sc = i32x4_splat(blk[192 + at / 16] as i8 as i32);
+                for t in 0..G {
+                    let part = p.dot_q6(x[t], t, b, at, &w);
+                    s[t] = i32x4_add(s[t], i32x4_mul(part, sc));
                 }
             }
         }
