@@ -105,8 +105,8 @@ struct RowPtrs<'a> {
     #[cfg(target_feature = "relaxed-simd")]
     sums16: [&'a [i16]; GROUP],
     sums32: [&'a [i16]; GROUP],
-    /// f16 → f64 for the weights' block scales.
-    f16: &'static [f64; 1 << 16],
+    /// f16 → f32 for the weights' block scales.
+    f16: &'static [f32; 1 << 16],
 }
 
 impl<'a> RowPtrs<'a> {
@@ -135,9 +135,9 @@ impl<'a> RowPtrs<'a> {
         p
     }
 
-    /// The f16 at byte `i` of a weight block, as f64.
+    /// The f16 at byte `i` of a weight block, as f32.
     #[inline(always)]
-    fn f16_at(&self, blk: &[u8], i: usize) -> f64 {
+    fn f16_at(&self, blk: &[u8], i: usize) -> f32 {
         self.f16[u16::from_le_bytes([blk[i], blk[i + 1]]) as usize]
     }
 
@@ -421,15 +421,13 @@ impl Acc {
     }
 }
 
-/// f16 → f64 for every bit pattern, 512 KB built on first use: WebAssembly has no conversion
-/// instruction, and the software one costs about as much as a `Q8_0` block's products. (In
-/// f64, not f32: the scales are multiplied in f64, and the conversion is then one instruction
-/// fewer per block and row.)
-fn f16_table() -> &'static [f64; 1 << 16] {
-    static TABLE: std::sync::OnceLock<Box<[f64; 1 << 16]>> = std::sync::OnceLock::new();
+/// f16 → f32 for every bit pattern, 256 KB built on first use: WebAssembly has no conversion
+/// instruction, and the software one costs about as much as a `Q8_0` block's products.
+fn f16_table() -> &'static [f32; 1 << 16] {
+    static TABLE: std::sync::OnceLock<Box<[f32; 1 << 16]>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        let all: Vec<f64> = (0..=u16::MAX)
-            .map(|b| half::f16::from_bits(b).to_f64())
+        let all: Vec<f32> = (0..=u16::MAX)
+            .map(|b| half::f16::from_bits(b).to_f32())
             .collect();
         all.into_boxed_slice().try_into().expect("65536 values")
     })
@@ -437,8 +435,8 @@ fn f16_table() -> &'static [f64; 1 << 16] {
 
 /// `a · b` in f64 (exact for an f16 times an f32).
 #[inline(always)]
-fn scale(a: f64, b: f32) -> f64 {
-    a * b as f64
+fn scale(a: f32, b: f32) -> f64 {
+    a as f64 * b as f64
 }
 
 /// 16 bytes at `p`.
