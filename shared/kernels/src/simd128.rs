@@ -263,18 +263,16 @@ impl SignedWeights {
         }
     }
 
+    /// With relaxed SIMD: `|w|`, the sign masks, and whether the block holds −128.
     #[cfg(target_feature = "relaxed-simd")]
     #[inline(always)]
     fn new(raw: [v128; 2]) -> Self {
-        #[cfg(target_feature = "relaxed-simd")]
-        {
-            let min = i8x16_splat(i8::MIN);
-            SignedWeights {
-                raw,
-                size: Weights::small(raw.map(|v| i8x16_abs(v))),
-                negative: raw.map(|v| i8x16_lt(v, i8x16_splat(0))),
-                fits: !v128_any_true(v128_or(i8x16_eq(raw[0], min), i8x16_eq(raw[1], min))),
-            }
+        let min = i8x16_splat(i8::MIN);
+        SignedWeights {
+            raw,
+            size: Weights::small(raw.map(|v| i8x16_abs(v))),
+            negative: raw.map(|v| i8x16_lt(v, i8x16_splat(0))),
+            fits: !v128_any_true(v128_or(i8x16_eq(raw[0], min), i8x16_eq(raw[1], min))),
         }
     }
 }
