@@ -459,6 +459,13 @@ fn widen_i8(v: v128) -> [v128; 2] {
     [i16x8_extend_low_i8x16(v), i16x8_extend_high_i8x16(v)]
 }
 
+/// The high nibble of each byte of `v`, with `m4` the mask `0x0F` in every byte: a 16-bit
+/// shift and the mask (a byte shift is two more instructions on x86).
+#[inline(always)]
+fn high_nibbles(v: v128, m4: v128) -> v128 {
+    v128_and(u16x8_shr(v, 4), m4)
+}
+
 /// 16 bytes of nibbles as 32 values: the low nibbles first, then the high ones.
 #[inline(always)]
 fn nibbles(b: &[u8], at: usize) -> Weights<2> {
@@ -596,9 +603,8 @@ fn q4k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
         // Run j's 32 bytes: sub-block 2j in the low nibbles, 2j + 1 in the high ones.
         for (j, &[at_lo, at_hi]) in AT.iter().enumerate() {
             let (r0, r1) = (load16(blk, 16 + 32 * j), load16(blk, 32 + 32 * j));
-            let high = |r: v128| v128_and(u16x8_shr(r, 4), m4);
             let lo = Weights::small([v128_and(r0, m4), v128_and(r1, m4)]);
-            let hi = Weights::small([high(r0), high(r1)]);
+            let hi = Weights::small([high_nibbles(r0, m4), high_nibbles(r1, m4)]);
             let (sc_lo, sc_hi) = (i32x4_splat(scales[2 * j]), i32x4_splat(scales[2 * j + 1]));
             for t in 0..G {
                 let dot_lo = dot_in(x[t], at_lo, &lo);
@@ -646,12 +652,11 @@ fn q6k_row<const G: usize>(row: &[u8], p: &RowPtrs, outs: &mut [f32]) {
                 };
                 v128_and(moved, bits45)
             };
-            let high = |ql: v128| v128_and(u16x8_shr(ql, 4), m4);
             let values = [
                 v128_or(v128_and(ql_a, m4), top(0)),
                 v128_or(v128_and(ql_b, m4), top(2)),
-                v128_or(high(ql_a), top(4)),
-                v128_or(high(ql_b), top(6)),
+                v128_or(high_nibbles(ql_a, m4), top(4)),
+                v128_or(high_nibbles(ql_b, m4), top(6)),
             ];
             for (k, v) in values.into_iter().enumerate() {
                 let at = 128 * h + 32 * k + 16 * half;
