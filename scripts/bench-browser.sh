@@ -7,21 +7,29 @@
 # shared and noisy: compare within a run).
 #
 #   scripts/bench-browser.sh [--rounds N] [--tokens N] [--port P]
+#   scripts/bench-browser.sh --pairs N [--tokens N] [--port P]
 #
 # The page's figure is decode in mode `never` (the draft model's forward and the loop's own work
 # per token, the uncertainty's passes included); the native one is the bare forward. Needs the
 # browser build (scripts/build-web.sh, run here if www/pkg is missing) and Chromium with
 # playwright-core (scripts/setup-tools.sh). Writes target/bench-browser/{results.jsonl,table.md};
 # docs/benchmarks.md quotes runs.
+#
+# --pairs N alternates instead at the finest grain: the page stays loaded and decodes, then native
+# decodes as many tokens on as many threads (`hlm bench --draft-backends cpu`: the drafter the
+# loop uses, uncertainty included, like the page's figure), N times per thread count; each pair's
+# two halves run seconds apart, so the machine's slow minutes fall on both. Writes
+# target/bench-browser/{pairs.jsonl,pairs.md}: every pair's ratio and their median.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=2 TOKENS=64 PORT=8093
+ROUNDS=2 TOKENS=64 PORT=8093 PAIRS=
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --tokens) TOKENS=$2; shift 2 ;;
     --port) PORT=$2; shift 2 ;;
-    *) echo "usage: $0 [--rounds N] [--tokens N] [--port P]" >&2; exit 2 ;;
+    --pairs) PAIRS=$2; shift 2 ;;
+    *) echo "usage: $0 [--rounds N | --pairs N] [--tokens N] [--port P]" >&2; exit 2 ;;
   esac
 done
 OUT=target/bench-browser
@@ -46,6 +54,31 @@ for _ in $(seq 1 180); do
   kill -0 $SERVER 2>/dev/null || { cat "$OUT/server.log" >&2; exit 1; }
   sleep 1
 done
+if [ -n "$PAIRS" ]; then
+  hlm_path="$(pwd)/target/release/hlm"
+  (cd web-client/tests && node bench.mjs --base "$BASE" --tokens "$TOKENS" --threads 1,2 \
+    --pairs "$PAIRS" --hlm "$hlm_path") | grep '^{' | tee "$OUT/pairs.jsonl"
+  python3 - "$OUT/pairs.jsonl" "$TOKENS" >"$OUT/pairs.md" <<'PY'
+import json, statistics, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows = [r for r in lines if not r.get("warmup")]
+first = ", ".join(f"{r['page_tok_s']:.1f} tok/s on {r['threads']}" for r in lines if r.get("warmup"))
+out = [f"Draft decode over {sys.argv[2]} tokens, tok/s; page and native alternating, one pair per line",
+       f"(the page's first generation after loading, not counted: {first}).", "",
+       "| threads | pair | page | native | page ÷ native |", "|---|---|---|---|---|"]
+out += [f"| {r['threads']} | {r['pair'] + 1} | {r['page_tok_s']:.1f} | {r['native_tok_s']:.1f} | {r['ratio']:.2f} × |"
+        for r in rows]
+out.append("")
+for threads in sorted({r["threads"] for r in rows}, reverse=True):
+    ratios = [r["ratio"] for r in rows if r["threads"] == threads]
+    met = sum(x >= 0.5 for x in ratios)
+    out.append(f"Page ÷ native, {threads} thread{'s' if threads > 1 else ''}: median {statistics.median(ratios):.2f} ×, "
+               f"{min(ratios):.2f}-{max(ratios):.2f} ×, at least 0.5 × in {met} of {len(ratios)} pairs.")
+print("\n".join(out))
+PY
+  cat "$OUT/pairs.md"
+  exit 0
+fi
 
 : >"$OUT/results.jsonl"
 for round in $(seq 1 "$ROUNDS"); do
