@@ -90,6 +90,7 @@ async function pairs(backend, threads) {
     console.log(JSON.stringify({ warmup: true, threads: Number(threads), page_tok_s: first.decode_tok_s }));
     for (let i = 0; i < Number(args.pairs); i++) {
       const p = await page.evaluate(() => window.hlmDecode());
+      if (!p.decode_tok_s) throw new Error(`the page decoded ${p.tokens} tokens: too few for a speed`);
       const native = await nativeTokS(threads, tokens);
       console.log(JSON.stringify({
         pair: i, asked: backend, threads: Number(threads), page_tok_s: p.decode_tok_s,
