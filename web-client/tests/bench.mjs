@@ -26,23 +26,38 @@ if (!args.base) {
   process.exit(2);
 }
 
-/** Cold and warm runs of bench.html asking for `backend` (and `threads`); false if a run failed. */
-async function bench(backend, threads) {
+/** bench.html's address asking for `backend` (and `threads`, and the server's token). */
+function benchUrl(backend, threads) {
   const url = new URL('bench.html', args.base);
   url.searchParams.set('tokens', args.tokens || '64');
   url.searchParams.set('backend', backend);
   if (threads) url.searchParams.set('threads', threads);
   if (args.token) url.searchParams.set('token', args.token);
-  const browser = await launchChromium({ extraArgs: backend === 'webgpu' ? ['--enable-unsafe-webgpu'] : [] });
+  return url;
+}
+
+/** Chromium for `backend` (WebGPU needs --enable-unsafe-webgpu). */
+function launchFor(backend) {
+  return launchChromium({ extraArgs: backend === 'webgpu' ? ['--enable-unsafe-webgpu'] : [] });
+}
+
+/** A new page at `url`, once bench.html is done or failed: `[page, window.hlmBench]`. */
+async function openBench(browser, url, label) {
+  const page = await browser.context.newPage();
+  page.on('console', (m) => m.type() === 'error' && console.error(`[${label}] ${m.text()}`));
+  await page.goto(url.href);
+  await page.waitForFunction(() => window.hlmBench && (window.hlmBench.done || window.hlmBench.error), null, {
+    timeout: 30 * 60 * 1000,
+  });
+  return [page, await page.evaluate(() => window.hlmBench)];
+}
+
+/** Cold and warm runs of bench.html asking for `backend` (and `threads`); false if a run failed. */
+async function bench(backend, threads) {
+  const browser = await launchFor(backend);
   try {
     for (const run of ['cold', 'warm']) {
-      const page = await browser.context.newPage();
-      page.on('console', (m) => m.type() === 'error' && console.error(`[${backend} ${run}] ${m.text()}`));
-      await page.goto(url.href);
-      await page.waitForFunction(() => window.hlmBench && (window.hlmBench.done || window.hlmBench.error), null, {
-        timeout: 30 * 60 * 1000,
-      });
-      const r = await page.evaluate(() => window.hlmBench);
+      const [page, r] = await openBench(browser, benchUrl(backend, threads), `${backend} ${run}`);
       if (r.error) {
         console.error(`[${backend} ${run}] ${r.error}`);
         return false;
@@ -72,17 +87,11 @@ async function nativeTokS(threads, tokens) {
 /** `pairs` alternations of one page decode and one native decode on `threads` threads. */
 async function pairs(backend, threads) {
   const tokens = args.tokens || '64';
-  const url = new URL('bench.html', args.base);
-  url.search = new URLSearchParams({ hold: '', tokens, backend, threads }).toString();
-  const browser = await launchChromium();
+  const url = benchUrl(backend, threads);
+  url.searchParams.set('hold', '');
+  const browser = await launchFor(backend);
   try {
-    const page = await browser.context.newPage();
-    page.on('console', (m) => m.type() === 'error' && console.error(`[pairs ${threads}] ${m.text()}`));
-    await page.goto(url.href);
-    await page.waitForFunction(() => window.hlmBench && (window.hlmBench.done || window.hlmBench.error), null, {
-      timeout: 30 * 60 * 1000,
-    });
-    const error = await page.evaluate(() => window.hlmBench.error);
+    const [page, { error }] = await openBench(browser, url, `pairs ${threads}`);
     if (error) throw new Error(`page: ${error}`);
     // The first generation after loading (V8 may still be compiling optimised code for it):
     // printed apart, not counted in the pairs.
