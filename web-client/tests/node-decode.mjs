@@ -1,6 +1,6 @@
 // The page's own WebAssembly module (the single-thread build of the npm package) decoding in
-// Node, without a browser: the draft model from a verifier-server with --www, the same prompt as
-// www/bench.html, mode `never`. It tells the page's module apart from the browser around it, and
+// Node, without a browser: the draft model from a verifier-server with --www, the same prompt and
+// timings as www/bench.html (www/bench-measure.js), mode `never`. It tells the page's module apart from the browser around it, and
 // `node --prof` on it gives a profile by WebAssembly function (`node --prof-process`).
 //
 //   node --experimental-websocket web-client/tests/node-decode.mjs --base http://127.0.0.1:8093/ \
@@ -13,6 +13,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { PROMPT, splitMs } from '../../www/bench-measure.js';
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
@@ -23,7 +24,6 @@ if (!args.base || typeof WebSocket === 'undefined') {
   );
   process.exit(2);
 }
-const PROMPT = 'Write a Python function that checks whether a string is a palindrome.';
 const dir = resolve(args.wasm || new URL('../../www/pkg/wasm', import.meta.url).pathname);
 const glue = await import(pathToFileURL(`${dir}/hlm_web_client.js`).href);
 glue.initSync({ module: readFileSync(`${dir}/hlm_web_client_bg.wasm`) });
@@ -41,9 +41,7 @@ for (let run = 0; run < Number(args.runs || 2); run++) {
   const events = [];
   await engine.generate(PROMPT, { maxTokens: Number(args.tokens || 64), mode: 'never' }, (e) => events.push(e));
   if (events.length < 2) throw new Error(`only ${events.length} tokens generated`);
-  const [first, last] = [events[0], events[events.length - 1]];
-  const n = events.length - 1;
-  const forward = ((last.draftForwardS - first.draftForwardS) * 1000) / n;
+  const { forward_ms_per_token, loop_ms_per_token } = splitMs(events);
   // Events that drafted no token of their own carry no forward time.
   const steps = events
     .slice(1)
@@ -54,10 +52,10 @@ for (let run = 0; run < Number(args.runs || 2); run++) {
     JSON.stringify({
       run,
       tokens: events.length,
-      forward_ms_per_token: forward,
+      forward_ms_per_token,
       forward_ms_median: steps[steps.length >> 1],
       forward_ms_best: steps[0],
-      loop_ms_per_token: ((last.draftTimeS - first.draftTimeS) * 1000) / n - forward,
+      loop_ms_per_token,
     }),
   );
 }
