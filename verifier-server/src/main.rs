@@ -95,6 +95,52 @@ async fn serve(pinned: Option<usize>) -> anyhow::Result<()> {
         tracing::info!("{n} CPU(s) allowed: the model runs {n} thread(s)");
     }
     let args = Args::parse();
+    let tokens = accepted_tokens(&args)?;
+    let path = fetch_model(&args.model, "model")?;
+    let draft_model = match &args.draft_model {
+        Some(name) => Some((name.clone(), fetch_model(name, "draft model")?)),
+        None => None,
+    };
+    let t = std::time::Instant::now();
+    let (model, tokenizer) = hlm_engine::load_model_and_tokenizer(
+        &path,
+        &LoadOptions {
+            device: args.device.clone(),
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("loading {}", path.display()))?;
+    let model = Arc::new(model);
+    let vocab = hlm_engine::decode::vocab_info(&tokenizer, model.config());
+    tracing::info!(
+        "loaded {} in {:.1}s ({} MB of weights, vocab {})",
+        model.name(),
+        t.elapsed().as_secs_f64(),
+        model.weight_bytes() / 1_000_000,
+        vocab.size
+    );
+    let config = server_config(&args, tokens, draft_model, model.config())?;
+    let state = verifier_server::AppState::with_config(model, vocab, config);
+    state.set_tokenizer(tokenizer);
+    if let Err(why) = state.readiness().await {
+        anyhow::bail!("the model failed its start-up check (a one-token forward): {why}");
+    }
+    let app = verifier_server::router(state.clone(), args.www.clone());
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!("listening on ws://{}/ws", listener.local_addr()?);
+    let drain = std::time::Duration::from_secs(args.drain);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(drain_on_signal(state, drain))
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The tokens clients may present (`--token` and `--token-file`), each checked to travel as a
+/// WebSocket subprotocol; none is allowed only on a loopback address or with `--insecure`.
+fn accepted_tokens(args: &Args) -> anyhow::Result<Vec<String>> {
     let mut tokens: Vec<String> = args.token.iter().cloned().collect();
     if let Some(f) = &args.token_file {
         tokens.extend(
@@ -117,44 +163,31 @@ async fn serve(pinned: Option<usize>) -> anyhow::Result<()> {
             args.listen
         );
     }
-    let path = hlm_fetch::resolve(&args.model, &mut |p| {
+    Ok(tokens)
+}
+
+/// A model's file: a known name (downloaded into the cache if missing, progress in the log) or
+/// a path; `what` names it in the error.
+fn fetch_model(name: &str, what: &str) -> anyhow::Result<std::path::PathBuf> {
+    hlm_fetch::resolve(name, &mut |p| {
         tracing::info!("{}: {}/{} bytes", p.stage, p.done, p.total)
     })
-    .with_context(|| format!("obtaining model {}", args.model))?;
-    let draft_model = match &args.draft_model {
-        Some(name) => {
-            let p = hlm_fetch::resolve(name, &mut |p| {
-                tracing::info!("{}: {}/{} bytes", p.stage, p.done, p.total)
-            })
-            .with_context(|| format!("obtaining draft model {name}"))?;
-            Some((name.clone(), p))
-        }
-        None => None,
-    };
-    let t = std::time::Instant::now();
-    let (model, tokenizer) = hlm_engine::load_model_and_tokenizer(
-        &path,
-        &LoadOptions {
-            device: args.device.clone(),
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("loading {}", path.display()))?;
-    let model = Arc::new(model);
-    let vocab = hlm_engine::decode::vocab_info(&tokenizer, model.config());
-    tracing::info!(
-        "loaded {} in {:.1}s ({} MB of weights, vocab {})",
-        model.name(),
-        t.elapsed().as_secs_f64(),
-        model.weight_bytes() / 1_000_000,
-        vocab.size
-    );
+    .with_context(|| format!("obtaining {what} {name}"))
+}
+
+/// The server's limits from the command line, checked against the model's KV cache size.
+fn server_config(
+    args: &Args,
+    tokens: Vec<String>,
+    draft_model: Option<(String, std::path::PathBuf)>,
+    model: &hlm_engine::model::ModelConfig,
+) -> anyhow::Result<verifier_server::ServerConfig> {
     let config = verifier_server::ServerConfig {
         max_context: args.max_context,
         tokens,
         max_sessions: args.max_sessions.max(1),
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
-        allowed_origins: args.allowed_origins,
+        allowed_origins: args.allowed_origins.clone(),
         max_kv_bytes: args.max_kv_mb.map(|mb| mb << 20),
         draft_model,
         batch: verifier_server::batch::BatchLimits {
@@ -164,40 +197,25 @@ async fn serve(pinned: Option<usize>) -> anyhow::Result<()> {
         },
         ..Default::default()
     };
-    config
-        .check_memory(model.config())
-        .map_err(anyhow::Error::msg)?;
+    config.check_memory(model).map_err(anyhow::Error::msg)?;
     tracing::info!(
         "each session holds at most {} MB of KV cache ({} sessions: {} MB)",
-        config.kv_bytes_per_session(model.config()) >> 20,
+        config.kv_bytes_per_session(model) >> 20,
         config.max_sessions,
-        (config.kv_bytes_per_session(model.config()) * config.max_sessions) >> 20
+        (config.kv_bytes_per_session(model) * config.max_sessions) >> 20
     );
+    Ok(config)
+}
 
-    let state = verifier_server::AppState::with_config(model, vocab, config);
-    state.set_tokenizer(tokenizer);
-    if let Err(why) = state.readiness().await {
-        anyhow::bail!("the model failed its start-up check (a one-token forward): {why}");
+/// Resolves on SIGTERM / Ctrl-C, after telling open sessions to finish (upgraded WebSockets
+/// escape axum's graceful shutdown) and waiting up to `drain` for them.
+async fn drain_on_signal(state: Arc<verifier_server::AppState>, drain: std::time::Duration) {
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new sessions, draining for up to {drain:?}");
+    let left = state.shut_down(drain).await;
+    if left > 0 {
+        tracing::warn!("{left} sessions still open after the drain");
     }
-    let app = verifier_server::router(state.clone(), args.www);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!("listening on ws://{}/ws", listener.local_addr()?);
-    let drain = std::time::Duration::from_secs(args.drain);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: no new sessions, draining for up to {drain:?}");
-            // Upgraded WebSockets escape axum's graceful shutdown: tell them ourselves.
-            let left = state.shut_down(drain).await;
-            if left > 0 {
-                tracing::warn!("{left} sessions still open after the drain");
-            }
-        })
-        .await?;
-    tracing::info!("stopped");
-    Ok(())
 }
 
 fn parse_device(s: &str) -> Result<candle_core::Device, String> {
