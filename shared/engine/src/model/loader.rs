@@ -72,23 +72,7 @@ impl Model {
                 )))
             }
         };
-        let key = |k: &str| format!("{arch_name}.{k}");
-        let hidden = meta_usize(md, &key("embedding_length"))?;
-        let heads = meta_usize(md, &key("attention.head_count"))?;
-        let mut eos_ids: Vec<u32> = meta_usize(md, "tokenizer.ggml.eos_token_id")
-            .ok()
-            .map(|i| vec![i as u32])
-            .unwrap_or_default();
-        {
-            // Scoped: the token strings are freed before the tensors are read.
-            let tokens = crate::tokenizer::vocab_tokens(content)
-                .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-            for (i, t) in tokens.iter().enumerate() {
-                if END_TOKENS.contains(&t.as_str()) && !eos_ids.contains(&(i as u32)) {
-                    eos_ids.push(i as u32);
-                }
-            }
-        }
+        let eos_ids = gguf_eos_ids(content)?;
         let mut t = GgufTensors {
             content,
             reader,
@@ -96,28 +80,7 @@ impl Model {
         };
         let embd = Arc::new(t.tensor("token_embd.weight")?);
         let vocab_size = embd.shape().dims2()?.0;
-        let mut config = ModelConfig {
-            arch,
-            vocab_size,
-            hidden,
-            layers: meta_usize(md, &key("block_count"))?,
-            heads,
-            kv_heads: meta_usize(md, &key("attention.head_count_kv")).unwrap_or(heads),
-            head_dim: meta_usize(md, &key("attention.key_length"))
-                .unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
-            ffn: meta_usize(md, &key("feed_forward_length"))?,
-            rms_eps: meta_f32(md, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-6),
-            rope_theta: meta_f32(md, &key("rope.freq_base")).unwrap_or(10_000.0),
-            rope_style: match arch {
-                Architecture::Qwen2 => RopeStyle::Halves,
-                Architecture::Llama => RopeStyle::Interleaved,
-            },
-            max_context: meta_usize(md, &key("context_length")).unwrap_or(4096),
-            bos_id: meta_usize(md, "tokenizer.ggml.bos_token_id")
-                .ok()
-                .map(|i| i as u32),
-            eos_ids,
-        };
+        let mut config = gguf_config(md, &arch_name, arch, vocab_size, eos_ids)?;
         if let Some(cap) = opts.max_context {
             config.max_context = config.max_context.min(cap);
         }
@@ -131,24 +94,9 @@ impl Model {
         } else {
             Linear::quantized(embd.clone())?
         };
-        let mut layers = Vec::with_capacity(config.layers);
-        for i in 0..config.layers {
-            let p = format!("blk.{i}.");
-            layers.push(Layer {
-                wq: t.linear(&format!("{p}attn_q.weight"))?,
-                wk: t.linear(&format!("{p}attn_k.weight"))?,
-                wv: t.linear(&format!("{p}attn_v.weight"))?,
-                wo: t.linear(&format!("{p}attn_output.weight"))?,
-                w_gate: t.linear(&format!("{p}ffn_gate.weight"))?,
-                w_up: t.linear(&format!("{p}ffn_up.weight"))?,
-                w_down: t.linear(&format!("{p}ffn_down.weight"))?,
-                attn_norm: t.vector(&format!("{p}attn_norm.weight"))?,
-                ffn_norm: t.vector(&format!("{p}ffn_norm.weight"))?,
-                bq: t.optional_vector(&format!("{p}attn_q.bias"))?,
-                bk: t.optional_vector(&format!("{p}attn_k.bias"))?,
-                bv: t.optional_vector(&format!("{p}attn_v.bias"))?,
-            });
-        }
+        let layers = (0..config.layers)
+            .map(|i| t.layer(i))
+            .collect::<Result<Vec<_>>>()?;
         Self::assemble(
             config,
             Embedding::Quantized(embd),
@@ -168,136 +116,21 @@ impl Model {
         } else {
             path.parent().map(Path::to_path_buf).unwrap_or_default()
         };
-        let cfg_path = dir.join("config.json");
-        let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| {
-            EngineError::model(format!(
-                "{}: not a GGUF file, and no readable {} ({e})",
-                path.display(),
-                cfg_path.display()
-            ))
-        })?;
-        let hf: serde_json::Value = serde_json::from_str(&cfg_text)
-            .map_err(|e| EngineError::model(format!("{}: {e}", cfg_path.display())))?;
-        let get = |k: &str| -> Result<usize> {
-            hf.get(k)
-                .and_then(|v| v.as_u64())
-                .map(|v| v as usize)
-                .ok_or_else(|| EngineError::model(format!("config.json lacks `{k}`")))
-        };
-        let arch = match hf.get("model_type").and_then(|v| v.as_str()) {
-            Some("qwen2") => Architecture::Qwen2,
-            Some("llama") => Architecture::Llama,
-            other => {
-                return Err(EngineError::model(format!(
-                    "unsupported model_type {other:?} (supported: qwen2, llama)"
-                )))
-            }
-        };
-        let mut files: Vec<_> = std::fs::read_dir(&dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(EngineError::model(format!(
-                "no *.safetensors in {}",
-                dir.display()
-            )));
-        }
-        let mut w: HashMap<String, Tensor> = HashMap::new();
-        for f in &files {
-            w.extend(candle_core::safetensors::load(f, &Device::Cpu)?);
-        }
-        let mut take = |name: &str| -> Result<Tensor> {
-            w.remove(name)
-                .ok_or_else(|| EngineError::model(format!("safetensors lack `{name}`")))?
-                .to_dtype(DType::F32)
-                .map_err(Into::into)
-        };
-        let heads = get("num_attention_heads")?;
-        let hidden = get("hidden_size")?;
-        let eos_ids = match hf.get("eos_token_id") {
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_u64())
-                .map(|v| v as u32)
-                .collect(),
-            Some(v) => v.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
-            None => vec![],
-        };
-        let embed = take("model.embed_tokens.weight")?;
-        let mut config = ModelConfig {
-            arch,
-            vocab_size: embed.dims2()?.0,
-            hidden,
-            layers: get("num_hidden_layers")?,
-            heads,
-            kv_heads: get("num_key_value_heads").unwrap_or(heads),
-            head_dim: get("head_dim").unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
-            ffn: get("intermediate_size")?,
-            rms_eps: hf
-                .get("rms_norm_eps")
-                .and_then(|v| v.as_f64())
-                .unwrap_or(1e-6) as f32,
-            rope_theta: hf
-                .get("rope_theta")
-                .and_then(|v| v.as_f64())
-                .unwrap_or(10_000.0) as f32,
-            rope_style: RopeStyle::Halves,
-            max_context: get("max_position_embeddings").unwrap_or(4096),
-            bos_id: hf
-                .get("bos_token_id")
-                .and_then(|v| v.as_u64())
-                .map(|v| v as u32),
-            eos_ids,
-        };
+        let hf = HfConfig::read(path, &dir)?;
+        // Before reading gigabytes of weights.
+        let arch = hf.architecture()?;
+        let mut w = DenseWeights::load(&dir)?;
+        let embed = w.take("model.embed_tokens.weight")?;
+        let mut config = hf.model_config(arch, embed.dims2()?.0)?;
         if let Some(cap) = opts.max_context {
             config.max_context = config.max_context.min(cap);
         }
         config.validate().map_err(EngineError::Model)?;
-        let mut layers = Vec::with_capacity(config.layers);
-        for i in 0..config.layers {
-            let p = format!("model.layers.{i}.");
-            let mut lin = |n: &str| Linear::dense(take(&format!("{p}{n}.weight"))?);
-            let (wq, wk, wv, wo) = (
-                lin("self_attn.q_proj")?,
-                lin("self_attn.k_proj")?,
-                lin("self_attn.v_proj")?,
-                lin("self_attn.o_proj")?,
-            );
-            let (w_gate, w_up, w_down) = (
-                lin("mlp.gate_proj")?,
-                lin("mlp.up_proj")?,
-                lin("mlp.down_proj")?,
-            );
-            let mut bias = |n: &str| -> Result<Option<Vec<f32>>> {
-                match take(&format!("{p}{n}.bias")) {
-                    Ok(t) => Ok(Some(t.to_vec1()?)),
-                    Err(_) => Ok(None),
-                }
-            };
-            let (bq, bk, bv) = (
-                bias("self_attn.q_proj")?,
-                bias("self_attn.k_proj")?,
-                bias("self_attn.v_proj")?,
-            );
-            layers.push(Layer {
-                attn_norm: take(&format!("{p}input_layernorm.weight"))?.to_vec1()?,
-                ffn_norm: take(&format!("{p}post_attention_layernorm.weight"))?.to_vec1()?,
-                wq,
-                wk,
-                wv,
-                wo,
-                w_gate,
-                w_up,
-                w_down,
-                bq,
-                bk,
-                bv,
-            });
-        }
-        let out_norm = take("model.norm.weight")?.to_vec1()?;
-        let lm_head = match take("lm_head.weight") {
+        let layers = (0..config.layers)
+            .map(|i| w.layer(i))
+            .collect::<Result<Vec<_>>>()?;
+        let out_norm = w.take("model.norm.weight")?.to_vec1()?;
+        let lm_head = match w.take("lm_head.weight") {
             Ok(t) => Linear::dense(t)?,
             Err(_) => Linear::dense(embed.clone())?,
         };
@@ -418,6 +251,221 @@ fn check_shapes(
         }
     }
     Ok(())
+}
+
+/// The ids that end a generation: the GGUF's `eos_token_id`, and every token of the vocabulary
+/// that is one of [`END_TOKENS`].
+fn gguf_eos_ids(content: &gguf_file::Content) -> Result<Vec<u32>> {
+    let mut eos_ids: Vec<u32> = meta_usize(&content.metadata, "tokenizer.ggml.eos_token_id")
+        .ok()
+        .map(|i| vec![i as u32])
+        .unwrap_or_default();
+    // The token strings are freed (on return) before the tensors are read.
+    let tokens = crate::tokenizer::vocab_tokens(content)
+        .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+    for (i, t) in tokens.iter().enumerate() {
+        if END_TOKENS.contains(&t.as_str()) && !eos_ids.contains(&(i as u32)) {
+            eos_ids.push(i as u32);
+        }
+    }
+    Ok(eos_ids)
+}
+
+/// The model's shape and constants from a GGUF's metadata (keys under `arch_name.`).
+fn gguf_config(
+    md: &HashMap<String, gguf_file::Value>,
+    arch_name: &str,
+    arch: Architecture,
+    vocab_size: usize,
+    eos_ids: Vec<u32>,
+) -> Result<ModelConfig> {
+    let key = |k: &str| format!("{arch_name}.{k}");
+    let hidden = meta_usize(md, &key("embedding_length"))?;
+    let heads = meta_usize(md, &key("attention.head_count"))?;
+    Ok(ModelConfig {
+        arch,
+        vocab_size,
+        hidden,
+        layers: meta_usize(md, &key("block_count"))?,
+        heads,
+        kv_heads: meta_usize(md, &key("attention.head_count_kv")).unwrap_or(heads),
+        head_dim: meta_usize(md, &key("attention.key_length"))
+            .unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
+        ffn: meta_usize(md, &key("feed_forward_length"))?,
+        rms_eps: meta_f32(md, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-6),
+        rope_theta: meta_f32(md, &key("rope.freq_base")).unwrap_or(10_000.0),
+        rope_style: match arch {
+            Architecture::Qwen2 => RopeStyle::Halves,
+            Architecture::Llama => RopeStyle::Interleaved,
+        },
+        max_context: meta_usize(md, &key("context_length")).unwrap_or(4096),
+        bos_id: meta_usize(md, "tokenizer.ggml.bos_token_id")
+            .ok()
+            .map(|i| i as u32),
+        eos_ids,
+    })
+}
+
+/// A Hugging Face model directory's `config.json`.
+struct HfConfig(serde_json::Value);
+
+impl HfConfig {
+    /// `dir/config.json`; `path` (what the user named) goes into the error.
+    fn read(path: &Path, dir: &Path) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
+            EngineError::model(format!(
+                "{}: not a GGUF file, and no readable {} ({e})",
+                path.display(),
+                cfg_path.display()
+            ))
+        })?;
+        serde_json::from_str(&text)
+            .map(HfConfig)
+            .map_err(|e| EngineError::model(format!("{}: {e}", cfg_path.display())))
+    }
+
+    fn usize(&self, k: &str) -> Result<usize> {
+        self.0
+            .get(k)
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize)
+            .ok_or_else(|| EngineError::model(format!("config.json lacks `{k}`")))
+    }
+
+    fn f64_or(&self, k: &str, default: f64) -> f64 {
+        self.0.get(k).and_then(|v| v.as_f64()).unwrap_or(default)
+    }
+
+    /// `eos_token_id`: one id, a list of them, or none.
+    fn eos_ids(&self) -> Vec<u32> {
+        match self.0.get("eos_token_id") {
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as u32)
+                .collect(),
+            Some(v) => v.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
+            None => vec![],
+        }
+    }
+
+    /// `model_type`, one of those we run.
+    fn architecture(&self) -> Result<Architecture> {
+        match self.0.get("model_type").and_then(|v| v.as_str()) {
+            Some("qwen2") => Ok(Architecture::Qwen2),
+            Some("llama") => Ok(Architecture::Llama),
+            other => Err(EngineError::model(format!(
+                "unsupported model_type {other:?} (supported: qwen2, llama)"
+            ))),
+        }
+    }
+
+    /// The model's shape and constants (the vocabulary's size from the embedding matrix).
+    fn model_config(&self, arch: Architecture, vocab_size: usize) -> Result<ModelConfig> {
+        let heads = self.usize("num_attention_heads")?;
+        let hidden = self.usize("hidden_size")?;
+        Ok(ModelConfig {
+            arch,
+            vocab_size,
+            hidden,
+            layers: self.usize("num_hidden_layers")?,
+            heads,
+            kv_heads: self.usize("num_key_value_heads").unwrap_or(heads),
+            head_dim: self
+                .usize("head_dim")
+                .unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
+            ffn: self.usize("intermediate_size")?,
+            rms_eps: self.f64_or("rms_norm_eps", 1e-6) as f32,
+            rope_theta: self.f64_or("rope_theta", 10_000.0) as f32,
+            rope_style: RopeStyle::Halves,
+            max_context: self.usize("max_position_embeddings").unwrap_or(4096),
+            bos_id: self
+                .0
+                .get("bos_token_id")
+                .and_then(|v| v.as_u64())
+                .map(|v| v as u32),
+            eos_ids: self.eos_ids(),
+        })
+    }
+}
+
+/// The tensors of a directory's `*.safetensors` files, taken out by name as f32.
+struct DenseWeights(HashMap<String, Tensor>);
+
+impl DenseWeights {
+    fn load(dir: &Path) -> Result<Self> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(EngineError::model(format!(
+                "no *.safetensors in {}",
+                dir.display()
+            )));
+        }
+        let mut w = HashMap::new();
+        for f in &files {
+            w.extend(candle_core::safetensors::load(f, &Device::Cpu)?);
+        }
+        Ok(DenseWeights(w))
+    }
+
+    fn take(&mut self, name: &str) -> Result<Tensor> {
+        self.0
+            .remove(name)
+            .ok_or_else(|| EngineError::model(format!("safetensors lack `{name}`")))?
+            .to_dtype(DType::F32)
+            .map_err(Into::into)
+    }
+
+    /// Layer `i`'s matrices, norms and (Qwen2's) attention biases.
+    fn layer(&mut self, i: usize) -> Result<Layer> {
+        let p = format!("model.layers.{i}.");
+        let mut lin = |n: &str| Linear::dense(self.take(&format!("{p}{n}.weight"))?);
+        let (wq, wk, wv, wo) = (
+            lin("self_attn.q_proj")?,
+            lin("self_attn.k_proj")?,
+            lin("self_attn.v_proj")?,
+            lin("self_attn.o_proj")?,
+        );
+        let (w_gate, w_up, w_down) = (
+            lin("mlp.gate_proj")?,
+            lin("mlp.up_proj")?,
+            lin("mlp.down_proj")?,
+        );
+        let mut bias = |n: &str| -> Result<Option<Vec<f32>>> {
+            match self.take(&format!("{p}{n}.bias")) {
+                Ok(t) => Ok(Some(t.to_vec1()?)),
+                Err(_) => Ok(None),
+            }
+        };
+        let (bq, bk, bv) = (
+            bias("self_attn.q_proj")?,
+            bias("self_attn.k_proj")?,
+            bias("self_attn.v_proj")?,
+        );
+        Ok(Layer {
+            attn_norm: self
+                .take(&format!("{p}input_layernorm.weight"))?
+                .to_vec1()?,
+            ffn_norm: self
+                .take(&format!("{p}post_attention_layernorm.weight"))?
+                .to_vec1()?,
+            wq,
+            wk,
+            wv,
+            wo,
+            w_gate,
+            w_up,
+            w_down,
+            bq,
+            bk,
+            bv,
+        })
+    }
 }
 
 fn file_stem(p: &Path) -> String {
@@ -582,6 +630,25 @@ impl<R: Read + Seek> GgufTensors<'_, R> {
         } else {
             Ok(None)
         }
+    }
+
+    /// Block `i`'s matrices, norms and (Qwen2's) attention biases.
+    fn layer(&mut self, i: usize) -> Result<Layer> {
+        let p = format!("blk.{i}.");
+        Ok(Layer {
+            wq: self.linear(&format!("{p}attn_q.weight"))?,
+            wk: self.linear(&format!("{p}attn_k.weight"))?,
+            wv: self.linear(&format!("{p}attn_v.weight"))?,
+            wo: self.linear(&format!("{p}attn_output.weight"))?,
+            w_gate: self.linear(&format!("{p}ffn_gate.weight"))?,
+            w_up: self.linear(&format!("{p}ffn_up.weight"))?,
+            w_down: self.linear(&format!("{p}ffn_down.weight"))?,
+            attn_norm: self.vector(&format!("{p}attn_norm.weight"))?,
+            ffn_norm: self.vector(&format!("{p}ffn_norm.weight"))?,
+            bq: self.optional_vector(&format!("{p}attn_q.bias"))?,
+            bk: self.optional_vector(&format!("{p}attn_k.bias"))?,
+            bv: self.optional_vector(&format!("{p}attn_v.bias"))?,
+        })
     }
 }
 
