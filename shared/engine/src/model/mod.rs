@@ -73,6 +73,42 @@ pub enum LogitRows {
     All,
 }
 
+/// One item's attention weights over its positions, when captured.
+type AttentionWeights = Option<Vec<f32>>;
+
+/// A batch's new tokens stacked into one matrix: item `i`'s rows are `spans[i]`, and each row's
+/// rotary tables are those of its own position in its sequence.
+struct Stacked {
+    ids: Vec<u32>,
+    spans: Vec<std::ops::Range<usize>>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Stacked {
+    fn new(items: &[BatchItem<'_>], rope: &ops::Rope) -> Self {
+        let mut spans = Vec::with_capacity(items.len());
+        let (mut ids, mut positions) = (Vec::new(), Vec::new());
+        for it in items {
+            let (start, p0) = (ids.len(), it.cache.len());
+            ids.extend_from_slice(it.tokens);
+            positions.extend(p0..p0 + it.tokens.len());
+            spans.push(start..ids.len());
+        }
+        let (cos, sin) = rope.tables(&positions);
+        Stacked {
+            ids,
+            spans,
+            cos,
+            sin,
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.ids.len()
+    }
+}
+
 /// One sequence's share of a [`Model::forward_batch`]: its cache, its new tokens (at positions
 /// `cache.len() ..`) and the rows that need logits.
 pub struct BatchItem<'a> {
@@ -256,60 +292,19 @@ impl Model {
             .iter()
             .map(|it| self.check_item(it))
             .collect::<Result<Vec<_>>>()?;
-        // Row ranges of the items in the stacked batch.
-        let mut spans = Vec::with_capacity(items.len());
-        let (mut ids, mut positions) = (Vec::new(), Vec::new());
-        for it in items.iter() {
-            let (start, p0) = (ids.len(), it.cache.len());
-            ids.extend_from_slice(it.tokens);
-            positions.extend(p0..p0 + it.tokens.len());
-            spans.push(start..ids.len());
-        }
-        let total = ids.len();
-        let d = cfg.hidden;
-        let mut x = self.embedding.rows(&ids)?;
-        debug_assert_eq!(x.len(), total * d);
-        let (cos, sin) = self.rope.tables(&positions);
+        let stacked = Stacked::new(items, &self.rope);
+        let (spans, total) = (&stacked.spans, stacked.rows());
+        let mut x = self.embedding.rows(&stacked.ids)?;
+        debug_assert_eq!(x.len(), total * cfg.hidden);
         let capture_from = cfg.layers.saturating_sub(capture_attention);
-        let mut attn_acc: Vec<Option<Vec<f32>>> = vec![None; items.len()];
+        let mut attn_acc: Vec<AttentionWeights> = vec![None; items.len()];
         let mut captured = 0usize;
-
         for (li, layer) in self.layers.iter().enumerate() {
-            let h = ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps);
-            let [mut q, mut k, mut v] =
-                Linear::forward_shared([&layer.wq, &layer.wk, &layer.wv], &h, total)?;
-            for (t, b) in [
-                (&mut q, &layer.bq),
-                (&mut k, &layer.bk),
-                (&mut v, &layer.bv),
-            ] {
-                if let Some(b) = b {
-                    ops::add_bias(t, b);
-                }
-            }
-            self.rope.apply(&mut q, cfg.heads, &cos, &sin);
-            self.rope.apply(&mut k, cfg.kv_heads, &cos, &sin);
             let capture = capture_attention > 0 && li >= capture_from;
             captured += capture as usize;
-            let (qw, kvw) = (cfg.heads * cfg.head_dim, cfg.kv_width());
-            for (it, span) in items.iter_mut().zip(&spans) {
-                let rows_kv = span.start * kvw..span.end * kvw;
-                it.cache
-                    .append(li, &k[rows_kv.clone()], &v[rows_kv], span.len());
-            }
-            // Every sequence's attention in one parallel pass: one dispatch per layer rather
-            // than one per sequence. (A cache's length moves only at `commit`, below.)
-            let seqs: Vec<attention::Queries> = items
-                .iter()
-                .zip(&spans)
-                .map(|(it, span)| attention::Queries {
-                    q: &q[span.start * qw..span.end * qw],
-                    kv: it.cache.layer(li),
-                    p0: it.cache.len(),
-                    m: span.len(),
-                })
-                .collect();
-            let (attn, probs) = attention::causal_batch(cfg, &seqs, capture, kernel_parallel());
+            let h = ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps);
+            let (o, probs) = self.attention(li, &h, items, &stacked, capture)?;
+            ops::add_assign(&mut x, &o);
             for (probs, acc) in probs.into_iter().zip(&mut attn_acc) {
                 if let Some(p) = probs {
                     match acc {
@@ -318,18 +313,14 @@ impl Model {
                     }
                 }
             }
-            let o = layer.wo.forward(&attn, total)?;
-            ops::add_assign(&mut x, &o);
             let h = ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps);
-            let [mut g, u] = Linear::forward_shared([&layer.w_gate, &layer.w_up], &h, total)?;
-            ops::silu_mul_on(&mut g, &u, kernel_parallel());
-            let down = layer.w_down.forward(&g, total)?;
-            ops::add_assign(&mut x, &down);
+            ops::add_assign(&mut x, &Self::feed_forward(layer, &h, total)?);
         }
-        for (it, span) in items.iter_mut().zip(&spans) {
+        for (it, span) in items.iter_mut().zip(spans) {
             it.cache.commit(span.len());
         }
-        let mut logits = self.batch_logits(&x, &spans, &wanted)?.into_iter();
+        let mut logits = self.batch_logits(&x, spans, &wanted)?.into_iter();
+        let d = cfg.hidden;
         let outputs = spans
             .iter()
             .zip(attn_acc)
@@ -348,6 +339,61 @@ impl Model {
             })
             .collect();
         Ok(outputs)
+    }
+
+    /// Layer `li`'s attention over the normalised rows `h` of the stacked batch: each item's
+    /// keys and values go into its cache, its queries attend to its own cache only. Returns the
+    /// output projection's rows and, with `capture`, each item's attention weights.
+    fn attention(
+        &self,
+        li: usize,
+        h: &[f32],
+        items: &mut [BatchItem<'_>],
+        stacked: &Stacked,
+        capture: bool,
+    ) -> Result<(Vec<f32>, Vec<AttentionWeights>)> {
+        let (cfg, layer) = (&self.config, &self.layers[li]);
+        let (spans, total, cos, sin) = (&stacked.spans, stacked.rows(), &stacked.cos, &stacked.sin);
+        let [mut q, mut k, mut v] =
+            Linear::forward_shared([&layer.wq, &layer.wk, &layer.wv], h, total)?;
+        for (t, b) in [
+            (&mut q, &layer.bq),
+            (&mut k, &layer.bk),
+            (&mut v, &layer.bv),
+        ] {
+            if let Some(b) = b {
+                ops::add_bias(t, b);
+            }
+        }
+        self.rope.apply(&mut q, cfg.heads, cos, sin);
+        self.rope.apply(&mut k, cfg.kv_heads, cos, sin);
+        let (qw, kvw) = (cfg.heads * cfg.head_dim, cfg.kv_width());
+        for (it, span) in items.iter_mut().zip(spans) {
+            let rows_kv = span.start * kvw..span.end * kvw;
+            it.cache
+                .append(li, &k[rows_kv.clone()], &v[rows_kv], span.len());
+        }
+        // Every sequence's attention in one parallel pass: one dispatch per layer rather
+        // than one per sequence. (A cache's length moves only at `commit`.)
+        let seqs: Vec<attention::Queries> = items
+            .iter()
+            .zip(spans)
+            .map(|(it, span)| attention::Queries {
+                q: &q[span.start * qw..span.end * qw],
+                kv: it.cache.layer(li),
+                p0: it.cache.len(),
+                m: span.len(),
+            })
+            .collect();
+        let (attn, probs) = attention::causal_batch(cfg, &seqs, capture, kernel_parallel());
+        Ok((layer.wo.forward(&attn, total)?, probs))
+    }
+
+    /// The feed-forward block on the normalised rows `h`: `down(silu(gate h) · up h)`.
+    fn feed_forward(layer: &Layer, h: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let [mut g, u] = Linear::forward_shared([&layer.w_gate, &layer.w_up], h, rows)?;
+        ops::silu_mul_on(&mut g, &u, kernel_parallel());
+        layer.w_down.forward(&g, rows)
     }
 
     /// Checks one item of a batch before any work: tokens present and in the vocabulary, room in
