@@ -68,6 +68,20 @@ struct Shared {
     forward_tokens: AtomicU64,
 }
 
+impl Shared {
+    /// A round answered after `latency` seconds with verdict `v`.
+    fn count_verdict(&self, v: &Verdict, latency: f64) {
+        self.verified
+            .fetch_add(v.verified as u64, Ordering::Relaxed);
+        self.forward_tokens
+            .fetch_add(v.forward_tokens as u64, Ordering::Relaxed);
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut l) = self.latencies.lock() {
+            l.push(latency);
+        }
+    }
+}
+
 /// The command line of a `verifier-server` serving `model` on `127.0.0.1:port` (quiet logs).
 pub fn server_command(
     bin: &std::path::Path,
@@ -273,6 +287,53 @@ pub async fn run(cfg: LoadConfig) -> LoadReport {
 /// One client: handshake, then generations of rounds until the time is up.
 async fn session(id: u64, cfg: &LoadConfig, shared: &Shared, start: Instant) -> Result<(), String> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(id);
+    let mut link = handshake(id, cfg).await?;
+    let mut committed = 0usize;
+    let mut opening: Option<u32> = None;
+    let mut round_no = 0u32;
+    while start.elapsed() < cfg.duration && cfg.max_rounds.is_none_or(|n| round_no < n) {
+        if committed + cfg.round_tokens + 1 > cfg.context {
+            let reset = encode_client(&ClientMsg::Reset {
+                sampling: Sampling::Greedy,
+            });
+            link.send(reset).await.map_err(|e| e.to_string())?;
+            committed = 0;
+            opening = None;
+        }
+        if committed == 0 {
+            shared.generations.fetch_add(1, Ordering::Relaxed);
+        }
+        let tokens = round_tokens(&mut rng, cfg, committed == 0, opening.take());
+        let n = tokens.len();
+        let frame = encode_client(&ClientMsg::Round(Round {
+            round: round_no,
+            base: committed as u32,
+            tokens,
+        }));
+        let t = Instant::now();
+        link.send(frame).await.map_err(|e| e.to_string())?;
+        let reply = link.recv().await.map_err(|e| e.to_string())?;
+        let latency = t.elapsed().as_secs_f64();
+        match decode_server(&reply) {
+            Ok(ServerMsg::Verdict(v)) if v.round == round_no => {
+                if v.correction.is_none() && v.accepted as usize != n {
+                    return Err(format!("verdict {v:?} for a round of {n}"));
+                }
+                committed += v.accepted as usize;
+                opening = v.correction;
+                shared.count_verdict(&v, latency);
+            }
+            other => return Err(format!("expected a verdict, got {other:?}")),
+        }
+        round_no = round_no.wrapping_add(1);
+        tokio::time::sleep(cfg.think).await;
+    }
+    let _ = link.close().await;
+    Ok(())
+}
+
+/// A connection that has said `Hello` (greedy sampling) and had its `Welcome`.
+async fn handshake(id: u64, cfg: &LoadConfig) -> Result<WsLink, String> {
     let mut link = WsLink::connect_with_token(&cfg.url, cfg.token.as_deref())
         .await
         .map_err(|e| e.to_string())?;
@@ -286,80 +347,37 @@ async fn session(id: u64, cfg: &LoadConfig, shared: &Shared, start: Instant) -> 
         .await
         .map_err(|e| e.to_string())?;
     match decode_server(&link.recv().await.map_err(|e| e.to_string())?) {
-        Ok(ServerMsg::Welcome { .. }) => {}
-        other => return Err(format!("expected Welcome, got {other:?}")),
+        Ok(ServerMsg::Welcome { .. }) => Ok(link),
+        other => Err(format!("expected Welcome, got {other:?}")),
     }
+}
+
+/// One round's tokens, random over the vocabulary: a prompt first when a generation starts,
+/// then the last verdict's correction (if any), then `round_tokens` drafts of which every other
+/// one and the last are sent for verification.
+fn round_tokens(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    cfg: &LoadConfig,
+    new_generation: bool,
+    opening: Option<u32>,
+) -> Vec<BlockToken> {
     let vocab = cfg.vocab.size;
-    let mut committed = 0usize;
-    let mut opening: Option<u32> = None;
-    let mut round_no = 0u32;
-    while start.elapsed() < cfg.duration && cfg.max_rounds.is_none_or(|n| round_no < n) {
-        if committed + cfg.round_tokens + 1 > cfg.context {
-            let reset = encode_client(&ClientMsg::Reset {
-                sampling: Sampling::Greedy,
-            });
-            link.send(reset).await.map_err(|e| e.to_string())?;
-            committed = 0;
-            opening = None;
-        }
-        let mut tokens = Vec::new();
-        if committed == 0 {
-            shared.generations.fetch_add(1, Ordering::Relaxed);
-            for _ in 0..cfg.prompt_tokens {
-                tokens.push(BlockToken {
-                    id: rng.random_range(0..vocab),
-                    verify: false,
-                    dist: None,
-                });
-            }
-        }
-        if let Some(y) = opening.take() {
-            tokens.push(BlockToken {
-                id: y,
-                verify: false,
-                dist: None,
-            });
-        }
-        for i in 0..cfg.round_tokens {
-            tokens.push(BlockToken {
-                id: rng.random_range(0..vocab),
-                verify: i % 2 == 1 || i + 1 == cfg.round_tokens,
-                dist: None,
-            });
-        }
-        let n = tokens.len();
-        let frame = encode_client(&ClientMsg::Round(Round {
-            round: round_no,
-            base: committed as u32,
-            tokens,
-        }));
-        let t = Instant::now();
-        link.send(frame).await.map_err(|e| e.to_string())?;
-        let reply = link.recv().await.map_err(|e| e.to_string())?;
-        let latency = t.elapsed().as_secs_f64();
-        match decode_server(&reply) {
-            Ok(ServerMsg::Verdict(v)) if v.round == round_no => {
-                committed += v.accepted as usize;
-                opening = v.correction;
-                shared
-                    .verified
-                    .fetch_add(v.verified as u64, Ordering::Relaxed);
-                shared
-                    .forward_tokens
-                    .fetch_add(v.forward_tokens as u64, Ordering::Relaxed);
-                if v.correction.is_none() && v.accepted as usize != n {
-                    return Err(format!("verdict {v:?} for a round of {n}"));
-                }
-            }
-            other => return Err(format!("expected a verdict, got {other:?}")),
-        }
-        round_no = round_no.wrapping_add(1);
-        shared.rounds.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut l) = shared.latencies.lock() {
-            l.push(latency);
-        }
-        tokio::time::sleep(cfg.think).await;
+    let unverified = |id| BlockToken {
+        id,
+        verify: false,
+        dist: None,
+    };
+    let mut tokens = Vec::new();
+    if new_generation {
+        tokens.extend((0..cfg.prompt_tokens).map(|_| unverified(rng.random_range(0..vocab))));
     }
-    let _ = link.close().await;
-    Ok(())
+    tokens.extend(opening.map(unverified));
+    for i in 0..cfg.round_tokens {
+        tokens.push(BlockToken {
+            id: rng.random_range(0..vocab),
+            verify: i % 2 == 1 || i + 1 == cfg.round_tokens,
+            dist: None,
+        });
+    }
+    tokens
 }
