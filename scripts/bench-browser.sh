@@ -13,7 +13,7 @@
 # per token, the uncertainty's passes included); the native one is the bare forward. Needs the
 # browser build (scripts/build-web.sh, run here if www/pkg is missing) and Chromium with
 # playwright-core (scripts/setup-tools.sh). Writes target/bench-browser/{results.jsonl,table.md};
-# docs/benchmarks.md quotes runs.
+# docs/benchmarks.md quotes runs. The tables come from scripts/browser-bench-table.py.
 #
 # --pairs N alternates instead at the finest grain: the page stays loaded and decodes, then native
 # decodes as many tokens on as many threads (`hlm bench --draft-backends cpu`: the drafter the
@@ -58,24 +58,7 @@ if [ -n "$PAIRS" ]; then
   hlm_path="$(pwd)/target/release/hlm"
   (cd web-client/tests && node bench.mjs --base "$BASE" --tokens "$TOKENS" --threads 1,2 \
     --pairs "$PAIRS" --hlm "$hlm_path") | grep '^{' | tee "$OUT/pairs.jsonl"
-  python3 - "$OUT/pairs.jsonl" "$TOKENS" >"$OUT/pairs.md" <<'PY'
-import json, statistics, sys
-lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-rows = [r for r in lines if not r.get("warmup")]
-first = ", ".join(f"{r['page_tok_s']:.1f} tok/s on {r['threads']}" for r in lines if r.get("warmup"))
-out = [f"Draft decode over {sys.argv[2]} tokens, tok/s; page and native alternating, one pair per line",
-       f"(the page's first generation after loading, not counted: {first}).", "",
-       "| threads | pair | page | native | page ÷ native |", "|---|---|---|---|---|"]
-out += [f"| {r['threads']} | {r['pair'] + 1} | {r['page_tok_s']:.1f} | {r['native_tok_s']:.1f} | {r['ratio']:.2f} × |"
-        for r in rows]
-out.append("")
-for threads in sorted({r["threads"] for r in rows}, reverse=True):
-    ratios = [r["ratio"] for r in rows if r["threads"] == threads]
-    met = sum(x >= 0.5 for x in ratios)
-    out.append(f"Page ÷ native, {threads} thread{'s' if threads > 1 else ''}: median {statistics.median(ratios):.2f} ×, "
-               f"{min(ratios):.2f}-{max(ratios):.2f} ×, at least 0.5 × in {met} of {len(ratios)} pairs.")
-print("\n".join(out))
-PY
+  scripts/browser-bench-table.py pairs "$OUT/pairs.jsonl" "$TOKENS" >"$OUT/pairs.md"
   cat "$OUT/pairs.md"
   exit 0
 fi
@@ -94,34 +77,5 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # One table: each round's figures and the page ÷ native ratios (goal: ≥ 0.5 ×), memory after load.
-python3 - "$OUT/results.jsonl" "$TOKENS" >"$OUT/table.md" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-rounds = sorted({r["round"] for r in rows})
-def native(rnd, threads):
-    return next(r["row"]["draft_tok_s"] for r in rows
-                if r["who"] == "native" and r["round"] == rnd and r["threads"] == threads)
-def page(rnd, threads, run):
-    return next(r["row"] for r in rows if r["who"] == "page" and r["round"] == rnd
-                and r["row"]["asked_threads"] == str(threads) and r["row"]["run"] == run)
-out = [f"Draft decode over {sys.argv[2]} tokens, tok/s; the page cold / warm; {len(rounds)} rounds.", "",
-       "| round | threads | native | page | page ÷ native | page ready, warm | memory ÷ file |",
-       "|---|---|---|---|---|---|---|"]
-ratios = {1: [], 2: []}
-for rnd in rounds:
-    for threads in (2, 1):
-        n = native(rnd, threads)
-        cold, warm = page(rnd, threads, "cold"), page(rnd, threads, "warm")
-        c, w = cold["draft_alone"]["decode_tok_s"], warm["draft_alone"]["decode_tok_s"]
-        ratios[threads] += [c / n, w / n]
-        out.append(f"| {rnd} | {threads} | {n:.1f} | {c:.1f} / {w:.1f} | {c / n:.2f} / {w / n:.2f} × "
-                   f"| {warm['ready_ms'] / 1000:.1f} s | {warm['memory_over_file']:.3f} × |")
-out.append("")
-for threads in (2, 1):
-    r = ratios[threads]
-    met = sum(x >= 0.5 for x in r)
-    out.append(f"Page ÷ native, {threads} thread{'s' if threads > 1 else ''}: "
-               f"{min(r):.2f}-{max(r):.2f} ×, at least 0.5 × in {met} of {len(r)}.")
-print("\n".join(out))
-PY
+scripts/browser-bench-table.py rounds "$OUT/results.jsonl" "$TOKENS" >"$OUT/table.md"
 cat "$OUT/table.md"
